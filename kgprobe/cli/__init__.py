@@ -1,0 +1,60 @@
+"""``kgprobe`` command line: every user error is one line on stderr and exit code 2."""
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from kgprobe.errors import KgprobeError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="kgprobe")
+def cli() -> None:
+    """kgprobe: knowledge graphs and the knowledge inside language models.
+
+    \b
+    Offline defaults: causal LM `smollm2-135m`, sentence encoder `minilm-l6`.
+    Caches live in $KGPROBE_HOME (default ~/.cache/kgprobe).
+    """
+
+
+def _register() -> None:
+    from kgprobe.cli import data_cmd, kg_cmd, models_cmd, run_cmd
+
+    cli.add_command(models_cmd.models)
+    cli.add_command(data_cmd.data)
+    cli.add_command(kg_cmd.kg)
+    cli.add_command(run_cmd.run)
+    from kgprobe.cli import index_cmd
+    for command in (index_cmd.embed, index_cmd.neighbors): cli.add_command(command)
+
+
+_register()
+
+
+def _fail(message: str) -> None:
+    click.echo(f"kgprobe: error: {message}", err=True)
+    sys.exit(2)
+
+
+def main(argv: list[str] | None = None) -> None:
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        code = cli.main(args=argv, prog_name="kgprobe", standalone_mode=False)
+    except KgprobeError as err:
+        _fail(str(err))
+    except click.exceptions.NoArgsIsHelpError as err:
+        click.echo(err.ctx.get_help() if err.ctx else str(err))
+        sys.exit(2)
+    except click.UsageError as err:
+        hint = f" (see '{err.ctx.command_path} --help')" if err.ctx is not None else ""
+        _fail(err.format_message().replace("\n", " ") + hint)
+    except click.ClickException as err:
+        _fail(err.format_message().replace("\n", " "))
+    except (click.Abort, KeyboardInterrupt):
+        click.echo("kgprobe: interrupted", err=True)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,135 @@
+"""WordNet 3.0 as a knowledge graph with the WN18RR entity ids and relations.
+
+Reads the four ``data.{noun,verb,adj,adv}`` files of a WordNet 3.0 install (Debian's
+``wordnet-base``) directly, so no NLTK download is needed. Every synset becomes an entity whose
+id is its 8-digit byte offset (the ids WN18RR uses, e.g. ``02084071`` = dog), its label the
+synset's lemmas and its description the gloss. Only the 11 pointer types kept in WN18RR become
+relations, under their WN18RR names, so models and results can be compared with that benchmark.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import torch
+
+from kgprobe.errors import KgprobeError
+from kgprobe.kg.graph import KnowledgeGraph
+
+DEFAULT_DIR = "/usr/share/wordnet"
+ENV_VAR = "KGPROBE_WORDNET_DIR"
+
+# File order matters: it decides which of two synsets sharing an offset keeps the plain id.
+POS_FILES: tuple[tuple[str, str], ...] = (("n", "noun"), ("v", "verb"), ("a", "adj"), ("r", "adv"))
+
+# WordNet pointer symbol -> (WN18RR relation id, readable label). WordNet's own docs (wndb(5WN)
+# and the data: ``$`` occurs only in data.verb) make ``$`` the verb group and ``^`` also-see.
+POINTERS: dict[str, tuple[str, str]] = {
+    "@": ("_hypernym", "hypernym"),
+    "@i": ("_instance_hypernym", "instance hypernym"),
+    "%m": ("_member_meronym", "member meronym"),
+    "%p": ("_has_part", "has part"),
+    "+": ("_derivationally_related_form", "derivationally related form"),
+    ";c": ("_synset_domain_topic_of", "synset domain topic of"),
+    ";u": ("_member_of_domain_usage", "member of domain usage"),
+    ";r": ("_member_of_domain_region", "member of domain region"),
+    "$": ("_verb_group", "verb group"),
+    "^": ("_also_see", "also see"),
+    "&": ("_similar_to", "similar to"),
+}
+
+# Adjectives in data.adj may carry a syntactic marker such as ``galore(ip)``; it is not part
+# of the word.
+_ADJ_MARKER = re.compile(r"\((?:a|p|ip)\)$")
+
+
+def resolve_dir(path: str | os.PathLike | None = None) -> Path:
+    """The WordNet directory: ``path``, else ``$KGPROBE_WORDNET_DIR``, else /usr/share/wordnet."""
+    return Path(path or os.environ.get(ENV_VAR) or DEFAULT_DIR)
+
+
+def available(path: str | os.PathLike | None = None) -> str | None:
+    """None when all four data files exist, else a one-line hint on how to get them."""
+    root = resolve_dir(path)
+    missing = [name for _, name in POS_FILES if not (root / f"data.{name}").is_file()]
+    if not missing:
+        return None
+    return (f"WordNet 3.0 not found at {root} (missing data.{', data.'.join(missing)}): "
+            f"run `apt-get install wordnet-base` (as root) or set {ENV_VAR}")
+
+
+def build(*, wordnet_dir: str | os.PathLike | None = None) -> KnowledgeGraph:
+    """Parse WordNet 3.0 into a :class:`KnowledgeGraph` named ``wordnet``.
+
+    Entity ids are the synset offsets; the ~300 offsets that occur in more than one data file
+    keep the plain id in the first file (noun, verb, adj, adv order) and get ``{offset}-{pos}``
+    in later ones. Lexical pointers (between two words) are lifted to their synsets, as WN18RR
+    does; the few that join two words of the same synset would be self-loops and are skipped.
+    Repeated triples are dropped, keeping the first in file order.
+    """
+    root = resolve_dir(wordnet_dir)
+    problem = available(root)
+    if problem:
+        raise KgprobeError(problem)
+
+    ids: list[str] = []
+    labels: list[str] = []
+    glosses: list[str] = []
+    index: dict[tuple[str, str], int] = {}  # (file pos letter, offset) -> entity index
+    taken: set[str] = set()
+    # (source index, relation index, target pos letter, target offset), resolved once every
+    # synset has its index, since pointers refer forward as well as backward.
+    pointers: list[tuple[int, int, str, str]] = []
+    rel_index = {sym: i for i, sym in enumerate(POINTERS)}
+
+    for pos, fname in POS_FILES:
+        path = root / f"data.{fname}"
+        for line_no, line in enumerate(path.read_text(encoding="latin-1").splitlines(), 1):
+            if not line or line.startswith("  "):  # the license header is indented
+                continue
+            head, sep, gloss = line.partition(" | ")
+            fields = head.split()
+            try:
+                offset = fields[0]
+                n_words = int(fields[3], 16)
+                words = fields[4:4 + 2 * n_words:2]
+                p_at = 4 + 2 * n_words
+                n_ptrs = int(fields[p_at])
+                ptr_fields = fields[p_at + 1:p_at + 1 + 4 * n_ptrs]
+            except (IndexError, ValueError):
+                raise KgprobeError("not a WordNet data line", path=path, line=line_no) from None
+            if not sep or len(ptr_fields) != 4 * n_ptrs:
+                raise KgprobeError("not a WordNet data line", path=path, line=line_no)
+
+            me = len(ids)
+            index[(pos, offset)] = me
+            ids.append(offset if offset not in taken else f"{offset}-{pos}")
+            taken.add(offset)
+            labels.append(", ".join(_ADJ_MARKER.sub("", w).replace("_", " ") for w in words))
+            glosses.append(gloss.strip())
+            for k in range(0, len(ptr_fields), 4):
+                rel = rel_index.get(ptr_fields[k])
+                if rel is not None:
+                    pointers.append((me, rel, ptr_fields[k + 2], ptr_fields[k + 1]))
+
+    rows: dict[tuple[int, int, int], None] = {}  # an insertion-ordered set
+    for src, rel, tpos, toff in pointers:
+        target = index.get(("a" if tpos == "s" else tpos, toff))
+        if target is None:
+            raise KgprobeError(f"synset {ids[src]} points to unknown synset {toff} ({tpos})",
+                               path=root)
+        # A lexical pointer between two words of one synset (tercel -> tercelet) would become
+        # a self-loop, which says nothing at synset level.
+        if target != src:
+            rows[(src, rel, target)] = None
+
+    return KnowledgeGraph(
+        entity_ids=ids,
+        relation_ids=[rid for rid, _ in POINTERS.values()],
+        triples=torch.tensor(list(rows), dtype=torch.long).reshape(-1, 3),
+        entity_labels=labels,
+        entity_descriptions=glosses,
+        relation_labels=[label for _, label in POINTERS.values()],
+        name="wordnet",
+    )

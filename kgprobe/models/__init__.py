@@ -1,0 +1,23 @@
+"""Model registry and loaders: ``load_causal_lm("smollm2-135m")``, ``load_sentence_encoder("minilm-l6")``."""
+from kgprobe.models.device import DEVICE_CHOICES, resolve_device
+from kgprobe.models.loaders import (
+    load_causal_lm,
+    load_masked_lm,
+    load_sentence_encoder,
+    load_text_encoder,
+    model_source,
+)
+from kgprobe.models.registry import (
+    DEFAULT_CAUSAL_LM,
+    DEFAULT_SENTENCE_ENCODER,
+    MODELS,
+    ModelSpec,
+    kgprobe_home,
+    model_table,
+)
+
+__all__ = [
+    "DEVICE_CHOICES", "DEFAULT_CAUSAL_LM", "DEFAULT_SENTENCE_ENCODER", "MODELS", "ModelSpec",
+    "kgprobe_home", "load_causal_lm", "load_masked_lm", "load_sentence_encoder", "load_text_encoder",
+    "model_source", "model_table", "resolve_device",
+]

@@ -1,0 +1,30 @@
+"""The one place that turns ``--device auto|cpu|cuda[:N]`` into a ``torch.device``."""
+from __future__ import annotations
+
+import torch
+
+from kgprobe.errors import KgprobeError
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``auto`` picks CUDA when a GPU is visible, else CPU; asking for CUDA without one is an error."""
+    if isinstance(device, torch.device):
+        return device
+    name = (device or "auto").strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise KgprobeError(f"device {device!r} requested but no CUDA GPU is visible (use --device cpu or auto)")
+        try:
+            dev = torch.device(name)
+        except RuntimeError:
+            raise KgprobeError(f"bad device {device!r}: use auto, cpu, cuda or cuda:N") from None
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise KgprobeError(f"device {device!r}: only {torch.cuda.device_count()} GPU(s) visible")
+        return dev
+    raise KgprobeError(f"bad device {device!r}: use auto, cpu, cuda or cuda:N")

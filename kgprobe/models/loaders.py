@@ -1,0 +1,104 @@
+"""Load a model by registry name, local directory (or .gguf file) or hub id.
+
+Every loader returns models in eval mode on the resolved device. A name that cannot be loaded
+gives one ``KgprobeError`` line that says what was tried and how to install it.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kgprobe.errors import KgprobeError
+from kgprobe.models.device import resolve_device
+from kgprobe.models.gguf_cache import ensure_dequantized
+from kgprobe.models.registry import MODELS, ModelKind
+
+_KIND_WORDS = {"causal-lm": "a causal LM", "masked-lm": "a masked LM", "sentence-encoder": "a sentence encoder"}
+
+
+def model_source(name: str, *, kind: ModelKind | None = None) -> str:
+    """A path or hub id that ``from_pretrained`` accepts for ``name``.
+
+    Registry names are checked for kind and installation; ``*.gguf`` files are dequantized
+    into the cache; local directories pass through; anything else is treated as a hub id.
+    """
+    spec = MODELS.get(name)
+    if spec is not None:
+        if kind is not None and spec.kind != kind and not (kind == "sentence-encoder" and spec.kind == "masked-lm"):
+            raise KgprobeError(f"model {name!r} is {_KIND_WORDS[spec.kind]}, not {_KIND_WORDS[kind]}")
+        path = spec.weights_path()
+        if path is None:
+            if spec.hub_id is not None:
+                return spec.hub_id
+            raise KgprobeError(f"model {name!r} is not installed: {spec.install_hint}")
+        return str(ensure_dequantized(path)) if spec.gguf_file else str(path)
+    local = Path(name).expanduser()
+    if local.is_file() and local.suffix == ".gguf":
+        return str(ensure_dequantized(local))
+    if local.exists():
+        if not local.is_dir():
+            raise KgprobeError(f"model {name!r}: expected a model directory or a .gguf file")
+        return str(local)
+    if name.startswith((".", "/", "~")) or name.count("/") > 1 or not name.strip():
+        raise KgprobeError(f"model {name!r}: no such directory (known names: {', '.join(MODELS)})")
+    return name
+
+
+def _from_pretrained(cls: Any, source: str, name: str, **kwargs: Any) -> Any:
+    try:
+        return cls.from_pretrained(source, **kwargs)
+    except (OSError, ValueError) as err:
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        why = "the hub is not reachable (HF_HUB_OFFLINE=1)" if offline else str(err).splitlines()[0]
+        raise KgprobeError(
+            f"cannot load model {name!r}: not a registry name ({', '.join(MODELS)}), not a local "
+            f"directory, and not loadable as a hub id: {why}"
+        ) from None
+
+
+def load_causal_lm(name: str, *, device: str | torch.device = "auto", dtype: torch.dtype = torch.float32):
+    """``(model, tokenizer)`` for a decoder-only LM; the tokenizer pads on the left for batching."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = model_source(name, kind="causal-lm")
+    tokenizer = _from_pretrained(AutoTokenizer, source, name)
+    model = _from_pretrained(AutoModelForCausalLM, source, name, dtype=dtype)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return model.to(resolve_device(device)).eval(), tokenizer
+
+
+def load_masked_lm(name: str, *, device: str | torch.device = "auto", dtype: torch.dtype = torch.float32):
+    """``(model, tokenizer)`` for an encoder with its masked-LM head (BERT, RoBERTa, ...)."""
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    source = model_source(name, kind="masked-lm")
+    tokenizer = _from_pretrained(AutoTokenizer, source, name)
+    model = _from_pretrained(AutoModelForMaskedLM, source, name, dtype=dtype)
+    return model.to(resolve_device(device)).eval(), tokenizer
+
+
+def load_sentence_encoder(name: str, *, device: str | torch.device = "auto"):
+    """A ``SentenceTransformer`` (frozen use: embeddings for search, clustering, negatives)."""
+    from sentence_transformers import SentenceTransformer
+
+    source = model_source(name, kind="sentence-encoder")
+    dev = str(resolve_device(device))
+    try:
+        return SentenceTransformer(source, device=dev, local_files_only=os.environ.get("HF_HUB_OFFLINE") == "1")
+    except (OSError, ValueError) as err:
+        raise KgprobeError(f"cannot load sentence encoder {name!r}: {str(err).splitlines()[0]}") from None
+
+
+def load_text_encoder(name: str, *, device: str | torch.device = "auto"):
+    """``(model, tokenizer)`` of the bare transformer encoder, in train-ready form (for fine-tuning)."""
+    from transformers import AutoModel, AutoTokenizer
+
+    source = model_source(name, kind="sentence-encoder")
+    tokenizer = _from_pretrained(AutoTokenizer, source, name)
+    model = _from_pretrained(AutoModel, source, name)
+    return model.to(resolve_device(device)), tokenizer

@@ -1,0 +1,5 @@
+"""YAML pipelines: ``load_pipeline(path)`` validates, ``run_pipeline(pipeline)`` runs."""
+from kgprobe.pipeline.config import Pipeline, PipelineConfig, StepConfig, load_pipeline
+from kgprobe.pipeline.runner import run_pipeline
+
+__all__ = ["Pipeline", "PipelineConfig", "StepConfig", "load_pipeline", "run_pipeline"]

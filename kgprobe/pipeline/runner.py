@@ -1,0 +1,47 @@
+"""Run a validated pipeline step by step and record what happened in ``OUT_DIR/run.json``."""
+from __future__ import annotations
+
+import json
+import random
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+
+from kgprobe.atomic import atomic_path
+from kgprobe.models import resolve_device
+from kgprobe.pipeline.config import Pipeline
+from kgprobe.pipeline.steps import STEPS, RunContext
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def run_pipeline(pipeline: Pipeline, *, echo: Callable[[str], None] = print) -> RunContext:
+    cfg = pipeline.config
+    seed_everything(cfg.seed)
+    ctx = RunContext(out_dir=cfg.out_dir, device=resolve_device(cfg.device), seed=cfg.seed, echo=echo)
+    cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    timings = []
+    start = time.perf_counter()
+    for i, step in enumerate(pipeline.steps):
+        echo(f"[{i + 1}/{len(pipeline.steps)}] {step.type}")
+        t0 = time.perf_counter()
+        STEPS[step.type].run(step, ctx)
+        timings.append({"step": i, "type": step.type, "seconds": round(time.perf_counter() - t0, 3)})
+    record = {
+        "pipeline": str(pipeline.path),
+        "config": json.loads(cfg.model_dump_json()) | {"steps": [s.model_dump(mode="json", by_alias=True) for s in pipeline.steps]},
+        "device": str(ctx.device),
+        "timings": timings,
+        "total_seconds": round(time.perf_counter() - start, 3),
+        "results": ctx.results,
+    }
+    with atomic_path(cfg.out_dir / "run.json") as tmp:
+        tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    echo(f"done in {record['total_seconds']:.1f}s; record in {cfg.out_dir / 'run.json'}")
+    return ctx

@@ -1,0 +1,253 @@
+"""Pipeline steps, registered by name.
+
+A step is an options model (``StepConfig`` subclass, validated before anything runs), a cheap
+``check`` that can reject a config early (unknown model, missing dataset, a KG used before it is
+made), the names it ``defines`` for later steps, and ``run(step, ctx)`` that does the work.
+Later capabilities add their steps here with ``register``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import torch
+from pydantic import Field
+
+from kgprobe.atomic import atomic_path
+from kgprobe.errors import KgprobeError
+from kgprobe.kg.formats import FORMATS, format_for, load_kg, save_kg
+from kgprobe.kg.graph import KnowledgeGraph
+from kgprobe.models import MODELS
+from kgprobe.pipeline.config import StepConfig
+
+
+@dataclass
+class RunContext:
+    """What steps share while a pipeline runs: named graphs and models, the output folder."""
+
+    out_dir: Path
+    device: torch.device
+    seed: int
+    kgs: dict[str, KnowledgeGraph] = field(default_factory=dict)
+    models: dict[str, Any] = field(default_factory=dict)
+    results: dict[str, Any] = field(default_factory=dict)
+    echo: Callable[[str], None] = print
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    config: type[StepConfig]
+    run: Callable[[Any, RunContext], None]
+    check: Callable[[Any, set[str]], tuple[str | None, str] | None] | None = None
+    defines: Callable[[Any], list[str]] | None = None
+    description: str = ""
+
+
+STEPS: dict[str, StepSpec] = {}
+
+
+def register(name: str, spec: StepSpec) -> None:
+    STEPS[name] = spec
+
+
+def _check_model(name: str) -> str | None:
+    spec = MODELS.get(name)
+    if spec is not None:
+        if spec.weights_path() is None and spec.hub_id is None:
+            return f"model {name!r} is not installed: {spec.install_hint}"
+        if spec.weights_path() is None and os.environ.get("HF_HUB_OFFLINE") == "1":
+            return f"model {name!r} is not in the local cache and the hub is offline: {spec.install_hint}"
+        return None
+    if Path(name).expanduser().exists():
+        return None
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or "/" not in name:
+        return f"unknown model {name!r} (known: {', '.join(MODELS)}; or a local directory, or a hub id org/name when online)"
+    return None
+
+
+def _check_kg_ref(key: str, name: str, defined: set[str]) -> tuple[str, str] | None:
+    if name not in defined:
+        known = ", ".join(sorted(defined)) or "none yet"
+        return key, f"KG {name!r} is not defined by an earlier step (defined: {known})"
+    return None
+
+
+def _check_format(key: str, path: Path, fmt: str | None) -> tuple[str, str] | None:
+    """``("format", why)`` for an unknown format name, ``(key, why)`` for an unusable suffix."""
+    if fmt is not None:
+        return None if fmt in FORMATS else ("format", f"unknown format {fmt!r} (known: {', '.join(FORMATS)})")
+    try:
+        format_for(path)
+    except KgprobeError as err:
+        return key, str(err)
+    return None
+
+
+# ------------------------------------------------------------------ load_model
+class LoadModel(StepConfig):
+    type: Literal["load_model"] = "load_model"
+    model: str
+    kind: Literal["causal-lm", "masked-lm", "sentence-encoder"] | None = None
+    as_: str | None = Field(default=None, alias="as")
+
+
+def _run_load_model(step: LoadModel, ctx: RunContext) -> None:
+    from kgprobe.models import load_causal_lm, load_masked_lm, load_sentence_encoder
+
+    kind = step.kind or (MODELS[step.model].kind if step.model in MODELS else "causal-lm")
+    loader = {"causal-lm": load_causal_lm, "masked-lm": load_masked_lm,
+              "sentence-encoder": load_sentence_encoder}[kind]
+    start = time.perf_counter()
+    loaded = loader(step.model, device=ctx.device)
+    model = loaded[0] if isinstance(loaded, tuple) else loaded
+    params = sum(p.numel() for p in model.parameters())
+    ctx.models[step.as_ or step.model] = loaded
+    ctx.echo(f"loaded {kind} {step.model}: {params / 1e6:.1f}M parameters on {ctx.device} "
+             f"in {time.perf_counter() - start:.1f}s")
+    ctx.results.setdefault("models", {})[step.as_ or step.model] = {"kind": kind, "parameters": params}
+
+
+def _check_load_model(step: LoadModel, defined: set[str]):
+    if (problem := _check_model(step.model)) is not None:
+        return "model", problem
+    spec = MODELS.get(step.model)
+    if spec is not None and step.kind is not None and step.kind != spec.kind:
+        return "kind", f"model {step.model!r} is a {spec.kind}, not a {step.kind}"
+    return None
+
+
+register("load_model", StepSpec(
+    config=LoadModel, run=_run_load_model, check=_check_load_model,
+    description="load a model by registry name, local directory or hub id",
+))
+
+
+# ------------------------------------------------------------------ build_dataset
+class BuildDataset(StepConfig):
+    type: Literal["build_dataset"] = "build_dataset"
+    dataset: str
+    as_: str | None = Field(default=None, alias="as")
+    inductive: bool = False
+    seed: int | None = None
+    out: Path | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+def _check_dataset(step: BuildDataset, defined: set[str]):
+    from kgprobe.kg.datasets import DATASETS
+
+    spec = DATASETS.get(step.dataset)
+    if spec is None:
+        return "dataset", f"unknown dataset {step.dataset!r} (known: {', '.join(sorted(DATASETS))})"
+    missing = spec.available()
+    return ("dataset", missing) if missing else None
+
+
+def _dataset_names(step: BuildDataset) -> list[str]:
+    base = step.as_ or step.dataset
+    return [base] + ([f"{base}.train", f"{base}.valid", f"{base}.test"] if step.inductive else [])
+
+
+def _run_build_dataset(step: BuildDataset, ctx: RunContext) -> None:
+    from kgprobe.kg.build import build_and_save, split_parts
+    from kgprobe.kg.datasets import build_dataset
+    from kgprobe.kg.split import inductive_split
+
+    seed = ctx.seed if step.seed is None else step.seed
+    start = time.perf_counter()
+    if step.out is not None:
+        kg, split = build_and_save(step.dataset, ctx.out_dir / step.out, inductive=step.inductive,
+                                   seed=seed, options=step.options)
+    else:
+        kg = build_dataset(step.dataset, **step.options)
+        split = inductive_split(kg, seed=seed) if step.inductive else None
+    names = _dataset_names(step)
+    ctx.kgs[names[0]] = kg
+    if split is not None:
+        for name, (graph, _) in zip(names[1:], split_parts(split).values()):
+            ctx.kgs[name] = graph
+    ctx.echo(f"built {step.dataset}: {kg.num_entities} entities, {kg.num_relations} relations, "
+             f"{kg.num_triples} triples in {time.perf_counter() - start:.1f}s")
+
+
+register("build_dataset", StepSpec(
+    config=BuildDataset, run=_run_build_dataset, check=_check_dataset, defines=_dataset_names,
+    description="build a named dataset (optionally with a BLP inductive split)",
+))
+
+
+# ------------------------------------------------------------------ load_kg
+class LoadKG(StepConfig):
+    type: Literal["load_kg"] = "load_kg"
+    path: Path
+    as_: str = Field(alias="as")
+    format: str | None = None
+
+
+def _check_load_kg(step: LoadKG, defined: set[str]):
+    if not step.path.exists():
+        return "path", f"no such file or directory: {step.path}"
+    return _check_format("path", step.path, step.format)
+
+
+def _run_load_kg(step: LoadKG, ctx: RunContext) -> None:
+    ctx.kgs[step.as_] = load_kg(step.path, format=step.format)
+    ctx.echo(f"loaded KG {step.as_} from {step.path}")
+
+
+register("load_kg", StepSpec(
+    config=LoadKG, run=_run_load_kg, check=_check_load_kg, defines=lambda s: [s.as_],
+    description="load a KG file or directory (tsv, jsonl, ttl, nt, graphml, KG dir)",
+))
+
+
+# ------------------------------------------------------------------ kg_stats
+class KGStats(StepConfig):
+    type: Literal["kg_stats"] = "kg_stats"
+    kg: str
+    out: Path | None = None
+
+
+def _run_kg_stats(step: KGStats, ctx: RunContext) -> None:
+    stats = ctx.kgs[step.kg].statistics()
+    ctx.echo(json.dumps(stats, indent=2))
+    ctx.results.setdefault("statistics", {})[step.kg] = stats
+    if step.out is not None:
+        with atomic_path(ctx.out_dir / step.out) as tmp:
+            tmp.write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
+
+
+register("kg_stats", StepSpec(
+    config=KGStats, run=_run_kg_stats, check=lambda s, d: _check_kg_ref("kg", s.kg, d),
+    description="print a KG's statistics (and write them as JSON)",
+))
+
+
+# ------------------------------------------------------------------ save_kg
+class SaveKG(StepConfig):
+    type: Literal["save_kg"] = "save_kg"
+    kg: str
+    out: Path
+    format: str | None = None
+
+
+def _check_save_kg(step: SaveKG, defined: set[str]):
+    if (ref := _check_kg_ref("kg", step.kg, defined)) is not None:
+        return ref
+    return _check_format("out", step.out, step.format)
+
+
+def _run_save_kg(step: SaveKG, ctx: RunContext) -> None:
+    start = time.perf_counter()
+    path = save_kg(ctx.kgs[step.kg], ctx.out_dir / step.out, format=step.format)
+    ctx.echo(f"wrote {step.kg} to {path} in {time.perf_counter() - start:.1f}s")
+
+
+register("save_kg", StepSpec(
+    config=SaveKG, run=_run_save_kg, check=_check_save_kg,
+    description="write a KG as a KG dir, tsv, jsonl, Turtle, N-Triples or GraphML",
+))
