@@ -153,7 +153,7 @@ def test_round_trip_keeps_repeated_triples_and_order(tmp_path, fmt):
 
 @pytest.mark.parametrize("fmt", list(LOSSLESS))
 def test_round_trip_of_graphs_without_triples(tmp_path, fmt):
-    empty = KnowledgeGraph.from_labeled_triples([])
+    empty = KnowledgeGraph.from_labeled_triples([], name="")
     assert_same(load_kg(save_kg(empty, tmp_path / ("a_" + LOSSLESS[fmt]))), empty)
     # scores=[] and provenance=() are not the same as "no scores": the flags must survive
     scored = KnowledgeGraph(entity_ids=["x"], relation_ids=["r"], triples=torch.zeros(0, 3),
@@ -191,6 +191,19 @@ def test_dir_layout(tmp_path):
     assert meta["format"] == "kgprobe-kg"
     assert meta["version"] == 1
     assert meta["statistics"] == kg.statistics()
+
+
+def test_dir_save_refuses_to_replace_an_unrelated_directory(tmp_path):
+    folder = tmp_path / "papers"
+    folder.mkdir()
+    (folder / "thesis.tex").write_text("precious")
+    with pytest.raises(KgprobeError, match=f"^{folder}: is a non-empty directory that is not a KG directory"):
+        save_kg(make_kg(), folder)
+    assert no_leftovers(folder) == ["thesis.tex"]
+    assert no_leftovers(tmp_path) == ["papers"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert_same(load_kg(save_kg(make_kg(), empty)), make_kg())
 
 
 def test_dir_without_scores_has_three_columns(tmp_path):
@@ -353,6 +366,7 @@ def test_tsv_errors(tmp_path, text, line, message):
 def test_jsonl_layout(tmp_path):
     kg = make_kg()
     path = save_kg(kg, tmp_path / "kg.jsonl")
+    # splitlines() also breaks at U+2028 (in one description): the writer escapes it
     records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     assert len(records) == 1 + kg.num_entities + kg.num_relations + kg.num_triples
     assert records[0] == {"type": "meta", "name": kg.name, "format": "kgprobe-kg", "version": 1,

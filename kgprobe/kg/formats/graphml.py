@@ -101,7 +101,7 @@ def from_networkx(graph: nx.Graph, *, name: str | None = None) -> KnowledgeGraph
         relation_labels=relation_labels,
         scores=None if scores is None else torch.tensor([_number(s) for s in scores], dtype=torch.float32),
         provenance=None if provenance is None else [str(p) for p in provenance],
-        name=name if name is not None else str(graph.graph.get("name") or "kg"),
+        name=name if name is not None else str(graph.graph.get("name", "kg")),
     )
 
 
@@ -187,6 +187,6 @@ def load_graphml(path: str | Path) -> KnowledgeGraph:
     except Exception as err:  # networkx reports GraphML problems with assorted exception types
         raise KgprobeError(f"cannot read as GraphML: {err}", path=path) from None
     try:
-        return from_networkx(graph, name=graph.graph.get("name") or path.stem)
+        return from_networkx(graph, name=str(graph.graph.get("name", path.stem)))
     except KgprobeError as err:
         raise KgprobeError(str(err), path=path) from None

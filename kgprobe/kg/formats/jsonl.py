@@ -14,6 +14,7 @@ may come in any order, ``label`` defaults to the id and ``description`` to ``""`
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +26,21 @@ from kgprobe.kg.formats.tsv import META_FORMAT, META_VERSION, read_lines, score_
 from kgprobe.kg.graph import KnowledgeGraph
 
 RECORD_TYPES = ("meta", "entity", "relation", "triple")
+# Valid raw inside JSON strings, but str.splitlines() and some JSON Lines tools break lines there.
+_LINE_BREAKS = re.compile("[\x85\u2028\u2029]")
 
 
 def save_jsonl(kg: KnowledgeGraph, target: str | Path) -> Path:
     """Write ``kg`` as JSON Lines through a temporary file."""
     target = Path(target)
-    encode = json.JSONEncoder(ensure_ascii=False).encode
+    to_json = json.JSONEncoder(ensure_ascii=False).encode
+
+    def encode(record: dict) -> str:
+        text = to_json(record)
+        if text.isascii():  # the common case, and a quick test
+            return text
+        return _LINE_BREAKS.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
     e_ids, r_ids = kg.entity_ids, kg.relation_ids
     # Short decimal strings for the float32 scores, so a file reads "0.9" rather than 0.8999999761.
     scores = None if kg.scores is None else [float(s) for s in score_strings(kg.scores)]

@@ -31,7 +31,7 @@ from typing import Any, Iterable, Iterator
 from urllib.parse import quote, unquote
 
 import torch
-from rdflib import BNode, Graph, Literal, URIRef
+from rdflib import BNode, Graph, Literal, Namespace, URIRef
 from rdflib.namespace import DC, DCTERMS, OWL, RDF, RDFS, SKOS, XSD
 from rdflib.store import Store
 
@@ -55,10 +55,12 @@ _DESCRIPTION_PREDICATES = (DCTERMS.description, DC.description, SKOS.definition,
 
 
 def entity_iri(entity_id: str, *, base: str = DEFAULT_BASE) -> str:
+    """The IRI an entity gets in kgprobe's RDF (handy for SPARQL over a saved graph)."""
     return base + "entity/" + quote(entity_id, safe="")
 
 
 def relation_iri(relation_id: str, *, base: str = DEFAULT_BASE) -> str:
+    """The IRI a relation gets in kgprobe's RDF."""
     return base + "relation/" + quote(relation_id, safe="")
 
 
@@ -257,10 +259,10 @@ class _KgprobeLayout:
 
     def __init__(self, triples: list[tuple], base: str):
         self.base = base
-        kgp = lambda local: URIRef(base + "schema#" + local)  # noqa: E731
-        self.graph_type, self.entity_type, self.relation_type = kgp("Graph"), kgp("Entity"), kgp("Relation")
-        self.index, self.score, self.provenance = kgp("index"), kgp("score"), kgp("provenance")
-        self.has_scores, self.has_provenance = kgp("hasScores"), kgp("hasProvenance")
+        kgp = Namespace(base + "schema#")  # item access: kgp.index would be str.index
+        self.graph_type, self.entity_type, self.relation_type = kgp["Graph"], kgp["Entity"], kgp["Relation"]
+        self.index, self.score, self.provenance = kgp["index"], kgp["score"], kgp["provenance"]
+        self.has_scores, self.has_provenance = kgp["hasScores"], kgp["hasProvenance"]
         self.typed: dict[URIRef, list] = {t: [] for t in (self.graph_type, self.entity_type,
                                                            self.relation_type, RDF.Statement)}
         # predicate -> {subject: object}; a later value for the same subject wins

@@ -66,7 +66,7 @@ def _is_blank(line: str) -> bool:
     return "\t" not in line and not line.strip()
 
 
-def _rows(path: Path, lines: Sequence[str]) -> Iterator[tuple[int, list[str]]]:
+def _rows(lines: Sequence[str]) -> Iterator[tuple[int, list[str]]]:
     """``(line number, raw fields)`` for every non-blank line."""
     for number, line in enumerate(lines, 1):
         if not _is_blank(line):
@@ -115,8 +115,12 @@ def _write_text(path: Path, lines: list[str]) -> None:
 
 # --------------------------------------------------------------------------- KG directory
 def save_dir(kg: KnowledgeGraph, target: str | Path) -> Path:
-    """Write ``kg`` as a KG directory (replacing ``target`` as a whole, atomically)."""
+    """Write ``kg`` as a KG directory (replacing an existing KG directory as a whole, atomically)."""
     target = Path(target)
+    if target.is_dir() and any(target.iterdir()) and not (target / "entities.tsv").is_file():
+        # Replacing means deleting the old directory: never do that to an arbitrary folder.
+        raise KgprobeError("is a non-empty directory that is not a KG directory; refusing to replace it",
+                           path=target)
     with atomic_path(target, directory=True) as tmp:
         _write_text(tmp / "entities.tsv", ["\t".join(ENTITY_COLUMNS)] + [
             f"{escape(e)}\t{escape(label)}\t{escape(desc)}"
@@ -175,7 +179,7 @@ def load_dir(directory: str | Path) -> KnowledgeGraph:
 
 def _read_table(path: Path, columns: Sequence[str], what: str) -> list[list[str]]:
     """The columns of ``entities.tsv`` / ``relations.tsv``, unescaped; ids must be unique."""
-    rows = _rows(path, read_lines(path))
+    rows = _rows(read_lines(path))
     header_line, header = _expect_header(path, rows, columns)
     _check_width(path, header_line, header, columns)
     table: list[list[str]] = [[] for _ in columns]
@@ -193,16 +197,17 @@ def _read_table(path: Path, columns: Sequence[str], what: str) -> list[list[str]
     return table
 
 
-def _read_triples(path: Path, entities: dict[str, int], relations: dict[str, int]):
-    rows = _rows(path, read_lines(path))
+def _read_triples(path: Path, entities: dict[str, int], relations: dict[str, int],
+                  ) -> tuple[torch.Tensor, torch.Tensor | None, list[str] | None]:
+    """Triple ids (checked against the tables), plus scores / provenance when the header has them."""
+    rows = _rows(read_lines(path))
     header_line, header = _expect_header(path, rows, TRIPLE_COLUMNS)
-    extra = header[len(TRIPLE_COLUMNS):]
-    if any(c not in OPTIONAL_TRIPLE_COLUMNS for c in extra) or len(set(extra)) != len(extra):
-        raise KgprobeError(f"unexpected header columns {_describe(extra)} after head, relation, "
-                           f"tail (allowed: {_describe(OPTIONAL_TRIPLE_COLUMNS)})",
+    if not _is_triples_header(header):
+        raise KgprobeError(f"unexpected header columns {_describe(header[len(TRIPLE_COLUMNS):])} after "
+                           f"head, relation, tail (allowed: {_describe(OPTIONAL_TRIPLE_COLUMNS)}, once each)",
                            path=path, line=header_line)
-    score_col = header.index("score") if "score" in extra else None
-    prov_col = header.index("provenance") if "provenance" in extra else None
+    score_col = header.index("score") if "score" in header else None
+    prov_col = header.index("provenance") if "provenance" in header else None
     ids: list[tuple[int, int, int]] = []
     scores: list[float] = []
     provenance: list[str] = []
