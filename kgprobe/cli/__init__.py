@@ -21,14 +21,11 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from kgprobe.cli import data_cmd, kg_cmd, models_cmd, run_cmd
+    from kgprobe.cli import data_cmd, harvest_cmd, index_cmd, kg_cmd, models_cmd, run_cmd
 
-    cli.add_command(models_cmd.models)
-    cli.add_command(data_cmd.data)
-    cli.add_command(kg_cmd.kg)
-    cli.add_command(run_cmd.run)
-    from kgprobe.cli import index_cmd
-    for command in (index_cmd.embed, index_cmd.neighbors): cli.add_command(command)
+    for command in (models_cmd.models, data_cmd.data, kg_cmd.kg, run_cmd.run, harvest_cmd.harvest,
+                    harvest_cmd.harvest_eval, index_cmd.embed, index_cmd.neighbors):
+        cli.add_command(command)
 
 
 _register()

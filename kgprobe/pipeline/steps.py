@@ -251,3 +251,7 @@ register("save_kg", StepSpec(
     config=SaveKG, run=_run_save_kg, check=_check_save_kg,
     description="write a KG as a KG dir, tsv, jsonl, Turtle, N-Triples or GraphML",
 ))
+
+
+# Capabilities register their own steps; imported last so they can use what is defined above.
+from kgprobe.pipeline import harvest_steps  # noqa: E402,F401

@@ -1,0 +1,109 @@
+"""The two LM families a harvest can run on, behind one small interface.
+
+A backend scores tuples under a prompt, weights prompts from the seeds, and proposes candidate
+tuples; the run (``kgprobe.harvest.run``) does the rest. ``BACKENDS`` resolves them by name.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from kgprobe.harvest import causal, masked
+from kgprobe.harvest.checkpoint import ChunkLog
+from kgprobe.harvest.filters import EntityFilter
+from kgprobe.harvest.lm import CausalLMRunner
+from kgprobe.harvest.relation import Relation, Template
+from kgprobe.harvest.search import Partial, SearchParams, VocabMasks, chunks, search_position
+from kgprobe.harvest.weighting import WeightingParams, prompt_weights
+
+
+class CausalBackend:
+    """Few-shot prefix of the seeds, left-to-right search, full-sentence rescoring."""
+
+    def __init__(self, model, tokenizer, rel: Relation, *, batch_size: int, min_weight: float,
+                 search: SearchParams, search_prompts: int):
+        self.lm = CausalLMRunner(model, tokenizer, batch_size=batch_size)
+        self.rel, self.seeds = rel, list(rel.seeds)
+        self.min_weight, self.params, self.search_prompts = min_weight, search, search_prompts
+        self.stats, self.device = self.lm.stats, self.lm.device
+
+    def score(self, template: Template, tuples: list[tuple[str, ...]], leave_out: int | None = None) -> torch.Tensor:
+        seeds = [s for j, s in enumerate(self.seeds) if j != leave_out]
+        prefix = causal.few_shot_prefix(template, seeds)
+        return causal.score_tuples(self.lm, causal.layout(self.lm, template), prefix, tuples,
+                                   min_weight=self.min_weight)
+
+    def weigh(self, templates: list[Template], params: WeightingParams) -> list[dict]:
+        self.lm.warm_prefixes([causal.few_shot_prefix(t, [s for j, s in enumerate(self.seeds) if j != i])
+                               for t in templates for i in range(len(self.seeds))])
+        return prompt_weights(self.score, templates, self.seeds, params=params)[1]
+
+    def search(self, weighted: list[tuple[Template, float]], out: Path, echo: Callable[[str], None]):
+        """Candidates in slot order, checkpointed per chunk in ``out/search_{position}.jsonl``."""
+        lay = [causal.layout(self.lm, t) for t, _ in weighted]
+        best = lay[0]
+        picked = [(lt, w) for lt, (_, w) in zip(lay, weighted)
+                  if lt.template.order == best.template.order and lt.spaced == best.spaced][: self.search_prompts]
+        total = sum(w for _, w in picked)
+        layouts, weights = [lt for lt, _ in picked], [w / total for _, w in picked]
+        prefixes = [causal.few_shot_prefix(lt.template, self.seeds) for lt in layouts]
+        filt = EntityFilter(self.rel.constraints, self.rel.prompts)
+        masks = VocabMasks(self.lm)
+        partials = [Partial((), 0.0)]
+        for position in range(self.rel.arity):
+            log = ChunkLog(out / f"search_{position}.jsonl")
+            todo = list(chunks(partials, len(partials) if position == 0 else self.params.chunk))
+            partials = []
+            for c, part in todo:
+                record = log.done(c)
+                if record is None:
+                    found = search_position(self.lm, layouts, weights, prefixes, part, filt=filt, masks=masks,
+                                            params=self.params, first=position == 0)
+                    record = {"partials": [[*p.filled, p.value] for p in found]}
+                    log.write(c, record)
+                partials += [Partial(tuple(x[:-1]), x[-1]) for x in record["partials"]]
+                echo(f"search slot {position + 1}/{self.rel.arity}: chunk {c + 1}/{len(todo)}, "
+                     f"{len(partials)} candidates")
+        order = best.template.order
+        tuples = []
+        for p in partials:
+            ents = [""] * self.rel.arity
+            for pos, slot in enumerate(order):
+                ents[slot] = p.filled[pos]
+            tuples.append(tuple(ents))
+        return tuples
+
+
+class MaskedBackend:
+    """BertNet proper: masked-token scoring, no few-shot prefix, beam fill of masked slots."""
+
+    def __init__(self, model, tokenizer, rel: Relation, *, batch_size: int, search: SearchParams, **_):
+        self.lm = masked.MaskedLM(model, tokenizer, batch_size=batch_size)
+        self.rel, self.seeds, self.params = rel, list(rel.seeds), search
+        self.stats, self.device = self.lm.stats, self.lm.device
+
+    def score(self, template: Template, tuples: list[tuple[str, ...]], leave_out: int | None = None) -> torch.Tensor:
+        return masked.score_tuples(self.lm, template, tuples)
+
+    def weigh(self, templates: list[Template], params: WeightingParams) -> list[dict]:
+        return prompt_weights(self.score, templates, self.seeds, params=params)[1]
+
+    def search(self, weighted: list[tuple[Template, float]], out: Path, echo: Callable[[str], None]):
+        log = ChunkLog(out / "search_0.jsonl")
+        record = log.done(0)
+        if record is None:
+            filt = EntityFilter(self.rel.constraints, self.rel.prompts)
+            found = masked.search(self.lm, [t for t, _ in weighted], [w for _, w in weighted],
+                                  arity=self.rel.arity, filt=filt,
+                                  max_entity_tokens=min(self.params.max_entity_tokens, 2),
+                                  beam=self.params.first_beam, branch=self.params.branch,
+                                  candidates=self.params.first_candidates)
+            record = {"tuples": [list(t) for t in found]}
+            log.write(0, record)
+        echo(f"search: {len(record['tuples'])} candidates")
+        return [tuple(t) for t in record["tuples"]]
+
+
+BACKENDS = {"causal-lm": CausalBackend, "masked-lm": MaskedBackend}

@@ -1,0 +1,104 @@
+"""Scoring and proposing entity tuples with a causal LM.
+
+Sentences are built from token pieces so every entity's tokens are known exactly: the template
+text between slots and each entity are tokenized separately, a space before a slot moving into
+the entity (``" is the capital of" + " France"``), which matches how byte-level BPE tokenizes
+the whole sentence.
+
+**Score** of a tuple under a prompt, given the few-shot prefix ``P`` (the seeds filled into the
+same prompt, one per line): with ``l_i = log p(t_i | P, t_<i)`` over the sentence's tokens and
+``S_j`` the tokens of entity ``j``,
+
+    joint = sum_i l_i                  (template text after the last slot included)
+    ent_j = sum_{i in S_j} l_i
+    score = (1 - lam) * joint + lam * min_j ent_j          (lam = ``min_weight``, default 0.5)
+
+The joint term is what makes "Paris" fit ``<ENT0> is the capital of <ENT1> .`` and "2018 was"
+not; the minimum keeps one implausible entity from hiding behind a likely one.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from kgprobe.harvest.lm import CausalLMRunner
+from kgprobe.harvest.relation import Template
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Token pieces of one template: ``pieces[p]`` precedes the slot at text position ``p``."""
+
+    template: Template
+    pieces: tuple[tuple[int, ...], ...]   # k + 1 pieces of template text
+    spaced: tuple[bool, ...]              # does the entity at position p take a leading space
+    end_token: tuple[int, ...]            # first token after the slot at position p
+
+
+def layout(runner: CausalLMRunner, template: Template) -> Layout:
+    pieces, spaced = [], []
+    for p, text in enumerate(template.texts):
+        takes_space = p < template.arity and text.endswith(" ")
+        pieces.append(runner.encode(text[:-1] if takes_space else text))
+        if p < template.arity:
+            spaced.append(takes_space)
+    newline = runner.encode("\n")
+    end = []
+    for p in range(template.arity):
+        nxt = pieces[p + 1]
+        # two slots side by side have no text between them: the next entity's first token ends it
+        end.append(nxt[0] if nxt else (newline[-1] if p == template.arity - 1 else -1))
+    return Layout(template, tuple(pieces), tuple(spaced), tuple(end))
+
+
+def entity_ids(runner: CausalLMRunner, lay: Layout, position: int, entity: str) -> tuple[int, ...]:
+    return runner.encode((" " if lay.spaced[position] else "") + entity)
+
+
+def sentence(runner: CausalLMRunner, lay: Layout, entities: tuple[str, ...]) -> tuple[tuple[int, ...], list[tuple[int, int]]]:
+    """Token ids of the filled template and the ``(start, end)`` span of each slot (by slot number)."""
+    ids: list[int] = list(lay.pieces[0])
+    spans: list[tuple[int, int]] = [(0, 0)] * lay.template.arity
+    for p, slot in enumerate(lay.template.order):
+        ent = entity_ids(runner, lay, p, entities[slot])
+        spans[slot] = (len(ids), len(ids) + len(ent))
+        ids += ent
+        ids += lay.pieces[p + 1]
+    return tuple(ids), spans
+
+
+def context(runner: CausalLMRunner, lay: Layout, filled: tuple[str, ...]) -> tuple[int, ...]:
+    """Tokens up to (not including) the entity at text position ``len(filled)``."""
+    ids: list[int] = list(lay.pieces[0])
+    for p, ent in enumerate(filled):
+        ids += entity_ids(runner, lay, p, ent)
+        ids += lay.pieces[p + 1]
+    return tuple(ids)
+
+
+def few_shot_prefix(template: Template, seeds: list[tuple[str, ...]]) -> str:
+    return "".join(template.fill(s) + "\n" for s in seeds)
+
+
+def score_tuples(
+    runner: CausalLMRunner,
+    lay: Layout,
+    prefix: str,
+    tuples: list[tuple[str, ...]],
+    *,
+    min_weight: float = 0.5,
+) -> torch.Tensor:
+    """Compatibility score (see module doc) of each tuple under one prompt and prefix."""
+    if not tuples:
+        return torch.zeros(0)
+    built = [sentence(runner, lay, t) for t in tuples]
+    logprobs = runner.token_logprobs(prefix, [ids for ids, _ in built])
+    # prefix sums turn every span sum into one gather: sum(l[a:b]) = c[b] - c[a]
+    padded = torch.nn.utils.rnn.pad_sequence(logprobs, batch_first=True)
+    csum = torch.nn.functional.pad(padded.cumsum(1), (1, 0))
+    spans = torch.tensor([sp for _, sp in built])                     # (N, k, 2)
+    ent = csum.gather(1, spans[..., 1]) - csum.gather(1, spans[..., 0])  # (N, k)
+    lengths = torch.tensor([len(ids) for ids, _ in built])
+    joint = csum.gather(1, lengths[:, None]).squeeze(1)
+    return (1 - min_weight) * joint + min_weight * ent.min(1).values

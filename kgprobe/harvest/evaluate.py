@@ -1,0 +1,135 @@
+"""Judge a harvest against a reference KG: precision@k and coverage after normalising surface forms.
+
+A harvested tuple counts as correct when, slot by slot, one of its normalised forms equals one of
+the reference entity's forms. Normalisation: Unicode accents removed, case folded, punctuation
+dropped, a leading article ("the", "a", "an") dropped. An entity's forms are its label, the
+parts of a label listing alternatives ("A / B", WordNet's "dog, domestic dog"), the label without a trailing "City" or "D.C."
+("Mexico City" ~ "Mexico", "Washington D.C." ~ "Washington"), and the dataset's aliases where it
+has them (country alternative spellings from countryinfo).
+"""
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from pathlib import Path
+
+from kgprobe.atomic import atomic_path
+from kgprobe.errors import KgprobeError
+from kgprobe.kg.graph import KnowledgeGraph
+
+_ARTICLE = re.compile(r"^(the|a|an) ")
+
+
+def normalise(text: str) -> str:
+    text = unicodedata.normalize("NFKD", text)
+    text = "".join(ch for ch in text if not unicodedata.combining(ch)).casefold()
+    text = re.sub(r"[^\w\s]|_", " ", text)
+    text = " ".join(text.split())
+    return _ARTICLE.sub("", text)
+
+
+def surface_forms(label: str, aliases: list[str] = ()) -> set[str]:
+    forms = set()
+    for name in [label, *label.split(" / "), *label.split(", "), *aliases]:
+        n = normalise(name)
+        if not n:
+            continue
+        forms.add(n)
+        for suffix in (" city", " d c"):
+            if n.endswith(suffix) and len(n) > len(suffix) + 2:
+                forms.add(n[: -len(suffix)])
+    return forms
+
+
+def _dataset_aliases(name: str) -> dict[str, list[str]]:
+    if name == "countries":
+        from kgprobe.kg.datasets.countries import country_aliases
+
+        return country_aliases()
+    return {}
+
+
+def load_reference(spec: str) -> tuple[KnowledgeGraph, str, dict[str, list[str]]]:
+    """``DATASET:RELATION`` or ``PATH:RELATION`` (a KG file or directory kgprobe reads)."""
+    if ":" not in spec:
+        raise KgprobeError(f"reference {spec!r}: expected DATASET:RELATION or KG_PATH:RELATION (e.g. countries:capital)")
+    source, relation = spec.rsplit(":", 1)
+    from kgprobe.kg.datasets import DATASETS, build_dataset
+
+    if source in DATASETS:
+        kg, aliases = build_dataset(source), _dataset_aliases(source)
+    else:
+        from kgprobe.kg.formats import load_kg
+
+        if not Path(source).exists():
+            raise KgprobeError(f"reference {spec!r}: {source!r} is neither a dataset ({', '.join(DATASETS)}) nor a path")
+        kg, aliases = load_kg(source), {}
+    if relation not in kg.relation_ids:
+        raise KgprobeError(f"reference {spec!r}: no relation {relation!r} (relations: {', '.join(kg.relation_ids[:20])})")
+    return kg, relation, aliases
+
+
+def reference_pairs(kg: KnowledgeGraph, relation: str, aliases: dict[str, list[str]]) -> list[tuple[set[str], set[str]]]:
+    r = kg.relation_index(relation)
+    rows = kg.triples[kg.triples[:, 1] == r].tolist()
+    forms = lambda i: surface_forms(kg.entity_labels[i], aliases.get(kg.entity_ids[i], []))  # noqa: E731
+    return [(forms(h), forms(t)) for h, _, t in rows]
+
+
+def _judged_at(hits: list[bool], judged: list[bool], k: int) -> float | None:
+    picked = [h for h, j in zip(hits, judged) if j][:k]
+    return sum(picked) / k if len(picked) >= k else None
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    reference: str,
+    *,
+    head_slot: int = 0,
+    tail_slot: int = 1,
+    ks: tuple[int, ...] = (10, 50, 100),
+) -> dict:
+    """Precision@k of the ranked tuples and coverage of the reference relation; writes eval.json."""
+    run_dir = Path(run_dir)
+    path = run_dir / "tuples.jsonl"
+    if not path.is_file():
+        raise KgprobeError(f"{run_dir} has no tuples.jsonl (is it a finished harvest run?)")
+    tuples = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            tuples.append(json.loads(line)["entities"])
+        except (ValueError, KeyError, TypeError):
+            raise KgprobeError("not a harvest tuple line", path=path, line=n) from None
+    kg, relation, aliases = load_reference(reference)
+    pairs = reference_pairs(kg, relation, aliases)
+    index: dict[tuple[str, str], int] = {}
+    for i, (hs, ts) in enumerate(pairs):
+        for h in hs:
+            for t in ts:
+                index.setdefault((h, t), i)
+    heads = {h for hs, _ in pairs for h in hs}
+    hits, found, judged = [], set(), []
+    for ents in tuples:
+        if max(head_slot, tail_slot) >= len(ents):
+            raise KgprobeError(f"slot {max(head_slot, tail_slot)} out of range for {len(ents)}-ary tuples")
+        match = index.get((normalise(ents[head_slot]), normalise(ents[tail_slot])))
+        hits.append(match is not None)
+        judged.append(normalise(ents[head_slot]) in heads)
+        if match is not None:
+            found.add(match)
+    result = {
+        "run": str(run_dir), "reference": reference, "head_slot": head_slot, "tail_slot": tail_slot,
+        "tuples": len(tuples), "reference_pairs": len(pairs),
+        **{f"precision@{k}": (sum(hits[:k]) / k if len(tuples) >= k else None) for k in ks},
+        "precision_all": sum(hits) / len(hits) if hits else None,
+        "correct": sum(hits),
+        "coverage": len(found) / len(pairs) if pairs else None,
+        # only tuples whose head the reference knows (e.g. a country, not a US state)
+        "judged_tuples": sum(judged),
+        **{f"judged_precision@{k}": _judged_at(hits, judged, k) for k in ks},
+        "wrong_in_top_50": [ents for ents, hit in zip(tuples[:50], hits[:50]) if not hit],
+    }
+    with atomic_path(run_dir / "eval.json") as tmp:
+        tmp.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return result

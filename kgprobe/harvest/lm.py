@@ -1,0 +1,216 @@
+"""Run a causal LM on many short continuations of a few shared prefixes.
+
+Harvesting scores thousands of short sentences that all follow the same few-shot prefix. The
+prefix is run once and its key/value cache reused for every batch of continuations, so a batch
+costs only its own tokens. Continuations are right-padded: under a causal mask the padding sits
+after every real token and cannot change their outputs, so no attention mask is needed.
+"""
+from __future__ import annotations
+
+import inspect
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import torch
+
+
+@dataclass
+class LMStats:
+    forward_calls: int = 0
+    tokens: int = 0  # real (non-padding) tokens run through the model, prefixes included
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return {"forward_calls": self.forward_calls, "tokens": self.tokens, "seconds": round(self.seconds, 3)}
+
+
+@dataclass
+class _Prefix:
+    length: int
+    kv: list[tuple[torch.Tensor, torch.Tensor]]
+    last_logprobs: torch.Tensor  # (V,) distribution of the first continuation token
+
+
+@dataclass
+class CausalLMRunner:
+    """Batched, prefix-cached scoring with a Hugging Face causal LM."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    batch_size: int = 64
+    stats: LMStats = field(default_factory=LMStats)
+
+    def __post_init__(self) -> None:
+        self.device = next(self.model.parameters()).device
+        self._prefixes: dict[str, _Prefix] = {}
+        self.encode = lru_cache(maxsize=200_000)(self._encode)
+        # transformers 5 renamed the cache argument; accept either version
+        params = inspect.signature(self.model.forward).parameters
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"
+
+    def _encode(self, text: str) -> tuple[int, ...]:
+        return tuple(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def decode(self, ids) -> str:
+        return self.tokenizer.decode(list(ids))
+
+    def _timed_forward(self, **kwargs):
+        start = time.perf_counter()
+        out = self.model(**kwargs)
+        self.stats.forward_calls += 1
+        self.stats.seconds += time.perf_counter() - start
+        return out
+
+    def prefix(self, text: str) -> _Prefix:
+        """The cached state after ``text`` (run on first use)."""
+        if text not in self._prefixes:
+            self.warm_prefixes([text])
+        return self._prefixes[text]
+
+    @torch.no_grad()
+    def warm_prefixes(self, texts: list[str]) -> None:
+        """Run every uncached prefix, many per forward pass (right-padded, each row's cache cut
+        to its own length), with the special tokens the tokenizer adds by default."""
+        todo = [t for t in dict.fromkeys(texts) if t not in self._prefixes]
+        encoded = {t: list(self.tokenizer(t)["input_ids"]) for t in todo}
+        todo.sort(key=lambda t: (len(encoded[t]), t))
+        for start in range(0, len(todo), self.batch_size):
+            batch = todo[start:start + self.batch_size]
+            width = max(len(encoded[t]) for t in batch)
+            x = torch.zeros((len(batch), width), dtype=torch.long)
+            for i, t in enumerate(batch):
+                x[i, : len(encoded[t])] = torch.tensor(encoded[t])
+            out = self._timed_forward(input_ids=x.to(self.device), use_cache=True)
+            self.stats.tokens += sum(len(encoded[t]) for t in batch)
+            cache = out.cache if hasattr(out, "cache") else out.past_key_values
+            layers = [(k, v) for k, v, *_ in cache]
+            for i, t in enumerate(batch):
+                n = len(encoded[t])
+                kv = [(k[i:i + 1, :, :n].clone(), v[i:i + 1, :, :n].clone()) for k, v in layers]
+                self._prefixes[t] = _Prefix(n, kv, out.logits[i, n - 1].float().log_softmax(-1))
+
+    @torch.no_grad()
+    def _run_batch(self, pre: _Prefix, seqs: list[tuple[int, ...]], *, last_only: bool = False):
+        """Logits after the cached prefix for a batch of continuations, and the padded ids.
+
+        Right-padded, all positions: ``(B, L, V)``. With ``last_only`` the batch is left-padded
+        (pads masked out, positions continuing the prefix) and only the final position goes
+        through the output layer: ``(B, V)``, which saves most of the vocabulary projection.
+        """
+        from transformers import DynamicCache
+
+        b, width = len(seqs), max(len(s) for s in seqs)
+        x = torch.zeros((b, width), dtype=torch.long)
+        positions = torch.arange(pre.length, pre.length + width).repeat(b, 1)
+        mask = torch.ones((b, pre.length + width), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            if last_only:
+                pad = width - len(s)
+                x[i, pad:] = torch.tensor(s)
+                positions[i, pad:] = torch.arange(pre.length, pre.length + len(s))
+                mask[i, pre.length : pre.length + pad] = 0
+            else:
+                x[i, : len(s)] = torch.tensor(s)
+        x = x.to(self.device)
+        cache = DynamicCache(ddp_cache_data=[(k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)) for k, v in pre.kv],
+                             config=self.model.config)
+        kwargs = dict(input_ids=x, **{self._cache_arg: cache}, position_ids=positions.to(self.device), use_cache=True)
+        if last_only:
+            kwargs.update(attention_mask=mask.to(self.device), logits_to_keep=1)
+        out = self._timed_forward(**kwargs)
+        self.stats.tokens += sum(len(s) for s in seqs)
+        logits = out.logits.float()
+        return (logits[:, -1] if last_only else logits), x
+
+    def _batches(self, seqs: list[tuple[int, ...]]):
+        """Index batches of similar length (less padding), in a fixed order for reproducibility."""
+        order = sorted(range(len(seqs)), key=lambda i: (len(seqs[i]), i))
+        for start in range(0, len(order), self.batch_size):
+            yield order[start : start + self.batch_size]
+
+    def token_logprobs(self, prefix: str, seqs: list[tuple[int, ...]]) -> list[torch.Tensor]:
+        """``log p(s_i | prefix, s_<i)`` for every token of every sequence (1-D tensor each)."""
+        pre = self.prefix(prefix)
+        out: list[torch.Tensor] = [torch.zeros(0)] * len(seqs)
+        nonempty = [i for i, s in enumerate(seqs) if s]
+        for batch in self._batches([seqs[i] for i in nonempty]):
+            idx = [nonempty[j] for j in batch]
+            logits, x = self._run_batch(pre, [seqs[i] for i in idx])
+            rest = logits[:, :-1].gather(-1, x[:, 1:, None]).squeeze(-1) - logits[:, :-1].logsumexp(-1)
+            full = torch.cat([pre.last_logprobs[x[:, :1]], rest], dim=1).cpu()
+            for row, i in enumerate(idx):
+                out[i] = full[row, : len(seqs[i])]
+        return out
+
+    def next_logprobs(self, prefix: str, seqs: list[tuple[int, ...]]) -> torch.Tensor:
+        """(B, V) log-distribution of the token after each sequence (the prefix's own for empty ones)."""
+        pre = self.prefix(prefix)
+        out = pre.last_logprobs.cpu().expand(len(seqs), -1).clone()
+        nonempty = [i for i, s in enumerate(seqs) if s]
+        for batch in self._batches([seqs[i] for i in nonempty]):
+            idx = [nonempty[j] for j in batch]
+            logits, _ = self._run_batch(pre, [seqs[i] for i in idx], last_only=True)
+            out[idx] = logits.log_softmax(-1).cpu()
+        return out
+
+
+@dataclass
+class Beam:
+    """Key/value state of a batch of continuations of one prefix, grown one token per step.
+
+    Used by the search: each step feeds one token per surviving state instead of re-running
+    the whole continuation, so a step costs one token per state.
+    """
+
+    cache: object
+    mask: torch.Tensor       # (B, cached length): 0 over left padding
+    next_pos: torch.Tensor   # (B,) position id of the next token
+    logprobs: torch.Tensor   # (B, V) distribution of the next token
+
+
+@torch.no_grad()
+def begin_beam(runner: CausalLMRunner, prefix: str, seqs: list[tuple[int, ...]]) -> Beam:
+    """Run the (left-padded) continuations once after the cached prefix."""
+    from transformers import DynamicCache
+
+    pre = runner.prefix(prefix)
+    b = len(seqs)
+    width = max((len(s) for s in seqs), default=0)
+    kv = [(k.expand(b, -1, -1, -1).contiguous(), v.expand(b, -1, -1, -1).contiguous()) for k, v in pre.kv]
+    cache = DynamicCache(ddp_cache_data=kv, config=runner.model.config)
+    if width == 0:
+        mask = torch.ones((b, pre.length), dtype=torch.long, device=runner.device)
+        pos = torch.full((b,), pre.length, device=runner.device)
+        return Beam(cache, mask, pos, pre.last_logprobs.expand(b, -1).clone())
+    x = torch.zeros((b, width), dtype=torch.long)
+    positions = torch.zeros((b, width), dtype=torch.long)
+    mask = torch.ones((b, pre.length + width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        pad = width - len(s)
+        if s:
+            x[i, pad:] = torch.tensor(s)
+        positions[i, pad:] = torch.arange(pre.length, pre.length + len(s))
+        mask[i, pre.length:pre.length + pad] = 0
+    out = runner._timed_forward(input_ids=x.to(runner.device), **{runner._cache_arg: cache},
+                                attention_mask=mask.to(runner.device), position_ids=positions.to(runner.device),
+                                use_cache=True, logits_to_keep=1)
+    runner.stats.tokens += sum(len(s) for s in seqs)
+    logprobs = out.logits[:, -1].float().log_softmax(-1)
+    empty = torch.tensor([not s for s in seqs], device=logprobs.device)
+    logprobs[empty] = pre.last_logprobs.to(logprobs.device)
+    pos = torch.tensor([pre.length + len(s) for s in seqs], device=runner.device)
+    return Beam(cache, mask.to(runner.device), pos, logprobs)
+
+
+@torch.no_grad()
+def advance_beam(runner: CausalLMRunner, beam: Beam, parents: torch.Tensor, tokens: torch.Tensor) -> Beam:
+    """Keep the states ``parents`` (repeats allowed) and feed each its next token."""
+    parents = parents.to(runner.device)
+    beam.cache.reorder_cache(parents)
+    mask = torch.cat([beam.mask[parents], torch.ones((len(parents), 1), dtype=torch.long, device=runner.device)], 1)
+    pos = beam.next_pos[parents]
+    out = runner._timed_forward(input_ids=tokens.to(runner.device)[:, None], **{runner._cache_arg: beam.cache},
+                                attention_mask=mask, position_ids=pos[:, None], use_cache=True, logits_to_keep=1)
+    runner.stats.tokens += len(parents)
+    return Beam(beam.cache, mask, pos + 1, out.logits[:, -1].float().log_softmax(-1))

@@ -1,0 +1,264 @@
+"""A whole harvest: prompts -> weights -> search -> rescore -> ranked tuples, in a run directory.
+
+Files in ``OUT``::
+
+    config.json        the options of the run (a resumed run must use the same ones)
+    prompts.json       prompts, their weights and the pos/neg scores behind them
+    search_{p}.jsonl   checkpoints of the search at text position p (one line per chunk)
+    rescore.jsonl      checkpoints of the rescoring (one line per chunk of candidates)
+    tuples.jsonl       the result: one tuple per line, best first (entities, score, prompt scores)
+    candidates.jsonl   every rescored candidate, best first, before the diversity and top-k cuts
+    kg.ttl             the result as RDF through the KG core (binary relations)
+    run.json           model, timings, LM forward passes and tokens, counts
+
+Every stage is checkpointed, so ``resume=True`` continues a killed run and produces the same
+``tuples.jsonl`` as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Callable, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from kgprobe.atomic import atomic_path
+from kgprobe.errors import KgprobeError
+from kgprobe.harvest.checkpoint import ChunkLog
+from kgprobe.harvest.filters import EntityFilter, diversity_cap
+from kgprobe.harvest.relation import Relation, Template, load_relation
+from kgprobe.harvest.search import SearchParams, chunks
+from kgprobe.harvest.weighting import WeightingParams
+
+
+class HarvestOptions(BaseModel):
+    """Everything that decides a harvest's result (``device`` and ``batch_size`` do not)."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str = "smollm2-135m"
+    model_kind: Literal["auto", "causal-lm", "masked-lm"] = "auto"
+    top_k: int = Field(default=100, ge=1)
+    paraphrases: int = Field(default=0, ge=0, description="prompts to add by paraphrasing (0: use the file's)")
+    max_prompts: int = Field(default=10, ge=1)
+    search_prompts: int = Field(default=2, ge=1)
+    min_weight: float = Field(default=0.5, ge=0, le=1, description="lam in (1-lam)*joint + lam*min entity")
+    diversity: int = Field(default=5, ge=1, description="at most this many output tuples share a word")
+    include_seeds: bool = False
+    rescore_chunk: int = Field(default=128, ge=1)
+    share_weight: float = Field(default=0.2, ge=0, description="weight of the plain score next to the key share")
+    seed: int = 0
+    search: dict = Field(default_factory=dict)
+    weighting: dict = Field(default_factory=dict)
+
+    def search_params(self) -> SearchParams:
+        return SearchParams(**self.search)
+
+    def weighting_params(self) -> WeightingParams:
+        return WeightingParams(**self.weighting)
+
+
+def rank_scores(
+    per_prompt: torch.Tensor,
+    weights: torch.Tensor,
+    candidates: list[tuple[str, ...]],
+    *,
+    key_slots: list[int],
+    share_weight: float = 0.2,
+) -> torch.Tensor:
+    """Final score of each candidate from its per-prompt scores ``S`` (N x P) and prompt weights ``w``.
+
+    Without key slots: ``sum_p w_p S_ip`` (BertNet). With key slots (a relation declared
+    functional by ``max_per_slot``, e.g. one capital per country), candidates sharing the key
+    compete: per prompt, the candidate's share ``S_ip - logsumexp_{j: key(j) = key(i)} S_jp``, and
+
+        score_i = min_p share_ip + share_weight * sum_p w_p S_ip
+
+    so a tuple ranks high only when every prompt prefers it over the other candidates for the same
+    key, and the LM also finds it likely. (On "capital of" with SmolLM2-135M this puts confident
+    answers first: Berlin/Germany above Sydney/Australia, where the LM also likes Canberra.)
+    """
+    base = (per_prompt * weights).sum(1)
+    if not key_slots or len(candidates) == 0:
+        return base
+    keys = [tuple(c[j].lower() for j in key_slots) for c in candidates]
+    group = torch.tensor([{k: i for i, k in enumerate(dict.fromkeys(keys))}[k] for k in keys])
+    n_groups = int(group.max()) + 1
+    # logsumexp per group and prompt without a Python loop over groups
+    top = torch.full((n_groups, per_prompt.shape[1]), float("-inf")).scatter_reduce(
+        0, group[:, None].expand_as(per_prompt), per_prompt, reduce="amax")
+    summed = torch.zeros((n_groups, per_prompt.shape[1])).index_add_(0, group, (per_prompt - top[group]).exp())
+    share = per_prompt - (top + summed.log())[group]
+    used = weights > 0
+    return share[:, used].min(1).values + share_weight * base
+
+
+def _write_json(path: Path, data) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _prepare_out(out: Path, config: dict, *, resume: bool, overwrite: bool) -> None:
+    cfg_path = out / "config.json"
+    if out.exists() and any(out.iterdir()):
+        if overwrite:
+            shutil.rmtree(out)
+        elif not resume:
+            raise KgprobeError(f"{out} already holds a run: pass --resume to continue it or --overwrite to start over")
+        elif not cfg_path.exists():
+            raise KgprobeError(f"{out} is not a harvest run directory (no config.json)")
+        else:
+            old = json.loads(cfg_path.read_text())
+            if old != config:
+                diff = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
+                raise KgprobeError(f"cannot resume {out}: options differ from the interrupted run ({', '.join(diff)})")
+            return
+    out.mkdir(parents=True, exist_ok=True)
+    _write_json(cfg_path, config)
+
+
+def _model_kind(name: str, kind: str) -> str:
+    """``causal-lm`` or ``masked-lm``: the registry says, else the model's config.json does."""
+    from kgprobe.models import MODELS
+
+    if kind != "auto":
+        return kind
+    if name in MODELS:
+        return MODELS[name].kind
+    cfg = Path(name).expanduser() / "config.json"
+    if cfg.is_file():
+        archs = json.loads(cfg.read_text()).get("architectures") or []
+        if any("MaskedLM" in a for a in archs):
+            return "masked-lm"
+    return "causal-lm"
+
+
+def harvest(
+    relation: Relation | str | Path,
+    out: str | Path,
+    *,
+    options: HarvestOptions = HarvestOptions(),
+    device: str = "auto",
+    batch_size: int = 64,
+    resume: bool = False,
+    overwrite: bool = False,
+    echo: Callable[[str], None] = print,
+    loaded_model=None,
+) -> list[dict]:
+    """Run a harvest into ``out`` and return the output tuples (as written to tuples.jsonl).
+
+    ``loaded_model`` = ``(model, tokenizer)`` skips loading (tests, pipelines that hold a model).
+    """
+    from kgprobe.harvest.backends import BACKENDS
+    from kgprobe.models import load_causal_lm, load_masked_lm
+
+    rel = relation if isinstance(relation, Relation) else load_relation(relation)
+    if len(rel.seeds) < 2:
+        raise KgprobeError(f"relation {rel.name!r}: harvesting needs at least two seed tuples")
+    kind = _model_kind(options.model, options.model_kind)
+    out = Path(out)
+    config = {"relation": {"name": rel.name, "prompts": rel.prompts, "seeds": [list(s) for s in rel.seeds],
+                           "constraints": rel.constraints.model_dump(),
+                           "reference": rel.reference.model_dump() if rel.reference else None},
+              "options": options.model_dump(), "model_kind": kind}
+    _prepare_out(out, config, resume=resume, overwrite=overwrite)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    torch.manual_seed(options.seed)
+    loader = load_masked_lm if kind == "masked-lm" else load_causal_lm
+    model, tokenizer = loaded_model or loader(options.model, device=device)
+    backend = BACKENDS[kind](model, tokenizer, rel, batch_size=batch_size, min_weight=options.min_weight,
+                             search=options.search_params(), search_prompts=options.search_prompts)
+    timings["load_model"] = time.perf_counter() - t0
+
+    # 1. prompts and their weights
+    t = time.perf_counter()
+    prompts_path = out / "prompts.json"
+    if prompts_path.exists():
+        prompt_rows = json.loads(prompts_path.read_text())["prompts"]
+    else:
+        prompts = rel.prompts
+        if options.paraphrases:
+            from kgprobe.harvest.paraphrase import paraphrase_prompts
+
+            prompts = paraphrase_prompts(model, tokenizer, rel, extra=options.paraphrases,
+                                         max_prompts=options.max_prompts, seed=options.seed, echo=echo)
+        templates = [Template.parse(p) for p in prompts[: options.max_prompts]]
+        echo(f"weighting {len(templates)} prompts on {len(rel.seeds)} seeds")
+        prompt_rows = backend.weigh(templates, options.weighting_params())
+        _write_json(prompts_path, {"relation": rel.name, "prompts": prompt_rows})
+    timings["weighting"] = time.perf_counter() - t
+    weighted = sorted([(Template.parse(r["prompt"]), r["weight"]) for r in prompt_rows if r["weight"] > 0],
+                      key=lambda tw: -tw[1])
+    for tmpl, w in weighted:
+        echo(f"  {w:.3f}  {tmpl.prompt}")
+
+    # 2. candidates
+    t = time.perf_counter()
+    candidates = list(dict.fromkeys(backend.search(weighted, out, echo)))
+    if not options.include_seeds:
+        seeds = {tuple(e.lower() for e in s) for s in rel.seeds}
+        candidates = [c for c in candidates if tuple(e.lower() for e in c) not in seeds]
+    timings["search"] = time.perf_counter() - t
+
+    # 3. rescore every candidate under every weighted prompt
+    t = time.perf_counter()
+    log = ChunkLog(out / "rescore.jsonl")
+    per_prompt: list[list[float]] = []
+    todo = list(chunks(candidates, options.rescore_chunk))
+    for c, part in todo:
+        record = log.done(c)
+        if record is None:
+            cols = [backend.score(tm, part) for tm, _ in weighted]
+            record = {"scores": torch.stack(cols, 1).tolist()}
+            log.write(c, record)
+        per_prompt += record["scores"]
+        echo(f"rescoring: chunk {c + 1}/{len(todo)}")
+    timings["rescore"] = time.perf_counter() - t
+    weights = torch.tensor([w for _, w in weighted])
+    matrix = torch.tensor(per_prompt).reshape(-1, len(weighted))
+    scores = rank_scores(matrix, weights, candidates, key_slots=sorted(rel.constraints.max_per_slot),
+                         share_weight=options.share_weight)
+
+    ranked = sorted(range(len(candidates)), key=lambda i: (-float(scores[i]), candidates[i]))
+    filt = EntityFilter(rel.constraints, rel.prompts)
+    kept = [ranked[j] for j in diversity_cap([candidates[i] for i in ranked], max_per_word=options.diversity,
+                                             ignore=filt.stop, max_per_slot=rel.constraints.max_per_slot)]
+    kept = kept[: options.top_k]
+    rows = [{"rank": r + 1, "entities": list(candidates[i]), "score": round(float(scores[i]), 6),
+             "prompt_scores": {tm.prompt: round(per_prompt[i][j], 6) for j, (tm, _) in enumerate(weighted)}}
+            for r, i in enumerate(kept)]
+    _write_outputs(out, rel, options, rows)
+    with atomic_path(out / "candidates.jsonl") as tmp:
+        tmp.write_text("".join(json.dumps({"entities": list(candidates[i]), "score": round(float(scores[i]), 6),
+                                           "prompt_scores": [round(x, 6) for x in per_prompt[i]]},
+                                          ensure_ascii=False) + "\n" for i in ranked), encoding="utf-8")
+    timings["total"] = time.perf_counter() - t0
+    stats = backend.stats
+    _write_json(out / "run.json", {
+        "relation": rel.name, "model": options.model, "model_kind": kind, "device": str(backend.device),
+        "candidates": len(candidates), "tuples": len(rows), "lm": stats.as_dict(),
+        "forward_passes_per_tuple": round(stats.forward_calls / max(len(rows), 1), 3),
+        "timings": {k: round(v, 3) for k, v in timings.items()}, "resumed": resume,
+    })
+    echo(f"{len(rows)} tuples -> {out / 'tuples.jsonl'} ({stats.forward_calls} LM forward passes, "
+         f"{timings['total']:.0f}s)")
+    return rows
+
+
+def _write_outputs(out: Path, rel: Relation, options: HarvestOptions, rows: list[dict]) -> None:
+    from kgprobe.kg.formats import save_kg
+    from kgprobe.kg.graph import KnowledgeGraph
+
+    with atomic_path(out / "tuples.jsonl") as tmp:
+        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    if rel.arity == 2:
+        kg = KnowledgeGraph.from_labeled_triples(
+            [(r["entities"][0], rel.name, r["entities"][1]) for r in rows],
+            scores=[r["score"] for r in rows],
+            provenance=[f"kgprobe-harvest:{options.model}"] * len(rows),
+            name=rel.name,
+        )
+        save_kg(kg, out / "kg.ttl")

@@ -1,0 +1,298 @@
+"""Harvesting: relation files, filters, the batched LM paths (checked against plain forward
+passes), the masked-LM formula on a hand-checked example, and whole runs with resume."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from kgprobe.errors import KgprobeError
+from kgprobe.harvest import causal, masked
+from kgprobe.harvest.checkpoint import ChunkLog
+from kgprobe.harvest.filters import EntityFilter, diversity_cap
+from kgprobe.harvest.lm import CausalLMRunner, advance_beam, begin_beam
+from kgprobe.harvest.relation import Constraints, Template, load_relation
+from kgprobe.harvest.run import HarvestOptions, harvest
+
+ROOT = Path(__file__).parent.parent
+RELATIONS = sorted((ROOT / "kg_data" / "relations").glob("*.yaml"))
+
+
+# ------------------------------------------------------------------ tiny models
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory):
+    """A random 2-layer Llama with SmolLM2's tokenizer, saved like a user's local model."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from kgprobe.models import model_source
+
+    tok = AutoTokenizer.from_pretrained(model_source("smollm2-135m"))
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    model = LlamaForCausalLM(cfg).eval()
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder, model, tok
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory):
+    from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
+
+    words = ["paris", "france", "rome", "italy", "tokyo", "japan", "lima", "peru", "is", "the", "capital", "of",
+             "berlin", "germany", "madrid", "spain", "."]
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words + ["##s", "##ia"]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tok = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"))
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, architectures=["BertForMaskedLM"])
+    model = BertForMaskedLM(cfg).eval()
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder, model, tok
+
+
+def _relation_file(tmp_path: Path, **overrides) -> Path:
+    data = {
+        "name": "capital_of",
+        "prompts": ["<ENT0> is the capital of <ENT1> .", "The capital of <ENT1> is <ENT0> ."],
+        "seeds": [["Paris", "France"], ["Rome", "Italy"], ["Tokyo", "Japan"], ["Lima", "Peru"]],
+    }
+    data.update(overrides)
+    path = tmp_path / "rel.yaml"
+    path.write_text(json.dumps(data))
+    return path
+
+
+# ------------------------------------------------------------------ relation files
+def test_relation_library_is_valid():
+    assert len(RELATIONS) >= 10
+    for path in RELATIONS:
+        rel = load_relation(path)
+        assert len(rel.seeds) >= 4 and rel.templates
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"prompts": ["<ENT0> is the capital of <ENT2> ."]}, "prompts[0]: unknown slot <ENT2>"),
+    ({"prompts": ["<ENT0> and <ENT0> of <ENT1>"]}, "prompts[0]: slot <ENT0> is used 2 times"),
+    ({"prompts": ["<ENT0> is big ."]}, "prompts[0]: slot <ENT1> is missing"),
+    ({"prompts": ["   "]}, "prompts[0]: empty prompt"),
+    ({"seeds": [["Paris", "France"], ["Rome"]]}, "seeds[1]: seed has 1 entities, the first seed has 2"),
+    ({"colour": "red"}, "colour: unknown option"),
+    ({"constraints": {"capitalization": "shouty"}}, "constraints.capitalization"),
+])
+def test_relation_errors_name_the_line(tmp_path, override, message):
+    path = _relation_file(tmp_path, **override)
+    with pytest.raises(KgprobeError) as err:
+        load_relation(path)
+    assert f"{path}:" in str(err.value) and message in str(err.value)
+
+
+def test_template_parse_and_fill():
+    t = Template.parse("The capital of <ENT1> is <ENT0> .")
+    assert t.order == (1, 0) and t.texts == ("The capital of ", " is ", " .")
+    assert t.fill(("Paris", "France")) == "The capital of France is Paris ."
+
+
+def test_entity_filter_and_caps():
+    f = EntityFilter(Constraints(capitalization="title", max_words=4), ["<ENT0> is the capital of <ENT1> ."])
+    assert f.ok("Rio de Janeiro") and f.ok("United States of America") and f.ok("St. Louis")
+    for bad in ("the Paris", "India is Mumbai", "Canada's", "Canada.", "Xi", "paris", "Capital", "2018"):
+        assert not f.ok(bad), bad
+    assert not f.tuple_ok(("Berlin Germany", "Germany")) and f.tuple_ok(("Berlin", "Germany"))
+    tuples = [("Sydney", "Australia"), ("Canberra", "Australia"), ("Paris", "France"), ("Lyon", "France")]
+    assert diversity_cap(tuples, max_per_slot={1: 1}) == [0, 2]
+    assert diversity_cap(tuples, max_per_word=1) == [0, 2]
+
+
+def test_chunk_log_drops_torn_line(tmp_path):
+    log = ChunkLog(tmp_path / "c.jsonl")
+    log.write(0, {"x": 1})
+    log.write(1, {"x": 2})
+    with (tmp_path / "c.jsonl").open("a") as f:
+        f.write('{"chunk": 2, "x"')  # killed mid-write
+    again = ChunkLog(tmp_path / "c.jsonl")
+    assert again.done(1) == {"chunk": 1, "x": 2} and again.done(2) is None
+    assert (tmp_path / "c.jsonl").read_text().count("\n") == 2
+
+
+# ------------------------------------------------------------------ causal LM paths
+def _plain_logprobs(model, ids: list[int]) -> torch.Tensor:
+    with torch.no_grad():
+        return model(torch.tensor([ids])).logits[0].float().log_softmax(-1)
+
+
+def test_prefix_cached_scoring_matches_plain_forward(tiny_llama):
+    _, model, tok = tiny_llama
+    runner = CausalLMRunner(model, tok, batch_size=3)
+    prefix = "Rome is the capital of Italy .\nLima is the capital of Peru .\n"
+    seqs = [runner.encode(s) for s in ["Oslo is the capital of Norway .", "Paris", "A much longer sentence here ."]]
+    got = runner.token_logprobs(prefix, seqs)
+    nxt = runner.next_logprobs(prefix, seqs)
+    pre = list(tok(prefix)["input_ids"])
+    for s, lp, row in zip(seqs, got, nxt):
+        full = _plain_logprobs(model, pre + list(s))
+        want = full[len(pre) - 1:-1].gather(1, torch.tensor(s)[:, None]).squeeze(1)
+        assert torch.allclose(lp, want, atol=1e-4)
+        assert torch.allclose(row, full[-1], atol=1e-4)
+
+
+def test_beam_steps_match_plain_forward(tiny_llama):
+    _, model, tok = tiny_llama
+    runner = CausalLMRunner(model, tok)
+    prefix = "Rome is the capital of Italy .\n"
+    ctx = [runner.encode("The capital of"), runner.encode("X"), ()]
+    beam = begin_beam(runner, prefix, ctx)
+    parents, toks = torch.tensor([0, 0, 1, 2]), torch.tensor([11, 12, 13, 14])
+    beam = advance_beam(runner, beam, parents, toks)
+    pre = list(tok(prefix)["input_ids"])
+    for row, (p, t) in enumerate(zip(parents.tolist(), toks.tolist())):
+        want = _plain_logprobs(model, pre + list(ctx[p]) + [t])[-1]
+        assert torch.allclose(beam.logprobs[row], want, atol=1e-4)
+
+
+def test_causal_score_formula(tiny_llama):
+    _, model, tok = tiny_llama
+    runner = CausalLMRunner(model, tok)
+    t = Template.parse("The capital of <ENT1> is <ENT0> .")
+    lay = causal.layout(runner, t)
+    prefix = causal.few_shot_prefix(t, [("Rome", "Italy")])
+    ids, spans = causal.sentence(runner, lay, ("Paris", "France"))
+    assert runner.decode(ids) == "The capital of France is Paris ."
+    assert runner.decode(ids[spans[0][0]:spans[0][1]]) == " Paris"
+    lp = runner.token_logprobs(prefix, [ids])[0]
+    ents = [lp[a:b].sum() for a, b in spans]
+    want = 0.3 * lp.sum() + 0.7 * min(ents)
+    got = causal.score_tuples(runner, lay, prefix, [("Paris", "France")], min_weight=0.7)
+    assert torch.allclose(got, want.reshape(1), atol=1e-5)
+
+
+# ------------------------------------------------------------------ masked LM path
+def test_masked_score_formula_by_hand(tiny_bert):
+    _, model, tok = tiny_bert
+    lm = masked.MaskedLM(model, tok)
+    t = Template.parse("<ENT0> is the capital of <ENT1> .")
+    got = masked.score_tuples(lm, t, [("paris", "france"), ("rome", "italy")])
+    assert got.shape == (2,)
+    # by hand for ("paris", "france"): [CLS] paris is the capital of france . [SEP]
+    ids = tok("paris is the capital of france .", return_tensors="pt")["input_ids"]
+    m = tok.mask_token_id
+    first, second = ids.clone(), ids.clone()
+    first[0, 1] = m
+    first[0, 6] = m
+    second[0, 6] = m
+    with torch.no_grad():
+        l1 = model(input_ids=first).logits[0, 1].log_softmax(-1)[ids[0, 1]]
+        l2 = model(input_ids=second).logits[0, 6].log_softmax(-1)[ids[0, 6]]
+    want = ((l1 + l2) / 2 + (l1 + l2) / 2 + torch.minimum(l1, l2)) / 3
+    assert torch.allclose(got[0], want, atol=1e-5)
+
+
+def test_masked_harvest_end_to_end(tiny_bert, tmp_path):
+    folder, _, _ = tiny_bert
+    rel = _relation_file(tmp_path, seeds=[["paris", "france"], ["rome", "italy"], ["tokyo", "japan"]],
+                         constraints={"min_chars": 3})
+    opts = HarvestOptions(model=str(folder), top_k=10, search={"first_beam": 16, "branch": 8, "first_candidates": 30})
+    rows = harvest(rel, tmp_path / "run", options=opts, device="cpu", echo=lambda s: None)
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["model_kind"] == "masked-lm" and run["lm"]["forward_calls"] > 0
+    scores = [r["score"] for r in rows]
+    assert scores == sorted(scores, reverse=True)
+    for r in rows:
+        assert len(r["entities"]) == 2 and r["entities"][0] != r["entities"][1]
+        assert tuple(r["entities"]) not in {("paris", "france"), ("rome", "italy"), ("tokyo", "japan")}
+
+
+# ------------------------------------------------------------------ whole causal runs
+SMALL = {"first_beam": 24, "first_candidates": 12, "branch": 6, "later_beam": 2, "later_candidates": 2,
+         "max_entity_tokens": 2, "chunk": 3}
+
+
+def test_causal_harvest_outputs_and_resume(tiny_llama, tmp_path):
+    folder, _, _ = tiny_llama
+    rel = _relation_file(tmp_path, constraints={"capitalization": "any", "stopwords": "none"})
+    opts = HarvestOptions(model=str(folder), top_k=20, search=SMALL, rescore_chunk=5)
+    rows = harvest(rel, tmp_path / "a", options=opts, device="cpu", echo=lambda s: None)
+    a = tmp_path / "a"
+    for name in ("tuples.jsonl", "prompts.json", "kg.ttl", "run.json", "config.json"):
+        assert (a / name).is_file(), name
+    lines = [json.loads(x) for x in (a / "tuples.jsonl").read_text().splitlines()]
+    assert lines == rows and [r["rank"] for r in rows] == list(range(1, len(rows) + 1))
+    weights = [p["weight"] for p in json.loads((a / "prompts.json").read_text())["prompts"]]
+    assert abs(sum(weights) - 1) < 1e-6
+    # simulate a kill: drop the last search and rescoring chunks and the results, then resume
+    for name in ("search_1.jsonl", "rescore.jsonl"):
+        text = (a / name).read_text().splitlines(keepends=True)
+        (a / name).write_text("".join(text[:1]) + text[1][:10])
+    for name in ("tuples.jsonl", "run.json", "kg.ttl"):
+        (a / name).unlink()
+    again = harvest(rel, a, options=opts, device="cpu", resume=True, echo=lambda s: None)
+    assert again == rows
+    with pytest.raises(KgprobeError, match="already holds a run"):
+        harvest(rel, a, options=opts, device="cpu", echo=lambda s: None)
+    with pytest.raises(KgprobeError, match="options differ"):
+        harvest(rel, a, options=HarvestOptions(model=str(folder), top_k=5, search=SMALL), device="cpu",
+                resume=True, echo=lambda s: None)
+
+
+_DRIVER = """
+import sys
+from kgprobe.harvest.run import HarvestOptions, harvest
+opts = HarvestOptions(model=sys.argv[1], top_k=20, search=dict(chunk=1, first_beam=48, first_candidates=24,
+                      branch=8, later_beam=3, later_candidates=2, max_entity_tokens=3), rescore_chunk=4)
+harvest(sys.argv[2], sys.argv[3], options=opts, device="cpu", resume=sys.argv[4] == "1", echo=lambda s: None)
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_mid_search_then_resume_gives_same_tuples(tiny_llama, tmp_path):
+    folder, _, _ = tiny_llama
+    rel = _relation_file(tmp_path, constraints={"capitalization": "any", "stopwords": "none"})
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    base = [sys.executable, "-c", _DRIVER, str(folder), str(rel)]
+    subprocess.run(base + [str(tmp_path / "clean"), "0"], check=True, env=env, timeout=600)
+    proc = subprocess.Popen(base + [str(tmp_path / "killed"), "0"], env=env)
+    log = tmp_path / "killed" / "search_1.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and (not log.exists() or log.read_text().count("\n") < 2):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "killed" / "tuples.jsonl").exists(), "the run finished before it was killed"
+    subprocess.run(base + [str(tmp_path / "killed"), "1"], check=True, env=env, timeout=600)
+    assert (tmp_path / "killed" / "tuples.jsonl").read_text() == (tmp_path / "clean" / "tuples.jsonl").read_text()
+
+
+# ------------------------------------------------------------------ paraphrasing
+def test_slots_back_requires_each_entity_once():
+    from kgprobe.harvest.paraphrase import clean, slots_back
+
+    assert slots_back("France's capital city is Paris.", ("Paris", "France")) == "<ENT1>'s capital city is <ENT0>."
+    assert slots_back("Paris, Paris, France", ("Paris", "France")) is None
+    assert slots_back("The capital is Paris.", ("Paris", "France")) is None
+    assert slots_back("New York City is in New York State", ("New York City", "New York State")) == \
+        "<ENT0> is in <ENT1>"
+    assert clean('Sentence: "Tokyo is Japan\'s capital."\nMore text') == "Tokyo is Japan's capital."
+
+
+def test_paraphrase_keeps_given_prompts_and_only_valid_new_ones(tiny_llama, tmp_path):
+    from kgprobe.harvest.paraphrase import paraphrase_prompts
+    from kgprobe.harvest.relation import check_prompt
+
+    _, model, tok = tiny_llama
+    rel = load_relation(_relation_file(tmp_path))
+    out = paraphrase_prompts(model, tok, rel, extra=3, max_prompts=5, samples=2, echo=lambda s: None)
+    assert out[:2] == rel.prompts and len(out) <= 5
+    assert all(check_prompt(p, 2) is None for p in out)
