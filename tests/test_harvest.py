@@ -296,3 +296,12 @@ def test_paraphrase_keeps_given_prompts_and_only_valid_new_ones(tiny_llama, tmp_
     out = paraphrase_prompts(model, tok, rel, extra=3, max_prompts=5, samples=2, echo=lambda s: None)
     assert out[:2] == rel.prompts and len(out) <= 5
     assert all(check_prompt(p, 2) is None for p in out)
+
+
+def test_paraphrase_plausibility():
+    from kgprobe.harvest.paraphrase import plausible
+
+    src = "<ENT0> shares a border with <ENT1> ."
+    assert plausible("<ENT0> and <ENT1> are neighbours.", src)
+    assert not plausible("Rewrite the sentence: <ENT0>, in a way, shares a border with <ENT1>.", src)
+    assert not plausible("<ENT0> " + "very " * 20 + "near <ENT1>", src)

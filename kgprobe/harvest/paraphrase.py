@@ -3,7 +3,10 @@
 BertNet asked a paid GPT-3 API; here the model being probed (an instruct model by default) does
 it. Each prompt is filled with each seed and paraphrased by sampling; the seed's entities are
 put back as slots by exact, whole-word match and must occur exactly once each; a paraphrase
-too close to an accepted prompt (rapidfuzz ratio >= ``max_similarity``) is dropped.
+too close to an accepted prompt (rapidfuzz ratio >= ``max_similarity``), much longer than its
+source, or talking about the task ("Rewrite the sentence: ...") is dropped. The prompt weighting
+then judges what is left. A 135M model paraphrases poorly, so the relation files in
+``kg_data/relations/`` carry hand-written prompts and paraphrasing is off by default.
 """
 from __future__ import annotations
 
@@ -29,6 +32,16 @@ def slots_back(text: str, entities: tuple[str, ...]) -> str | None:
             return None
         out = pattern.sub(f"\0{slot}\0", out)
     return re.sub(r"\0(\d+)\0", r"<ENT\1>", out)
+
+
+# words of a reply that talks about the task instead of doing it
+_META = re.compile(r"\b(sentence|rewrite|rewritten|phrase|paraphrase|wording|word|words|statement)\b", re.I)
+
+
+def plausible(prompt: str, original: str) -> bool:
+    """A paraphrase is kept only if it is about as long as the prompt it came from and does not
+    talk about the task (small instruct models often do)."""
+    return len(prompt.split()) <= 1.6 * len(original.split()) + 3 and not _META.search(prompt)
 
 
 def clean(text: str) -> str:
@@ -66,9 +79,9 @@ def paraphrase_prompts(
                          num_return_sequences=samples, pad_token_id=tokenizer.pad_token_id)
     decoded = tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
     for n, text in enumerate(decoded):
-        _, seed_tuple = jobs[n // samples]
+        template, seed_tuple = jobs[n // samples]
         prompt = slots_back(clean(text), seed_tuple)
-        if prompt is None or check_prompt(prompt, rel.arity) is not None:
+        if prompt is None or check_prompt(prompt, rel.arity) is not None or not plausible(prompt, template.prompt):
             continue
         if any(fuzz.ratio(prompt, a) >= max_similarity for a in accepted):
             continue

@@ -70,29 +70,33 @@ def rank_scores(
 ) -> torch.Tensor:
     """Final score of each candidate from its per-prompt scores ``S`` (N x P) and prompt weights ``w``.
 
-    Without key slots: ``sum_p w_p S_ip`` (BertNet). With key slots (a relation declared
-    functional by ``max_per_slot``, e.g. one capital per country), candidates sharing the key
-    compete: per prompt, the candidate's share ``S_ip - logsumexp_{j: key(j) = key(i)} S_jp``, and
+    Without key slots: ``sum_p w_p S_ip`` (BertNet). With key slots (slots a relation limits with
+    ``max_per_slot``, e.g. one capital per country and one country per capital), candidates
+    sharing a key value compete: per prompt and key slot ``k``, the candidate's share
+    ``S_ip - logsumexp_{j: j_k = i_k} S_jp``, and
 
-        score_i = min_p share_ip + share_weight * sum_p w_p S_ip
+        score_i = min_{p, k} share_ipk + share_weight * sum_p w_p S_ip
 
-    so a tuple ranks high only when every prompt prefers it over the other candidates for the same
-    key, and the LM also finds it likely. (On "capital of" with SmolLM2-135M this puts confident
+    so a tuple ranks high only when every prompt prefers it over the other candidates sharing any
+    of its keys, and the LM also finds it likely. (On "capital of" with SmolLM2-135M this puts confident
     answers first: Berlin/Germany above Sydney/Australia, where the LM also likes Canberra.)
     """
     base = (per_prompt * weights).sum(1)
     if not key_slots or len(candidates) == 0:
         return base
-    keys = [tuple(c[j].lower() for j in key_slots) for c in candidates]
-    group = torch.tensor([{k: i for i, k in enumerate(dict.fromkeys(keys))}[k] for k in keys])
-    n_groups = int(group.max()) + 1
-    # logsumexp per group and prompt without a Python loop over groups
-    top = torch.full((n_groups, per_prompt.shape[1]), float("-inf")).scatter_reduce(
-        0, group[:, None].expand_as(per_prompt), per_prompt, reduce="amax")
-    summed = torch.zeros((n_groups, per_prompt.shape[1])).index_add_(0, group, (per_prompt - top[group]).exp())
-    share = per_prompt - (top + summed.log())[group]
     used = weights > 0
-    return share[:, used].min(1).values + share_weight * base
+    least = torch.full((len(candidates),), float("inf"))
+    for slot in key_slots:
+        keys = [c[slot].lower() for c in candidates]
+        ids = {k: i for i, k in enumerate(dict.fromkeys(keys))}
+        group = torch.tensor([ids[k] for k in keys])
+        # logsumexp per group and prompt without a Python loop over groups
+        top = torch.full((len(ids), per_prompt.shape[1]), float("-inf")).scatter_reduce(
+            0, group[:, None].expand_as(per_prompt), per_prompt, reduce="amax")
+        summed = torch.zeros((len(ids), per_prompt.shape[1])).index_add_(0, group, (per_prompt - top[group]).exp())
+        share = per_prompt - (top + summed.log())[group]
+        least = torch.minimum(least, share[:, used].min(1).values)
+    return least + share_weight * base
 
 
 def _write_json(path: Path, data) -> None:

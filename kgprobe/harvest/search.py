@@ -100,6 +100,7 @@ def search_position(
     tokens: list[tuple[int, ...]] = [()] * len(partials)
     done: dict[int, dict[str, float]] = {}
     beams = [begin_beam(runner, prefix, ctx) for prefix, ctx in zip(prefixes, contexts)]
+    combine = torch.minimum if params.value == "min" else torch.add
 
     for depth in range(params.max_entity_tokens + 1):
         if not tokens:
@@ -110,7 +111,6 @@ def search_position(
             step = beam.logprobs.cpu()
             lp += w * step
             end += w * step[:, lay.end_token[position]]
-        combine = torch.minimum if params.value == "min" else torch.add
         if depth > 0:
             finished = combine(values, end).tolist()
             for o, toks, val in zip(owner.tolist(), tokens, finished):

@@ -1,0 +1,198 @@
+"""``kgprobe embed`` and ``kgprobe neighbors``: entity embeddings and nearest-neighbour search."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+
+INDEX_FILE = "index.faiss"
+DATASET_PREFIX = "dataset:"
+
+
+def load_kg_source(source: str):
+    """A KG from a path ``load_kg`` reads, or ``dataset:NAME`` built on the fly."""
+    if source.startswith(DATASET_PREFIX):
+        from kgprobe.kg.datasets import build_dataset
+
+        return build_dataset(source[len(DATASET_PREFIX):])
+    from kgprobe.kg.formats import load_kg
+
+    return load_kg(Path(source))
+
+
+def _no_loading_bars() -> None:
+    """transformers draws a "Loading weights" bar on every model load; keep the output clean."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
+@click.command()
+@click.argument("kg", metavar="KG")
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Output directory (replaced atomically): embeddings.npy, ids.txt, labels.txt, meta.json, "
+                   "index.faiss + index.json, and with --clusters centroids.npy, assignments.npy, clusters.json.")
+@click.option("--model", default="minilm-l6", show_default=True,
+              help="Sentence encoder: registry name, local model directory or hub id.")
+@click.option("--text", "text_field", type=click.Choice(["label", "description", "both"]), default="label",
+              show_default=True,
+              help="What to embed per entity; 'both' is \"label: description\". Entities without a "
+                   "description use their label.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Texts per encoder batch.")
+@click.option("--fp16", is_flag=True, help="Store embeddings.npy as float16 (half the size; search stays float32).")
+@click.option("--no-normalize", is_flag=True,
+              help="Keep the encoder's raw vectors (default: L2-normalised, so inner product = cosine).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--index", "index_kind", type=click.Choice(["flat", "ivf", "hnsw", "none"]), default="flat",
+              show_default=True, help="Index to build: exact (flat), IVF, HNSW, or none.")
+@click.option("--metric", type=click.Choice(["ip", "l2", "cosine"]), default="ip", show_default=True,
+              help="Index metric (ip on normalised vectors is cosine).")
+@click.option("--nlist", type=click.IntRange(min=1), default=None,
+              help="IVF cells (default: about 4*sqrt(entities), at least 39 entities per cell).")
+@click.option("--nprobe", type=click.IntRange(min=1), default=16, show_default=True,
+              help="IVF cells visited per query.")
+@click.option("--hnsw-m", type=click.IntRange(min=1), default=32, show_default=True, help="HNSW links per node.")
+@click.option("--ef-search", type=click.IntRange(min=1), default=64, show_default=True,
+              help="HNSW candidates kept while searching.")
+@click.option("--clusters", type=click.IntRange(min=1), default=None,
+              help="Also run k-means with this many clusters (faiss, seeded).")
+@click.option("--seed", type=int, default=0, show_default=True, help="k-means seed.")
+@click.option("--no-cache", is_flag=True, help="Neither read nor write the embedding cache ($KGPROBE_HOME/embeddings).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def embed(kg: str, out: Path, model: str, text_field: str, batch_size: int, fp16: bool, no_normalize: bool,
+          device: str, index_kind: str, metric: str, nlist: int | None, nprobe: int, hnsw_m: int, ef_search: int,
+          clusters: int | None, seed: int, no_cache: bool, quiet: bool) -> None:
+    """Embed every entity of KG with a sentence encoder and index the vectors.
+
+    KG is anything `kgprobe kg stats` reads (a KG directory, .tsv, .jsonl, .ttl, .nt, .graphml)
+    or `dataset:NAME` to build a bundled dataset on the fly (e.g. dataset:wordnet,
+    dataset:nations; see `kgprobe data list`).
+
+    Encoder outputs are cached by model and text (a re-run is instant), identical texts are
+    encoded once, and OUT is written atomically: a failed run leaves nothing behind.
+
+    \b
+    Example:
+      kgprobe embed dataset:wordnet --text description --out runs/wn_emb --clusters 64
+      kgprobe neighbors runs/wn_emb "a domesticated carnivorous mammal" -k 5
+    """
+    from kgprobe.atomic import atomic_path
+    from kgprobe.errors import KgprobeError
+    from kgprobe.index.cluster import kmeans
+    from kgprobe.index.embed import embed_kg
+    from kgprobe.index.knn import VectorIndex
+    from kgprobe.models.device import resolve_device
+
+    if out.exists() and not out.is_dir():
+        raise KgprobeError("is a file; the embeddings output must be a directory", path=out)
+    resolve_device(device)  # a bad --device fails before any work
+    if quiet:
+        _no_loading_bars()
+    start = time.perf_counter()
+    graph = load_kg_source(kg)
+    if graph.num_entities == 0:
+        raise KgprobeError("the KG has no entities to embed", path=kg)
+    if clusters is not None and clusters > graph.num_entities:
+        raise KgprobeError(f"--clusters {clusters} is more than the {graph.num_entities} entities")
+    if index_kind == "ivf" and nlist is not None and nlist > graph.num_entities:
+        raise KgprobeError(f"--nlist {nlist} is more than the {graph.num_entities} entities to train on")
+    emb = embed_kg(graph, model=model, text=text_field, device=device, batch_size=batch_size,
+                   normalize=not no_normalize, cache=not no_cache, progress=not quiet)
+    emb.meta["source"] = kg
+    with atomic_path(out, directory=True) as tmp:
+        if index_kind != "none":
+            t0 = time.perf_counter()
+            index = VectorIndex(emb.dim, kind=index_kind, metric=metric, nlist=nlist, nprobe=nprobe, m=hnsw_m,
+                                ef_search=ef_search, device=device)
+            index.add(emb.vectors)
+            index.save(tmp / INDEX_FILE)
+            emb.meta["index"] = {"file": INDEX_FILE, "kind": index_kind, "metric": metric,
+                                 "build_seconds": round(time.perf_counter() - t0, 3)}
+        if clusters is not None:
+            clustering = kmeans(emb.vectors, clusters, seed=seed, spherical=not no_normalize)
+            clustering.save(tmp)
+            emb.meta["clusters"] = {"n_clusters": clusters, "seed": seed, "objective": clustering.objective}
+        emb.meta["total_seconds"] = round(time.perf_counter() - start, 3)
+        emb.save(tmp, fp16=fp16)
+    cached = " (cache hit)" if emb.meta["cache_hit"] else ""
+    click.echo(f"embedded {len(emb)} entities ({emb.meta['unique_texts']} distinct texts, dim {emb.dim}) with "
+               f"{model}{cached} in {emb.meta['total_seconds']:.1f} s -> {out}")
+
+
+@click.command()
+@click.argument("directory", metavar="DIR", type=click.Path(path_type=Path))
+@click.argument("query", required=False)
+@click.option("-k", "k", type=int, default=10, show_default=True, help="Number of neighbours.")
+@click.option("--entity", "entity_id", default=None,
+              help="Use this entity's own vector as the query (the entity itself is left out).")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--exact", is_flag=True, help="Ignore DIR/index.faiss and search all vectors exactly.")
+@click.option("--nprobe", type=click.IntRange(min=1), default=None, help="Override the IVF nprobe of the index.")
+@click.option("--ef-search", type=click.IntRange(min=1), default=None, help="Override the HNSW efSearch of the index.")
+def neighbors(directory: Path, query: str | None, k: int, entity_id: str | None, as_json: bool, device: str,
+              exact: bool, nprobe: int | None, ef_search: int | None) -> None:
+    """Print the entities of DIR (made by `kgprobe embed`) nearest to QUERY.
+
+    QUERY is free text, embedded with the same model as the entities (from DIR/meta.json).
+    With --entity ID the entity's stored vector is the query instead. Output: rank, entity
+    id, score (cosine / inner product, or squared L2 distance for an l2 index) and label.
+
+    \b
+    Example:
+      kgprobe neighbors runs/wn_emb "a domesticated carnivorous mammal" -k 5
+      kgprobe neighbors runs/wn_emb --entity 02084071 --json
+    """
+    import numpy as np
+
+    from kgprobe.errors import KgprobeError
+    from kgprobe.index.embed import encode_texts
+    from kgprobe.index.knn import VectorIndex
+    from kgprobe.index.store import EntityEmbeddings
+
+    if (query is None) == (entity_id is None):
+        raise KgprobeError("give either a QUERY text or --entity ID (exactly one)")
+    if query is not None and not query.strip():
+        raise KgprobeError("the query text is empty")
+    if k <= 0:
+        raise KgprobeError(f"-k must be a positive integer, got {k}")
+    emb = EntityEmbeddings.load(directory)
+    _no_loading_bars()
+    index_path = directory / INDEX_FILE
+    if index_path.is_file() and not exact:
+        params = {name: v for name, v in (("nprobe", nprobe), ("ef_search", ef_search)) if v is not None}
+        index = VectorIndex.load(index_path, device=device, **params)
+        if index.ntotal != len(emb):
+            raise KgprobeError(f"{INDEX_FILE} holds {index.ntotal} vectors but there are {len(emb)} entities",
+                               path=directory)
+    else:
+        metric = "ip" if emb.meta.get("normalized", True) else "cosine"
+        index = VectorIndex(emb.dim, kind="flat", metric=metric, device=device).add(emb.vectors)
+    self_row = None
+    if entity_id is not None:
+        self_row = emb.position(entity_id)
+        vector = emb.vectors[self_row:self_row + 1]
+    else:
+        model = emb.meta.get("model")
+        if not model:
+            raise KgprobeError("meta.json names no model to embed the query with", path=directory)
+        vector = encode_texts([query], model, device=device, normalize=bool(emb.meta.get("normalized", True)),
+                              cache=False, progress=False)
+    if vector.shape[1] != emb.dim:
+        raise KgprobeError(f"the query has dim {vector.shape[1]} but the entities have dim {emb.dim}")
+    want = min(k + (self_row is not None), len(emb))
+    scores, rows = index.search(vector.astype(np.float32), want)
+    hits = [(int(r), float(s)) for r, s in zip(rows[0], scores[0]) if r >= 0 and r != self_row][:k]
+    results = [{"rank": i + 1, "id": emb.ids[r], "score": round(s, 6), "label": emb.labels[r]}
+               for i, (r, s) in enumerate(hits)]
+    if as_json:
+        payload = {"query": query, "entity": entity_id, "model": emb.meta.get("model"), "k": k,
+                   "metric": index.metric, "results": results}
+        click.echo(json.dumps(payload, ensure_ascii=False))
+        return
+    width = max((len(r["id"]) for r in results), default=2)
+    for r in results:
+        click.echo(f"{r['rank']:>3}  {r['id']:<{width}}  {r['score']:.4f}  {r['label']}")

@@ -1,0 +1,22 @@
+"""Entity embeddings and vector search over them.
+
+* :mod:`~kgprobe.index.embed` — encode a KG's labels/descriptions with a sentence encoder
+  (batched, deduplicated, cached on disk): :func:`embed_kg`, :func:`encode_texts`.
+* :mod:`~kgprobe.index.store` — the embeddings directory format: :class:`EntityEmbeddings`.
+* :mod:`~kgprobe.index.knn` — :class:`VectorIndex` over faiss (flat, IVF, HNSW; GPU when
+  available) or plain torch.
+* :mod:`~kgprobe.index.exact` — chunked exact top-k in torch (:func:`exact_search`).
+* :mod:`~kgprobe.index.cluster` — k-means (:func:`kmeans`) and :func:`nearest_clusters`.
+"""
+from kgprobe.index.cache import EmbeddingCache
+from kgprobe.index.cluster import Clustering, kmeans, nearest_clusters
+from kgprobe.index.embed import embed_kg, encode_texts
+from kgprobe.index.exact import exact_search
+from kgprobe.index.knn import VectorIndex, build_index, faiss_has_gpu
+from kgprobe.index.store import EntityEmbeddings
+from kgprobe.index.texts import TEXT_FIELDS, entity_texts
+
+__all__ = [
+    "Clustering", "EmbeddingCache", "EntityEmbeddings", "TEXT_FIELDS", "VectorIndex", "build_index",
+    "embed_kg", "encode_texts", "entity_texts", "exact_search", "faiss_has_gpu", "kmeans", "nearest_clusters",
+]

@@ -1,0 +1,449 @@
+"""``VectorIndex``: one nearest-neighbour API over faiss (exact, IVF, HNSW) and plain torch.
+
+>>> index = VectorIndex(384, kind="hnsw", metric="cosine")
+>>> index.add(vectors)                       # numpy or torch, any float dtype
+>>> scores, ids = index.search(queries, k=10)
+>>> index.save("index.faiss")                # index.faiss + index.json (the settings)
+>>> index = VectorIndex.load("index.faiss")
+
+Kinds and metrics
+    ``kind="flat"`` is exact; ``"ivf"`` (inverted lists over ``nlist`` k-means cells, ``nprobe``
+    of them visited per query) and ``"hnsw"`` (a graph with ``M`` links per node, ``efSearch``
+    candidates kept while searching) are approximate. Any faiss factory string
+    (``factory="IVF256,PQ32"``) is accepted too. ``metric`` is ``"ip"`` (inner product, largest
+    first), ``"l2"`` (squared distance, smallest first, as faiss reports it) or ``"cosine"``
+    (inner product of L2-normalised vectors: both added vectors and queries are normalised).
+
+Backends
+    ``backend="auto"`` uses faiss, on the GPU when this faiss build has GPU support
+    (``faiss.StandardGpuResources``) and CUDA is visible; HNSW always stays on the CPU (faiss has
+    no GPU HNSW). When CUDA is visible but faiss is CPU-only, an exact index runs on the torch
+    backend on the GPU instead. ``backend="torch"`` is exact search by chunked ``q @ X.T`` +
+    ``topk`` (see :mod:`kgprobe.index.exact`), which returns the same results as faiss flat.
+
+IVF indexes are trained on the first vectors added (or on ``train(vectors)``); when ``nlist``
+is not given it is chosen at training time as ``4 * sqrt(n)``, capped so that every cell gets
+at least 39 training points (faiss' own rule of thumb), so small KGs work too.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from kgprobe.atomic import atomic_path
+from kgprobe.errors import KgprobeError
+from kgprobe.index.exact import DEFAULT_QUERY_CHUNK, exact_search, squared_norms
+
+KINDS = ("flat", "ivf", "hnsw")
+METRICS = ("ip", "l2", "cosine")
+BACKENDS = ("auto", "faiss", "torch")
+FORMAT = "kgprobe-vector-index"
+_MIN_POINTS_PER_CELL = 39
+
+
+def _faiss():
+    import faiss
+
+    return faiss
+
+
+def faiss_has_gpu() -> bool:
+    """True when the installed faiss was built with GPU support and sees a GPU."""
+    faiss = _faiss()
+    if not hasattr(faiss, "StandardGpuResources"):
+        return False
+    try:
+        return faiss.get_num_gpus() > 0
+    except Exception:  # a GPU build on a machine without a driver
+        return False
+
+
+def sidecar_path(path: str | Path) -> Path:
+    """The JSON file next to a saved index: ``index.faiss`` -> ``index.json``."""
+    path = Path(path)
+    return path.with_suffix(".json") if path.suffix != ".json" else path.with_name(path.name + ".json")
+
+
+def _faiss_message(err: Exception) -> str:
+    """faiss errors read ``Error in <signature> at <file>:<line>: Error: '<check>' failed: why``."""
+    text = " ".join(str(err).split())
+    match = re.search(r"failed: (.*)$", text) or re.search(r"Error: (.*)$", text)
+    return match.group(1) if match else text
+
+
+def as_float32_matrix(vectors: Any, what: str = "vectors") -> np.ndarray:
+    """A C-contiguous ``(n, d)`` float32 array from numpy, torch or nested lists (1-D = one row)."""
+    if isinstance(vectors, torch.Tensor):
+        vectors = vectors.detach().to("cpu", torch.float32).numpy()
+    array = np.asarray(vectors)
+    if array.dtype == object or not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+        raise KgprobeError(f"{what} must be numbers, got dtype {array.dtype}")
+    if array.ndim == 1:
+        array = array.reshape(1, -1)
+    if array.ndim != 2:
+        raise KgprobeError(f"{what} must be a 2-D (n, dim) array, got shape {tuple(array.shape)}")
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def normalize_rows(array: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (zero rows stay zero)."""
+    norms = np.linalg.norm(array, axis=1, keepdims=True)
+    return array / np.maximum(norms, 1e-12)
+
+
+class VectorIndex:
+    """A nearest-neighbour index over ``dim``-dimensional float vectors.
+
+    Parameters are keyword-only after ``dim``: ``kind`` (flat, ivf, hnsw), ``metric`` (ip, l2,
+    cosine), ``backend`` (auto, faiss, torch), ``factory`` (a faiss factory string; overrides
+    ``kind``), ``nlist`` / ``nprobe`` (IVF), ``m`` / ``ef_search`` / ``ef_construction``
+    (HNSW), ``device`` (auto, cpu, cuda: where faiss-GPU or the torch backend runs) and
+    ``query_chunk`` (queries per matmul in the torch backend).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        kind: str = "flat",
+        metric: str = "ip",
+        backend: str = "auto",
+        factory: str | None = None,
+        nlist: int | None = None,
+        nprobe: int = 16,
+        m: int = 32,
+        ef_search: int = 64,
+        ef_construction: int = 40,
+        device: str | torch.device = "auto",
+        query_chunk: int = DEFAULT_QUERY_CHUNK,
+    ) -> None:
+        if not isinstance(dim, (int, np.integer)) or dim <= 0:
+            raise KgprobeError(f"index dimension must be a positive integer, got {dim!r}")
+        if factory is None and kind not in KINDS:
+            raise KgprobeError(f"unknown index kind {kind!r}; known kinds: {', '.join(KINDS)} (or a faiss factory string)")
+        if metric not in METRICS:
+            raise KgprobeError(f"unknown metric {metric!r}; known metrics: {', '.join(METRICS)}")
+        if backend not in BACKENDS:
+            raise KgprobeError(f"unknown backend {backend!r}; known backends: {', '.join(BACKENDS)}")
+        for name, value in (("nprobe", nprobe), ("m", m), ("ef_search", ef_search),
+                            ("ef_construction", ef_construction), ("query_chunk", query_chunk)):
+            if int(value) <= 0:
+                raise KgprobeError(f"{name} must be positive, got {value}")
+        if nlist is not None and int(nlist) <= 0:
+            raise KgprobeError(f"nlist must be positive, got {nlist}")
+        self.dim = int(dim)
+        self.kind = "factory" if factory is not None else kind
+        self.metric = metric
+        self.factory = factory
+        self.nlist = None if nlist is None else int(nlist)
+        self.nprobe = int(nprobe)
+        self.m = int(m)
+        self.ef_search = int(ef_search)
+        self.ef_construction = int(ef_construction)
+        self.query_chunk = int(query_chunk)
+        self.device = self._resolve_device(device)
+        self.requested_backend = backend
+        self.backend = self._pick_backend(backend)
+        self._index = None       # the faiss index (faiss backend), built lazily
+        self._gpu_res = None     # faiss StandardGpuResources when on the GPU
+        self._base: torch.Tensor | None = None   # the vectors (torch backend)
+        self._base_sq: torch.Tensor | None = None
+
+    # ----------------------------------------------------------------- set-up
+    @staticmethod
+    def _resolve_device(device: str | torch.device) -> torch.device:
+        from kgprobe.models.device import resolve_device
+
+        return resolve_device(device)
+
+    def _pick_backend(self, backend: str) -> str:
+        if backend == "torch":
+            if self.kind != "flat":
+                raise KgprobeError(f"the torch backend is exact search only (kind='flat'), not {self.kind!r}")
+            return "torch"
+        if backend == "auto" and self.kind == "flat" and self.device.type == "cuda" and not faiss_has_gpu():
+            return "torch"  # a GPU but CPU-only faiss: torch matmul on the GPU beats faiss on the CPU
+        return "faiss"
+
+    @property
+    def faiss_metric(self) -> int:
+        faiss = _faiss()
+        return faiss.METRIC_L2 if self.metric == "l2" else faiss.METRIC_INNER_PRODUCT
+
+    @property
+    def on_gpu(self) -> bool:
+        """Whether searches run on a GPU (faiss-GPU or the torch backend on CUDA)."""
+        if self.backend == "torch":
+            return self.device.type == "cuda"
+        return self._gpu_res is not None
+
+    @property
+    def ntotal(self) -> int:
+        """Number of vectors in the index."""
+        if self.backend == "torch":
+            return 0 if self._base is None else int(self._base.shape[0])
+        return 0 if self._index is None else int(self._index.ntotal)
+
+    def __len__(self) -> int:
+        return self.ntotal
+
+    @property
+    def is_trained(self) -> bool:
+        return self.backend == "torch" or (self._index is not None and bool(self._index.is_trained))
+
+    def __repr__(self) -> str:
+        where = "gpu" if self.on_gpu else "cpu"
+        return (f"VectorIndex(dim={self.dim}, kind={self.kind!r}, metric={self.metric!r}, "
+                f"backend={self.backend!r}/{where}, ntotal={self.ntotal})")
+
+    def _auto_nlist(self, n: int) -> int:
+        return max(1, min(int(round(4 * math.sqrt(n))), n // _MIN_POINTS_PER_CELL))
+
+    def _build_faiss(self, n_train: int) -> None:
+        faiss = _faiss()
+        metric = self.faiss_metric
+        try:
+            if self.factory is not None:
+                index = faiss.index_factory(self.dim, self.factory, metric)
+            elif self.kind == "flat":
+                index = faiss.IndexFlat(self.dim, metric)
+            elif self.kind == "ivf":
+                if self.nlist is None:
+                    self.nlist = self._auto_nlist(n_train)
+                quantizer = faiss.IndexFlat(self.dim, metric)
+                # faiss' Python layer keeps `quantizer` alive as long as the IVF index
+                index = faiss.IndexIVFFlat(quantizer, self.dim, self.nlist, metric)
+            else:
+                index = faiss.IndexHNSWFlat(self.dim, self.m, metric)
+                index.hnsw.efConstruction = self.ef_construction
+        except RuntimeError as err:
+            raise KgprobeError(f"cannot build faiss index {self.factory or self.kind!r}: {_faiss_message(err)}") from None
+        use_gpu = self.device.type == "cuda" and faiss_has_gpu() and not self._is_hnsw(index)
+        if use_gpu:
+            self._gpu_res = faiss.StandardGpuResources()
+            index = faiss.index_cpu_to_gpu(self._gpu_res, self.device.index or 0, index)
+        self._index = index
+        self._apply_search_params()
+
+    @staticmethod
+    def _is_hnsw(index) -> bool:
+        faiss = _faiss()
+        return isinstance(index, faiss.IndexHNSW) or "HNSW" in type(index).__name__
+
+    def _apply_search_params(self) -> None:
+        """Push ``nprobe`` / ``efSearch`` into the faiss index (whatever built it)."""
+        faiss = _faiss()
+        index = self._index
+        if index is None:
+            return
+        if self._gpu_res is not None:
+            try:
+                faiss.GpuParameterSpace().set_index_parameter(index, "nprobe", self.nprobe)
+            except RuntimeError:
+                pass
+            return
+        try:
+            ivf = faiss.extract_index_ivf(index)
+        except RuntimeError:
+            ivf = None
+        if ivf is not None:
+            ivf.nprobe = self.nprobe
+        inner = faiss.downcast_index(index)
+        if hasattr(inner, "hnsw"):
+            inner.hnsw.efSearch = self.ef_search
+
+    def set_search_params(self, *, nprobe: int | None = None, ef_search: int | None = None) -> None:
+        """Change ``nprobe`` (IVF) or ``efSearch`` (HNSW) of a built index; no rebuild needed."""
+        for name, value in (("nprobe", nprobe), ("ef_search", ef_search)):
+            if value is not None and int(value) <= 0:
+                raise KgprobeError(f"{name} must be positive, got {value}")
+        if nprobe is not None:
+            self.nprobe = int(nprobe)
+        if ef_search is not None:
+            self.ef_search = int(ef_search)
+        self._apply_search_params()
+
+    # ----------------------------------------------------------------- data
+    def _prepare(self, vectors: Any, what: str) -> np.ndarray:
+        array = as_float32_matrix(vectors, what)
+        if array.shape[1] != self.dim:
+            raise KgprobeError(f"dimension mismatch: the index has dim {self.dim}, {what} have dim {array.shape[1]}")
+        if not np.isfinite(array).all():
+            raise KgprobeError(f"{what} contain NaN or infinite values")
+        return normalize_rows(array) if self.metric == "cosine" else array
+
+    def train(self, vectors: Any) -> "VectorIndex":
+        """Train an IVF / PQ index (a no-op for flat and HNSW). Called by ``add`` when needed."""
+        array = self._prepare(vectors, "training vectors")
+        self._train(array)
+        return self
+
+    def _train(self, array: np.ndarray) -> None:
+        if self.backend == "torch":
+            return
+        if self._index is None:
+            self._build_faiss(len(array))
+        if self._index.is_trained:
+            return
+        if self.kind == "ivf" and len(array) < self.nlist:
+            raise KgprobeError(f"an IVF index with nlist={self.nlist} needs at least {self.nlist} training "
+                               f"vectors, got {len(array)} (use a smaller nlist, leave it unset, or kind='flat')")
+        try:
+            self._index.train(array)
+        except RuntimeError as err:
+            raise KgprobeError(f"cannot train the {self.factory or self.kind} index on {len(array)} vectors: "
+                               f"{_faiss_message(err)}") from None
+        self._apply_search_params()
+
+    def add(self, vectors: Any) -> "VectorIndex":
+        """Append vectors (their positions continue from ``ntotal``); trains the index first if needed."""
+        array = self._prepare(vectors, "vectors")
+        if len(array) == 0:
+            return self
+        if self.backend == "torch":
+            tensor = torch.from_numpy(array).to(self.device)
+            self._base = tensor if self._base is None else torch.cat([self._base, tensor])
+            self._base_sq = squared_norms(self._base) if self.metric == "l2" else None
+            return self
+        self._train(array)
+        try:
+            self._index.add(array)
+        except RuntimeError as err:
+            raise KgprobeError(f"cannot add vectors to the index: {_faiss_message(err)}") from None
+        return self
+
+    def search(self, queries: Any, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """``(scores, indices)`` of the ``k`` nearest vectors per query, both ``(nq, k)`` numpy arrays.
+
+        Scores: inner product (``ip``, ``cosine``; best first) or squared L2 distance (``l2``;
+        smallest first). A query with fewer than ``k`` results is padded with index ``-1``.
+        """
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
+            raise KgprobeError(f"k must be a positive integer, got {k!r}")
+        array = self._prepare(queries, "queries")
+        if self.ntotal == 0:
+            raise KgprobeError("cannot search an empty index: add vectors first")
+        k = int(k)
+        if self.backend == "torch":
+            q = torch.from_numpy(array).to(self.device)
+            metric = "l2" if self.metric == "l2" else "ip"
+            with torch.inference_mode():
+                scores, idx = exact_search(q, self._base, k, metric=metric, query_chunk=self.query_chunk,
+                                           base_sq_norms=self._base_sq)
+            return scores.cpu().numpy(), idx.cpu().numpy()
+        try:
+            scores, idx = self._index.search(array, k)
+        except RuntimeError as err:
+            raise KgprobeError(f"search failed: {_faiss_message(err)}") from None
+        return scores, idx
+
+    def vectors(self) -> np.ndarray:
+        """The stored vectors (normalised for ``cosine``) as a float32 array (exact kinds only)."""
+        if self.ntotal == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        if self.backend == "torch":
+            return self._base.cpu().numpy()
+        try:
+            return self._cpu_index().reconstruct_n(0, self.ntotal)
+        except RuntimeError as err:
+            raise KgprobeError(f"this index cannot give its vectors back: {_faiss_message(err)}") from None
+
+    # ----------------------------------------------------------------- persistence
+    def settings(self) -> dict:
+        """What ``load`` needs besides the faiss file: the JSON sidecar's content."""
+        return {
+            "format": FORMAT, "version": 1, "dim": self.dim, "kind": self.kind, "metric": self.metric,
+            "backend": self.requested_backend, "factory": self.factory, "nlist": self.nlist, "nprobe": self.nprobe,
+            "m": self.m, "ef_search": self.ef_search, "ef_construction": self.ef_construction,
+            "ntotal": self.ntotal, "query_chunk": self.query_chunk,
+        }
+
+    def _cpu_index(self):
+        faiss = _faiss()
+        if self.backend == "torch":
+            index = faiss.IndexFlat(self.dim, self.faiss_metric)
+            if self._base is not None:
+                index.add(self._base.cpu().numpy())
+            return index
+        if self._index is None:
+            self._build_faiss(0)
+        return faiss.index_gpu_to_cpu(self._index) if self._gpu_res is not None else self._index
+
+    def save(self, path: str | Path) -> Path:
+        """Write the faiss index to ``path`` and its settings to ``path`` with suffix ``.json``.
+
+        A torch-backend index is stored as a faiss flat index, so either backend can load it.
+        """
+        path = Path(path)
+        index = self._cpu_index()
+        with atomic_path(path) as tmp:
+            _faiss().write_index(index, str(tmp))
+        with atomic_path(sidecar_path(path)) as tmp:
+            tmp.write_text(json.dumps(self.settings(), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, *, backend: str | None = None, device: str | torch.device = "auto",
+             **search_params: int) -> "VectorIndex":
+        """Read an index written by :meth:`save`; ``backend`` / ``nprobe`` / ``ef_search`` may be overridden."""
+        path = Path(path)
+        side = sidecar_path(path)
+        if not path.is_file():
+            raise KgprobeError("no such index file", path=path)
+        if not side.is_file():
+            raise KgprobeError(f"index settings {side.name} missing next to the index file", path=path)
+        try:
+            settings = json.loads(side.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise KgprobeError(f"unreadable index settings: {err}", path=side) from None
+        if not isinstance(settings, dict) or settings.get("format") != FORMAT:
+            raise KgprobeError(f"not a kgprobe index settings file (format is not {FORMAT!r})", path=side)
+        unknown = set(search_params) - {"nprobe", "ef_search", "query_chunk"}
+        if unknown:
+            raise TypeError(f"unexpected arguments: {', '.join(sorted(unknown))}")
+        faiss = _faiss()
+        try:
+            raw = faiss.read_index(str(path))
+        except RuntimeError as err:
+            raise KgprobeError(f"not a readable faiss index: {_faiss_message(err)}", path=path) from None
+        if raw.d != settings.get("dim"):
+            raise KgprobeError(f"index dimension {raw.d} does not match its settings ({settings.get('dim')})", path=path)
+        kind = settings.get("kind", "flat")
+        wanted = backend or settings.get("backend", "auto")
+        index = cls(
+            raw.d,
+            kind="flat" if kind == "factory" else kind,
+            metric=settings.get("metric", "ip"),
+            backend=wanted,
+            factory=settings.get("factory"),
+            nlist=settings.get("nlist"),
+            nprobe=search_params.get("nprobe", settings.get("nprobe", 16)),
+            m=settings.get("m", 32),
+            ef_search=search_params.get("ef_search", settings.get("ef_search", 64)),
+            ef_construction=settings.get("ef_construction", 40),
+            device=device,
+            query_chunk=search_params.get("query_chunk", settings.get("query_chunk", DEFAULT_QUERY_CHUNK)),
+        )
+        if index.backend == "torch":
+            if raw.ntotal:
+                index._base = torch.from_numpy(raw.reconstruct_n(0, raw.ntotal)).to(index.device)
+                index._base_sq = squared_norms(index._base) if index.metric == "l2" else None
+            return index
+        if index.device.type == "cuda" and faiss_has_gpu() and not cls._is_hnsw(raw):
+            index._gpu_res = faiss.StandardGpuResources()
+            raw = faiss.index_cpu_to_gpu(index._gpu_res, index.device.index or 0, raw)
+        index._index = raw
+        index._apply_search_params()
+        return index
+
+
+def build_index(vectors: Any, **kwargs: Any) -> VectorIndex:
+    """A :class:`VectorIndex` with ``vectors`` added (dimension taken from them)."""
+    array = as_float32_matrix(vectors)
+    return VectorIndex(array.shape[1], **kwargs).add(array)
