@@ -13,7 +13,10 @@ File format (YAML or JSON)::
       max_words: 3          # per entity
       stopwords: english    # language of the stopword list, or "none"
       capitalization: any   # any | title (every word starts upper-case) | lower
-      max_per_slot: {1: 1}  # at most one output tuple per value of slot 1 (one capital per country)
+      max_per_slot: {0: 1, 1: 1}  # at most one output tuple per value of a slot (one capital per
+                                  # country, one country per capital)
+      share_slots: [1]      # candidates sharing slot 1's value compete in the ranking
+                            # (default: the slots of max_per_slot)
     reference:              # optional: how `harvest-eval` finds the true tuples
       kg: countries
       relation: capital
@@ -44,6 +47,7 @@ class Constraints(BaseModel):
     stopwords: str = "english"
     capitalization: Literal["any", "title", "lower"] = "any"
     max_per_slot: dict[int, int] = Field(default_factory=dict)
+    share_slots: list[int] | None = None
 
 
 class Reference(BaseModel):
@@ -157,6 +161,10 @@ def relation_from_file(data: RelationFile, *, path: Path, root=None) -> Relation
         if slot >= arity or limit < 1:
             raise config_error(f"max_per_slot: slot {slot} must be < {arity} with a limit >= 1",
                                path, root, ("constraints", "max_per_slot"))
+    for slot in data.constraints.share_slots or []:
+        if slot >= arity:
+            raise config_error(f"share_slots: slot {slot} out of range for {arity} slots",
+                               path, root, ("constraints", "share_slots"))
     if data.reference is not None:
         for key in ("head", "tail"):
             if getattr(data.reference, key) >= arity:

@@ -223,8 +223,9 @@ def harvest(
     timings["rescore"] = time.perf_counter() - t
     weights = torch.tensor([w for _, w in weighted])
     matrix = torch.tensor(per_prompt).reshape(-1, len(weighted))
-    scores = rank_scores(matrix, weights, candidates, key_slots=sorted(rel.constraints.max_per_slot),
-                         share_weight=options.share_weight)
+    share_slots = rel.constraints.share_slots
+    scores = rank_scores(matrix, weights, candidates, share_weight=options.share_weight,
+                         key_slots=sorted(rel.constraints.max_per_slot) if share_slots is None else share_slots)
 
     ranked = sorted(range(len(candidates)), key=lambda i: (-float(scores[i]), candidates[i]))
     filt = EntityFilter(rel.constraints, rel.prompts)
