@@ -1,0 +1,383 @@
+"""Benchmark kgprobe's link prediction. Each part writes its own section of eval/results/linkpred.json.
+
+Part (a), ``--part a`` — the evaluator against PyKEEN's, on the same embeddings:
+
+* For Nations and UMLS (pykeen's copies, ``kgprobe.kg.datasets.pykeen_tsv.load_splits``) and
+  for DistMult and TransE (L1), a small transductive model is trained here (an embedding
+  table per entity and relation, kgprobe's scorer and loss, uniform negatives, Adam; seeded).
+* The test split is scored by ``kgprobe.linkpred.evaluate_model`` and by
+  ``pykeen.evaluation.RankBasedEvaluator`` on a ``pykeen.models.DistMult`` / ``TransE`` built on
+  a ``TriplesFactory`` of the same integer triples, with the same weights copied in (no
+  constrainer, no regulariser, TransE ``scoring_fct_norm=1``, ``power_norm=False``: the same
+  scoring function). Both filter with train + valid + test; both timings (best of
+  ``--repeats``, the two evaluators alternating) include building the filter. PyKEEN gets an
+  explicit batch size (all test triples in one batch, its fastest setting here; no automatic
+  batch-size search) and no progress bar.
+* Reported: both wall times, their ratio, the largest absolute difference of realistic MRR and
+  Hits@1/3/10 over head / tail / both, and of every metric the two share.
+* Scaling: 200k synthetic entities x 20k test triples x dimension 128 (DistMult, random
+  vectors, 1M random known triples), scored by kgprobe's evaluator in a child process: wall time
+  and peak resident memory, against the 32 GB the full score matrix would take.
+
+Parts (b) and (c) will be added as functions ``part_b`` / ``part_c`` writing their own sections.
+
+    python eval/bench_linkpred.py --part a            # writes eval/results/linkpred.json
+    python eval/bench_linkpred.py --part a --quick    # fewer steps, small scaling run
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from kgprobe.atomic import atomic_path  # noqa: E402
+from kgprobe.kg.datasets.pykeen_tsv import load_splits  # noqa: E402
+from kgprobe.linkpred import evaluate_model, get_loss, get_scorer  # noqa: E402
+from kgprobe.models.device import resolve_device  # noqa: E402
+
+DEFAULT_OUT = ROOT / "eval" / "results" / "linkpred.json"
+# what part (a) compares: realistic MRR and Hits@1/3/10, each side
+COMPARED = [f"{side}.realistic.{m}" for side in ("head", "tail", "both")
+            for m in ("inverse_harmonic_mean_rank", "hits_at_1", "hits_at_3", "hits_at_10")]
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def machine(device: torch.device) -> dict:
+    model = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"cpu_count": os.cpu_count(), "cpu_model": model, "platform": platform.platform(),
+            "python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
+            "torch_threads": torch.get_num_threads(), "device": str(device),
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
+    try:
+        import pykeen
+
+        info["pykeen"] = pykeen.get_version() if hasattr(pykeen, "get_version") else pykeen.__version__
+    except ImportError:
+        info["pykeen"] = None
+    if hasattr(os, "getloadavg"):
+        info["load_average_at_start"] = [round(x, 2) for x in os.getloadavg()]
+    return info
+
+
+def interleaved_best_of(fns: dict, repeats: int, device: torch.device) -> tuple[dict, dict]:
+    """Run each function ``repeats`` times, alternating between them (so a burst of load on a
+    shared machine hits both alike); the last results and ``{times_s, best_s}`` per function."""
+    times: dict = {name: [] for name in fns}
+    results: dict = {}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            t0 = time.perf_counter()
+            results[name] = fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            times[name].append(time.perf_counter() - t0)
+    stats = {name: {"times_s": [round(t, 5) for t in ts], "best_s": round(min(ts), 5)} for name, ts in times.items()}
+    return results, stats
+
+
+# --------------------------------------------------------------------------- training
+def train_embeddings(train: torch.Tensor, num_entities: int, num_relations: int, *, scorer_name: str, dim: int,
+                     steps: int, seed: int, batch_size: int = 256, num_negatives: int = 32,
+                     lr: float = 0.01) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
+    """A plain embedding-table model trained with uniform negatives (head or tail, 50/50).
+
+    DistMult: softplus loss; TransE: margin ranking loss (margin 1). Seeded; returns the
+    entity and relation tables and the loss every 50 steps."""
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    scorer = get_scorer(scorer_name)
+    ent = torch.nn.Parameter(torch.empty(num_entities, dim))
+    rel = torch.nn.Parameter(torch.empty(num_relations, scorer.relation_dim(dim)))
+    torch.nn.init.xavier_uniform_(ent)
+    torch.nn.init.xavier_uniform_(rel)
+    loss_fn = get_loss("softplus") if scorer_name == "distmult" else get_loss("margin", margin=1.0)
+    opt = torch.optim.Adam([ent, rel], lr=lr)
+    n = train.shape[0]
+    curve = []
+    for step in range(steps):
+        idx = torch.randint(n, (batch_size,), generator=gen)
+        h, r, t = train[idx, 0], train[idx, 1], train[idx, 2]
+        corrupt = torch.randint(num_entities, (batch_size, num_negatives), generator=gen)
+        head_side = torch.rand(batch_size, num_negatives, generator=gen) < 0.5
+        nh = torch.where(head_side, corrupt, h[:, None])
+        nt = torch.where(head_side, t[:, None], corrupt)
+        pos = scorer.score(ent[h], rel[r], ent[t])
+        neg = scorer.score(ent[nh], rel[r][:, None, :], ent[nt])
+        loss = loss_fn(pos, neg)
+        if scorer_name == "distmult":  # a light L2 term keeps the bilinear scores bounded
+            loss = loss + 1e-4 * (ent[h].pow(2).sum() + ent[t].pow(2).sum() + rel[r].pow(2).sum()) / batch_size
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % 50 == 0 or step == steps - 1:
+            curve.append(round(loss.item(), 5))
+    return ent.detach().clone(), rel.detach().clone(), curve
+
+
+# --------------------------------------------------------------------------- pykeen side
+def pykeen_model(scorer_name: str, graph, ent: torch.Tensor, rel: torch.Tensor):
+    """A pykeen model on the same integer triples whose scoring equals kgprobe's exactly."""
+    from pykeen.models import DistMult, TransE
+    from pykeen.triples import TriplesFactory
+
+    factory = TriplesFactory(
+        mapped_triples=graph.triples,
+        entity_to_id={e: i for i, e in enumerate(graph.entity_ids)},
+        relation_to_id={r: i for i, r in enumerate(graph.relation_ids)},
+    )
+    if scorer_name == "distmult":
+        model = DistMult(triples_factory=factory, embedding_dim=ent.shape[1], entity_constrainer=None,
+                         regularizer=None, random_seed=0)
+    elif scorer_name == "transe":
+        model = TransE(triples_factory=factory, embedding_dim=ent.shape[1], scoring_fct_norm=1, power_norm=False,
+                       entity_constrainer=None, relation_constrainer=None, regularizer=None, random_seed=0)
+    else:  # pragma: no cover
+        raise ValueError(scorer_name)
+    with torch.no_grad():
+        model.entity_representations[0]._embeddings.weight.copy_(ent)
+        model.relation_representations[0]._embeddings.weight.copy_(rel)
+    model.eval()
+    return model
+
+
+def check_same_scores(model, scorer_name: str, ent, rel, triples: torch.Tensor) -> float:
+    """Largest |pykeen score - kgprobe score| over the given triples (aligned scoring)."""
+    with torch.no_grad():
+        theirs = model.score_hrt(triples).reshape(-1)
+        ours = get_scorer(scorer_name).score(ent[triples[:, 0]], rel[triples[:, 1]], ent[triples[:, 2]])
+    return float((theirs - ours).abs().max())
+
+
+def compare_dataset(name: str, scorer_name: str, args, device: torch.device) -> dict:
+    from pykeen.evaluation import RankBasedEvaluator as PykeenEvaluator
+
+    splits = load_splits(name)
+    train, valid, test = splits["train"], splits["valid"], splits["test"]
+    n_e, n_r = train.num_entities, train.num_relations
+    t0 = time.perf_counter()
+    ent, rel, curve = train_embeddings(train.triples, n_e, n_r, scorer_name=scorer_name, dim=args.dim,
+                                       steps=args.steps, seed=args.seed)
+    train_s = time.perf_counter() - t0
+    model = pykeen_model(scorer_name, train, ent, rel).to(device)
+    score_diff = check_same_scores(model.cpu(), scorer_name, ent, rel, test.triples)
+    model = model.to(device)
+
+    def ours():
+        return evaluate_model(ent, rel, scorer_name, test.triples, filter_triples=[train.triples, valid.triples],
+                              device=device)
+
+    def theirs():
+        evaluator = PykeenEvaluator(filtered=True)
+        return evaluator.evaluate(model, test.triples.to(device),
+                                  additional_filter_triples=[train.triples.to(device), valid.triples.to(device)],
+                                  batch_size=len(test.triples), use_tqdm=False, device=device).to_flat_dict()
+
+    ours()  # warm-up (first-call allocations), not timed; likewise for pykeen
+    theirs()
+    results, stats = interleaved_best_of({"kgprobe": ours, "pykeen": theirs}, args.repeats, device)
+    mine, ref = results["kgprobe"], results["pykeen"]
+    t_ours, t_theirs = stats["kgprobe"], stats["pykeen"]
+    compared = {k: {"kgprobe": mine[k], "pykeen": ref[k], "abs_diff": abs(mine[k] - ref[k])} for k in COMPARED}
+    shared = [k for k in ref if k in mine]
+    all_diff = max(abs(mine[k] - ref[k]) for k in shared)
+    rank_keys = [k for k in shared if ".optimistic." in k or ".pessimistic." in k]
+    max_diff = max(v["abs_diff"] for v in compared.values())
+    row = {
+        "dataset": name, "scorer": scorer_name, "entities": n_e, "relations": n_r,
+        "train_triples": train.num_triples, "valid_triples": valid.num_triples, "test_triples": test.num_triples,
+        "dim": args.dim, "train_steps": args.steps, "train_s": round(train_s, 3), "loss_curve": curve,
+        "max_abs_aligned_score_diff": score_diff,
+        "kgprobe": t_ours, "pykeen": t_theirs,
+        "speedup_pykeen_over_kgprobe": round(t_theirs["best_s"] / t_ours["best_s"], 2),
+        "max_abs_diff_realistic_mrr_hits_1_3_10": max_diff,
+        "max_abs_diff_all_shared_metrics": all_diff,
+        "shared_metric_keys": len(shared),
+        "max_abs_diff_optimistic_pessimistic_metrics": max(abs(mine[k] - ref[k]) for k in rank_keys),
+        "metrics": compared,
+        "meets_target_1e-6": max_diff <= 1e-6,
+        "meets_target_10x": t_theirs["best_s"] >= 10 * t_ours["best_s"],
+    }
+    log(f"{name}/{scorer_name}: MRR {mine['both.realistic.mrr']:.4f} kgprobe {t_ours['best_s'] * 1e3:.2f} ms, "
+        f"pykeen {t_theirs['best_s'] * 1e3:.2f} ms, x{row['speedup_pykeen_over_kgprobe']}, max diff {max_diff:.2e}")
+    return row
+
+
+# --------------------------------------------------------------------------- scaling
+def _memory_mb() -> dict[str, float]:
+    """Current (VmRSS) and peak (VmHWM) resident memory of this process, MiB (Linux)."""
+    out = {}
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                key, value = line.split(":", 1)
+                out[key] = round(int(value.split()[0]) / 1024, 1)
+    except OSError:
+        out["VmHWM"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return out
+
+
+def _reset_peak_memory() -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0); False where that is not possible."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def scaling_worker(args) -> dict:
+    """Runs in a fresh process: synthetic data, one timed evaluation, peak RSS."""
+    device = resolve_device(args.device)
+    torch.manual_seed(args.seed)
+    n_e, n_t, dim, n_r, n_known = args.scale_entities, args.scale_triples, args.scale_dim, 100, args.scale_known
+    gen = torch.Generator().manual_seed(args.seed)
+    ent = torch.randn(n_e, dim, generator=gen) / dim ** 0.5
+    rel = torch.randn(n_r, dim, generator=gen)
+    known = torch.stack([torch.randint(n_e, (n_known,), generator=gen), torch.randint(n_r, (n_known,), generator=gen),
+                         torch.randint(n_e, (n_known,), generator=gen)], dim=1)
+    test = known[torch.randperm(n_known, generator=gen)[:n_t]]
+    peak_reset = _reset_peak_memory()
+    before = _memory_mb()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    metrics = evaluate_model(ent, rel, "distmult", test, filter_triples=known, device=device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    wall = time.perf_counter() - t0
+    after = _memory_mb()
+    out = {
+        "entities": n_e, "test_triples": n_t, "dim": dim, "relations": n_r, "known_triples": n_known,
+        "scorer": "distmult", "device": str(device), "wall_s": round(wall, 2),
+        "queries_per_s": round(2 * n_t / wall, 1),
+        "scores_computed": 2 * n_t * n_e,
+        "full_score_matrix_gb": round(2 * n_t * n_e * 4 / 1e9, 1),
+        "inputs_mb": round((ent.numel() + rel.numel() + 2 * known.numel()) * 4 / 1e6, 1),
+        "rss_mb_before_eval": before.get("VmRSS"),
+        "peak_rss_mb_during_eval": after.get("VmHWM"),
+        "peak_rss_growth_mb": (round(after["VmHWM"] - before["VmRSS"], 1)
+                               if peak_reset and "VmRSS" in before else None),
+        "both_realistic_mrr": metrics["both.realistic.mrr"],
+    }
+    if device.type == "cuda":
+        out["cuda_peak_allocated_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    return out
+
+
+def scaling(args) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--part", "scale-worker", "--device", args.device,
+           "--seed", str(args.seed), "--scale-entities", str(args.scale_entities),
+           "--scale-triples", str(args.scale_triples), "--scale-dim", str(args.scale_dim),
+           "--scale-known", str(args.scale_known)]
+    log("scaling run: " + " ".join(cmd[2:]))
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"scaling worker failed:\n{proc.stderr}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    log(f"scaling: {result}")
+    return result
+
+
+# --------------------------------------------------------------------------- parts
+def part_a(args) -> dict:
+    device = resolve_device(args.device)
+    rows = [compare_dataset(name, scorer, args, device) for name in ("nations", "umls")
+            for scorer in ("distmult", "transe")]
+    section = {
+        "what": ("kgprobe.linkpred.evaluate_model vs pykeen RankBasedEvaluator, same embeddings, filtered "
+                 "(train+valid+test), test split; times are best of repeats (the two alternating) and "
+                 "include the filter build"),
+        "config": {"dim": args.dim, "train_steps": args.steps, "repeats": args.repeats, "seed": args.seed,
+                   "pykeen_batch_size": "all test triples in one batch", "quick": args.quick},
+        "machine": machine(device),
+        "datasets": rows,
+        "summary": {
+            "max_abs_diff_realistic_mrr_hits_1_3_10": max(r["max_abs_diff_realistic_mrr_hits_1_3_10"] for r in rows),
+            "min_speedup": min(r["speedup_pykeen_over_kgprobe"] for r in rows),
+            "all_meet_1e-6": all(r["meets_target_1e-6"] for r in rows),
+            "all_meet_10x": all(r["meets_target_10x"] for r in rows),
+        },
+    }
+    out = {"evaluator_vs_pykeen": section}
+    if not args.no_scale:
+        out["evaluator_scaling"] = scaling(args)
+    if hasattr(os, "getloadavg"):
+        section["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    return out
+
+
+PARTS = {"a": part_a}
+
+
+def write_sections(path: Path, sections: dict) -> None:
+    """Update ``path`` with ``sections``, keeping the sections other parts wrote."""
+    data = {}
+    if path.is_file():
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            data = {}
+    data.update(sections)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+    log(f"wrote {path}")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--part", default="a", choices=[*PARTS, "scale-worker"])
+    ap.add_argument("--device", default="cpu", help="auto, cpu or cuda[:N] (default cpu)")
+    ap.add_argument("--dim", type=int, default=64)
+    ap.add_argument("--steps", type=int, default=None, help="training steps (default 400; quick 100)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--quick", action="store_true", help="fewer steps and a small scaling run (smoke test)")
+    ap.add_argument("--no-scale", action="store_true", help="skip the synthetic scaling run")
+    ap.add_argument("--scale-entities", type=int, default=None)
+    ap.add_argument("--scale-triples", type=int, default=None)
+    ap.add_argument("--scale-dim", type=int, default=128)
+    ap.add_argument("--scale-known", type=int, default=None, help="known (filter) triples, default 1M")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="JSON output (default eval/results/linkpred.json; quick: linkpred_quick.json)")
+    args = ap.parse_args(argv)
+    args.steps = args.steps or (100 if args.quick else 400)
+    args.scale_entities = args.scale_entities or (20_000 if args.quick else 200_000)
+    args.scale_triples = args.scale_triples or (2_000 if args.quick else 20_000)
+    args.scale_known = args.scale_known or (100_000 if args.quick else 1_000_000)
+    if args.part == "scale-worker":
+        result = scaling_worker(args)
+        print(json.dumps(result))
+        return result
+    out = args.out or DEFAULT_OUT.with_name("linkpred_quick.json" if args.quick else "linkpred.json")
+    sections = PARTS[args.part](args)
+    write_sections(out, sections)
+    return sections
+
+
+if __name__ == "__main__":
+    main()

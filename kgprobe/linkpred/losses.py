@@ -1,0 +1,174 @@
+"""Training losses over positive and negative scores, resolved by name.
+
+Every loss is a :class:`torch.nn.Module` called as ``loss(pos, neg, mask=None)``:
+
+* ``pos``: ``(B,)`` scores of the true triples;
+* ``neg``: ``(B, K)`` scores of ``K`` negatives per positive (a ``(B,)`` tensor means ``K = 1``);
+* ``mask``: optional ``(B, K)`` bool, ``False`` where a negative must be ignored (e.g. a
+  sampler found it to be a known true triple). A row without valid negatives keeps its
+  positive term only (margin ranking: contributes nothing).
+
+and returns a scalar. Higher scores mean "more likely true", as for every kgprobe scorer.
+
+============  =========================================================================
+name          loss per positive ``b`` (then the mean over ``b``)
+============  =========================================================================
+margin        mean_k max(0, margin - s+_b + s-_bk)         (BLP's default, margin 1)
+softplus      softplus(-s+_b) + mean_k softplus(s-_bk)      (BLP's "nll")
+adversarial   -log sig(gamma + s+_b) - sum_k w_bk log sig(-gamma - s-_bk),
+              w_b = softmax(alpha * s-_b) (no gradient through w; RotatE / LEMON)
+============  =========================================================================
+
+The margin loss averages over all valid (positive, negative) pairs, which equals the mean
+over positives of the per-positive mean when every row has the same number of negatives.
+"""
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from kgprobe.errors import KgprobeError
+
+__all__ = ["LOSSES", "Loss", "MarginRankingLoss", "SoftplusLoss", "SelfAdversarialLoss", "get_loss", "loss_names"]
+
+
+def _prepare(pos: Tensor, neg: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
+    pos = pos.reshape(-1)
+    if neg.dim() == 1:
+        neg = neg[:, None]
+    if neg.dim() != 2 or neg.shape[0] != pos.shape[0]:
+        raise KgprobeError(f"loss: negatives must be (B, K) for B = {pos.shape[0]} positives, got {tuple(neg.shape)}")
+    if mask is not None:
+        if mask.dim() == 1:
+            mask = mask[:, None]
+        if mask.shape != neg.shape:
+            raise KgprobeError(f"loss: mask shape {tuple(mask.shape)} differs from negatives {tuple(neg.shape)}")
+        mask = mask.to(device=neg.device, dtype=torch.bool)
+    return pos, neg, mask
+
+
+def _row_mean(values: Tensor, mask: Tensor | None) -> Tensor:
+    """Mean over the last dimension, valid entries only (0 for a row without any)."""
+    if mask is None:
+        return values.mean(dim=-1)
+    values = values.masked_fill(~mask, 0.0)
+    return values.sum(dim=-1) / mask.sum(dim=-1).clamp(min=1)
+
+
+class Loss(nn.Module):
+    """Base class; subclasses set ``name`` and implement ``forward(pos, neg, mask=None)``."""
+
+    name: ClassVar[str] = ""
+
+    def forward(self, pos: Tensor, neg: Tensor, mask: Tensor | None = None) -> Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+
+class MarginRankingLoss(Loss):
+    r"""Pairwise hinge: :math:`\operatorname{mean}_{b,k} \max(0, m - s^+_b + s^-_{bk})`, ``m = margin``."""
+
+    name = "margin"
+
+    def __init__(self, margin: float = 1.0):
+        super().__init__()
+        self.margin = float(margin)
+
+    def forward(self, pos: Tensor, neg: Tensor, mask: Tensor | None = None) -> Tensor:
+        pos, neg, mask = _prepare(pos, neg, mask)
+        hinge = F.relu(self.margin - pos[:, None] + neg)
+        if mask is None:
+            return hinge.mean()
+        return hinge.masked_fill(~mask, 0.0).sum() / mask.sum().clamp(min=1)
+
+    def extra_repr(self) -> str:
+        return f"margin={self.margin}"
+
+
+class SoftplusLoss(Loss):
+    r"""Logistic loss, the positive and the average negative weighted equally:
+
+    .. math:: \operatorname{mean}_b \Big[\operatorname{softplus}(-s^+_b)
+              + \tfrac1K \sum_k \operatorname{softplus}(s^-_{bk})\Big]
+
+    (``softplus(x) = log(1 + e^x)``, so ``softplus(-s) = -log sigmoid(s)``.)
+    """
+
+    name = "softplus"
+
+    def forward(self, pos: Tensor, neg: Tensor, mask: Tensor | None = None) -> Tensor:
+        pos, neg, mask = _prepare(pos, neg, mask)
+        return (F.softplus(-pos) + _row_mean(F.softplus(neg), mask)).mean()
+
+
+class SelfAdversarialLoss(Loss):
+    r"""Negative sampling loss with self-adversarial weights (Sun et al. 2019, RotatE):
+
+    .. math:: \operatorname{mean}_b \Big[-\log\sigma(\gamma + s^+_b)
+              - \sum_k w_{bk} \log\sigma(-\gamma - s^-_{bk})\Big],\qquad
+              w_b = \operatorname{softmax}(\alpha\, s^-_b)
+
+    The weights are constants (detached), as in the paper. With ``adversarial=False`` they are
+    uniform, ``1/K``: the plain ``-log sigmoid`` loss with a margin ``gamma``. Defaults
+    ``gamma = 9``, ``alpha = 1`` (PyKEEN's NSSA defaults); for distance scores (TransE, RotatE)
+    ``gamma`` plays the role of the RotatE margin.
+    """
+
+    name = "adversarial"
+
+    def __init__(self, gamma: float = 9.0, alpha: float = 1.0, *, adversarial: bool = True):
+        super().__init__()
+        self.gamma = float(gamma)
+        self.alpha = float(alpha)
+        self.adversarial = bool(adversarial)
+
+    def forward(self, pos: Tensor, neg: Tensor, mask: Tensor | None = None) -> Tensor:
+        pos, neg, mask = _prepare(pos, neg, mask)
+        neg_term = -F.logsigmoid(-self.gamma - neg)
+        if self.adversarial:
+            logits = (self.alpha * neg).detach()
+            if mask is not None:
+                logits = logits.masked_fill(~mask, float("-inf"))
+            weights = torch.softmax(logits, dim=-1)
+            if mask is not None:  # a row with no valid negative gives NaN weights: zero them
+                weights = torch.nan_to_num(weights, nan=0.0)
+            neg_part = (weights * neg_term.masked_fill(~mask, 0.0) if mask is not None
+                        else weights * neg_term).sum(dim=-1)
+        else:
+            neg_part = _row_mean(neg_term, mask)
+        return (-F.logsigmoid(self.gamma + pos) + neg_part).mean()
+
+    def extra_repr(self) -> str:
+        return f"gamma={self.gamma}, alpha={self.alpha}, adversarial={self.adversarial}"
+
+
+LOSSES: dict[str, type[Loss]] = {cls.name: cls for cls in (MarginRankingLoss, SoftplusLoss, SelfAdversarialLoss)}
+_ALIASES = {"marginranking": "margin", "nll": "softplus", "bce": "softplus", "nssa": "adversarial",
+            "selfadversarial": "adversarial"}
+
+
+def loss_names() -> list[str]:
+    return sorted(LOSSES)
+
+
+def get_loss(name: str | Loss | type[Loss], **kwargs) -> Loss:
+    """A loss from its name (case-insensitive; aliases ``nll``, ``nssa``, ``self_adversarial``),
+    class or instance; ``kwargs`` go to the class."""
+    if isinstance(name, Loss):
+        if kwargs:
+            raise KgprobeError(f"loss {name.name!r} is already built; kwargs {sorted(kwargs)} are not applied")
+        return name
+    if isinstance(name, type) and issubclass(name, Loss):
+        cls = name
+    else:
+        key = str(name).strip().lower().replace("-", "").replace("_", "")
+        key = _ALIASES.get(key, key)
+        if key not in LOSSES:
+            raise KgprobeError(f"unknown loss {name!r}; known: {', '.join(loss_names())}")
+        cls = LOSSES[key]
+    try:
+        return cls(**kwargs)
+    except TypeError as err:
+        raise KgprobeError(f"loss {cls.name!r}: bad arguments {sorted(kwargs)} ({err})") from None

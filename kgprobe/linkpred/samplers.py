@@ -1,0 +1,530 @@
+"""Negative samplers: corrupt the head or the tail of every positive triple ``K`` times.
+
+``sampler.sample(batch, K)`` returns ``(B, K, 3)`` negative triples; ``sample_negatives``
+returns a :class:`Negatives` record with the same triples plus a ``mask`` of usable entries
+and, for ``in-batch``, the positions of the replacement entities in the batch's entity list
+(``cat([heads, tails])``), which is the index form a trainer uses to reuse already encoded
+entities. Sampling is pure tensor work: no Python loop runs over the triples of a batch, and
+everything a sampler needs (cluster pools, neighbour lists, relation statistics, known triples)
+is computed once in its constructor.
+
+Registered names (``get_sampler(name, **kwargs)``):
+
+``in-batch``  BLP: the replacement comes from the *other* triples of the batch (never the
+              triple's own head or tail), so training needs no extra encoder passes.
+``uniform``   A uniformly random entity of the allowed set (``entities=``, e.g. the training
+              entities of an inductive split; default all).
+``bernoulli`` Uniform entities, but the head is replaced with probability
+              ``tph / (tph + hpt)`` of the triple's relation (Wang et al. 2014; PyKEEN's
+              ``bernoulli``), see :func:`~kgprobe.linkpred.data.head_corruption_probability`.
+``lemon``     LEMON: entity texts embedded once by a frozen sentence encoder
+              (:func:`kgprobe.index.embed_kg`), k-means over the allowed entities (15 clusters,
+              full vectors: the original's 2-D PCA is not done, it throws most of the signal
+              away), and the replacement is drawn from the clusters nearest to the *kept*
+              entity (3 by default, optionally only those with cosine >= ``threshold``).
+``knn-hard``  The replacement is one of the ``k`` nearest allowed entities of the kept entity
+              by the same frozen embeddings (:class:`kgprobe.index.VectorIndex`).
+``given``     User-supplied negatives: a tensor ``(N, K, 3)`` aligned with the training triples,
+              a dict with ``positives``/``negatives``, or a file
+              (:func:`~kgprobe.linkpred.data.load_negatives`).
+
+Every sampler discards the positive itself (a replacement equal to the replaced entity) and,
+with ``filtered=True`` (the default for ``lemon`` only), every known true triple (the training
+triples plus ``filter_triples``): such entries are redrawn up to ``filter_rounds`` times, then
+drawn uniformly (LEMON's fallback; not for ``in-batch``, whose point is to stay inside the
+batch), and whatever is still not a true negative is flagged ``mask == False``. BLP's original
+had no false-negative filter; here a round costs one ``searchsorted`` over the known triples
+(:class:`~kgprobe.linkpred.filters.FilterIndex`).
+
+Side choice (``side=``): ``both`` (head or tail with probability 1/2 per negative, BLP and
+LEMON), ``head``, ``tail`` or ``bernoulli``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from kgprobe.errors import KgprobeError
+from kgprobe.linkpred.data import as_triples, head_corruption_probability, load_negatives, triple_keys
+from kgprobe.linkpred.filters import FilterIndex
+
+SIDES = ("both", "head", "tail", "bernoulli")
+
+
+@dataclass
+class Negatives:
+    """Sampled negatives of a batch of ``B`` positives.
+
+    ``triples`` ``(B, K, 3)``; ``mask`` ``(B, K)`` bool, False where no true negative could be
+    found (such entries hold a placeholder and must not be trained on); ``corrupt_head``
+    ``(B, K)`` bool; ``batch_positions`` ``(B, K)`` long, only for ``in-batch``: the index of the
+    replacement in ``cat([batch[:, 0], batch[:, 2]])``.
+    """
+
+    triples: torch.Tensor
+    mask: torch.Tensor
+    corrupt_head: torch.Tensor
+    batch_positions: torch.Tensor | None = None
+
+    @property
+    def entities(self) -> torch.Tensor:
+        """``(B, K)`` replacement entities."""
+        return torch.where(self.corrupt_head, self.triples[..., 0], self.triples[..., 2])
+
+
+def _positive_int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise KgprobeError(f"{what} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+class NegativeSampler:
+    """Base class. Subclasses implement ``_draw`` (replacement entities, ``-1`` for none)."""
+
+    name = "base"
+    #: whether entries without a candidate or a true negative get a uniform draw
+    uniform_fallback = True
+
+    def __init__(
+        self,
+        *,
+        num_entities: int | None = None,
+        num_relations: int | None = None,
+        triples: Any = None,
+        kg: Any = None,
+        entities: Any = None,
+        side: str = "both",
+        filtered: bool = False,
+        filter_triples: Any = None,
+        filter_rounds: int = 3,
+    ):
+        if kg is not None:
+            num_entities = kg.num_entities if num_entities is None else num_entities
+            num_relations = kg.num_relations if num_relations is None else num_relations
+            triples = kg.triples if triples is None else triples
+        self.kg = kg
+        if num_entities is None:
+            raise KgprobeError(f"the {self.name} sampler needs num_entities (or kg=...)")
+        self.num_entities = _positive_int(num_entities, "num_entities")
+        self.triples = None if triples is None else as_triples(triples, what="training triples")
+        extra = None if filter_triples is None else as_triples(filter_triples, what="filter triples")
+        if num_relations is None:
+            known_r = [int(t[:, 1].max()) + 1 for t in (self.triples, extra) if t is not None and len(t)]
+            num_relations = max(known_r, default=1)
+        self.num_relations = _positive_int(num_relations, "num_relations")
+        if side not in SIDES:
+            raise KgprobeError(f"unknown side {side!r}; choose one of: {', '.join(SIDES)}")
+        self.side = side
+        if entities is None:
+            self.entities = torch.arange(self.num_entities)
+        else:
+            self.entities = torch.unique(torch.as_tensor(entities, dtype=torch.long).reshape(-1))
+            if not len(self.entities):
+                raise KgprobeError("the allowed entity set is empty")
+            if self.entities.min() < 0 or self.entities.max() >= self.num_entities:
+                raise KgprobeError("an allowed entity index is out of range")
+        self.head_probability: torch.Tensor | None = None
+        if side == "bernoulli":
+            if self.triples is None:
+                raise KgprobeError("bernoulli corruption needs the training triples (triples=... or kg=...)")
+            self.head_probability = head_corruption_probability(self.triples, self.num_relations)
+        self.filter_rounds = max(0, int(filter_rounds))
+        self.known: FilterIndex | None = None
+        if filtered:
+            parts = [t for t in (self.triples, extra) if t is not None]
+            if not parts:
+                raise KgprobeError("filtered sampling needs known triples (triples=..., kg=... or filter_triples=...)")
+            self.known = FilterIndex.from_triples(*parts, num_entities=self.num_entities,
+                                                  num_relations=self.num_relations)
+
+    # ----------------------------------------------------------------- public API
+    def sample(self, batch: Any, num_negatives: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``(B, K, 3)`` negatives of the ``(B, 3)`` positives ``batch``."""
+        return self.sample_negatives(batch, num_negatives, generator=generator).triples
+
+    def sample_negatives(self, batch: Any, num_negatives: int, *,
+                         generator: torch.Generator | None = None) -> Negatives:
+        """Negatives with their usability mask (and batch positions for ``in-batch``)."""
+        batch = self._check_batch(batch)
+        k = _positive_int(num_negatives, "number of negatives")
+        corrupt_head = self._sides(batch, k, generator)
+        entities, positions = self._draw(batch, corrupt_head, generator)
+        replaced = torch.where(corrupt_head, batch[:, 0:1], batch[:, 2:3])
+        bad = self._bad(batch, corrupt_head, entities, replaced)
+        for _ in range(self.filter_rounds):
+            if not bad.any():
+                break
+            again, again_pos = self._draw(batch, corrupt_head, generator)
+            take = bad & (again >= 0)
+            entities = torch.where(take, again, entities)
+            if positions is not None and again_pos is not None:
+                positions = torch.where(take, again_pos, positions)
+            bad = self._bad(batch, corrupt_head, entities, replaced)
+        if self.uniform_fallback:
+            for _ in range(max(1, self.filter_rounds)):
+                if not bad.any():
+                    break
+                entities = torch.where(bad, self._uniform(bad.shape, generator), entities)
+                bad = self._bad(batch, corrupt_head, entities, replaced)
+        # placeholders for entries that stay unusable: the replaced entity itself (masked out)
+        entities = torch.where(entities >= 0, entities, replaced)
+        return Negatives(triples=self._corrupt(batch, corrupt_head, entities), mask=~bad,
+                         corrupt_head=corrupt_head, batch_positions=positions)
+
+    def describe(self) -> dict:
+        return {"sampler": self.name, "side": self.side, "filtered": self.known is not None,
+                "allowed_entities": int(len(self.entities))}
+
+    # ----------------------------------------------------------------- helpers
+    def _check_batch(self, batch: Any) -> torch.Tensor:
+        batch = as_triples(batch, what="batch")
+        if len(batch) and (batch[:, [0, 2]].max() >= self.num_entities or batch[:, 1].max() >= self.num_relations
+                           or batch.min() < 0):
+            raise KgprobeError("a batch triple refers to an entity or relation index out of range")
+        return batch
+
+    def _sides(self, batch: torch.Tensor, k: int, generator: torch.Generator | None) -> torch.Tensor:
+        shape = (len(batch), k)
+        if self.side == "head":
+            return torch.ones(shape, dtype=torch.bool)
+        if self.side == "tail":
+            return torch.zeros(shape, dtype=torch.bool)
+        draw = torch.rand(shape, generator=generator)
+        if self.side == "bernoulli":
+            return draw < self.head_probability[batch[:, 1]].unsqueeze(1)
+        return draw < 0.5
+
+    def _uniform(self, shape: tuple[int, ...], generator: torch.Generator | None) -> torch.Tensor:
+        return self.entities[torch.randint(len(self.entities), shape, generator=generator)]
+
+    @staticmethod
+    def _corrupt(batch: torch.Tensor, corrupt_head: torch.Tensor, entities: torch.Tensor) -> torch.Tensor:
+        b = batch.unsqueeze(1).expand(-1, corrupt_head.shape[1], -1)
+        heads = torch.where(corrupt_head, entities, b[..., 0])
+        tails = torch.where(corrupt_head, b[..., 2], entities)
+        return torch.stack([heads, b[..., 1], tails], dim=-1)
+
+    def _bad(self, batch: torch.Tensor, corrupt_head: torch.Tensor, entities: torch.Tensor,
+             replaced: torch.Tensor) -> torch.Tensor:
+        """Entries that are not (yet) a usable negative: none drawn, the positive, or known true."""
+        bad = (entities < 0) | (entities == replaced)
+        if self.known is not None:
+            bad |= self._known(self._corrupt(batch, corrupt_head, entities.clamp_min(0)))
+        return bad
+
+    def _known(self, triples: torch.Tensor) -> torch.Tensor:
+        """Which of a ``(..., 3)`` tensor of triples are known true triples."""
+        return self.known.contains(triples.reshape(-1, 3)).reshape(triples.shape[:-1])
+
+    def _draw(self, batch: torch.Tensor, corrupt_head: torch.Tensor,
+              generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(B, K)`` replacement entities (``-1`` where there is no candidate) and optional positions."""
+        raise NotImplementedError
+
+
+class UniformSampler(NegativeSampler):
+    """A uniformly random allowed entity replaces the head or the tail (PyKEEN's ``basic``)."""
+
+    name = "uniform"
+
+    def _draw(self, batch, corrupt_head, generator):
+        return self._uniform(corrupt_head.shape, generator), None
+
+
+class BernoulliSampler(UniformSampler):
+    """Uniform entities; head vs tail chosen by the relation's ``tph / (tph + hpt)``."""
+
+    name = "bernoulli"
+
+    def __init__(self, *, side: str = "bernoulli", **kwargs: Any):
+        super().__init__(side=side, **kwargs)
+
+
+class InBatchSampler(NegativeSampler):
+    """BLP's negatives: replacements are the heads and tails of the *other* triples of the batch.
+
+    For triple ``i`` of a batch of ``B`` the batch entity list is ``cat([heads, tails])``
+    (length ``2B``); a position is drawn uniformly from the ``2B - 2`` positions other than
+    ``i`` and ``B + i`` (the triple's own head and tail). A batch of one triple has no
+    candidates: its entries come back masked. ``entities=`` does not apply (the batch decides).
+    """
+
+    name = "in-batch"
+    uniform_fallback = False
+
+    def _draw(self, batch, corrupt_head, generator):
+        b, k = corrupt_head.shape
+        if b < 2:
+            return torch.full((b, k), -1, dtype=torch.long), torch.zeros((b, k), dtype=torch.long)
+        own = torch.arange(b).unsqueeze(1)
+        pos = torch.randint(2 * b - 2, (b, k), generator=generator)
+        pos = pos + (pos >= own).long()
+        pos = pos + (pos >= own + b).long()
+        pool = torch.cat([batch[:, 0], batch[:, 2]])
+        return pool[pos], pos
+
+
+def _frozen_vectors(*, vectors: Any, kg: Any, num_entities: int, model: str, text: str, encoder: Any,
+                    device: Any, cache: Any, progress: bool) -> torch.Tensor:
+    """Unit-norm ``(num_entities, d)`` float32 vectors: given, or embedded from ``kg`` once."""
+    if vectors is None:
+        if kg is None:
+            raise KgprobeError("this sampler needs entity vectors (vectors=...) or a graph to embed (kg=...)")
+        from kgprobe.index import embed_kg
+
+        vectors = embed_kg(kg, model=model, text=text, encoder=encoder, device=device, cache=cache,
+                           progress=progress).vectors
+    if hasattr(vectors, "vectors") and not isinstance(vectors, (torch.Tensor, np.ndarray)):
+        vectors = vectors.vectors  # EntityEmbeddings
+    tensor = torch.as_tensor(np.asarray(vectors.detach().cpu() if isinstance(vectors, torch.Tensor) else vectors),
+                             dtype=torch.float32)
+    if tensor.ndim != 2 or len(tensor) != num_entities:
+        raise KgprobeError(f"entity vectors must have shape ({num_entities}, dim), got {tuple(tensor.shape)}")
+    if not torch.isfinite(tensor).all():
+        raise KgprobeError("entity vectors contain NaN or infinite values")
+    return torch.nn.functional.normalize(tensor, dim=1)
+
+
+class LemonSampler(NegativeSampler):
+    """LEMON negatives: replacements from the k-means clusters nearest to the kept entity.
+
+    Built once: the allowed entities' vectors are clustered (spherical k-means, ``n_clusters``,
+    seeded); every entity gets its ``n_nearest`` nearest centroids by cosine (those below
+    ``threshold`` dropped when one is set); entities with the same set of clusters share one
+    candidate pool, the union of those clusters' members. Pools are stored in CSR form
+    (``pool_ptr``, ``pool_members``) with ``entity_pool`` mapping every entity to its pool, so a
+    draw is ``members[ptr[pool] + floor(u * size)]``: a few gathers for the whole batch. Sharing
+    pools keeps memory at (distinct pools x pool size) instead of (entities x pool size). An
+    entity whose clusters all fall below the threshold has an empty pool and gets uniform draws.
+    Unlike the other samplers, ``filtered`` defaults to True here whenever triples are known
+    (LEMON removes known true triples from its negatives).
+    """
+
+    name = "lemon"
+
+    def __init__(self, *, vectors: Any = None, n_clusters: int = 15, n_nearest: int = 3,
+                 threshold: float | None = None, model: str = "minilm-l6", text: str = "both",
+                 encoder: Any = None, device: Any = "auto", cache: Any = True, seed: int = 0,
+                 niter: int = 20, progress: bool = False, **kwargs: Any):
+        # LEMON removes known true triples from its negatives: on by default when triples are known
+        if kwargs.get("filtered") is None:
+            kwargs["filtered"] = any(kwargs.get(k) is not None for k in ("triples", "kg", "filter_triples"))
+        super().__init__(**kwargs)
+        n_clusters = _positive_int(n_clusters, "n_clusters")
+        n_nearest = _positive_int(n_nearest, "n_nearest")
+        if n_nearest > n_clusters:
+            raise KgprobeError(f"n_nearest ({n_nearest}) cannot exceed n_clusters ({n_clusters})")
+        if n_clusters > len(self.entities):
+            raise KgprobeError(f"cannot make {n_clusters} clusters from {len(self.entities)} allowed entities")
+        self.vectors = _frozen_vectors(vectors=vectors, kg=self.kg, num_entities=self.num_entities, model=model,
+                                       text=text, encoder=encoder, device=device, cache=cache, progress=progress)
+        from kgprobe.index import kmeans, nearest_clusters
+
+        clustering = kmeans(self.vectors[self.entities].numpy(), n_clusters, seed=seed, niter=niter, spherical=True)
+        self.n_clusters, self.n_nearest, self.threshold = n_clusters, n_nearest, threshold
+        self.centroids = torch.nn.functional.normalize(torch.from_numpy(clustering.centroids), dim=1)
+        #: cluster of every entity (-1 for entities outside the allowed set)
+        self.assignments = torch.full((self.num_entities,), -1, dtype=torch.long)
+        self.assignments[self.entities] = torch.from_numpy(clustering.assignments).long()
+        sims, near = nearest_clusters(self.vectors, self.centroids, n_nearest, metric="cosine", return_scores=True)
+        if threshold is not None:
+            near = torch.where(sims >= float(threshold), near, torch.full_like(near, -1))
+        #: the nearest clusters of every entity, nearest first, -1 where below the threshold
+        self.nearest = near
+        pools, self.entity_pool = torch.unique(torch.sort(near, dim=1).values, dim=0, return_inverse=True)
+        # members of every cluster, grouped: cluster c owns by_cluster[c_ptr[c]:c_ptr[c+1]]
+        order = torch.sort(self.assignments[self.entities], stable=True).indices
+        by_cluster = self.entities[order]
+        sizes = torch.bincount(self.assignments[self.entities], minlength=n_clusters)
+        c_ptr = torch.zeros(n_clusters + 1, dtype=torch.long)
+        c_ptr[1:] = torch.cumsum(sizes, 0)
+        chunks, pool_sizes = [], []
+        for row in pools.tolist():  # once per distinct pool (at most sum_j C(n_clusters, j)), not per triple
+            parts = [by_cluster[c_ptr[c]:c_ptr[c + 1]] for c in row if c >= 0]
+            members = torch.sort(torch.cat(parts)).values if parts else torch.zeros(0, dtype=torch.long)
+            chunks.append(members)
+            pool_sizes.append(len(members))
+        self.pool_ptr = torch.zeros(len(pools) + 1, dtype=torch.long)
+        self.pool_ptr[1:] = torch.cumsum(torch.tensor(pool_sizes, dtype=torch.long), 0)
+        index_dtype = torch.int32 if self.num_entities < 2 ** 31 else torch.long
+        self.pool_members = torch.cat(chunks).to(index_dtype) if chunks else torch.zeros(0, dtype=index_dtype)
+
+    def candidate_pool(self, entity: int) -> torch.Tensor:
+        """The sorted candidate replacements for a kept ``entity``."""
+        pool = int(self.entity_pool[entity])
+        return self.pool_members[self.pool_ptr[pool]:self.pool_ptr[pool + 1]].long()
+
+    def _draw(self, batch, corrupt_head, generator):
+        kept = torch.where(corrupt_head, batch[:, 2:3], batch[:, 0:1])
+        pool = self.entity_pool[kept]
+        start = self.pool_ptr[pool]
+        size = self.pool_ptr[pool + 1] - start
+        offset = (torch.rand(kept.shape, generator=generator, dtype=torch.float64) * size).long()
+        offset = torch.minimum(offset, (size - 1).clamp_min(0))
+        picked = self.pool_members[(start + offset).clamp_max(max(len(self.pool_members) - 1, 0))].long() \
+            if len(self.pool_members) else torch.full_like(kept, -1)
+        return torch.where(size > 0, picked, torch.full_like(picked, -1)), None
+
+    def describe(self) -> dict:
+        sizes = (self.pool_ptr[1:] - self.pool_ptr[:-1]).float()
+        return {**super().describe(), "n_clusters": self.n_clusters, "n_nearest": self.n_nearest,
+                "threshold": self.threshold, "pools": int(len(sizes)),
+                "mean_pool_size": round(float(sizes.mean()), 2) if len(sizes) else 0.0}
+
+
+class KnnHardSampler(NegativeSampler):
+    """Hard negatives: one of the ``k`` nearest allowed entities of the kept entity.
+
+    Neighbours come from one exact cosine search of every entity against the allowed entities
+    (:class:`~kgprobe.index.VectorIndex`), done once; the entity itself is removed from its own
+    list. Rows with fewer than ``k`` neighbours are padded with ``-1`` (uniform draws there).
+    """
+
+    name = "knn-hard"
+
+    def __init__(self, *, vectors: Any = None, k: int = 32, model: str = "minilm-l6", text: str = "both",
+                 encoder: Any = None, device: Any = "auto", cache: Any = True, index_kind: str = "flat",
+                 progress: bool = False, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.k = _positive_int(k, "k")
+        self.vectors = _frozen_vectors(vectors=vectors, kg=self.kg, num_entities=self.num_entities, model=model,
+                                       text=text, encoder=encoder, device=device, cache=cache, progress=progress)
+        from kgprobe.index import VectorIndex
+
+        index = VectorIndex(self.vectors.shape[1], kind=index_kind, metric="cosine", device="cpu")
+        index.add(self.vectors[self.entities].numpy())
+        want = min(self.k + 1, len(self.entities))
+        _, found = index.search(self.vectors.numpy(), want)
+        found = torch.from_numpy(found).long()
+        ids = torch.where(found >= 0, self.entities[found.clamp_min(0)], torch.full_like(found, -1))
+        ids = torch.where(ids == torch.arange(self.num_entities).unsqueeze(1), torch.full_like(ids, -1), ids)
+        # move the -1 holes (self, missing) to the end of each row, keeping neighbour order
+        order = torch.sort((ids < 0).to(torch.int8), dim=1, stable=True).indices
+        ids = torch.gather(ids, 1, order)[:, :self.k]
+        if ids.shape[1] < self.k:
+            ids = torch.cat([ids, torch.full((len(ids), self.k - ids.shape[1]), -1, dtype=torch.long)], dim=1)
+        #: ``(num_entities, k)`` nearest allowed entities of every entity, nearest first
+        self.neighbors = ids
+
+    def _draw(self, batch, corrupt_head, generator):
+        kept = torch.where(corrupt_head, batch[:, 2:3], batch[:, 0:1])
+        column = torch.randint(self.k, kept.shape, generator=generator)
+        return self.neighbors[kept, column], None
+
+    def describe(self) -> dict:
+        return {**super().describe(), "k": self.k}
+
+
+class GivenSampler(NegativeSampler):
+    """User-supplied negatives, looked up by positive triple.
+
+    ``negatives`` is a tensor ``(N, K0, 3)``, a dict ``{"positives", "negatives"}`` or a file
+    path (see :func:`~kgprobe.linkpred.data.load_negatives`). Without ``positives`` row ``i``
+    belongs to training triple ``i`` (``triples=`` / ``kg=``). For a batch, ``K`` of a
+    positive's ``K0`` negatives are used: all in order when ``K == K0``, a random subset when
+    ``K < K0``, random draws with repetition when ``K > K0``. Positives without given negatives
+    get uniform ones. With ``filtered=True`` given negatives that are known triples are masked.
+    """
+
+    name = "given"
+
+    def __init__(self, *, negatives: Any, **kwargs: Any):
+        super().__init__(**kwargs)
+        positives, table = load_negatives(negatives)
+        if positives is None:
+            if self.triples is None or len(self.triples) != len(table):
+                have = "no training triples" if self.triples is None else f"{len(self.triples)} training triples"
+                raise KgprobeError(f"{len(table)} rows of negatives without their positives, and {have} to align "
+                                   "them with (give positives, or one row per training triple)")
+            positives = self.triples
+        for what, t in (("positives", positives), ("negatives", table.reshape(-1, 3))):
+            if len(t) and (t[:, [0, 2]].max() >= self.num_entities or t[:, 1].max() >= self.num_relations
+                           or t.min() < 0):
+                raise KgprobeError(f"given {what} refer to an entity or relation index out of range")
+        keys = triple_keys(positives, self.num_entities, self.num_relations)
+        self.keys, order = torch.sort(keys)
+        self.table = table[order]
+
+    def sample_negatives(self, batch, num_negatives, *, generator=None):
+        batch = self._check_batch(batch)
+        k = _positive_int(num_negatives, "number of negatives")
+        b, k0 = len(batch), self.table.shape[1]
+        keys = triple_keys(batch, self.num_entities, self.num_relations)
+        row = torch.searchsorted(self.keys, keys).clamp_max(max(len(self.keys) - 1, 0))
+        found = self.keys[row] == keys if len(self.keys) else torch.zeros(b, dtype=torch.bool)
+        if k == k0:
+            cols = torch.arange(k).expand(b, k)
+        elif k < k0:
+            cols = torch.argsort(torch.rand((b, k0), generator=generator), dim=1)[:, :k]
+        else:
+            cols = torch.randint(k0, (b, k), generator=generator)
+        given = self.table[row.unsqueeze(1), cols]
+        # positives without given negatives: uniform corruption of head or tail
+        fallback = super().sample_negatives(batch, k, generator=generator)
+        triples = torch.where(found.view(b, 1, 1), given, fallback.triples)
+        mask = torch.where(found.view(b, 1), (given != batch.unsqueeze(1)).any(dim=-1), fallback.mask)
+        if self.known is not None:
+            mask &= ~(found.view(b, 1) & self._known(given))
+        corrupt_head = torch.where(found.view(b, 1), given[..., 0] != batch[:, 0:1], fallback.corrupt_head)
+        return Negatives(triples=triples, mask=mask, corrupt_head=corrupt_head)
+
+    def _draw(self, batch, corrupt_head, generator):
+        return self._uniform(corrupt_head.shape, generator), None
+
+
+SAMPLERS: dict[str, type[NegativeSampler]] = {
+    "in-batch": InBatchSampler,
+    "uniform": UniformSampler,
+    "bernoulli": BernoulliSampler,
+    "lemon": LemonSampler,
+    "knn-hard": KnnHardSampler,
+    "given": GivenSampler,
+}
+
+
+def get_sampler(name: str | type[NegativeSampler] | NegativeSampler, **kwargs: Any) -> NegativeSampler:
+    """A sampler by registry name, class or instance (an instance is returned as it is).
+
+    >>> get_sampler("in-batch", num_entities=kg.num_entities)
+    >>> get_sampler("bernoulli", kg=split.train, entities=split.train_entities, filtered=True)
+    >>> get_sampler("lemon", kg=split.train, entities=split.train_entities, n_clusters=15, n_nearest=3)
+    """
+    if isinstance(name, NegativeSampler):
+        if kwargs:
+            raise KgprobeError("sampler options given together with a sampler instance")
+        return name
+    if isinstance(name, type) and issubclass(name, NegativeSampler):
+        cls = name
+    else:
+        cls = SAMPLERS.get(str(name))
+        if cls is None:
+            raise KgprobeError(f"unknown negative sampler {name!r}; known samplers: {', '.join(SAMPLERS)}")
+    accepted = _accepted_options(cls)
+    unknown = sorted(set(kwargs) - accepted)
+    if unknown:
+        raise KgprobeError(f"the {cls.name} sampler does not take {', '.join(unknown)} "
+                           f"(it takes: {', '.join(sorted(accepted))})")
+    return cls(**kwargs)
+
+
+def _accepted_options(cls: type) -> set[str]:
+    """Keyword options of ``cls.__init__`` and of every base ``__init__`` it forwards to."""
+    import inspect
+
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None or klass is object:
+            continue
+        params = inspect.signature(init).parameters
+        names |= {n for n, p in params.items() if n != "self" and p.kind is not inspect.Parameter.VAR_KEYWORD}
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            break
+    return names
+
+
+__all__ = ["BernoulliSampler", "GivenSampler", "InBatchSampler", "KnnHardSampler", "LemonSampler", "Negatives",
+           "NegativeSampler", "SAMPLERS", "SIDES", "UniformSampler", "get_sampler"]
