@@ -222,7 +222,8 @@ SMALL = {"first_beam": 24, "first_candidates": 12, "branch": 6, "later_beam": 2,
 
 def test_causal_harvest_outputs_and_resume(tiny_llama, tmp_path):
     folder, _, _ = tiny_llama
-    rel = _relation_file(tmp_path, constraints={"capitalization": "any", "stopwords": "none"})
+    rel = _relation_file(tmp_path, constraints={"capitalization": "any", "stopwords": "none",
+                                                "max_per_slot": {0: 2, 1: 1}})
     opts = HarvestOptions(model=str(folder), top_k=20, search=SMALL, rescore_chunk=5)
     rows = harvest(rel, tmp_path / "a", options=opts, device="cpu", echo=lambda s: None)
     a = tmp_path / "a"

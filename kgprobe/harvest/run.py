@@ -167,6 +167,7 @@ def harvest(
                            "constraints": rel.constraints.model_dump(),
                            "reference": rel.reference.model_dump() if rel.reference else None},
               "options": options.model_dump(), "model_kind": kind}
+    config = json.loads(json.dumps(config))  # as it will read back (int dict keys become strings)
     _prepare_out(out, config, resume=resume, overwrite=overwrite)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
