@@ -1,0 +1,391 @@
+"""Run a link-prediction job end to end: the one code path behind ``kgprobe linkpred`` and the
+``linkpred_train`` pipeline step.
+
+* :func:`load_split_data` reads an inductive split directory as ``kgprobe data build NAME
+  --inductive --out DIR`` writes it (``DIR`` is the whole graph, ``DIR/{train,valid,test}`` the
+  parts, ``DIR/{train,valid,test}_entities.txt`` the held-out entity sets) onto one entity table.
+* :func:`run_training` builds encoder / scorer / loss / sampler by name from a
+  :class:`LinkPredConfig`, trains with :class:`~kgprobe.linkpred.trainer.Trainer` into ``OUT``
+  (checkpoints, ``metrics.jsonl``, ``best.pt``; re-running resumes), then evaluates the best model
+  on the test triples with BLP's candidate sets (validation: train + valid entities; test: every
+  entity; known triples of all three parts filtered) and writes ``OUT/test_metrics.json``.
+* :func:`load_trained` rebuilds a trained model from ``OUT``; :func:`evaluate_run` and
+  :func:`encode_texts` (unseen entities from their text) use it.
+
+``OUT/linkpred.json`` records the config plus every entity id and text, so a run directory can
+rebuild its encoder without the data it was trained on.
+"""
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Literal, Sequence
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from kgprobe.atomic import atomic_path
+from kgprobe.errors import KgprobeError
+
+PARTS = ("train", "valid", "test")
+RUN_FILE = "linkpred.json"
+TEST_METRICS_FILE = "test_metrics.json"
+
+
+class LinkPredConfig(BaseModel):
+    """Everything a training job needs (BLP's defaults)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: Path
+    out: Path
+    encoder: str = "transformer"
+    model: str = "minilm-l6"
+    text: Literal["description", "label", "both"] = "description"
+    pooling: Literal["cls", "mean"] = "cls"
+    scorer: str = "transe"
+    loss: str = "margin"
+    sampler: str = "in-batch"
+    dim: int = Field(default=128, ge=1)
+    max_length: int = Field(default=32, ge=2)
+    epochs: int = Field(default=40, ge=1)
+    batch_size: int = Field(default=64, ge=1)
+    lr: float = Field(default=2e-5, gt=0)
+    warmup: float = Field(default=0.2, ge=0, lt=1)
+    num_negatives: int = Field(default=64, ge=1)
+    patience: int | None = Field(default=None, ge=1)
+    device: str = "auto"
+    seed: int = 0
+    resume: bool = True
+    max_train_triples: int | None = Field(default=None, ge=1)
+    scorer_options: dict[str, Any] = Field(default_factory=dict)
+    loss_options: dict[str, Any] = Field(default_factory=dict)
+    sampler_options: dict[str, Any] = Field(default_factory=dict)
+
+
+def check_names(*, encoder: str | None = None, scorer: str | None = None, loss: str | None = None,
+                sampler: str | None = None) -> None:
+    """Raise a :class:`KgprobeError` listing the known names for any unknown component name."""
+    from kgprobe.linkpred.encoders import ENCODERS
+    from kgprobe.linkpred.losses import get_loss, loss_names
+    from kgprobe.linkpred.samplers import SAMPLERS
+    from kgprobe.linkpred.scorers import SCORERS, scorer_names
+
+    if encoder is not None and encoder not in ENCODERS:
+        raise KgprobeError(f"unknown encoder {encoder!r}; known encoders: {', '.join(ENCODERS)}")
+    if scorer is not None and scorer.lower() not in SCORERS:
+        raise KgprobeError(f"unknown scorer {scorer!r}; known scorers: {', '.join(scorer_names())}")
+    if loss is not None:
+        try:
+            get_loss(loss)
+        except KgprobeError:
+            raise KgprobeError(f"unknown loss {loss!r}; known losses: {', '.join(loss_names())}") from None
+    if sampler is not None and sampler not in SAMPLERS:
+        raise KgprobeError(f"unknown negative sampler {sampler!r}; known samplers: {', '.join(SAMPLERS)}")
+
+
+# ------------------------------------------------------------------ data
+@dataclass
+class SplitData:
+    """An inductive split on one entity table (``graph``: the whole KG)."""
+
+    graph: Any
+    triples: dict[str, torch.Tensor]
+    entities: dict[str, torch.Tensor]
+
+    @property
+    def all_triples(self) -> torch.Tensor:
+        return torch.cat([self.triples[p] for p in PARTS])
+
+
+def _read_ids(path: Path, graph: Any) -> torch.Tensor:
+    index = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                index.append(graph.entity_index(line.strip()))
+            except KgprobeError as err:
+                raise KgprobeError(str(err), path=path, line=n) from None
+    return torch.tensor(sorted(index), dtype=torch.long)
+
+
+def _mapped(part: Any, graph: Any, where: Path) -> torch.Tensor:
+    """The part's triples as indices into ``graph``'s tables."""
+    try:
+        e_map = torch.tensor([graph.entity_index(e) for e in part.entity_ids], dtype=torch.long)
+        r_map = torch.tensor([graph.relation_index(r) for r in part.relation_ids], dtype=torch.long)
+    except KgprobeError as err:
+        raise KgprobeError(f"not part of the graph in the split directory: {err}", path=where) from None
+    t = part.triples
+    if not len(t):
+        return torch.empty((0, 3), dtype=torch.long)
+    return torch.stack([e_map[t[:, 0]], r_map[t[:, 1]], e_map[t[:, 2]]], dim=1)
+
+
+def load_split_data(path: str | Path) -> SplitData:
+    """Read an inductive split directory (see the module docstring)."""
+    from kgprobe.kg.formats import load_kg
+
+    path = Path(path)
+    if not path.is_dir():
+        raise KgprobeError("no such split directory (make one with: kgprobe data build NAME --inductive "
+                           "--out DIR)", path=path)
+    missing = [p for p in PARTS if not (path / p).is_dir() or not (path / f"{p}_entities.txt").is_file()]
+    if missing:
+        raise KgprobeError(f"not an inductive split directory: no {missing[0]}/ or {missing[0]}_entities.txt "
+                           "(make one with: kgprobe data build NAME --inductive --out DIR)", path=path)
+    parts = {p: load_kg(path / p, format="dir") for p in PARTS}
+    if (path / "entities.tsv").is_file():
+        graph = load_kg(path, format="dir")
+    else:  # no whole graph next to the parts: their union
+        graph = parts["train"].merge(parts["valid"]).merge(parts["test"])
+    triples = {p: _mapped(parts[p], graph, path / p) for p in PARTS}
+    entities = {p: _read_ids(path / f"{p}_entities.txt", graph) for p in PARTS}
+    if not len(triples["train"]):
+        raise KgprobeError("the split has no training triples", path=path / "train")
+    return SplitData(graph=graph, triples=triples, entities=entities)
+
+
+def entity_texts_of(graph: Any, text: str) -> list[str]:
+    from kgprobe.index.texts import entity_texts
+
+    return entity_texts(graph, text)
+
+
+# ------------------------------------------------------------------ model
+def _build_encoder(cfg: dict, texts: Sequence[str], train_entities: Any) -> Any:
+    from kgprobe.linkpred.encoders import get_encoder
+
+    name = cfg["encoder"]
+    if name == "transformer":
+        return get_encoder(name, texts=list(texts), model=cfg["model"], dim=cfg["dim"], pooling=cfg["pooling"],
+                           max_length=cfg["max_length"], seed=cfg["seed"])
+    if name == "bow":
+        return get_encoder(name, texts=list(texts), dim=cfg["dim"], max_length=max(cfg["max_length"], 1),
+                           vocab_entities=train_entities, seed=cfg["seed"])
+    return get_encoder(name, num_entities=len(texts), dim=cfg["dim"], seed=cfg["seed"])
+
+
+def _echo_default(message: str) -> None:
+    import click
+
+    click.echo(message, err=True)
+
+
+def run_training(config: LinkPredConfig | dict, *, progress: bool = True,
+                 echo: Callable[[str], None] | None = None) -> dict:
+    """Train, evaluate the best checkpoint on test, write ``OUT/test_metrics.json``; return those metrics."""
+    from kgprobe.linkpred.losses import get_loss
+    from kgprobe.linkpred.samplers import get_sampler
+    from kgprobe.linkpred.scorers import get_scorer
+    from kgprobe.linkpred.trainer import TrainConfig, Trainer
+    from kgprobe.models.device import resolve_device
+
+    cfg = config if isinstance(config, LinkPredConfig) else LinkPredConfig(**config)
+    echo = echo or _echo_default
+    check_names(encoder=cfg.encoder, scorer=cfg.scorer, loss=cfg.loss, sampler=cfg.sampler)
+    device = resolve_device(cfg.device)
+    data = load_split_data(cfg.data)
+    graph = data.graph
+    texts = entity_texts_of(graph, cfg.text)
+    train_triples = data.triples["train"]
+    if cfg.max_train_triples is not None and cfg.max_train_triples < len(train_triples):
+        pick = torch.randperm(len(train_triples), generator=torch.Generator().manual_seed(cfg.seed))
+        train_triples = train_triples[torch.sort(pick[:cfg.max_train_triples]).values]
+    record = {"config": json.loads(cfg.model_dump_json()), "entity_ids": list(graph.entity_ids),
+              "relation_ids": list(graph.relation_ids), "texts": texts,
+              "train_entities": data.entities["train"].tolist(), "normalize_entities": None}
+
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    encoder = _build_encoder(record["config"], texts, data.entities["train"])
+    scorer = get_scorer(cfg.scorer, **cfg.scorer_options)
+    loss = get_loss(cfg.loss, **cfg.loss_options)
+    sampler_options = {"num_entities": graph.num_entities, "num_relations": graph.num_relations,
+                       "triples": train_triples}
+    if cfg.sampler != "in-batch":
+        sampler_options["entities"] = data.entities["train"]
+    if cfg.sampler in ("lemon", "knn-hard"):
+        sampler_options.update(kg=graph, progress=progress)
+    sampler_options.update(cfg.sampler_options)
+    sampler = get_sampler(cfg.sampler, **sampler_options)
+
+    valid_candidates = torch.cat([data.entities["train"], data.entities["valid"]])
+    known = data.all_triples
+    train_cfg = TrainConfig(batch_size=cfg.batch_size, epochs=cfg.epochs, lr=cfg.lr, warmup=cfg.warmup,
+                            num_negatives=cfg.num_negatives, patience=cfg.patience, seed=cfg.seed)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / RUN_FILE) as tmp:
+        tmp.write_text(json.dumps(record) + "\n", encoding="utf-8")
+    trainer = Trainer(encoder=encoder, scorer=scorer, loss=loss, sampler=sampler, train_triples=train_triples,
+                      num_relations=graph.num_relations, valid_triples=data.triples["valid"],
+                      valid_candidates=valid_candidates,
+                      filter_triples=torch.cat([data.triples["train"], data.triples["valid"]]),
+                      config=train_cfg, out_dir=out, device=device, progress=progress)
+    echo(f"training {cfg.encoder} + {cfg.scorer} ({cfg.sampler} negatives) on {len(train_triples)} triples, "
+         f"{graph.num_entities} entities, {cfg.epochs} epochs on {device}")
+    result = trainer.fit(resume=cfg.resume)
+    if result.resumed_from is not None:
+        echo(f"resumed after epoch {result.resumed_from}")
+    record["normalize_entities"] = trainer.model.normalize_entities
+    with atomic_path(out / RUN_FILE) as tmp:
+        tmp.write_text(json.dumps(record) + "\n", encoding="utf-8")
+    metrics = trainer.evaluate(data.triples["test"], candidates=None, filter_triples=known)
+    summary = {"split": "test", "best_epoch": result.best_epoch, "best_valid_metric": result.best_metric,
+               "epochs_run": result.epochs_run, "stopped_early": result.stopped_early, **metrics}
+    with atomic_path(out / TEST_METRICS_FILE) as tmp:
+        tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    mrr = metrics.get("both.realistic.mrr")
+    echo(f"test MRR {mrr:.4f} (best epoch {result.best_epoch}); wrote {out / TEST_METRICS_FILE}"
+         if mrr is not None else f"wrote {out / TEST_METRICS_FILE}")
+    return summary
+
+
+@dataclass
+class TrainedRun:
+    """A model rebuilt from a run directory, and the record it was trained with."""
+
+    model: Any
+    record: dict
+
+    @property
+    def config(self) -> dict:
+        return self.record["config"]
+
+
+def load_trained(run_dir: str | Path, *, device: str = "auto") -> TrainedRun:
+    """Rebuild the best model of a run directory written by :func:`run_training`."""
+    from kgprobe.linkpred.scorers import get_scorer
+    from kgprobe.linkpred.trainer import BEST_FILE, CHECKPOINT_FILE, LinkPredictionModel
+    from kgprobe.models.device import resolve_device
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise KgprobeError("no such run directory (make one with: kgprobe linkpred train)", path=run_dir)
+    if not (run_dir / RUN_FILE).is_file():
+        raise KgprobeError(f"not a linkpred run directory: no {RUN_FILE}", path=run_dir)
+    try:
+        record = json.loads((run_dir / RUN_FILE).read_text(encoding="utf-8"))
+        cfg = record["config"]
+    except (ValueError, KeyError) as err:
+        raise KgprobeError(f"unreadable run record: {err}", path=run_dir / RUN_FILE) from None
+    weights = run_dir / BEST_FILE if (run_dir / BEST_FILE).is_file() else run_dir / CHECKPOINT_FILE
+    if not weights.is_file():
+        raise KgprobeError("no trained model yet (no best.pt or checkpoint.pt)", path=run_dir)
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)["model"]
+    except Exception as err:
+        raise KgprobeError(f"unreadable checkpoint: {str(err).splitlines()[0] if str(err) else err}",
+                           path=weights) from None
+    encoder = _build_encoder(cfg, record["texts"], torch.tensor(record["train_entities"], dtype=torch.long))
+    scorer = get_scorer(cfg["scorer"], **cfg.get("scorer_options", {}))
+    normalize = record.get("normalize_entities")
+    if normalize is None:
+        normalize = str(getattr(scorer, "name", "")).lower() == "transe"
+    model = LinkPredictionModel(encoder, scorer, len(record["relation_ids"]), normalize_entities=normalize)
+    model.load_state_dict(state)
+    model.to(resolve_device(device)).eval()
+    return TrainedRun(model=model, record=record)
+
+
+def evaluate_run(run_dir: str | Path, data: str | Path, *, split: str = "test", device: str = "auto",
+                 batch_size: int = 256) -> dict:
+    """Filtered metrics of a trained run on ``split`` of the split directory ``data`` (BLP candidates)."""
+    from kgprobe.linkpred.evaluator import evaluate_model
+
+    if split not in ("valid", "test"):
+        raise KgprobeError(f"unknown split {split!r}; choose valid or test")
+    run = load_trained(run_dir, device=device)
+    splits = load_split_data(data)
+    if list(splits.graph.entity_ids) != run.record["entity_ids"]:
+        raise KgprobeError("the split's entities are not the ones the run was trained on", path=data)
+    if split == "valid":
+        candidates = torch.cat([splits.entities["train"], splits.entities["valid"]])
+        known = torch.cat([splits.triples["train"], splits.triples["valid"]])
+    else:
+        candidates, known = None, splits.all_triples
+    model = run.model
+    device_ = next(model.parameters()).device
+    with torch.no_grad():
+        entities = model.all_entity_vectors(batch_size)
+    metrics = evaluate_model(entities, model.relations.weight.detach().float(), model.scorer,
+                             splits.triples[split].to(device_), filter_triples=known.to(device_),
+                             candidates=None if candidates is None else candidates.to(device_))
+    return {"split": split, **{k: (v.item() if hasattr(v, "item") else v) for k, v in metrics.items()}}
+
+
+def read_texts_tsv(path: str | Path) -> tuple[list[str], list[str]]:
+    """``id<TAB>text`` lines (blank lines skipped); a bad line is a ``file:line`` error."""
+    path = Path(path)
+    if not path.is_file():
+        raise KgprobeError("no such file (expected id<TAB>text lines)", path=path)
+    ids, texts, seen = [], [], set()
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) != 2 or not fields[0].strip() or not fields[1].strip():
+            raise KgprobeError("expected id<TAB>text (two non-empty tab-separated fields)", path=path, line=n)
+        if fields[0].strip() in seen:
+            raise KgprobeError(f"duplicate id {fields[0].strip()!r}", path=path, line=n)
+        seen.add(fields[0].strip())
+        ids.append(fields[0].strip())
+        texts.append(fields[1].strip())
+    if not ids:
+        raise KgprobeError("no entities in the file", path=path)
+    return ids, texts
+
+
+def _vectors_for(model: Any, texts: Sequence[str], batch_size: int) -> torch.Tensor:
+    encoder = model.encoder.for_texts(list(texts))
+    vectors = encoder.encode_all(batch_size).float()
+    return torch.nn.functional.normalize(vectors, dim=-1) if model.normalize_entities else vectors
+
+
+def encode_texts(run_dir: str | Path, texts: Sequence[str], *, device: str = "auto",
+                 batch_size: int = 256) -> np.ndarray:
+    """``(len(texts), dim)`` float32 embeddings of (unseen) entities from their text."""
+    run = load_trained(run_dir, device=device)
+    return _vectors_for(run.model, texts, batch_size).cpu().numpy()
+
+
+def encode_file(run_dir: str | Path, tsv: str | Path, out: str | Path, *, device: str = "auto",
+                batch_size: int = 256, neighbors: str | Path | None = None, k: int = 5) -> dict:
+    """Encode ``tsv`` (``id<TAB>text``) into ``out/embeddings.npy`` + ``out/ids.txt`` (atomically).
+
+    With ``neighbors`` (a KG), also the ``k`` nearest of its entities to every new one (cosine
+    similarity, the KG's entities embedded by the same encoder): ``{id: [(entity, score), ...]}``.
+    """
+    from kgprobe.index import VectorIndex
+
+    if k <= 0:
+        raise KgprobeError(f"k must be positive, got {k}")
+    ids, texts = read_texts_tsv(tsv)
+    run = load_trained(run_dir, device=device)
+    vectors = _vectors_for(run.model, texts, batch_size).cpu().numpy().astype(np.float32)
+    out = Path(out)
+    with atomic_path(out, directory=True) as tmp:
+        np.save(tmp / "embeddings.npy", vectors)
+        (tmp / "ids.txt").write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")
+    result: dict = {"embeddings": str(out / "embeddings.npy"), "ids": str(out / "ids.txt"),
+                    "shape": list(vectors.shape)}
+    if neighbors is not None:
+        from kgprobe.kg.formats import load_kg
+
+        kg = load_kg(neighbors)
+        known = _vectors_for(run.model, entity_texts_of(kg, run.config.get("text", "description")), batch_size)
+        index = VectorIndex(known.shape[1], metric="cosine", backend="torch", device="cpu")
+        index.add(known.cpu().numpy().astype(np.float32))
+        scores, rows = index.search(vectors, min(k, kg.num_entities))
+        result["neighbors"] = {i: [(kg.entity_ids[int(r)], round(float(s), 4)) for r, s in zip(row, srow) if r >= 0]
+                               for i, row, srow in zip(ids, rows, scores)}
+    return result
+
+
+__all__ = ["LinkPredConfig", "SplitData", "TrainedRun", "check_names", "encode_file", "encode_texts",
+           "evaluate_run", "load_split_data", "load_trained", "read_texts_tsv", "run_training"]

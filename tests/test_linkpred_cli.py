@@ -1,0 +1,177 @@
+"""`kgprobe linkpred train|evaluate|encode`, the Python API behind them and the linkpred pipelines."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kgprobe.cli import main
+
+ROOT = Path(__file__).parent.parent
+
+
+def _cli(args: list[str], capsys) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    out, err = capsys.readouterr()
+    return exc.value.code, out, err
+
+
+def _ok(args: list[str], capsys) -> str:
+    code, out, err = _cli(args, capsys)
+    assert code == 0, err
+    return out
+
+
+def _fails(args: list[str], capsys, *needles: str) -> str:
+    code, out, err = _cli(args, capsys)
+    assert code == 2, (out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("kgprobe: error:"), err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def split_dir(tmp_path_factory) -> Path:
+    """UMLS with a BLP inductive split, as `kgprobe data build umls --inductive` writes it (~2 s)."""
+    out = tmp_path_factory.mktemp("data") / "umls"
+    with pytest.raises(SystemExit) as exc:
+        main(["data", "build", "umls", "--inductive", "--out", str(out)])
+    assert exc.value.code == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def run_dir(split_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "bow"
+    with pytest.raises(SystemExit) as exc:
+        main(["linkpred", "train", "--data", str(split_dir), "--out", str(out), "--encoder", "bow",
+              "--epochs", "2", "--lr", "1e-2", "--max-train-triples", "800", "--device", "cpu", "--quiet"])
+    assert exc.value.code == 0
+    return out
+
+
+def test_train_writes_checkpoint_metrics_and_test_metrics(run_dir, capsys):
+    for name in ("checkpoint.pt", "best.pt", "metrics.jsonl", "test_metrics.json", "linkpred.json"):
+        assert (run_dir / name).is_file(), name
+    assert not list(run_dir.glob(".*tmp-*"))  # atomic writes leave nothing behind
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert all("both.realistic.mrr" in r["valid"] for r in records)
+    test = json.loads((run_dir / "test_metrics.json").read_text())
+    assert test["split"] == "test"
+    assert 0.0 <= test["both.realistic.mrr"] <= 1.0
+    assert test["epochs_run"] == 2
+
+
+def test_train_again_resumes_and_gives_the_same_metrics(run_dir, split_dir, capsys):
+    before = json.loads((run_dir / "test_metrics.json").read_text())
+    code, out, err = _cli(["linkpred", "train", "--data", str(split_dir), "--out", str(run_dir), "--encoder", "bow",
+                           "--epochs", "2", "--lr", "1e-2", "--max-train-triples", "800", "--device", "cpu",
+                           "--quiet"], capsys)
+    assert code == 0, err
+    assert "resumed after epoch 2" in err
+    after = json.loads(out)
+    assert after["both.realistic.mrr"] == pytest.approx(before["both.realistic.mrr"])
+
+
+def test_evaluate_prints_metrics_json(run_dir, split_dir, capsys):
+    test = json.loads(_ok(["linkpred", "evaluate", str(run_dir), "--data", str(split_dir)], capsys))
+    saved = json.loads((run_dir / "test_metrics.json").read_text())
+    assert test["split"] == "test"
+    assert test["both.realistic.mrr"] == pytest.approx(saved["both.realistic.mrr"], abs=1e-6)
+    valid = json.loads(_ok(["linkpred", "evaluate", str(run_dir), "--data", str(split_dir), "--split", "valid"],
+                           capsys))
+    assert valid["split"] == "valid" and 0.0 <= valid["both.realistic.mrr"] <= 1.0
+
+
+def test_encode_unseen_entities_and_neighbors(run_dir, split_dir, tmp_path, capsys):
+    tsv = tmp_path / "new.tsv"
+    tsv.write_text("n1\ta disease of the lung\nn2\tsome chemical compound\n\nn3\tcell function\n")
+    out = tmp_path / "enc"
+    printed = _ok(["linkpred", "encode", str(run_dir), str(tsv), "--out", str(out),
+                   "--neighbors", str(split_dir), "-k", "3"], capsys)
+    emb = np.load(out / "embeddings.npy")
+    assert emb.shape == (3, 128) and emb.dtype == np.float32
+    assert (out / "ids.txt").read_text().split() == ["n1", "n2", "n3"]
+    lines = printed.strip().splitlines()
+    assert [line.split("\t")[0] for line in lines] == ["n1", "n2", "n3"]
+    assert all(len(line.split("\t")) == 4 for line in lines)
+
+    from kgprobe.linkpred.run import encode_texts
+
+    api = encode_texts(run_dir, ["a disease of the lung", "cell function"], device="cpu")
+    np.testing.assert_allclose(api, emb[[0, 2]], rtol=1e-5, atol=1e-6)
+
+
+def test_encode_bad_tsv_is_a_file_line_error(run_dir, tmp_path, capsys):
+    tsv = tmp_path / "bad.tsv"
+    tsv.write_text("n1\tfine text\nno tab here\n")
+    _fails(["linkpred", "encode", str(run_dir), str(tsv), "--out", str(tmp_path / "x")], capsys, f"{tsv}:2:")
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("option, value, needle", [
+    ("--scorer", "nope", "known scorers: complex, distmult"),
+    ("--sampler", "nope", "known samplers: in-batch, uniform"),
+    ("--encoder", "nope", "known encoders: transformer, bow, embedding"),
+    ("--loss", "nope", "known losses"),
+    ("--epochs", "0", "--epochs"),
+])
+def test_train_option_errors(split_dir, tmp_path, capsys, option, value, needle):
+    _fails(["linkpred", "train", "--data", str(split_dir), "--out", str(tmp_path / "r"), option, value],
+           capsys, needle)
+    assert not (tmp_path / "r").exists()
+
+
+def test_missing_directories_are_one_line_errors(run_dir, split_dir, tmp_path, capsys):
+    _fails(["linkpred", "train", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "r"), "--encoder", "bow"],
+           capsys, "no such split directory")
+    (tmp_path / "flat").mkdir()
+    _fails(["linkpred", "train", "--data", str(tmp_path / "flat"), "--out", str(tmp_path / "r"), "--encoder", "bow"],
+           capsys, "not an inductive split directory")
+    _fails(["linkpred", "evaluate", str(tmp_path / "none"), "--data", str(split_dir)], capsys, "no such run directory")
+    _fails(["linkpred", "evaluate", str(run_dir), "--data", str(tmp_path / "none")], capsys, "no such split directory")
+    _fails(["linkpred", "encode", str(run_dir), str(tmp_path / "none.tsv"), "--out", str(tmp_path / "x")],
+           capsys, "no such file")
+
+
+def test_help_texts(capsys):
+    for cmd in (["linkpred"], ["linkpred", "train"], ["linkpred", "evaluate"], ["linkpred", "encode"]):
+        out = _ok(cmd + ["--help"], capsys)
+        assert "Usage: kgprobe linkpred" in out
+    out = _ok(["linkpred", "train", "--help"], capsys)
+    for option in ("--encoder", "--sampler", "--max-train-triples", "--resume / --no-resume"):
+        assert option in out
+
+
+@pytest.mark.parametrize("name", ["linkpred_wordnet.yaml", "linkpred_lemon.yaml"])
+def test_linkpred_pipelines_validate(name, capsys):
+    out = _ok(["run", str(ROOT / "pipelines" / name), "--check"], capsys)
+    assert "OK" in out and "linkpred_train" in out
+
+
+def test_pipeline_check_rejects_bad_linkpred_step(tmp_path, capsys):
+    cfg = tmp_path / "p.yaml"
+    cfg.write_text("name: bad\nsteps:\n"
+                   "  - {type: build_dataset, dataset: umls, inductive: true, out: split}\n"
+                   "  - {type: linkpred_train, data: split, out: r, encoder: bow, scorer: nope}\n")
+    _fails(["run", str(cfg), "--check"], capsys, "known scorers")
+    cfg.write_text("name: bad\nsteps:\n"
+                   f"  - {{type: linkpred_train, data: {tmp_path / 'none'}, out: r, encoder: bow}}\n")
+    _fails(["run", str(cfg), "--check"], capsys, "no split directory")
+
+
+def test_pipeline_runs_a_tiny_linkpred_step(split_dir, tmp_path, capsys):
+    cfg = tmp_path / "p.yaml"
+    cfg.write_text(f"name: tiny\ndevice: cpu\nout_dir: {tmp_path / 'run'}\nsteps:\n"
+                   f"  - {{type: linkpred_train, data: {split_dir}, out: r, encoder: embedding, epochs: 1,"
+                   " lr: 0.01, sampler: uniform, max_train_triples: 300}\n")
+    _ok(["run", str(cfg)], capsys)
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert 0.0 <= record["results"]["linkpred"]["r"]["both.realistic.mrr"] <= 1.0
+    assert (tmp_path / "run" / "r" / "test_metrics.json").is_file()
