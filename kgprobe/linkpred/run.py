@@ -35,13 +35,11 @@ RUN_FILE = "linkpred.json"
 TEST_METRICS_FILE = "test_metrics.json"
 
 
-class LinkPredConfig(BaseModel):
-    """Everything a training job needs (BLP's defaults)."""
+class LinkPredOptions(BaseModel):
+    """The model and training options of a job (BLP's defaults), shared with the pipeline step."""
 
     model_config = ConfigDict(extra="forbid")
 
-    data: Path
-    out: Path
     encoder: str = "transformer"
     model: str = "minilm-l6"
     text: Literal["description", "label", "both"] = "description"
@@ -57,13 +55,20 @@ class LinkPredConfig(BaseModel):
     warmup: float = Field(default=0.2, ge=0, lt=1)
     num_negatives: int = Field(default=64, ge=1)
     patience: int | None = Field(default=None, ge=1)
-    device: str = "auto"
-    seed: int = 0
     resume: bool = True
     max_train_triples: int | None = Field(default=None, ge=1)
     scorer_options: dict[str, Any] = Field(default_factory=dict)
     loss_options: dict[str, Any] = Field(default_factory=dict)
     sampler_options: dict[str, Any] = Field(default_factory=dict)
+
+
+class LinkPredConfig(LinkPredOptions):
+    """Everything a training job needs: the options plus where to read, write and run."""
+
+    data: Path
+    out: Path
+    device: str = "auto"
+    seed: int = 0
 
 
 def check_names(*, encoder: str | None = None, scorer: str | None = None, loss: str | None = None,

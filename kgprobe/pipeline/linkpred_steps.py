@@ -7,39 +7,19 @@ first), or an existing one. ``out`` is the run directory, under ``out_dir``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import Field
 
 from kgprobe.errors import KgprobeError
+from kgprobe.linkpred.run import LinkPredOptions
 from kgprobe.pipeline.config import StepConfig
 from kgprobe.pipeline.steps import RunContext, StepSpec, _check_model, register
 
 
-class LinkPredTrainStep(StepConfig):
+class LinkPredTrainStep(StepConfig, LinkPredOptions):
     type: Literal["linkpred_train"] = "linkpred_train"
     data: Path
     out: Path
-    encoder: str = "transformer"
-    model: str = "minilm-l6"
-    text: Literal["description", "label", "both"] = "description"
-    pooling: Literal["cls", "mean"] = "cls"
-    scorer: str = "transe"
-    loss: str = "margin"
-    sampler: str = "in-batch"
-    dim: int = Field(default=128, ge=1)
-    max_length: int = Field(default=32, ge=2)
-    epochs: int = Field(default=40, ge=1)
-    batch_size: int = Field(default=64, ge=1)
-    lr: float = Field(default=2e-5, gt=0)
-    warmup: float = Field(default=0.2, ge=0, lt=1)
-    num_negatives: int = Field(default=64, ge=1)
-    patience: int | None = Field(default=None, ge=1)
-    resume: bool = True
-    max_train_triples: int | None = Field(default=None, ge=1)
-    scorer_options: dict[str, Any] = Field(default_factory=dict)
-    loss_options: dict[str, Any] = Field(default_factory=dict)
-    sampler_options: dict[str, Any] = Field(default_factory=dict)
 
 
 def _check_linkpred_train(step: LinkPredTrainStep, defined: set[str]):
