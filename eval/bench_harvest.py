@@ -16,13 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from machine import machine_info  # noqa: E402  (eval/machine.py, beside this script)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -81,10 +81,7 @@ def main() -> None:
         "benchmark": "harvest",
         "relation": Path(args.relation).stem,
         "model": args.model,
-        "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
+        "machine": machine_info(device),
         "quick": args.quick,
         "raw_forward_tokens_per_s": round(raw, 1),
         "harvest_tokens_per_s": round(harvest_tps, 1),

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -41,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from kgprobe.atomic import atomic_path  # noqa: E402
 from kgprobe.index.knn import VectorIndex, faiss_has_gpu  # noqa: E402
+from machine import machine_info  # noqa: E402  (eval/machine.py, beside this script)
 
 
 def data(n: int, nq: int, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -142,25 +142,8 @@ def real_embeddings(directory: Path, nq: int, k: int, nlist: int, seed: int, log
 def machine() -> dict:
     import faiss
 
-    model = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {
-        "cpu_count": os.cpu_count(), "cpu_model": model, "platform": platform.platform(),
-        "python": platform.python_version(), "torch": torch.__version__, "faiss": faiss.__version__,
-        "numpy": np.__version__, "torch_threads": torch.get_num_threads(),
-        "faiss_omp_threads": faiss.omp_get_max_threads(), "faiss_gpu": faiss_has_gpu(),
-        "cuda": torch.cuda.is_available(),
-        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
-    }
-    if hasattr(os, "getloadavg"):
-        info["load_average_at_start"] = [round(x, 2) for x in os.getloadavg()]
-    return info
+    return machine_info() | {"faiss": faiss.__version__, "faiss_omp_threads": faiss.omp_get_max_threads(),
+                             "faiss_gpu": faiss_has_gpu()}
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -29,14 +29,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,6 +44,7 @@ from kgprobe.atomic import atomic_path  # noqa: E402
 from kgprobe.kg.datasets.pykeen_tsv import load_splits  # noqa: E402
 from kgprobe.linkpred import evaluate_model, get_loss, get_scorer  # noqa: E402
 from kgprobe.models.device import resolve_device  # noqa: E402
+from machine import machine_info  # noqa: E402  (eval/machine.py, beside this script)
 
 DEFAULT_OUT = ROOT / "eval" / "results" / "linkpred.json"
 # what part (a) compares: realistic MRR and Hits@1/3/10, each side
@@ -58,27 +57,13 @@ def log(msg: str) -> None:
 
 
 def machine(device: torch.device) -> dict:
-    model = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {"cpu_count": os.cpu_count(), "cpu_model": model, "platform": platform.platform(),
-            "python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
-            "torch_threads": torch.get_num_threads(), "device": str(device),
-            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
     try:
         import pykeen
 
-        info["pykeen"] = pykeen.get_version() if hasattr(pykeen, "get_version") else pykeen.__version__
+        version = pykeen.get_version() if hasattr(pykeen, "get_version") else pykeen.__version__
     except ImportError:
-        info["pykeen"] = None
-    if hasattr(os, "getloadavg"):
-        info["load_average_at_start"] = [round(x, 2) for x in os.getloadavg()]
-    return info
+        version = None
+    return machine_info(device) | {"pykeen": version}
 
 
 def interleaved_best_of(fns: dict, repeats: int, device: torch.device) -> tuple[dict, dict]:

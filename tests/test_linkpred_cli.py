@@ -116,10 +116,10 @@ def test_encode_bad_tsv_is_a_file_line_error(run_dir, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("option, value, needle", [
-    ("--scorer", "nope", "known scorers: complex, distmult"),
-    ("--sampler", "nope", "known samplers: in-batch, uniform"),
-    ("--encoder", "nope", "known encoders: transformer, bow, embedding"),
-    ("--loss", "nope", "known losses"),
+    ("--scorer", "nope", "unknown scorer 'nope'; known: complex, distmult"),
+    ("--sampler", "nope", "unknown negative sampler 'nope'; known: bernoulli"),
+    ("--encoder", "nope", "unknown encoder 'nope'; known: bow, embedding, transformer"),
+    ("--loss", "nope", "unknown loss 'nope'; known: adversarial"),
     ("--epochs", "0", "--epochs"),
 ])
 def test_train_option_errors(split_dir, tmp_path, capsys, option, value, needle):
@@ -160,7 +160,7 @@ def test_pipeline_check_rejects_bad_linkpred_step(tmp_path, capsys):
     cfg.write_text("name: bad\nsteps:\n"
                    "  - {type: build_dataset, dataset: umls, inductive: true, out: split}\n"
                    "  - {type: linkpred_train, data: split, out: r, encoder: bow, scorer: nope}\n")
-    _fails(["run", str(cfg), "--check"], capsys, "known scorers")
+    _fails(["run", str(cfg), "--check"], capsys, "unknown scorer")
     cfg.write_text("name: bad\nsteps:\n"
                    f"  - {{type: linkpred_train, data: {tmp_path / 'none'}, out: r, encoder: bow}}\n")
     _fails(["run", str(cfg), "--check"], capsys, "no split directory")

@@ -46,7 +46,7 @@ def test_scorer_registry_and_dims():
         get_scorer("complex").relation_dim(7)
     with pytest.raises(KgprobeError, match="p must be"):
         get_scorer("transe", p=3)
-    with pytest.raises(KgprobeError, match="bad arguments"):
+    with pytest.raises(KgprobeError, match="does not take margin"):
         get_scorer("distmult", margin=1)
 
 

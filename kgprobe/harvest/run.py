@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from kgprobe.atomic import atomic_path
 from kgprobe.errors import KgprobeError
 from kgprobe.harvest.checkpoint import ChunkLog
-from kgprobe.harvest.filters import EntityFilter, diversity_cap
+from kgprobe.harvest.filters import diversity_cap, stopwords
 from kgprobe.harvest.relation import Relation, Template, load_relation
 from kgprobe.harvest.search import SearchParams, chunks
 from kgprobe.harvest.weighting import WeightingParams
@@ -229,9 +229,8 @@ def harvest(
                          key_slots=sorted(rel.constraints.max_per_slot) if share_slots is None else share_slots)
 
     ranked = sorted(range(len(candidates)), key=lambda i: (-float(scores[i]), candidates[i]))
-    filt = EntityFilter(rel.constraints, rel.prompts)
     kept = [ranked[j] for j in diversity_cap([candidates[i] for i in ranked], max_per_word=options.diversity,
-                                             ignore=filt.stop, max_per_slot=rel.constraints.max_per_slot)]
+                                             ignore=stopwords(rel.constraints.stopwords), max_per_slot=rel.constraints.max_per_slot)]
     kept = kept[: options.top_k]
     rows = [{"rank": r + 1, "entities": list(candidates[i]), "score": round(float(scores[i]), 6),
              "prompt_scores": {tm.prompt: round(per_prompt[i][j], 6) for j, (tm, _) in enumerate(weighted)}}

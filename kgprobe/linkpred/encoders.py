@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from kgprobe.errors import KgprobeError
+from kgprobe.registry import Registry
 
 TEXT_CHOICES = ("description", "label", "both")
 POOLING_CHOICES = ("cls", "mean")
@@ -300,6 +301,7 @@ ENCODERS: dict[str, type[EntityEncoder]] = {
     "bow": BowEncoder,
     "embedding": EmbeddingEncoder,
 }
+ENCODER_REGISTRY = Registry("encoder", EntityEncoder, ENCODERS)
 
 
 def get_encoder(name: str | type[EntityEncoder] | EntityEncoder, **kwargs: Any) -> EntityEncoder:
@@ -309,32 +311,9 @@ def get_encoder(name: str | type[EntityEncoder] | EntityEncoder, **kwargs: Any) 
     >>> enc = get_encoder("bow", texts=texts, vocab_entities=split.train_entities)
     >>> enc = get_encoder("embedding", num_entities=kg.num_entities, dim=64, seed=0)
     """
-    if isinstance(name, EntityEncoder):
-        if kwargs:
-            raise KgprobeError("encoder options given together with an encoder instance")
-        return name
-    if isinstance(name, type) and issubclass(name, EntityEncoder):
-        cls = name
-    else:
-        cls = ENCODERS.get(str(name))
-        if cls is None:
-            raise KgprobeError(f"unknown encoder {name!r}; known encoders: {', '.join(ENCODERS)}")
     if "text" in kwargs and kwargs["text"] not in TEXT_CHOICES:
         raise KgprobeError(f"unknown text field {kwargs['text']!r}; choose one of: {', '.join(TEXT_CHOICES)}")
-    _check_options(cls, kwargs)
-    return cls(**kwargs)
-
-
-def _check_options(cls: type, kwargs: dict) -> None:
-    import inspect
-
-    accepted = inspect.signature(cls.__init__).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
-        return
-    unknown = sorted(set(kwargs) - set(accepted) - {"self"})
-    if unknown:
-        known = ", ".join(p for p in accepted if p != "self")
-        raise KgprobeError(f"{cls.__name__} does not take {', '.join(unknown)} (it takes: {known})")
+    return ENCODER_REGISTRY.make(name, **kwargs)
 
 
 __all__ = ["ENCODERS", "BowEncoder", "EmbeddingEncoder", "EntityEncoder", "POOLING_CHOICES", "TEXT_CHOICES",

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kgprobe.errors import KgprobeError
+from kgprobe.registry import Registry
 
 __all__ = ["LOSSES", "Loss", "MarginRankingLoss", "SoftplusLoss", "SelfAdversarialLoss", "get_loss", "loss_names"]
 
@@ -147,6 +148,7 @@ class SelfAdversarialLoss(Loss):
 LOSSES: dict[str, type[Loss]] = {cls.name: cls for cls in (MarginRankingLoss, SoftplusLoss, SelfAdversarialLoss)}
 _ALIASES = {"marginranking": "margin", "nll": "softplus", "bce": "softplus", "nssa": "adversarial",
             "selfadversarial": "adversarial"}
+LOSS_REGISTRY = Registry("loss", Loss, LOSSES, aliases=_ALIASES, fold=True)
 
 
 def loss_names() -> list[str]:
@@ -156,19 +158,4 @@ def loss_names() -> list[str]:
 def get_loss(name: str | Loss | type[Loss], **kwargs) -> Loss:
     """A loss from its name (case-insensitive; aliases ``nll``, ``nssa``, ``self_adversarial``),
     class or instance; ``kwargs`` go to the class."""
-    if isinstance(name, Loss):
-        if kwargs:
-            raise KgprobeError(f"loss {name.name!r} is already built; kwargs {sorted(kwargs)} are not applied")
-        return name
-    if isinstance(name, type) and issubclass(name, Loss):
-        cls = name
-    else:
-        key = str(name).strip().lower().replace("-", "").replace("_", "")
-        key = _ALIASES.get(key, key)
-        if key not in LOSSES:
-            raise KgprobeError(f"unknown loss {name!r}; known: {', '.join(loss_names())}")
-        cls = LOSSES[key]
-    try:
-        return cls(**kwargs)
-    except TypeError as err:
-        raise KgprobeError(f"loss {cls.name!r}: bad arguments {sorted(kwargs)} ({err})") from None
+    return LOSS_REGISTRY.make(name, **kwargs)

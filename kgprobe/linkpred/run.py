@@ -74,22 +74,15 @@ class LinkPredConfig(LinkPredOptions):
 def check_names(*, encoder: str | None = None, scorer: str | None = None, loss: str | None = None,
                 sampler: str | None = None) -> None:
     """Raise a :class:`KgprobeError` listing the known names for any unknown component name."""
-    from kgprobe.linkpred.encoders import ENCODERS
-    from kgprobe.linkpred.losses import get_loss, loss_names
-    from kgprobe.linkpred.samplers import SAMPLERS
-    from kgprobe.linkpred.scorers import SCORERS, scorer_names
+    from kgprobe.linkpred.encoders import ENCODER_REGISTRY
+    from kgprobe.linkpred.losses import LOSS_REGISTRY
+    from kgprobe.linkpred.samplers import SAMPLER_REGISTRY
+    from kgprobe.linkpred.scorers import SCORER_REGISTRY
 
-    if encoder is not None and encoder not in ENCODERS:
-        raise KgprobeError(f"unknown encoder {encoder!r}; known encoders: {', '.join(ENCODERS)}")
-    if scorer is not None and scorer.lower() not in SCORERS:
-        raise KgprobeError(f"unknown scorer {scorer!r}; known scorers: {', '.join(scorer_names())}")
-    if loss is not None:
-        try:
-            get_loss(loss)
-        except KgprobeError:
-            raise KgprobeError(f"unknown loss {loss!r}; known losses: {', '.join(loss_names())}") from None
-    if sampler is not None and sampler not in SAMPLERS:
-        raise KgprobeError(f"unknown negative sampler {sampler!r}; known samplers: {', '.join(SAMPLERS)}")
+    for registry, name in ((ENCODER_REGISTRY, encoder), (SCORER_REGISTRY, scorer), (LOSS_REGISTRY, loss),
+                           (SAMPLER_REGISTRY, sampler)):
+        if name is not None:
+            registry.lookup(name)
 
 
 # ------------------------------------------------------------------ data

@@ -48,6 +48,7 @@ import numpy as np
 import torch
 
 from kgprobe.errors import KgprobeError
+from kgprobe.registry import Registry
 from kgprobe.linkpred.data import as_triples, head_corruption_probability, load_negatives, triple_keys
 from kgprobe.linkpred.filters import FilterIndex
 
@@ -483,6 +484,7 @@ SAMPLERS: dict[str, type[NegativeSampler]] = {
     "knn-hard": KnnHardSampler,
     "given": GivenSampler,
 }
+SAMPLER_REGISTRY = Registry("negative sampler", NegativeSampler, SAMPLERS)
 
 
 def get_sampler(name: str | type[NegativeSampler] | NegativeSampler, **kwargs: Any) -> NegativeSampler:
@@ -492,38 +494,7 @@ def get_sampler(name: str | type[NegativeSampler] | NegativeSampler, **kwargs: A
     >>> get_sampler("bernoulli", kg=split.train, entities=split.train_entities, filtered=True)
     >>> get_sampler("lemon", kg=split.train, entities=split.train_entities, n_clusters=15, n_nearest=3)
     """
-    if isinstance(name, NegativeSampler):
-        if kwargs:
-            raise KgprobeError("sampler options given together with a sampler instance")
-        return name
-    if isinstance(name, type) and issubclass(name, NegativeSampler):
-        cls = name
-    else:
-        cls = SAMPLERS.get(str(name))
-        if cls is None:
-            raise KgprobeError(f"unknown negative sampler {name!r}; known samplers: {', '.join(SAMPLERS)}")
-    accepted = _accepted_options(cls)
-    unknown = sorted(set(kwargs) - accepted)
-    if unknown:
-        raise KgprobeError(f"the {cls.name} sampler does not take {', '.join(unknown)} "
-                           f"(it takes: {', '.join(sorted(accepted))})")
-    return cls(**kwargs)
-
-
-def _accepted_options(cls: type) -> set[str]:
-    """Keyword options of ``cls.__init__`` and of every base ``__init__`` it forwards to."""
-    import inspect
-
-    names: set[str] = set()
-    for klass in cls.__mro__:
-        init = klass.__dict__.get("__init__")
-        if init is None or klass is object:
-            continue
-        params = inspect.signature(init).parameters
-        names |= {n for n, p in params.items() if n != "self" and p.kind is not inspect.Parameter.VAR_KEYWORD}
-        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-            break
-    return names
+    return SAMPLER_REGISTRY.make(name, **kwargs)
 
 
 __all__ = ["BernoulliSampler", "GivenSampler", "InBatchSampler", "KnnHardSampler", "LemonSampler", "Negatives",

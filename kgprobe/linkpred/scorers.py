@@ -35,6 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from kgprobe.errors import KgprobeError
+from kgprobe.registry import Registry
 
 __all__ = [
     "SCORERS", "Scorer", "TransE", "DistMult", "ComplEx", "SimplE", "RotatE", "get_scorer", "scorer_names",
@@ -342,6 +343,7 @@ class RotatE(Scorer):
 
 
 SCORERS: dict[str, type[Scorer]] = {cls.name: cls for cls in (TransE, DistMult, ComplEx, SimplE, RotatE)}
+SCORER_REGISTRY = Registry("scorer", Scorer, SCORERS, fold=True)
 
 
 def scorer_names() -> list[str]:
@@ -354,18 +356,4 @@ def get_scorer(name: str | Scorer | type[Scorer], **kwargs) -> Scorer:
     >>> get_scorer("TransE", p=2)
     TransE(p=2)
     """
-    if isinstance(name, Scorer):
-        if kwargs:
-            raise KgprobeError(f"scorer {name.name!r} is already built; kwargs {sorted(kwargs)} are not applied")
-        return name
-    if isinstance(name, type) and issubclass(name, Scorer):
-        cls = name
-    else:
-        key = str(name).strip().lower().replace("-", "").replace("_", "")
-        if key not in SCORERS:
-            raise KgprobeError(f"unknown scorer {name!r}; known: {', '.join(scorer_names())}")
-        cls = SCORERS[key]
-    try:
-        return cls(**kwargs)
-    except TypeError as err:
-        raise KgprobeError(f"scorer {cls.name!r}: bad arguments {sorted(kwargs)} ({err})") from None
+    return SCORER_REGISTRY.make(name, **kwargs)
