@@ -50,11 +50,12 @@ def tiny_bert(tmp_path_factory):
     from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
 
     words = ["paris", "france", "rome", "italy", "tokyo", "japan", "lima", "peru", "is", "the", "capital", "of",
-             "berlin", "germany", "madrid", "spain", "."]
+             "berlin", "germany", "madrid", "spain", ".", "a", "country", "city", "state", "lagos", "texas"]
     folder = tmp_path_factory.mktemp("tiny-bert")
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words + ["##s", "##ia"]
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    tok = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"))
+    tok = BertTokenizerFast(vocab=str(folder / "vocab.txt"))  # transformers 5: `vocab`, not `vocab_file`
+    assert tok.tokenize("paris is the capital") == ["paris", "is", "the", "capital"]
     torch.manual_seed(0)
     cfg = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                      intermediate_size=64, architectures=["BertForMaskedLM"])
@@ -92,6 +93,14 @@ def test_relation_library_is_valid():
     ({"seeds": [["Paris", "France"], ["Rome"]]}, "seeds[1]: seed has 1 entities, the first seed has 2"),
     ({"colour": "red"}, "colour: unknown option"),
     ({"constraints": {"capitalization": "shouty"}}, "constraints.capitalization"),
+    ({"constraints": {"types": {"2": {"type": "country", "against": {"city": ["Lagos"]}}}}},
+     "constraints.types[2]: slot 2 out of range"),
+    ({"constraints": {"types": {"1": {"type": "country", "against": {"country": ["Kenya"]}}}}},
+     "also listed under 'against'"),
+    ({"constraints": {"types": {"1": {"type": "country", "against": {"city": []}}}}},
+     "against.city: give at least one non-empty example"),
+    ({"constraints": {"types": {"1": {"type": "country", "against": {"city": ["Lagos"]},
+                                      "template": "<TYPE> called <ENT>"}}}}, "must come before"),
 ])
 def test_relation_errors_name_the_line(tmp_path, override, message):
     path = _relation_file(tmp_path, **override)
@@ -115,6 +124,38 @@ def test_entity_filter_and_caps():
     tuples = [("Sydney", "Australia"), ("Canberra", "Australia"), ("Paris", "France"), ("Lyon", "France")]
     assert diversity_cap(tuples, max_per_slot={1: 1}) == [0, 2]
     assert diversity_cap(tuples, max_per_word=1) == [0, 2]
+    # a seed (Canberra, Australia) already fills Australia's one slot, and Paris's
+    assert diversity_cap(tuples, max_per_slot={0: 1, 1: 1}, taken=[("Canberra", "Australia"), ("Paris", "x")]) == [3]
+
+
+def test_typed_slot_prefix_alternates_types():
+    from kgprobe.harvest.entity_types import SlotType, few_shot_prefix
+
+    spec = SlotType(type="country", against={"state": ["Texas", "Utah"], "city": ["Lagos"]})
+    assert few_shot_prefix(spec, ["France", "Japan"]) == (
+        "France is a country . Texas is a state . Lagos is a city . Japan is a country . Utah is a state . ")
+
+
+def test_typed_slot_types_need_distinct_first_tokens(tiny_llama):
+    from kgprobe.harvest.entity_types import type_token_ids
+
+    _, _, tok = tiny_llama
+    with pytest.raises(KgprobeError, match="distinct tokens"):
+        type_token_ids(tok, ["country", "country"])
+
+
+@pytest.mark.slow
+def test_typed_slot_tells_countries_from_states_with_smollm2():
+    from kgprobe.harvest.entity_types import SlotType, assign_types
+    from kgprobe.models import load_causal_lm
+
+    model, tok = load_causal_lm("smollm2-135m", device="cpu")
+    spec = load_relation(ROOT / "kg_data/relations/capital_of.yaml").constraints.types[1]
+    values = ["Germany", "Thailand", "Argentina", "Hawaii", "California", "British Columbia", "Asia"]
+    types, calls = assign_types(model, tok, spec, values, ["France", "Japan", "Kenya", "Peru", "Canada"])
+    assert calls == 1
+    assert types[:3] == ["country"] * 3
+    assert types[3:] == ["state", "state", "province", "continent"]
 
 
 def test_chunk_log_drops_torn_line(tmp_path):
@@ -306,3 +347,30 @@ def test_paraphrase_plausibility():
     assert plausible("<ENT0> and <ENT1> are neighbours.", src)
     assert not plausible("Rewrite the sentence: <ENT0>, in a way, shares a border with <ENT1>.", src)
     assert not plausible("<ENT0> " + "very " * 20 + "near <ENT1>", src)
+
+
+@pytest.mark.parametrize("which", ["tiny_llama", "tiny_bert"])
+def test_typed_slot_filters_candidates_in_a_run(which, request, tmp_path):
+    """Both LM kinds: types.json records a type per candidate value; only the slot's type survives."""
+    folder, _, _ = request.getfixturevalue(which)
+    seeds = [["paris", "france"], ["rome", "italy"], ["tokyo", "japan"]]
+    types = {"1": {"type": "country", "against": {"city": ["lagos"], "state": ["texas"]}}}
+    rel = _relation_file(tmp_path, seeds=seeds, constraints={"min_chars": 3, "stopwords": "none", "types": types})
+    opts = HarvestOptions(model=str(folder), top_k=10,
+                          search={"first_beam": 16, "branch": 8, "first_candidates": 30, "max_entity_tokens": 2})
+    rows = harvest(rel, tmp_path / "run", options=opts, device="cpu", echo=lambda s: None)
+    assigned = json.loads((tmp_path / "run" / "types.json").read_text())["1"]
+    assert assigned and set(assigned.values()) <= {"country", "city", "state"}
+    assert all(assigned[r["entities"][1]] == "country" for r in rows)
+    candidates = [json.loads(x)["entities"] for x in (tmp_path / "run" / "candidates.jsonl").read_text().splitlines()]
+    assert all(assigned[c[1]] == "country" for c in candidates)
+
+
+def test_harvest_eval_knows_capital_spellings_from_geonames(tmp_path):
+    from kgprobe.harvest.evaluate import evaluate_run
+
+    rows = [["Kiev", "Ukraine"], ["Peking", "China"], ["Sydney", "Australia"], ["Bogota", "Colombia"]]
+    (tmp_path / "tuples.jsonl").write_text("".join(json.dumps({"entities": r}) + "\n" for r in rows))
+    result = evaluate_run(tmp_path, "countries:capital", head_slot=1, tail_slot=0, ks=(4,))
+    assert result["precision@4"] == 0.75
+    assert result["wrong_in_top_50"] == [["Sydney", "Australia"]]

@@ -5,7 +5,7 @@ the reference entity's forms. Normalisation: Unicode accents removed, case folde
 dropped, a leading article ("the", "a", "an") dropped. An entity's forms are its label, the
 parts of a label listing alternatives ("A / B", WordNet's "dog, domestic dog"), the label without a trailing "City" or "D.C."
 ("Mexico City" ~ "Mexico", "Washington D.C." ~ "Washington"), and the dataset's aliases where it
-has them (country alternative spellings from countryinfo).
+has them (country alternative spellings from countryinfo, capital spellings from GeoNames).
 """
 from __future__ import annotations
 
@@ -44,9 +44,9 @@ def surface_forms(label: str, aliases: list[str] = ()) -> set[str]:
 
 def _dataset_aliases(name: str) -> dict[str, list[str]]:
     if name == "countries":
-        from kgprobe.kg.datasets.countries import country_aliases
+        from kgprobe.kg.datasets.countries import capital_aliases, country_aliases
 
-        return country_aliases()
+        return {**country_aliases(), **capital_aliases()}
     return {}
 
 

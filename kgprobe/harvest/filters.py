@@ -100,13 +100,16 @@ def diversity_cap(
     max_per_word: int = 5,
     ignore: frozenset[str] = frozenset(),
     max_per_slot: dict[int, int] | None = None,
+    taken: list[tuple[str, ...]] = (),
 ) -> list[int]:
     """Indices of ``tuples`` (sorted best first) kept when no word outside ``ignore`` appears in
     more than ``max_per_word`` kept tuples, and no value of slot ``j`` in more than
-    ``max_per_slot[j]`` (1 for a functional relation: one capital per country)."""
+    ``max_per_slot[j]`` (1 for a functional relation: one capital per country). Tuples in
+    ``taken`` (the seeds) use up their slot values first but are not returned."""
     words_seen: Counter[str] = Counter()
     slot_seen: Counter[tuple[int, str]] = Counter()
     limits = max_per_slot or {}
+    slot_seen.update((j, ents[j].lower()) for ents in taken for j in limits)
     kept = []
     for i, ents in enumerate(tuples):
         words = {w.lower() for e in ents for w in e.split()} - ignore

@@ -17,6 +17,8 @@ File format (YAML or JSON)::
                                   # country, one country per capital)
       share_slots: [1]      # candidates sharing slot 1's value compete in the ranking
                             # (default: the slots of max_per_slot)
+      types:                # slot 1 must be a country, as the LM sees it (see entity_types.py)
+        1: {type: country, against: {state: [Texas], city: [Lagos]}}
     reference:              # optional: how `harvest-eval` finds the true tuples
       kg: countries
       relation: capital
@@ -35,6 +37,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from kgprobe.errors import KgprobeError
+from kgprobe.harvest.entity_types import SlotType, check_slot_type
 from kgprobe.yamlconf import config_error, read_yaml, validate
 
 SLOT = re.compile(r"<ENT(\d+)>")
@@ -48,6 +51,7 @@ class Constraints(BaseModel):
     capitalization: Literal["any", "title", "lower"] = "any"
     max_per_slot: dict[int, int] = Field(default_factory=dict)
     share_slots: list[int] | None = None
+    types: dict[int, SlotType] = Field(default_factory=dict)
 
 
 class Reference(BaseModel):
@@ -165,6 +169,10 @@ def relation_from_file(data: RelationFile, *, path: Path, root=None) -> Relation
         if slot >= arity:
             raise config_error(f"share_slots: slot {slot} out of range for {arity} slots",
                                path, root, ("constraints", "share_slots"))
+    for slot, spec in data.constraints.types.items():
+        problem = f"slot {slot} out of range for {arity} slots" if slot >= arity else check_slot_type(spec)
+        if problem:
+            raise config_error(problem, path, root, ("constraints", "types", slot))
     if data.reference is not None:
         for key in ("head", "tail"):
             if getattr(data.reference, key) >= arity:

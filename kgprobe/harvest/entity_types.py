@@ -1,0 +1,105 @@
+"""Typed slots: the LM itself decides whether a candidate is a country, not a state or a city.
+
+A relation may declare, per slot, the type its values must have and a few examples of the types
+it must not be confused with::
+
+    types:
+      1:
+        type: country
+        against: {state: [Texas], province: [Ontario], city: [Lagos], continent: [Europe]}
+
+The target type's examples are the seeds' values of that slot. A few-shot prefix lists every
+example as ``"<ENT> is a <TYPE> ."`` (types taking turns, so no type comes last more often), and a
+candidate value ``v`` gets the type
+
+    t*(v) = argmax_t  log P(first token of " t" | prefix + "v is a")
+
+(for a masked LM: the ``[MASK]`` in ``"v is a [MASK] ."``). Candidates whose ``t*`` is not the
+slot's type are dropped before rescoring. Contrast beats an absolute threshold here: a 135M
+model finds "Hawaii is a country" fairly likely, but "Hawaii is a state" much likelier.
+"""
+from __future__ import annotations
+
+from itertools import zip_longest
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from kgprobe.errors import KgprobeError
+
+TYPE_SLOT = "<TYPE>"
+ENT_SLOT = "<ENT>"
+
+
+class SlotType(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: str = Field(min_length=1)
+    against: dict[str, list[str]] = Field(min_length=1, description="contrast type -> examples")
+    template: str = "<ENT> is a <TYPE> ."
+
+
+def check_slot_type(spec: SlotType) -> str | None:
+    """Why ``spec`` is unusable, or None."""
+    if spec.template.count(ENT_SLOT) != 1 or spec.template.count(TYPE_SLOT) != 1:
+        return f"template {spec.template!r} must contain {ENT_SLOT} and {TYPE_SLOT} once each"
+    if spec.template.index(ENT_SLOT) > spec.template.index(TYPE_SLOT):
+        return f"template {spec.template!r}: {ENT_SLOT} must come before {TYPE_SLOT}"
+    if spec.type in spec.against:
+        return f"type {spec.type!r} is also listed under 'against'"
+    for name, examples in spec.against.items():
+        if not examples or not all(e.strip() for e in examples):
+            return f"against.{name}: give at least one non-empty example"
+    return None
+
+
+def _line(template: str, entity: str, type_name: str) -> str:
+    return template.replace(ENT_SLOT, entity).replace(TYPE_SLOT, type_name)
+
+
+def few_shot_prefix(spec: SlotType, target_examples: list[str]) -> str:
+    groups = [[(e, spec.type) for e in target_examples]]
+    groups += [[(e, name) for e in examples] for name, examples in spec.against.items()]
+    rows = [pair for turn in zip_longest(*groups) for pair in turn if pair is not None]
+    return " ".join(_line(spec.template, e, t) for e, t in rows) + " "
+
+
+def type_token_ids(tokenizer, names: list[str]) -> list[int]:
+    """First token of ``" name"`` for each type; they must differ or the contrast is meaningless."""
+    ids = [tokenizer(" " + n, add_special_tokens=False).input_ids[0] for n in names]
+    if len(set(ids)) < len(ids):
+        raise KgprobeError(f"types {names} do not start with distinct tokens for this model's tokenizer; "
+                           "rename one (the first token of each type decides)")
+    return ids
+
+
+@torch.inference_mode()
+def assign_types(model, tokenizer, spec: SlotType, values: list[str], target_examples: list[str], *,
+                 kind: str = "causal-lm", batch_size: int = 64) -> tuple[list[str], int]:
+    """The most likely type of each value, and how many forward passes that took."""
+    names = [spec.type, *spec.against]
+    ids = torch.tensor(type_token_ids(tokenizer, names))
+    prefix = few_shot_prefix(spec, target_examples)
+    head = spec.template[: spec.template.index(TYPE_SLOT)].rstrip()
+    device = next(model.parameters()).device
+    out: list[str] = []
+    calls = 0
+    for start in range(0, len(values), batch_size):
+        part = values[start:start + batch_size]
+        if kind == "masked-lm":
+            texts = [prefix + _line(spec.template, v, tokenizer.mask_token) for v in part]
+            enc = tokenizer(texts, return_tensors="pt", padding=True).to(device)
+            logits = model(**enc).logits
+            row, col = (enc["input_ids"] == tokenizer.mask_token_id).nonzero(as_tuple=True)
+            # the last mask of each row is the candidate's (the prefix holds none)
+            last = torch.zeros(len(part), dtype=torch.long, device=device).scatter_reduce(0, row, col, "amax")
+            step = logits[torch.arange(len(part), device=device), last]
+        else:
+            texts = [prefix + head.replace(ENT_SLOT, v) for v in part]
+            enc = tokenizer(texts, return_tensors="pt", padding=True).to(device)
+            if tokenizer.padding_side != "left":  # the next-token logits must sit at position -1
+                raise KgprobeError("typed slots need a tokenizer that pads on the left")
+            step = model(**enc).logits[:, -1]
+        calls += 1
+        best = step.float().log_softmax(-1)[:, ids.to(device)].argmax(1).tolist()
+        out += [names[b] for b in best]
+    return out, calls
