@@ -175,3 +175,39 @@ def test_pipeline_runs_a_tiny_linkpred_step(split_dir, tmp_path, capsys):
     record = json.loads((tmp_path / "run" / "run.json").read_text())
     assert 0.0 <= record["results"]["linkpred"]["r"]["both.realistic.mrr"] <= 1.0
     assert (tmp_path / "run" / "r" / "test_metrics.json").is_file()
+
+
+@pytest.mark.slow
+def test_sigkill_mid_training_then_resume_gives_the_uninterrupted_metrics(split_dir, tmp_path):
+    """A real interruption: the training process is SIGKILLed after its first epoch checkpoint."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    base = [sys.executable, "-m", "kgprobe", "linkpred", "train", "--data", str(split_dir), "--encoder", "bow",
+            "--epochs", "6", "--lr", "1e-2", "--max-train-triples", "3000", "--device", "cpu", "--quiet", "--out"]
+    subprocess.run(base + [str(tmp_path / "clean")], check=True, env=env, timeout=600, capture_output=True)
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(base + [str(killed)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = killed / "metrics.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and (not metrics.exists() or metrics.read_text().count("\n") < 1):
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "test_metrics.json").exists(), "training finished before it was killed"
+    epochs_done = metrics.read_text().count("\n")
+    assert 1 <= epochs_done < 6
+
+    resumed = subprocess.run(base + [str(killed)], check=True, env=env, timeout=600, capture_output=True, text=True)
+    assert f"resumed after epoch {epochs_done}" in resumed.stderr
+    clean = json.loads((tmp_path / "clean" / "test_metrics.json").read_text())
+    after = json.loads((killed / "test_metrics.json").read_text())
+    drop = {"seconds", "train_seconds", "resumed_from"}
+    assert {k: v for k, v in after.items() if k not in drop} == {k: v for k, v in clean.items() if k not in drop}
+    # the per-epoch log has each epoch exactly once, as in the uninterrupted run
+    assert [json.loads(x)["epoch"] for x in metrics.read_text().splitlines()] == list(range(1, 7))

@@ -439,6 +439,26 @@ def test_training_is_deterministic_with_a_seed(kg, split_triples):
     assert _comparable(c.history) != _comparable(a.history)
 
 
+@pytest.mark.parametrize("sampler", ["in-batch", "uniform"])
+def test_training_is_bitwise_deterministic_with_two_cpu_threads(kg, split_triples, sampler):
+    """Batches large enough that PyTorch's CPU kernels run in parallel: the gradient of the
+    entity rows gathered for positives and negatives must be summed in a fixed order (the
+    backward of ``vectors[inverse]`` adds repeated rows with atomics under several threads)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        states = []
+        for _ in range(2):
+            trainer = _trainer(kg, split_triples, sampler=sampler, epochs=12, batch_size=32, num_negatives=128,
+                               encoder=lambda: get_encoder("bow", kg=kg, dim=64, seed=0), restore_best=False)
+            trainer.valid_triples = None  # no validation: only the training steps matter here
+            states.append(trainer.fit().model.state_dict())
+    finally:
+        torch.set_num_threads(old)
+    for name, x in states[0].items():
+        assert torch.equal(x, states[1][name]), name
+
+
 def test_checkpoint_resume_gives_the_uninterrupted_result(kg, split_triples, tmp_path):
     full = _trainer(kg, split_triples, out_dir=tmp_path / "full", epochs=5, sampler="uniform").fit()
 

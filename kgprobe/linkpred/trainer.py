@@ -295,8 +295,11 @@ class Trainer:
         with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
             vectors = model.entity_vectors(unique.to(self.device))
             inverse = inverse.to(self.device)
-            pos_ent = vectors[inverse[:2 * b]].view(b, 2, -1)
-            neg_ent = vectors[inverse[2 * b:]].view(b, k, 2, -1)
+            # Gather rows with ``embedding``, not ``vectors[inverse]``: the backward of advanced
+            # indexing (index_put_ with accumulate) adds repeated rows with atomics on a CPU
+            # with several threads, in no fixed order; embedding's backward is deterministic.
+            pos_ent = nn.functional.embedding(inverse[:2 * b], vectors).view(b, 2, -1)
+            neg_ent = nn.functional.embedding(inverse[2 * b:], vectors).view(b, k, 2, -1)
             rel = model.relations(batch[:, 1].to(self.device))
             neg_rel = model.relations(negatives.triples[..., 1].to(self.device))
             pos = model.scorer.score(pos_ent[:, 0], rel, pos_ent[:, 1])
