@@ -256,3 +256,4 @@ register("save_kg", StepSpec(
 # Capabilities register their own steps; imported last so they can use what is defined above.
 from kgprobe.pipeline import harvest_steps  # noqa: E402,F401
 from kgprobe.pipeline import linkpred_steps  # noqa: E402,F401
+from kgprobe.pipeline import probe_steps  # noqa: E402,F401

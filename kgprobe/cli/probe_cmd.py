@@ -1,0 +1,152 @@
+"""``kgprobe probe ...``: concept vectors in an LM's MLP weights, their validation, unlearning."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+_CONCEPTS = click.option("--concepts", "concept_files", multiple=True, type=click.Path(path_type=Path),
+                         default=["kg_data/concepts/countries.jsonl"], show_default=True,
+                         help="Concept JSONL file(s) (repeat the option for several).")
+_MAX = click.option("--max-concepts", type=click.IntRange(min=1), default=None,
+                    help="Use only the first N concepts (file order); keep it the same for every stage.")
+_OUT = click.option("--out", type=click.Path(path_type=Path), required=True, help="Run directory (shared by the stages).")
+_MODEL = click.option("--model", default="smollm2-135m", show_default=True,
+                      help="Causal LM: registry name, local directory, .gguf file or hub id.")
+_DEVICE = click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+_FEW_SHOT = click.option("--few-shot", default=None, help="Prefix of every question (default: the concepts' own).")
+
+
+def _stage_options(fn):
+    """The options every stage shares: concepts, run directory, model, device, few-shot prefix."""
+    for option in reversed((_CONCEPTS, _MAX, _OUT, _MODEL, _DEVICE, _FEW_SHOT)):
+        fn = option(fn)
+    return fn
+
+
+def _run_stage(stage, options, *, concept_files, max_concepts, out: Path, model: str, device: str, few_shot,
+               print_json: bool = True, **extra) -> None:
+    lm, tok, concepts, prefix = _load(model, device, concept_files, few_shot, max_concepts)
+    result = stage(lm, tok, concepts, out, options=options, few_shot=prefix, echo=lambda s: click.echo(s, err=True),
+                   **extra)
+    if print_json:
+        click.echo(json.dumps(result, indent=2))
+
+
+def _load(model: str, device: str, concept_files, few_shot: str | None, max_concepts: int | None):
+    from kgprobe.cli.index_cmd import _no_loading_bars
+    from kgprobe.models import load_causal_lm
+    from kgprobe.probe.concepts import FEW_SHOT
+    from kgprobe.probe.run import load_concept_files
+
+    _no_loading_bars()
+    concepts = load_concept_files(concept_files)[:max_concepts]
+    lm, tok = load_causal_lm(model, device=device)
+    return lm, tok, concepts, FEW_SHOT if few_shot is None else few_shot
+
+
+@click.group()
+def probe() -> None:
+    """Find concept vectors in an LM's MLP weights, validate them causally, compare unlearning.
+
+    \b
+    The stages share one run directory and each resumes where it stopped:
+      kgprobe probe locate   --out runs/cv   # scan.pt, known.json, candidates.jsonl
+      kgprobe probe validate --out runs/cv   # validation.tsv / .json
+      kgprobe probe unlearn  --out runs/cv   # unlearning_report.json / .tsv / .png
+    `kgprobe run pipelines/concept_vectors.yaml` runs all three.
+    """
+
+
+@probe.command()
+@_stage_options
+@click.option("--top-tokens", type=click.IntRange(min=1), default=50, show_default=True,
+              help="Logit-lens tokens kept per value vector.")
+@click.option("--pool", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Vectors per concept taken from the token match.")
+@click.option("--per-concept", type=click.IntRange(min=1), default=5, show_default=True, help="Candidates kept per concept.")
+@click.option("--rank-by", type=click.Choice(["effect", "tokens"]), default="effect", show_default=True,
+              help="Order a concept's pool by its answers' use of each vector (gradient x activation) or by token match.")
+def locate(concept_files, max_concepts, out: Path, model: str, device: str, few_shot, top_tokens: int, pool: int, per_concept: int,
+           rank_by: str) -> None:
+    """Scan every value vector through the logit lens and pick candidates for each concept."""
+    from kgprobe.probe.run import LocateOptions, locate as run_locate
+
+    options = LocateOptions(top_tokens=top_tokens, pool=pool, per_concept=per_concept, rank_by=rank_by)
+    _run_stage(run_locate, options, concept_files=concept_files, max_concepts=max_concepts, out=out, model=model,
+               device=device, few_shot=few_shot, print_json=False)
+
+
+@probe.command()
+@_stage_options
+@click.option("--mode", type=click.Choice(["zero", "noise"]), default="zero", show_default=True,
+              help="Damage: zero the vector (ablation) or add Gaussian noise.")
+@click.option("--noise-std", type=float, default=1.0, show_default=True, help="Std of the noise (--mode noise).")
+@click.option("--min-concept-drop", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,
+              help="Relative drop of concept-QA accuracy that validates a vector.")
+@click.option("--max-unrelated-drop", type=click.FloatRange(0, 1), default=0.05, show_default=True,
+              help="Largest allowed drop of unrelated-QA accuracy (0.05 = 5 points).")
+@click.option("--vectors-per-concept", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Also damage this many top candidates together.")
+@click.option("--set-sizes", default="4,16,64", show_default=True,
+              help="Also damage the m most concept-specific vectors, for each m (comma-separated; '' for none).")
+@click.option("--seed", type=int, default=0, show_default=True)
+def validate(concept_files, max_concepts, out: Path, model: str, device: str, few_shot, mode: str, noise_std: float,
+             min_concept_drop: float, max_unrelated_drop: float, vectors_per_concept: int, set_sizes: str,
+             seed: int) -> None:
+    """Damage each candidate and measure concept vs unrelated QA (needs `probe locate` first)."""
+    from kgprobe.probe.run import ValidateOptions, validate as run_validate
+
+    try:
+        sizes = [int(x) for x in set_sizes.split(",") if x.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{set_sizes!r} is not a comma-separated list of integers",
+                                 param_hint="--set-sizes") from None
+    options = ValidateOptions(mode=mode, noise_std=noise_std, min_concept_drop=min_concept_drop,
+                              max_unrelated_drop=max_unrelated_drop, vectors_per_concept=vectors_per_concept,
+                              set_sizes=sizes)
+    _run_stage(run_validate, options, concept_files=concept_files, max_concepts=max_concepts, out=out, model=model,
+               device=device, few_shot=few_shot, seed=seed)
+
+
+@probe.command()
+@_stage_options
+@click.option("--method", "methods", multiple=True,
+              default=["gradient-ascent", "gradient-difference", "npo", "ablation"], show_default=True,
+              help="Unlearning method (repeat for several).")
+@click.option("--n-concepts", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Concepts to unlearn (validated ones first).")
+@click.option("--steps", type=click.IntRange(min=1), default=10, show_default=True, help="Optimiser steps per method.")
+@click.option("--lr", type=float, default=1e-5, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def unlearn(concept_files, max_concepts, out: Path, model: str, device: str, few_shot, methods, n_concepts: int,
+            steps: int, lr: float, seed: int) -> None:
+    """Run each unlearning method per concept and measure behaviour and weights (needs `probe validate`)."""
+    from kgprobe.probe.run import UnlearnOptions, unlearn_all
+
+    options = UnlearnOptions(methods=list(methods), concepts=n_concepts, steps=steps, lr=lr)
+    _run_stage(unlearn_all, options, concept_files=concept_files, max_concepts=max_concepts, out=out, model=model,
+               device=device, few_shot=few_shot, seed=seed)
+
+
+@probe.command()
+@_MODEL
+@_DEVICE
+@click.option("--layer", type=int, required=True)
+@click.option("--index", type=int, required=True, help="Neuron (value vector) index in the layer.")
+@click.option("-k", "k", type=click.IntRange(min=1), default=20, show_default=True)
+def lens(model: str, device: str, layer: int, index: int, k: int) -> None:
+    """Print the top tokens one value vector promotes (logit lens)."""
+    from kgprobe.cli.index_cmd import _no_loading_bars
+    from kgprobe.models import load_causal_lm
+    from kgprobe.probe.hooks import arch_of, logit_lens, value_vectors
+
+    _no_loading_bars()
+    lm, tok = load_causal_lm(model, device=device)
+    vectors = value_vectors(lm, layer)
+    arch_of(lm).check_index(index)
+    values, ids = logit_lens(lm, vectors[index:index + 1], k=k)
+    click.echo(json.dumps({"layer": layer, "index": index,
+                           "tokens": [tok.decode([i]) for i in ids[0].tolist()],
+                           "logits": [round(v, 4) for v in values[0].tolist()]}, ensure_ascii=False))

@@ -1,0 +1,74 @@
+"""Pipeline step of the probing capability: ``concept_vectors`` (locate, validate, unlearn)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from kgprobe.errors import KgprobeError
+from kgprobe.pipeline.config import StepConfig
+from kgprobe.pipeline.steps import RunContext, StepSpec, _check_model, register
+from kgprobe.probe.run import LocateOptions, UnlearnOptions, ValidateOptions
+
+STAGES = ("locate", "validate", "unlearn")
+
+
+class ConceptVectorsStep(StepConfig):
+    type: Literal["concept_vectors"] = "concept_vectors"
+    model: str = "smollm2-135m"
+    concepts: list[Path] = Field(min_length=1)
+    max_concepts: int | None = Field(default=None, ge=1, description="use only the first N concepts (file order)")
+    out: Path
+    few_shot: str | None = Field(default=None, description="prefix of every question (None: the concepts' default)")
+    stages: list[Literal["locate", "validate", "unlearn"]] = Field(default_factory=lambda: list(STAGES))
+    batch_size: int = Field(default=32, ge=1)
+    locate: LocateOptions = Field(default_factory=LocateOptions)
+    validate_: ValidateOptions = Field(default_factory=ValidateOptions, alias="validate")
+    unlearn: UnlearnOptions = Field(default_factory=UnlearnOptions)
+
+
+def _check(step: ConceptVectorsStep, defined: set[str]):
+    from kgprobe.probe.run import load_concept_files
+    from kgprobe.probe.unlearn import unlearner_names
+
+    if (problem := _check_model(step.model)) is not None:
+        return "model", problem
+    try:
+        load_concept_files(step.concepts)
+    except KgprobeError as err:
+        return "concepts", str(err)
+    unknown = [m for m in step.unlearn.methods if m not in unlearner_names()]
+    if unknown:
+        return "unlearn", f"unknown unlearning method(s) {', '.join(unknown)}; known: {', '.join(unlearner_names())}"
+    return None
+
+
+def _run(step: ConceptVectorsStep, ctx: RunContext) -> None:
+    from kgprobe.models import load_causal_lm
+    from kgprobe.probe.concepts import FEW_SHOT
+    from kgprobe.probe.run import load_concept_files, locate, unlearn_all, validate
+
+    concepts = load_concept_files(step.concepts)[: step.max_concepts]
+    loaded = ctx.models.get(step.model)
+    model, tokenizer = loaded if isinstance(loaded, tuple) else load_causal_lm(step.model, device=ctx.device)
+    out = ctx.out_dir / step.out
+    few_shot = FEW_SHOT if step.few_shot is None else step.few_shot
+    common = dict(few_shot=few_shot, batch_size=step.batch_size, echo=ctx.echo)
+    results = ctx.results.setdefault("concept_vectors", {}).setdefault(str(step.out), {})
+    if "locate" in step.stages:
+        rows = locate(model, tokenizer, concepts, out, options=step.locate, **common)
+        results["candidates"] = len(rows)
+    if "validate" in step.stages:
+        summary = validate(model, tokenizer, concepts, out, options=step.validate_, seed=ctx.seed, **common)
+        results["validated"] = summary["validated"]
+        results["tested"] = summary["tested"]
+    if "unlearn" in step.stages:
+        results["unlearning"] = unlearn_all(model, tokenizer, concepts, out, options=step.unlearn, seed=ctx.seed,
+                                            **common)
+
+
+register("concept_vectors", StepSpec(
+    config=ConceptVectorsStep, run=_run, check=_check,
+    description="locate concept vectors in an LM's MLPs, validate them by ablation, compare unlearning methods",
+))

@@ -1,0 +1,233 @@
+"""Score cloze QA pairs with a causal LM: answer log-likelihood and teacher-forced exact match.
+
+Each item is the sequence ``few_shot + prompt`` followed by ``" " + answer``. The two parts are
+tokenised separately and their ids concatenated, so the answer tokens are exactly
+``tokenizer(" " + answer, add_special_tokens=False)`` whatever the prompt ends with. For answer
+tokens ``a_1..a_m`` after prompt ``x``:
+
+    logprob = sum_j log p(a_j | x, a_<j)        mean_logprob = logprob / m
+    correct = all_j  a_j == argmax_v p(v | x, a_<j)
+
+``correct`` is teacher-forced greedy exact match: greedy decoding from ``x`` reproduces the
+answer's tokens (what comes after them is not checked).
+
+A ``few_shot`` prefix is tokenised on its own (with the tokenizer's special tokens; the prompt
+then gets none), run once, and its key/value cache is shared by every row: the prefix is the
+same for all items, so a batch only computes its own prompt and answer tokens. End the prefix
+with a newline: byte-level BPE tokenisers then split ``few_shot + prompt`` exactly there anyway,
+so the ids equal those of the joint string.
+
+Items are sorted by length and cut into batches so rows of one batch need little padding; rows
+are padded on the LEFT (between the shared prefix and the prompt), and the attention mask plus
+position ids counted over real tokens only make a padded row give the same numbers as that
+sequence alone. Only the last ``max answer length + 1`` positions go through the unembedding
+(``logits_to_keep``), since with left padding every answer sits at the end of its row.
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Iterator, Protocol, Sequence
+
+import torch
+
+from kgprobe.errors import KgprobeError
+
+
+class _Item(Protocol):
+    prompt: str
+    answer: str
+
+
+@dataclass(frozen=True)
+class QAScores:
+    """Per-item scores, in the order the items were given (CPU tensors, no gradient)."""
+
+    logprob: torch.Tensor        # [n] float32: sum of the answer tokens' log-probs
+    mean_logprob: torch.Tensor   # [n] float32: logprob / number of answer tokens
+    correct: torch.Tensor        # [n] bool: every answer token is the argmax at its position
+    n_tokens: torch.Tensor       # [n] int64: number of answer tokens
+
+    def __len__(self) -> int:
+        return int(self.logprob.numel())
+
+
+@dataclass(frozen=True)
+class _Batch:
+    order: torch.Tensor          # [b] positions of these rows in the caller's item list
+    input_ids: torch.Tensor      # [b, T] left padded
+    attention_mask: torch.Tensor
+    position_ids: torch.Tensor
+    answer_mask: torch.Tensor    # [b, T] True on answer tokens
+
+
+def _encode(tokenizer, items: Sequence[_Item], *, special: bool) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, answer ids) per item; prompt ids carry special tokens when ``special``."""
+    if not items:
+        return []
+    prompts = [item.prompt for item in items]
+    answers = [" " + item.answer for item in items]
+    prompt_ids = tokenizer(prompts, add_special_tokens=special)["input_ids"]
+    answer_ids = tokenizer(answers, add_special_tokens=False)["input_ids"]
+    for item, p, a in zip(items, prompt_ids, answer_ids):
+        if not p or not a:
+            raise KgprobeError(f"QA item has an empty prompt or answer after tokenising: "
+                               f"{item.prompt!r} -> {item.answer!r}")
+    return list(zip(prompt_ids, answer_ids))
+
+
+def _batches(tokenizer, items: Sequence[_Item], *, lead: list[int], prefix_len: int, batch_size: int,
+             device: torch.device) -> Iterator[_Batch]:
+    """Length-sorted, left-padded batches covering every item once. Each row starts with the
+    ``lead`` ids (an uncached prefix, or none); positions start after ``prefix_len`` cached
+    prefix tokens."""
+    encoded = _encode(tokenizer, items, special=not (lead or prefix_len))
+    encoded = [(lead + p, a) for p, a in encoded]
+    lengths = [len(p) + len(a) for p, a in encoded]
+    # stable sort: equal lengths keep input order, so batches are the same on every run
+    order = sorted(range(len(encoded)), key=lengths.__getitem__)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        width = max(lengths[i] for i in rows)
+        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        answer = torch.zeros((len(rows), width), dtype=torch.bool)
+        for r, i in enumerate(rows):
+            p, a = encoded[i]
+            ids[r, width - lengths[i]:] = torch.tensor(p + a)
+            mask[r, width - lengths[i]:] = 1
+            answer[r, width - len(a):] = True
+        # positions count real tokens only, so a padded row sees the positions it would alone
+        positions = prefix_len + (mask.cumsum(-1) - 1).clamp(min=0)
+        yield _Batch(torch.tensor(rows), ids.to(device), mask.to(device), positions.to(device),
+                     answer.to(device))
+
+
+def _forward_parameters(model) -> set[str]:
+    try:
+        return set(inspect.signature(model.forward).parameters)
+    except (TypeError, ValueError):
+        return set()
+
+
+class _Prefix:
+    """The few-shot prefix's per-layer keys and values, computed once and shared by all batches."""
+
+    def __init__(self, model, ids: list[int], device: torch.device):
+        self.length = len(ids)
+        self.config = model.config
+        params = _forward_parameters(model)
+        # only the cache is wanted; one position of logits instead of the prefix's [P, vocab]
+        kwargs = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+        out = model(input_ids=torch.tensor([ids], device=device), use_cache=True, **kwargs)
+        # transformers 5 names the cache `cache`; older releases `past_key_values`
+        cache = out.cache if hasattr(out, "cache") else out.past_key_values
+        self.layers = [(keys, values) for keys, values, *_ in cache]
+        self.keyword = "cache" if "cache" in params else "past_key_values"
+
+    def cache(self, batch_size: int):
+        """A fresh cache holding the prefix for ``batch_size`` rows (a forward pass appends to it)."""
+        from transformers import DynamicCache
+
+        return DynamicCache([(k.expand(batch_size, -1, -1, -1), v.expand(batch_size, -1, -1, -1))
+                             for k, v in self.layers], config=self.config)
+
+
+def _score_batch(model, batch: _Batch, prefix: _Prefix | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(logprob [b], n_tokens [b], correct [b]) for one batch; logprob keeps the autograd graph.
+
+    Token t of a row is predicted by the logits at t - 1, so the answer mask shifted left by one
+    picks the predicting positions; the selected logits are gathered into one flat
+    [n_answer_tokens, vocab] matrix and summed back per row with index_add.
+    """
+    b, width = batch.input_ids.shape
+    keep = int(batch.answer_mask.sum(-1).max()) + 1
+    kwargs = {"logits_to_keep": keep} if "logits_to_keep" in _forward_parameters(model) else {}
+    mask = batch.attention_mask
+    if prefix is not None:
+        mask = torch.cat([mask.new_ones(b, prefix.length), mask], dim=1)
+        kwargs.update({prefix.keyword: prefix.cache(b), "use_cache": True})
+    else:
+        kwargs.update(use_cache=False)
+    logits = model(input_ids=batch.input_ids, attention_mask=mask,
+                   position_ids=batch.position_ids, **kwargs).logits
+    logits = logits[:, -keep:]                              # [b, keep, V] whether or not it was cut
+    targets_mask = batch.answer_mask[:, -keep:][:, 1:]      # [b, keep-1] tokens to predict
+    targets = batch.input_ids[:, -keep:][:, 1:][targets_mask]
+    selected = logits[:, :-1][targets_mask].float()         # [n_tok, V]
+    token_logprob = torch.log_softmax(selected, dim=-1).gather(-1, targets[:, None]).squeeze(-1)
+    hit = selected.argmax(-1) == targets
+    row = torch.arange(b, device=targets.device)[:, None].expand_as(targets_mask)[targets_mask]
+    logprob = torch.zeros(b, dtype=token_logprob.dtype, device=targets.device).index_add(0, row, token_logprob)
+    n_tokens = targets_mask.sum(-1)
+    misses = torch.zeros(b, dtype=torch.long, device=targets.device).index_add(0, row, (~hit).long())
+    return logprob, n_tokens, misses == 0
+
+
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _prepared(model, tokenizer, items: Sequence[_Item], *, few_shot: str, batch_size: int,
+              cache_prefix: bool) -> Iterator[tuple[_Batch, _Prefix | None]]:
+    if batch_size < 1:
+        raise KgprobeError(f"batch_size must be >= 1, got {batch_size}")
+    device = _device(model)
+    lead = tokenizer(few_shot, add_special_tokens=True)["input_ids"] if few_shot and items else []
+    prefix = _Prefix(model, lead, device) if lead and cache_prefix else None
+    for batch in _batches(tokenizer, items, lead=[] if prefix else lead,
+                          prefix_len=prefix.length if prefix else 0, batch_size=batch_size, device=device):
+        yield batch, prefix
+
+
+def answer_logprobs(model, tokenizer, items: Sequence[_Item], *, few_shot: str = "",
+                    batch_size: int = 32, cache_prefix: bool = True) -> torch.Tensor:
+    """Summed answer log-probs ``log p(answer | few_shot + prompt)`` [n], WITH gradients.
+
+    For training objectives (NLL, gradient ascent, NPO). Same tokenising and batching as
+    :func:`score_qa`; the result is on the model's device, in item order.
+    """
+    if not items:
+        return torch.zeros(0, device=_device(model))
+    parts, orders = [], []
+    for batch, prefix in _prepared(model, tokenizer, items, few_shot=few_shot, batch_size=batch_size,
+                                   cache_prefix=cache_prefix):
+        logprob, _, _ = _score_batch(model, batch, prefix)
+        parts.append(logprob)
+        orders.append(batch.order)
+    order = torch.cat(orders).to(parts[0].device)
+    # scatter back to item order; indexing with the inverse permutation keeps the graph
+    return torch.cat(parts)[torch.argsort(order)]
+
+
+def score_qa(model, tokenizer, items: Sequence[_Item], *, batch_size: int = 32,
+             few_shot: str = "", cache_prefix: bool = True) -> QAScores:
+    """Log-likelihood and teacher-forced exact match of every item's answer (no gradients).
+
+    ``cache_prefix=False`` puts the few-shot ids at the start of every row instead of sharing
+    their key/value cache (same numbers, more compute; for models without a cache).
+    """
+    n = len(items)
+    logprob = torch.zeros(n, dtype=torch.float32)
+    n_tokens = torch.zeros(n, dtype=torch.long)
+    correct = torch.zeros(n, dtype=torch.bool)
+    with torch.inference_mode():
+        for batch, prefix in _prepared(model, tokenizer, items, few_shot=few_shot, batch_size=batch_size,
+                                       cache_prefix=cache_prefix):
+            lp, nt, ok = _score_batch(model, batch, prefix)
+            logprob[batch.order] = lp.float().cpu()
+            n_tokens[batch.order] = nt.cpu()
+            correct[batch.order] = ok.cpu()
+    return QAScores(logprob=logprob, mean_logprob=logprob / n_tokens.clamp(min=1).float(),
+                    correct=correct, n_tokens=n_tokens)
+
+
+def accuracy(scores: QAScores) -> float:
+    """Fraction of items answered correctly (0.0 for no items)."""
+    return float(scores.correct.float().mean()) if len(scores) else 0.0
+
+
+def mean_logprob(scores: QAScores) -> float:
+    """Mean over items of the summed answer log-prob (0.0 for no items)."""
+    return float(scores.logprob.mean()) if len(scores) else 0.0

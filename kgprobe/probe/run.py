@@ -1,0 +1,323 @@
+"""The concept-vector experiment as three resumable stages sharing one run directory.
+
+``locate``    scan.pt (top-k logit-lens tokens of every value vector), known.json (which QA items
+              the intact model answers), candidates.jsonl (per concept: vectors whose tokens
+              match the concept, ordered by how much the concept's answers use them)
+``validate``  validation.jsonl (checkpoint, one line per concept), validation.tsv (one row per
+              concept: its best vector and the effects of damaging it), validation.json (summary)
+``unlearn``   unlearning.jsonl (checkpoint, one line per concept x method) and the report of
+              :mod:`kgprobe.probe.report` (JSON, TSV, PNG)
+
+Each stage reads what the previous one wrote, so each can run (and be resumed) on its own.
+"""
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from kgprobe.atomic import atomic_path
+from kgprobe.errors import KgprobeError
+from kgprobe.harvest.checkpoint import ChunkLog
+from kgprobe.probe.concepts import QA, Concept, concept_token_ids, load_concepts
+
+SCAN_FILE, KNOWN_FILE, CANDIDATES_FILE, EFFECTS_FILE = "scan.pt", "known.json", "candidates.jsonl", "effects.jsonl"
+VALIDATION_LOG, VALIDATION_TSV, VALIDATION_JSON = "validation.jsonl", "validation.tsv", "validation.json"
+UNLEARN_LOG = "unlearning.jsonl"
+
+
+class LocateOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    top_tokens: int = Field(default=50, ge=1, description="logit-lens tokens kept per value vector")
+    pool: int = Field(default=200, ge=1, description="vectors per concept taken from the token match")
+    per_concept: int = Field(default=5, ge=1, description="candidates kept per concept")
+    rank_by: str = Field(default="effect", pattern="^(effect|tokens)$",
+                         description="order the pool by the answers' use of a vector, or by token match")
+    effect_set: int = Field(default=64, ge=0, description="most concept-specific vectors kept per concept")
+    general_questions: int = Field(default=64, ge=1, description="questions that estimate the average effect")
+    chunk: int = Field(default=4096, ge=1)
+
+
+class ValidateOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    mode: str = Field(default="zero", pattern="^(zero|noise)$")
+    noise_std: float = Field(default=1.0, gt=0)
+    min_concept_drop: float = Field(default=0.5, gt=0, le=1)
+    max_unrelated_drop: float = Field(default=0.05, ge=0, le=1)
+    min_questions: int = Field(default=5, ge=1)
+    unrelated_size: int = Field(default=40, ge=1)
+    vectors_per_concept: int = Field(default=1, ge=1)
+    set_sizes: list[int] = Field(default_factory=lambda: [4, 16, 64])
+
+
+class UnlearnOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    methods: list[str] = Field(default_factory=lambda: ["gradient-ascent", "gradient-difference", "npo", "ablation"])
+    concepts: int = Field(default=10, ge=1, description="how many concepts (validated ones first)")
+    steps: int = Field(default=10, ge=1)
+    lr: float = Field(default=1e-5, gt=0)
+    beta: float = Field(default=0.1, gt=0)
+    retain_size: int = Field(default=20, ge=1)
+    top_tokens: int = Field(default=50, ge=1)
+
+
+def _write_json(path: Path, data) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _read_json(path: Path, what: str):
+    if not path.is_file():
+        raise KgprobeError(f"{path} is missing: run the {what} stage first")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _known_items(concepts: Sequence[Concept], known: dict[str, list[int]]) -> dict[str, list[QA]]:
+    return {c.id: [c.qa[i] for i in known.get(c.id, [])] for c in concepts}
+
+
+def locate(model, tokenizer, concepts: Sequence[Concept], out: Path, *, options: LocateOptions = LocateOptions(),
+           few_shot: str = "", batch_size: int = 32, echo: Callable[[str], None] = print) -> list[dict]:
+    """Write scan.pt, known.json and candidates.jsonl into ``out``; return the candidate rows."""
+    from kgprobe.probe.attribution import neuron_effects
+    from kgprobe.probe.scan import ScanResult, concept_scores, scan_value_vectors
+    from kgprobe.probe.concepts import known_questions
+
+    out.mkdir(parents=True, exist_ok=True)
+    if (out / SCAN_FILE).is_file():
+        scan = ScanResult.load(out / SCAN_FILE)
+    else:
+        start = time.perf_counter()
+        scan = scan_value_vectors(model, k=options.top_tokens, chunk=options.chunk)
+        scan.save(out / SCAN_FILE)
+        echo(f"scanned {scan.top_ids.shape[0]} value vectors in {time.perf_counter() - start:.1f}s")
+    if (out / KNOWN_FILE).is_file():
+        known_idx = json.loads((out / KNOWN_FILE).read_text())
+    else:
+        answered = known_questions(model, tokenizer, concepts, few_shot=few_shot, batch_size=batch_size)
+        known_idx = {c.id: [i for i, ok in enumerate(answered[c.id]) if ok] for c in concepts}
+        _write_json(out / KNOWN_FILE, known_idx)
+    known = _known_items(concepts, known_idx)
+    n_ok = sum(len(v) > 0 for v in known.values())
+    echo(f"the model answers {sum(map(len, known.values()))} of {sum(len(c.qa) for c in concepts)} questions "
+         f"({n_ok} of {len(concepts)} concepts have at least one)")
+
+    scores = concept_scores(scan, [concept_token_ids(c, tokenizer) for c in concepts], weighting="rank")
+    pool = torch.topk(scores, min(options.pool, scores.shape[1]), dim=1)
+    general = None
+    if options.rank_by == "effect" or options.effect_set:
+        everything = [qa for c in concepts for qa in known[c.id]]
+        sample = random.Random(0).sample(everything, min(options.general_questions, len(everything)))
+        if sample:
+            general = neuron_effects(model, tokenizer, sample, few_shot=few_shot).reshape(-1) / len(sample)
+    rows, effect_rows = [], []
+    from tqdm.auto import tqdm
+
+    for ci, concept in enumerate(tqdm(concepts, desc="locate", unit="concept", disable=general is None)):
+        effects = None
+        if general is not None and known[concept.id]:
+            # per question, minus what an average question needs: vectors this concept relies on
+            effects = (neuron_effects(model, tokenizer, known[concept.id], few_shot=few_shot).reshape(-1)
+                       / len(known[concept.id]) - general)
+            if options.effect_set:
+                top = torch.topk(effects, min(options.effect_set, effects.numel()))
+                effect_rows.append({"concept": concept.id, "vectors": [
+                    [*scan.layer_index(int(r)), round(float(v), 6)] for r, v in zip(top.indices, top.values)]})
+        keep = pool.values[ci] > 0
+        rows_ci, token_score = pool.indices[ci][keep], pool.values[ci][keep]
+        if rows_ci.numel() == 0:
+            continue
+        effect = effects[rows_ci] if effects is not None else torch.zeros_like(token_score)
+        if options.rank_by == "effect" and effects is not None:
+            order = torch.argsort(effect, descending=True, stable=True)
+        else:
+            order = torch.arange(len(rows_ci))
+        for rank, j in enumerate(order[: options.per_concept].tolist()):
+            layer, index = scan.layer_index(int(rows_ci[j]))
+            tokens = tokenizer.convert_ids_to_tokens(scan.top_ids[int(rows_ci[j]), :10].tolist())
+            rows.append({"concept": concept.id, "rank": rank + 1, "layer": layer, "index": index,
+                         "token_score": round(float(token_score[j]), 6), "effect": round(float(effect[j]), 6),
+                         "top_tokens": [tokenizer.convert_tokens_to_string([t]) for t in tokens]})
+    for name, data in ((CANDIDATES_FILE, rows), (EFFECTS_FILE, effect_rows)):
+        with atomic_path(out / name) as tmp:
+            tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in data), encoding="utf-8")
+    echo(f"{len(rows)} candidate vectors for {len({r['concept'] for r in rows})} concepts -> {out / CANDIDATES_FILE}")
+    return rows
+
+
+def _effect_sets(out: Path) -> dict[str, list[tuple[int, int]]]:
+    path = out / EFFECTS_FILE
+    if not path.is_file():
+        return {}
+    sets = {}
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            row = json.loads(line)
+            sets[row["concept"]] = [(int(v[0]), int(v[1])) for v in row["vectors"]]
+        except (ValueError, KeyError, TypeError, IndexError):
+            raise KgprobeError("not an effects line", path=path, line=n) from None
+    return sets
+
+
+def _candidates(out: Path) -> dict[str, list[tuple[int, int, float]]]:
+    path = out / CANDIDATES_FILE
+    if not path.is_file():
+        raise KgprobeError(f"{path} is missing: run the locate stage first")
+    found: dict[str, list[tuple[int, int, float]]] = {}
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            row = json.loads(line)
+            found.setdefault(row["concept"], []).append((int(row["layer"]), int(row["index"]),
+                                                         float(row["token_score"])))
+        except (ValueError, KeyError, TypeError):
+            raise KgprobeError("not a candidate line", path=path, line=n) from None
+    return found
+
+
+def validate(model, tokenizer, concepts: Sequence[Concept], out: Path, *,
+             options: ValidateOptions = ValidateOptions(), few_shot: str = "", batch_size: int = 32,
+             seed: int = 0, echo: Callable[[str], None] = print) -> dict:
+    """Damage each concept's candidates, write the validation table and summary; return the summary."""
+    from kgprobe.probe.validate import ValidationParams, validate_concepts
+
+    known = _known_items(concepts, _read_json(out / KNOWN_FILE, "locate"))
+    params = ValidationParams(**{**options.model_dump(), "set_sizes": tuple(options.set_sizes)}, seed=seed)
+    records = validate_concepts(model, tokenizer, concepts, _candidates(out), known, params=params,
+                                few_shot=few_shot, batch_size=batch_size, effect_sets=_effect_sets(out),
+                                log_path=out / VALIDATION_LOG, progress=echo)
+    cols = ["concept", "known_questions", "validated", "layer", "index", "vectors", "concept_acc_before",
+            "concept_acc_after", "concept_drop", "unrelated_acc_before", "unrelated_acc_after", "unrelated_drop",
+            "concept_logprob_delta", "unrelated_logprob_delta", "smallest_set", "skipped"]
+    lines = ["\t".join(cols)]
+    for r in records:
+        best = r.get("best") or {}
+        vecs = best.get("vectors") or [[None, None]]
+        values = {**best, "concept": r["concept"], "known_questions": r["known_questions"],
+                  "validated": r["validated"], "layer": vecs[0][0], "index": vecs[0][1],
+                  "vectors": len(best.get("vectors") or []), "skipped": r.get("skipped", ""),
+                  "smallest_set": r.get("smallest_set")}
+        lines.append("\t".join("" if values.get(c) is None else str(values.get(c)) for c in cols))
+    with atomic_path(out / VALIDATION_TSV) as tmp:
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tested = [r for r in records if r.get("best")]
+    drops = sorted((r["best"]["concept_drop"] for r in tested), reverse=True)
+    summary = {
+        "concepts": len(records), "tested": len(tested),
+        "skipped": {r["concept"]: r["skipped"] for r in records if r.get("skipped")},
+        "validated": sum(r["validated"] for r in records),
+        "validated_concepts": [r["concept"] for r in records if r["validated"]],
+        "criterion": {"min_concept_drop": options.min_concept_drop, "max_unrelated_drop": options.max_unrelated_drop,
+                      "mode": options.mode},
+        "mean_best_concept_drop": round(sum(drops) / len(drops), 6) if drops else None,
+        "best_concept_drops": [round(d, 4) for d in drops[:20]],
+        "mean_unrelated_drop_of_best": (round(sum(r["best"]["unrelated_drop"] for r in tested) / len(tested), 6)
+                                        if tested else None),
+        # how many concepts a set of m vectors (the m most concept-specific) validates, per m
+        "validated_by_set_of": {str(m): sum(1 for r in records if r.get("smallest_set") and r["smallest_set"] <= m)
+                                for m in sorted(options.set_sizes)},
+        "effect_sets": _set_table(records),
+    }
+    _write_json(out / VALIDATION_JSON, summary)
+    echo(f"validated {summary['validated']} of {len(records)} concepts ({len(tested)} tested) -> {out / VALIDATION_TSV}")
+    return summary
+
+
+def _set_table(records: list[dict]) -> dict[str, dict]:
+    """Per set size: mean concept drop and mean unrelated drop over the concepts that tried it."""
+    table: dict[str, dict] = {}
+    for r in records:
+        for row in r.get("candidates", []):
+            if row.get("kind") == "effect":
+                t = table.setdefault(str(len(row["vectors"])), {"concepts": 0, "concept_drop": 0.0, "unrelated_drop": 0.0})
+                t["concepts"] += 1
+                t["concept_drop"] += row["concept_drop"]
+                t["unrelated_drop"] += row["unrelated_drop"]
+    for t in table.values():
+        t["concept_drop"] = round(t["concept_drop"] / t["concepts"], 4)
+        t["unrelated_drop"] = round(t["unrelated_drop"] / t["concepts"], 4)
+    return table
+
+
+def unlearn_all(model, tokenizer, concepts: Sequence[Concept], out: Path, *,
+                options: UnlearnOptions = UnlearnOptions(), few_shot: str = "", batch_size: int = 32, seed: int = 0,
+                echo: Callable[[str], None] = print) -> dict:
+    """Every method on the chosen concepts from the same start weights; the report; its summary."""
+    from kgprobe.probe.measure import behavioural, intrinsic
+    from kgprobe.probe.report import write_report
+    from kgprobe.probe.unlearn import restore, snapshot, unlearn, unlearner_names
+
+    unknown = [m for m in options.methods if m not in unlearner_names()]
+    if unknown:
+        raise KgprobeError(f"unknown unlearning method(s) {', '.join(unknown)}; known: {', '.join(unlearner_names())}")
+    known = _known_items(concepts, _read_json(out / KNOWN_FILE, "locate"))
+    log_path = out / VALIDATION_LOG
+    if not log_path.is_file():
+        raise KgprobeError(f"{log_path} is missing: run the validate stage first")
+    records = [r for r in ChunkLog(log_path).chunks.values() if r.get("best")]
+    # validated concepts first, then the largest concept drops
+    records.sort(key=lambda r: (not r["validated"], r.get("smallest_set") is None, r.get("smallest_set") or 0,
+                                -r["best"]["concept_drop"], r["concept"]))
+    chosen = records[: options.concepts]
+    if not chosen:
+        raise KgprobeError(f"{log_path}: no concept got as far as a tested vector (see validation.json): "
+                           "nothing to unlearn")
+    by_id = {c.id: c for c in concepts}
+    snap = snapshot(model)
+    log = ChunkLog(out / UNLEARN_LOG)
+    results = []
+    n = 0
+    for rec in chosen:
+        concept = by_id[rec["concept"]]
+        vectors = [tuple(v) for v in rec["best"]["vectors"]]
+        if not rec["validated"] and rec.get("smallest_set"):
+            smallest = min((row for row in rec["candidates"] if row.get("kind") == "effect" and row["validated"]),
+                           key=lambda row: len(row["vectors"]))
+            vectors = [tuple(v) for v in smallest["vectors"]]
+        forget = known[concept.id]
+        pool = [qa for cid, items in sorted(known.items()) if cid != concept.id for qa in items]
+        retain = random.Random(f"{seed}:{concept.id}:retain").sample(pool, min(options.retain_size, len(pool)))
+        before = None
+        for method in options.methods:
+            done = log.done(n)
+            if done is None:
+                restore(model, snap)
+                if before is None:
+                    before = behavioural(model, tokenizer, forget=forget, retain=retain, attack=concept.attack,
+                                         few_shot=few_shot, batch_size=batch_size)
+                run_log = unlearn(model, tokenizer, method=method, forget=forget, retain=retain,
+                                  concept_vectors=vectors, steps=options.steps, lr=options.lr, beta=options.beta,
+                                  seed=seed, few_shot=few_shot)
+                after = behavioural(model, tokenizer, forget=forget, retain=retain, attack=concept.attack,
+                                    few_shot=few_shot, batch_size=batch_size)
+                done = {"concept": concept.id, "method": method, "vectors": [list(v) for v in vectors],
+                        "validated": rec["validated"], "before": before, "after": after,
+                        "intrinsic": intrinsic(snap, model, concept_vectors=vectors, k=options.top_tokens),
+                        "log": run_log}
+                log.write(n, json.loads(json.dumps(done)))
+                echo(f"{concept.name} / {method}: forget acc {before['forget_acc']:.2f} -> {after['forget_acc']:.2f}, "
+                     f"retain {before['retain_acc']:.2f} -> {after['retain_acc']:.2f}, "
+                     f"vector cosine {done['intrinsic']['cosine']:.4f}")
+            results.append({k: v for k, v in done.items() if k != "chunk"})
+            n += 1
+    restore(model, snap)
+    paths = write_report(results, out)
+    report = json.loads(paths["json"].read_text())
+    echo(f"unlearning report for {len(chosen)} concepts x {len(options.methods)} methods -> {out}")
+    return report.get("summary", {})
+
+
+def load_concept_files(paths: Sequence[str | Path]) -> list[Concept]:
+    concepts: list[Concept] = []
+    for p in paths:
+        concepts += load_concepts(p)
+    ids = [c.id for c in concepts]
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        raise KgprobeError(f"concept ids appear twice: {', '.join(dup[:5])}")
+    return concepts
+
