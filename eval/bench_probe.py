@@ -58,7 +58,8 @@ def run_results(run: Path) -> dict:
         v = json.loads(validation.read_text())
         out["validation"] = {key: v.get(key) for key in ("concepts", "tested", "validated", "criterion",
                                                          "mean_best_concept_drop", "best_concept_drops",
-                                                         "mean_unrelated_drop_of_best", "validated_concepts")}
+                                                         "mean_unrelated_drop_of_best", "validated_concepts",
+                                                         "validated_by_set_of", "effect_sets", "diagnosis")}
     report = run / "unlearning_report.json"
     if report.is_file():
         r = json.loads(report.read_text())

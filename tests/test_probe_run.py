@@ -130,6 +130,7 @@ def test_stages_write_their_files_and_resume(lm, tok, concepts, tmp_path):
     summary = validate(lm, tok, concepts, out, options=opts, echo=echo.append)
     assert summary["concepts"] == len(concepts)
     assert set(summary["validated_by_set_of"]) == {"2", "8"} and set(summary["effect_sets"]) == {"2", "8"}
+    assert summary["diagnosis"].startswith(f"{summary['validated']} of {summary['tested']} tested concepts")
     record = json.loads((out / "validation.jsonl").read_text().splitlines()[0])
     sets = [r for r in record["candidates"] if r["kind"] == "effect"]
     assert [len(r["vectors"]) for r in sets] == [2, 8]

@@ -222,9 +222,29 @@ def validate(model, tokenizer, concepts: Sequence[Concept], out: Path, *,
                                 for m in sorted(options.set_sizes)},
         "effect_sets": _set_table(records),
     }
+    summary["diagnosis"] = _diagnosis(summary)
     _write_json(out / VALIDATION_JSON, summary)
     echo(f"validated {summary['validated']} of {len(records)} concepts ({len(tested)} tested) -> {out / VALIDATION_TSV}")
     return summary
+
+
+def _diagnosis(summary: dict) -> str:
+    """One paragraph saying what the validation found, from its own numbers."""
+    if not summary["tested"]:
+        return "no concept had enough answered questions and a candidate vector to test"
+    crit = summary["criterion"]
+    damage = "ablation" if crit["mode"] == "zero" else "noise"
+    text = (f"{summary['validated']} of {summary['tested']} tested concepts have one vector whose "
+            f"{damage} lowers concept-QA accuracy by >= {crit['min_concept_drop']:.0%} (relative) "
+            f"with <= {crit['max_unrelated_drop'] * 100:.0f} points unrelated; the largest single-vector concept "
+            f"drops are {', '.join(f'{d:.2f}' for d in summary['best_concept_drops'][:5])}.")
+    sets = summary["effect_sets"]
+    if sets:
+        parts = [f"{m} vectors: -{t['concept_drop']:.0%} concept / -{t['unrelated_drop'] * 100:.0f} points unrelated"
+                 for m, t in sorted(sets.items(), key=lambda kv: int(kv[0]))]
+        text += (" Damaging the m vectors the concept's answers use most (attribution) gives, on average, "
+                 + "; ".join(parts) + ": the knowledge is spread over many vectors that other concepts share.")
+    return text
 
 
 def _set_table(records: list[dict]) -> dict[str, dict]:
