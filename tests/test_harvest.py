@@ -146,14 +146,15 @@ def test_typed_slot_types_need_distinct_first_tokens(tiny_llama):
 
 @pytest.mark.slow
 def test_typed_slot_tells_countries_from_states_with_smollm2():
-    from kgprobe.harvest.entity_types import SlotType, assign_types
+    from kgprobe.harvest.entity_types import assign_types
     from kgprobe.models import load_causal_lm
 
     model, tok = load_causal_lm("smollm2-135m", device="cpu")
+    lm = CausalLMRunner(model, tok)
     spec = load_relation(ROOT / "kg_data/relations/capital_of.yaml").constraints.types[1]
     values = ["Germany", "Thailand", "Argentina", "Hawaii", "California", "British Columbia", "Asia"]
-    types, calls = assign_types(model, tok, spec, values, ["France", "Japan", "Kenya", "Peru", "Canada"])
-    assert calls == 1
+    types = assign_types(lm, spec, values, ["France", "Japan", "Kenya", "Peru", "Canada"])
+    assert lm.stats.forward_calls == 2  # the prefix once, then all values in one batch
     assert types[:3] == ["country"] * 3
     assert types[3:] == ["state", "state", "province", "continent"]
 

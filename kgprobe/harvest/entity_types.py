@@ -72,34 +72,23 @@ def type_token_ids(tokenizer, names: list[str]) -> list[int]:
     return ids
 
 
-@torch.inference_mode()
-def assign_types(model, tokenizer, spec: SlotType, values: list[str], target_examples: list[str], *,
-                 kind: str = "causal-lm", batch_size: int = 64) -> tuple[list[str], int]:
-    """The most likely type of each value, and how many forward passes that took."""
+def assign_types(lm, spec: SlotType, values: list[str], target_examples: list[str]) -> list[str]:
+    """The most likely type of each value, through the harvest's own batched LM runner.
+
+    ``lm`` is a :class:`~kgprobe.harvest.lm.CausalLMRunner` (the few-shot prefix runs once and is
+    cached) or a :class:`~kgprobe.harvest.masked.MaskedLM`; their stats count these passes.
+    """
+    from kgprobe.harvest.masked import MaskedLM
+
     names = [spec.type, *spec.against]
-    ids = torch.tensor(type_token_ids(tokenizer, names))
+    ids = torch.tensor(type_token_ids(lm.tokenizer, names))
     prefix = few_shot_prefix(spec, target_examples)
-    head = spec.template[: spec.template.index(TYPE_SLOT)].rstrip()
-    device = next(model.parameters()).device
-    out: list[str] = []
-    calls = 0
-    for start in range(0, len(values), batch_size):
-        part = values[start:start + batch_size]
-        if kind == "masked-lm":
-            texts = [prefix + _line(spec.template, v, tokenizer.mask_token) for v in part]
-            enc = tokenizer(texts, return_tensors="pt", padding=True).to(device)
-            logits = model(**enc).logits
-            row, col = (enc["input_ids"] == tokenizer.mask_token_id).nonzero(as_tuple=True)
-            # the last mask of each row is the candidate's (the prefix holds none)
-            last = torch.zeros(len(part), dtype=torch.long, device=device).scatter_reduce(0, row, col, "amax")
-            step = logits[torch.arange(len(part), device=device), last]
-        else:
-            texts = [prefix + head.replace(ENT_SLOT, v) for v in part]
-            enc = tokenizer(texts, return_tensors="pt", padding=True).to(device)
-            if tokenizer.padding_side != "left":  # the next-token logits must sit at position -1
-                raise KgprobeError("typed slots need a tokenizer that pads on the left")
-            step = model(**enc).logits[:, -1]
-        calls += 1
-        best = step.float().log_softmax(-1)[:, ids.to(device)].argmax(1).tolist()
-        out += [names[b] for b in best]
-    return out, calls
+    cut = spec.template.index(TYPE_SLOT)
+    head, tail = spec.template[:cut].rstrip(), spec.template[cut + len(TYPE_SLOT):]
+    if isinstance(lm, MaskedLM):
+        before = [lm.encode(prefix + head.replace(ENT_SLOT, v)) for v in values]
+        after = lm.encode(tail)
+        logprobs = lm.logprobs_at([b + [lm.mask_id] + after for b in before], [len(b) for b in before])
+    else:
+        logprobs = lm.next_logprobs(prefix.rstrip(), [lm.encode(" " + head.replace(ENT_SLOT, v)) for v in values])
+    return [names[b] for b in logprobs[:, ids].argmax(1).tolist()]

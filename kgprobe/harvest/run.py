@@ -207,7 +207,7 @@ def harvest(
     if not options.include_seeds:
         seeds = {tuple(e.lower() for e in s) for s in rel.seeds}
         candidates = [c for c in candidates if tuple(e.lower() for e in c) not in seeds]
-    candidates = _typed(candidates, rel, out, model, tokenizer, kind, backend, batch_size, echo)
+    candidates = _typed(candidates, rel, out, backend.lm, echo)
     timings["search"] = time.perf_counter() - t
 
     # 3. rescore every candidate under every weighted prompt
@@ -258,8 +258,7 @@ def harvest(
     return rows
 
 
-def _typed(candidates, rel: Relation, out: Path, model, tokenizer, kind: str, backend, batch_size: int,
-           echo: Callable[[str], None]) -> list[tuple[str, ...]]:
+def _typed(candidates, rel: Relation, out: Path, lm, echo: Callable[[str], None]) -> list[tuple[str, ...]]:
     """Drop candidates whose typed slots the LM assigns another type (``types.json`` keeps why)."""
     if not rel.constraints.types:
         return candidates
@@ -272,9 +271,7 @@ def _typed(candidates, rel: Relation, out: Path, model, tokenizer, kind: str, ba
         assigned = {}
         for slot, spec in sorted(rel.constraints.types.items()):
             values = sorted({c[slot] for c in candidates})
-            names, calls = assign_types(model, tokenizer, spec, values, [s[slot] for s in rel.seeds],
-                                        kind=kind, batch_size=batch_size)
-            backend.stats.forward_calls += calls
+            names = assign_types(lm, spec, values, [s[slot] for s in rel.seeds])
             assigned[str(slot)] = dict(zip(values, names))
         _write_json(path, assigned)
     keep = [c for c in candidates

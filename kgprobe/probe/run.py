@@ -84,9 +84,11 @@ def _known_items(concepts: Sequence[Concept], known: dict[str, list[int]]) -> di
 def locate(model, tokenizer, concepts: Sequence[Concept], out: Path, *, options: LocateOptions = LocateOptions(),
            few_shot: str = "", batch_size: int = 32, echo: Callable[[str], None] = print) -> list[dict]:
     """Write scan.pt, known.json and candidates.jsonl into ``out``; return the candidate rows."""
+    from tqdm.auto import tqdm
+
     from kgprobe.probe.attribution import neuron_effects
-    from kgprobe.probe.scan import ScanResult, concept_scores, scan_value_vectors
     from kgprobe.probe.concepts import known_questions
+    from kgprobe.probe.scan import ScanResult, concept_scores, scan_value_vectors
 
     out.mkdir(parents=True, exist_ok=True)
     if (out / SCAN_FILE).is_file():
@@ -116,8 +118,6 @@ def locate(model, tokenizer, concepts: Sequence[Concept], out: Path, *, options:
         if sample:
             general = neuron_effects(model, tokenizer, sample, few_shot=few_shot).reshape(-1) / len(sample)
     rows, effect_rows = [], []
-    from tqdm.auto import tqdm
-
     for ci, concept in enumerate(tqdm(concepts, desc="locate", unit="concept", disable=general is None)):
         effects = None
         if general is not None and known[concept.id]:
