@@ -75,11 +75,22 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=4096)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="4 layers only (a smoke run)")
+    parser.add_argument("--no-scan", action="store_true",
+                        help="keep the scan timings already in --out (timed on a quiet machine); only update --run's")
     parser.add_argument("--out", type=Path, default=ROOT / "eval" / "results" / "probe.json")
     args = parser.parse_args()
 
     from kgprobe.models import load_causal_lm
 
+    if args.no_scan:
+        if args.run is None or not args.out.is_file():
+            raise SystemExit("--no-scan needs --run and an existing --out to update")
+        result = json.loads(args.out.read_text())
+        result["concept_vectors"] = run_results(args.run)
+        with atomic_path(args.out) as tmp:
+            tmp.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"updated the concept_vectors section of {args.out}")
+        return
     result: dict = {"benchmark": "probe", "machine": machine_info(torch.device("cpu"))}
     model, _ = load_causal_lm(args.model, device="cpu")
     if args.quick:

@@ -217,8 +217,17 @@ def test_causal_score_formula(tiny_llama):
     lp = runner.token_logprobs(prefix, [ids])[0]
     ents = [lp[a:b].sum() for a, b in spans]
     want = 0.3 * lp.sum() + 0.7 * min(ents)
-    got = causal.score_tuples(runner, lay, prefix, [("Paris", "France")], min_weight=0.7)
+    got = causal.score_tuples(runner, lay, prefix, [("Paris", "France")], min_weight=0.7, prior_correction=0.0)
     assert torch.allclose(got, want.reshape(1), atol=1e-5)
+    # the entity written first (France, slot 1) counts with weight 1 - a, in the joint and in its own term
+    a = 0.4
+    france, paris = ents[1], ents[0]
+    want = 0.3 * (lp.sum() - a * france) + 0.7 * min(paris, (1 - a) * france)
+    got = causal.score_tuples(runner, lay, prefix, [("Paris", "France")], min_weight=0.7, prior_correction=a)
+    assert torch.allclose(got, want.reshape(1), atol=1e-5)
+    # a = 1: the first entity's own log-probability no longer matters at all
+    one = causal.score_tuples(runner, lay, prefix, [("Paris", "France")], min_weight=0.0, prior_correction=1.0)
+    assert torch.allclose(one, (lp.sum() - france).reshape(1), atol=1e-5)
 
 
 # ------------------------------------------------------------------ masked LM path

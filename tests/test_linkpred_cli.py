@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from kgprobe.cli import main
 
@@ -174,6 +175,7 @@ def test_pipeline_runs_a_tiny_linkpred_step(split_dir, tmp_path, capsys):
     _ok(["run", str(cfg)], capsys)
     record = json.loads((tmp_path / "run" / "run.json").read_text())
     assert 0.0 <= record["results"]["linkpred"]["r"]["both.realistic.mrr"] <= 1.0
+    assert record["device"] == "cpu" and record["device_name"] and record["torch"] == torch.__version__
     assert (tmp_path / "run" / "r" / "test_metrics.json").is_file()
 
 
@@ -211,3 +213,31 @@ def test_sigkill_mid_training_then_resume_gives_the_uninterrupted_metrics(split_
     assert {k: v for k, v in after.items() if k not in drop} == {k: v for k, v in clean.items() if k not in drop}
     # the per-epoch log has each epoch exactly once, as in the uninterrupted run
     assert [json.loads(x)["epoch"] for x in metrics.read_text().splitlines()] == list(range(1, 7))
+
+
+def test_pipeline_reuses_a_built_split_even_without_the_dataset_sources(tmp_path, capsys, monkeypatch):
+    """A split built once (build.json) is loaded again, also on a machine that lacks the sources."""
+    from kgprobe.kg.datasets import DATASETS
+
+    cfg = tmp_path / "p.yaml"
+    cfg.write_text(f"name: reuse\ndevice: cpu\nout_dir: {tmp_path / 'run'}\nsteps:\n"
+                   "  - {type: build_dataset, dataset: umls, inductive: true, out: split}\n")
+    assert "built umls" in _ok(["run", str(cfg)], capsys)
+    split = tmp_path / "run" / "split"
+    assert json.loads((split / "build.json").read_text()) == {
+        "dataset": "umls", "inductive": True, "seed": 0, "options": {}}
+    before = (split / "test" / "triples.tsv").read_text()
+
+    import dataclasses
+
+    monkeypatch.setitem(DATASETS, "umls", dataclasses.replace(DATASETS["umls"],
+                                                              available=lambda: "umls is not installed here"))
+    out = _ok(["run", str(cfg)], capsys)
+    assert "reused umls" in out and (split / "test" / "triples.tsv").read_text() == before
+    # another seed is another split: it must be built, and here it cannot be
+    cfg.write_text(cfg.read_text().replace("name: reuse\n", "name: reuse\nseed: 1\n"))
+    _fails(["run", str(cfg), "--check"], capsys, "umls is not installed here")
+    # --out-dir is looked at by the check too
+    cfg.write_text(cfg.read_text().replace("seed: 1\n", ""))
+    _fails(["run", str(cfg), "--check", "--out-dir", str(tmp_path / "elsewhere")], capsys, "not installed")
+    assert "OK" in _ok(["run", str(cfg), "--check", "--out-dir", str(tmp_path / "run")], capsys)

@@ -16,13 +16,17 @@ import click
 @click.option("--paraphrases", type=int, default=0, show_default=True,
               help="Extra prompts to generate by paraphrasing with the model (0: only the file's prompts).")
 @click.option("--first-candidates", type=int, default=None, help="Entities kept for the first slot searched.")
+@click.option("--prior-correction", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Causal LMs: discount of the log-probability of the entity written first "
+                   "(its prior: how common the name is); 0 = plain sentence likelihood, 1 = PMI.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Sequences per LM forward pass.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out (same options).")
 @click.option("--overwrite", is_flag=True, help="Delete an existing run in --out first.")
 def harvest(relation: Path, out: Path, model: str, top_k: int, paraphrases: int, first_candidates: int | None,
-            device: str, batch_size: int, seed: int, resume: bool, overwrite: bool) -> None:
+            prior_correction: float, device: str, batch_size: int, seed: int, resume: bool,
+            overwrite: bool) -> None:
     """Harvest a ranked KG for RELATION (a YAML/JSON file with prompts and seed tuples) from an LM.
 
     \b
@@ -37,7 +41,8 @@ def harvest(relation: Path, out: Path, model: str, top_k: int, paraphrases: int,
     rel = load_relation(relation)
     resolve_device(device)
     search = {"first_candidates": first_candidates} if first_candidates else {}
-    options = HarvestOptions(model=model, top_k=top_k, paraphrases=paraphrases, seed=seed, search=search)
+    options = HarvestOptions(model=model, top_k=top_k, paraphrases=paraphrases, seed=seed, search=search,
+                             prior_correction=prior_correction)
     run_harvest(rel, out, options=options, device=device, batch_size=batch_size, resume=resume,
                 overwrite=overwrite, echo=click.echo)
 

@@ -20,9 +20,7 @@ def run(pipeline: Path, check: bool, out_dir: Path | None, device: str | None) -
     """
     from kgprobe.pipeline import load_pipeline, run_pipeline
 
-    pipe = load_pipeline(pipeline)
-    if out_dir is not None:
-        pipe.config.out_dir = out_dir
+    pipe = load_pipeline(pipeline, out_dir=out_dir)
     if device is not None:
         from kgprobe.models import resolve_device
 

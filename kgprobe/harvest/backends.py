@@ -23,17 +23,18 @@ class CausalBackend:
     """Few-shot prefix of the seeds, left-to-right search, full-sentence rescoring."""
 
     def __init__(self, model, tokenizer, rel: Relation, *, batch_size: int, min_weight: float,
-                 search: SearchParams, search_prompts: int):
+                 search: SearchParams, search_prompts: int, prior_correction: float = 0.5):
         self.lm = CausalLMRunner(model, tokenizer, batch_size=batch_size)
         self.rel, self.seeds = rel, list(rel.seeds)
         self.min_weight, self.params, self.search_prompts = min_weight, search, search_prompts
+        self.prior_correction = prior_correction
         self.stats, self.device = self.lm.stats, self.lm.device
 
     def score(self, template: Template, tuples: list[tuple[str, ...]], leave_out: int | None = None) -> torch.Tensor:
         seeds = [s for j, s in enumerate(self.seeds) if j != leave_out]
         prefix = causal.few_shot_prefix(template, seeds)
         return causal.score_tuples(self.lm, causal.layout(self.lm, template), prefix, tuples,
-                                   min_weight=self.min_weight)
+                                   min_weight=self.min_weight, prior_correction=self.prior_correction)
 
     def weigh(self, templates: list[Template], params: WeightingParams) -> list[dict]:
         self.lm.warm_prefixes([causal.few_shot_prefix(t, [s for j, s in enumerate(self.seeds) if j != i])

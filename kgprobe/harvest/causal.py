@@ -9,12 +9,22 @@ the whole sentence.
 same prompt, one per line): with ``l_i = log p(t_i | P, t_<i)`` over the sentence's tokens and
 ``S_j`` the tokens of entity ``j``,
 
-    joint = sum_i l_i                  (template text after the last slot included)
-    ent_j = sum_{i in S_j} l_i
+    l'_i = (1 - a) * l_i  for i in S_f,  l'_i = l_i otherwise     (f: the slot written first)
+    joint = sum_i l'_i                 (template text after the last slot included)
+    ent_j = sum_{i in S_j} l'_i
     score = (1 - lam) * joint + lam * min_j ent_j          (lam = ``min_weight``, default 0.5)
 
 The joint term is what makes "Paris" fit ``<ENT0> is the capital of <ENT1> .`` and "2018 was"
 not; the minimum keeps one implausible entity from hiding behind a likely one.
+
+``a`` (``prior_correction``, default 0.5) discounts the log-probability of the entity written
+first. Nothing before it in the sentence says which entity it should be, so its log-probability
+is mostly how common the name is after the prefix: with ``a = 0`` "Istanbul is the capital of
+Turkey" beats "Ankara ..." by Istanbul's fame alone; ``a = 1`` keeps only what the rest of the
+sentence says given that entity (a pointwise-mutual-information score, as for surface-form
+competition, Holtzman et al. 2021). On "capital of" with SmolLM2-135M (top 100, the same 434
+candidates rescored): precision@100 0.62 with ``a = 0``, 0.67-0.71 with 0.5, 0.71-0.74 with 1;
+end to end with ``a = 0.5`` (prompt weights too): precision@50 0.90 (was 0.84), @100 0.71.
 """
 from __future__ import annotations
 
@@ -77,6 +87,12 @@ def context(runner: CausalLMRunner, lay: Layout, filled: tuple[str, ...]) -> tup
     return tuple(ids)
 
 
+def _discounted(logprobs: torch.Tensor, span: tuple[int, int], factor: float) -> torch.Tensor:
+    out = logprobs.clone()
+    out[span[0]:span[1]] *= factor
+    return out
+
+
 def few_shot_prefix(template: Template, seeds: list[tuple[str, ...]]) -> str:
     return "".join(template.fill(s) + "\n" for s in seeds)
 
@@ -88,12 +104,16 @@ def score_tuples(
     tuples: list[tuple[str, ...]],
     *,
     min_weight: float = 0.5,
+    prior_correction: float = 0.5,
 ) -> torch.Tensor:
     """Compatibility score (see module doc) of each tuple under one prompt and prefix."""
     if not tuples:
         return torch.zeros(0)
     built = [sentence(runner, lay, t) for t in tuples]
     logprobs = runner.token_logprobs(prefix, [ids for ids, _ in built])
+    if prior_correction:
+        first = lay.template.order[0]
+        logprobs = [_discounted(lp, sp[first], 1.0 - prior_correction) for lp, (_, sp) in zip(logprobs, built)]
     # prefix sums turn every span sum into one gather: sum(l[a:b]) = c[b] - c[a]
     padded = torch.nn.utils.rnn.pad_sequence(logprobs, batch_first=True)
     csum = torch.nn.functional.pad(padded.cumsum(1), (1, 0))

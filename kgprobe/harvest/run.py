@@ -46,6 +46,8 @@ class HarvestOptions(BaseModel):
     max_prompts: int = Field(default=10, ge=1)
     search_prompts: int = Field(default=2, ge=1)
     min_weight: float = Field(default=0.5, ge=0, le=1, description="lam in (1-lam)*joint + lam*min entity")
+    prior_correction: float = Field(default=0.5, ge=0, le=1,
+                                    description="causal LMs: discount of the first-written entity's log-prob")
     diversity: int = Field(default=5, ge=1, description="at most this many output tuples share a word")
     include_seeds: bool = False
     rescore_chunk: int = Field(default=128, ge=1)
@@ -176,6 +178,7 @@ def harvest(
     loader = load_masked_lm if kind == "masked-lm" else load_causal_lm
     model, tokenizer = loaded_model or loader(options.model, device=device)
     backend = BACKENDS[kind](model, tokenizer, rel, batch_size=batch_size, min_weight=options.min_weight,
+                             prior_correction=options.prior_correction,
                              search=options.search_params(), search_prompts=options.search_prompts)
     timings["load_model"] = time.perf_counter() - t0
 

@@ -6,6 +6,10 @@ Layout of ``OUT`` (a KG directory, see ``kgprobe.kg.formats``), and with an indu
     OUT/train/ OUT/valid/ OUT/test/      one KG directory per split: its triples and their entities
     OUT/{train,valid,test}_entities.txt  the split's own entities, one id a line (pairwise disjoint)
     OUT/split.json                       sizes, seed, and how many entities/edges were dropped
+    OUT/build.json                       what was built (dataset, options, seed, inductive)
+
+``build.json`` lets a pipeline that is run again (or on another machine that lacks the dataset's
+sources, e.g. a GPU box with no WordNet install) reuse the directory instead of rebuilding it.
 
 Valid and test triples join an unseen entity to training entities (seen-to-unseen, as in BLP),
 so the split's *own* entity sets are the disjoint ones: no valid or test entity occurs in a train
@@ -43,6 +47,35 @@ def write_split(split: Any, out: Path) -> None:
     (out / "split.json").write_text(json.dumps(split.stats(), indent=2) + "\n", encoding="utf-8")
 
 
+BUILD_FILE = "build.json"
+
+
+def build_record(name: str, *, inductive: bool, seed: int, options: dict[str, Any] | None) -> dict:
+    """What ``OUT/build.json`` holds: everything that decides the directory's content."""
+    return {"dataset": name, "inductive": bool(inductive), "seed": int(seed) if inductive else None,
+            "options": dict(options or {})}
+
+
+def find_built(name: str, out: str | Path, *, inductive: bool = False, seed: int = 0,
+               options: dict[str, Any] | None = None) -> Path | None:
+    """``out`` when it holds a finished build of exactly this request (per ``build.json``), else None."""
+    out = Path(out)
+    try:
+        record = json.loads((out / BUILD_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return out if record == build_record(name, inductive=inductive, seed=seed, options=options) else None
+
+
+def load_built(out: str | Path, *, inductive: bool) -> tuple[KnowledgeGraph, dict[str, KnowledgeGraph]]:
+    """The whole graph and (when ``inductive``) the train / valid / test graphs of a build directory."""
+    from kgprobe.kg.formats import load_kg
+
+    out = Path(out)
+    parts = {part: load_kg(out / part) for part in ("train", "valid", "test")} if inductive else {}
+    return load_kg(out), parts
+
+
 def build_and_save(
     name: str,
     out: str | Path,
@@ -65,4 +98,6 @@ def build_and_save(
         save_kg(kg, tmp, format="dir")
         if split is not None:
             write_split(split, tmp)
+        record = build_record(name, inductive=inductive, seed=seed, options=options)
+        (tmp / BUILD_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return kg, split

@@ -55,6 +55,8 @@ class LinkPredOptions(BaseModel):
     warmup: float = Field(default=0.2, ge=0, lt=1)
     num_negatives: int = Field(default=64, ge=1)
     patience: int | None = Field(default=None, ge=1)
+    eval_every: int = Field(default=1, ge=1)  # validate every n epochs (and after the last)
+    eval_batch_size: int = Field(default=256, ge=1)
     resume: bool = True
     max_train_triples: int | None = Field(default=None, ge=1)
     scorer_options: dict[str, Any] = Field(default_factory=dict)
@@ -215,7 +217,8 @@ def run_training(config: LinkPredConfig | dict, *, progress: bool = True,
     valid_candidates = torch.cat([data.entities["train"], data.entities["valid"]])
     known = data.all_triples
     train_cfg = TrainConfig(batch_size=cfg.batch_size, epochs=cfg.epochs, lr=cfg.lr, warmup=cfg.warmup,
-                            num_negatives=cfg.num_negatives, patience=cfg.patience, seed=cfg.seed)
+                            num_negatives=cfg.num_negatives, patience=cfg.patience, seed=cfg.seed,
+                            eval_every=cfg.eval_every, eval_batch_size=cfg.eval_batch_size)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / RUN_FILE) as tmp:

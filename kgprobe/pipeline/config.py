@@ -40,8 +40,12 @@ class Pipeline:
         self.config, self.steps, self.path = config, steps, path
 
 
-def load_pipeline(path: str | Path) -> Pipeline:
-    """Parse and validate a pipeline file; every problem is one ``KgprobeError`` with file:line."""
+def load_pipeline(path: str | Path, *, out_dir: str | Path | None = None) -> Pipeline:
+    """Parse and validate a pipeline file; every problem is one ``KgprobeError`` with file:line.
+
+    ``out_dir`` overrides the file's ``out_dir`` (before the checks, which may look at earlier
+    output there, e.g. a dataset built by a previous run).
+    """
     from kgprobe.pipeline.steps import STEPS
 
     path = Path(path)
@@ -49,6 +53,8 @@ def load_pipeline(path: str | Path) -> Pipeline:
     if not isinstance(data, dict):
         raise KgprobeError("a pipeline must be a YAML mapping with name and steps", path=path, line=1)
     config = validate(PipelineConfig, data, path, root)
+    if out_dir is not None:
+        config.out_dir = Path(out_dir)
     if config.device.split(":")[0] not in DEVICE_CHOICES:
         raise config_error(f"{config.device!r} is not one of {', '.join(DEVICE_CHOICES)}", path, root, ("device",))
     steps: list[StepConfig] = []
@@ -61,18 +67,23 @@ def load_pipeline(path: str | Path) -> Pipeline:
             raise config_error(f"unknown step type {raw['type']!r} (known: {', '.join(sorted(STEPS))})",
                                path, root, loc + ("type",))
         steps.append(validate(spec.config, raw, path, root, loc))
-    _check_references(steps, path, root)
+    _check_references(steps, path, root, out_dir=config.out_dir, seed=config.seed)
     return Pipeline(config, steps, path)
 
 
-def _check_references(steps: list[StepConfig], path: Path, root: yaml.Node) -> None:
+def _check_references(steps: list[StepConfig], path: Path, root: yaml.Node, *, out_dir: Path, seed: int) -> None:
     """Semantic checks that need no heavy work: names used before defined, unavailable sources."""
     from kgprobe.pipeline.steps import STEPS
 
     defined: set[str] = set()
     for i, step in enumerate(steps):
         spec = STEPS[step.type]
-        problem = spec.check(step, defined) if spec.check else None
+        if spec.check is None:
+            problem = None
+        elif spec.check_sees_run:
+            problem = spec.check(step, defined, out_dir=out_dir, seed=seed)
+        else:
+            problem = spec.check(step, defined)
         if problem is not None:
             key, message = problem
             raise config_error(message, path, root, ("steps", i) + ((key,) if key else ()))

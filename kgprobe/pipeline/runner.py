@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import platform
 import random
 import time
 from typing import Callable
@@ -37,6 +38,8 @@ def run_pipeline(pipeline: Pipeline, *, echo: Callable[[str], None] = print) -> 
         "pipeline": str(pipeline.path),
         "config": json.loads(cfg.model_dump_json()) | {"steps": [s.model_dump(mode="json", by_alias=True) for s in pipeline.steps]},
         "device": str(ctx.device),
+        "device_name": torch.cuda.get_device_name(ctx.device) if ctx.device.type == "cuda" else platform.processor() or platform.machine(),
+        "torch": torch.__version__,
         "timings": timings,
         "total_seconds": round(time.perf_counter() - start, 3),
         "results": ctx.results,

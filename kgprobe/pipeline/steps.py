@@ -45,6 +45,8 @@ class StepSpec:
     check: Callable[[Any, set[str]], tuple[str | None, str] | None] | None = None
     defines: Callable[[Any], list[str]] | None = None
     description: str = ""
+    #: the check also gets ``out_dir=`` and ``seed=`` of the pipeline (to look at earlier output)
+    check_sees_run: bool = False
 
 
 STEPS: dict[str, StepSpec] = {}
@@ -135,14 +137,26 @@ class BuildDataset(StepConfig):
     seed: int | None = None
     out: Path | None = None
     options: dict[str, Any] = Field(default_factory=dict)
+    reuse: bool = True  # an ``out`` directory holding this very build (build.json) is loaded, not rebuilt
 
 
-def _check_dataset(step: BuildDataset, defined: set[str]):
+def _reusable(step: BuildDataset, out_dir: Path | None, seed: int) -> Path | None:
+    from kgprobe.kg.build import find_built
+
+    if step.out is None or out_dir is None or not step.reuse:
+        return None
+    seed = seed if step.seed is None else step.seed
+    return find_built(step.dataset, out_dir / step.out, inductive=step.inductive, seed=seed, options=step.options)
+
+
+def _check_dataset(step: BuildDataset, defined: set[str], *, out_dir: Path | None = None, seed: int = 0):
     from kgprobe.kg.datasets import DATASETS
 
     spec = DATASETS.get(step.dataset)
     if spec is None:
         return "dataset", f"unknown dataset {step.dataset!r} (known: {', '.join(sorted(DATASETS))})"
+    if _reusable(step, out_dir, seed) is not None:
+        return None  # built before: its sources are not needed again
     missing = spec.available()
     return ("dataset", missing) if missing else None
 
@@ -153,19 +167,28 @@ def _dataset_names(step: BuildDataset) -> list[str]:
 
 
 def _run_build_dataset(step: BuildDataset, ctx: RunContext) -> None:
-    from kgprobe.kg.build import build_and_save, split_parts
+    from kgprobe.kg.build import build_and_save, load_built, split_parts
     from kgprobe.kg.datasets import build_dataset
     from kgprobe.kg.split import inductive_split
 
     seed = ctx.seed if step.seed is None else step.seed
     start = time.perf_counter()
+    names = _dataset_names(step)
+    built = _reusable(step, ctx.out_dir, ctx.seed)
+    if built is not None:
+        kg, parts = load_built(built, inductive=step.inductive)
+        ctx.kgs[names[0]] = kg
+        for name, graph in zip(names[1:], parts.values()):
+            ctx.kgs[name] = graph
+        ctx.echo(f"reused {step.dataset} from {built} (its build.json matches; reuse: false rebuilds): "
+                 f"{kg.num_entities} entities, {kg.num_triples} triples")
+        return
     if step.out is not None:
         kg, split = build_and_save(step.dataset, ctx.out_dir / step.out, inductive=step.inductive,
                                    seed=seed, options=step.options)
     else:
         kg = build_dataset(step.dataset, **step.options)
         split = inductive_split(kg, seed=seed) if step.inductive else None
-    names = _dataset_names(step)
     ctx.kgs[names[0]] = kg
     if split is not None:
         for name, (graph, _) in zip(names[1:], split_parts(split).values()):
@@ -175,7 +198,7 @@ def _run_build_dataset(step: BuildDataset, ctx: RunContext) -> None:
 
 
 register("build_dataset", StepSpec(
-    config=BuildDataset, run=_run_build_dataset, check=_check_dataset, defines=_dataset_names,
+    config=BuildDataset, run=_run_build_dataset, check=_check_dataset, defines=_dataset_names, check_sees_run=True,
     description="build a named dataset (optionally with a BLP inductive split)",
 ))
 

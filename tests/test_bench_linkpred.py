@@ -1,0 +1,62 @@
+"""eval/bench_linkpred.py parts (b) and (c): what they report comes from the runs they read or make."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _bench():
+    sys.path.insert(0, str(ROOT / "eval"))
+    spec = importlib.util.spec_from_file_location("bench_linkpred", ROOT / "eval" / "bench_linkpred.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_part_b_reports_the_kept_pipeline_runs(tmp_path):
+    bench = _bench()
+    out = tmp_path / "lp.json"
+    sections = bench.main(["--part", "b", "--out", str(out)])
+    runs = sections["wordnet_inductive"]["runs"]
+    assert runs and json.loads(out.read_text())["wordnet_inductive"] == sections["wordnet_inductive"]
+    for run in runs:
+        folder = ROOT / run["folder"]
+        folder = folder / "blp_transe" if (folder / "blp_transe").is_dir() else folder
+        test = json.loads((folder / "test_metrics.json").read_text())
+        assert run["test"]["both.realistic.mrr"] == pytest.approx(test["both.realistic.mrr"], abs=1e-5)
+        assert run["meets_blp_wn18rr_0.285"] == (test["both.realistic.mrr"] >= 0.285)
+        assert len(run["valid_mrr_by_epoch"]) == run["config"]["epochs"]
+        assert "H200" in run["device"]
+    best = sections["wordnet_inductive"]["best"]
+    assert best["test_mrr"] == max(r["test"]["both.realistic.mrr"] for r in runs)
+
+
+@pytest.mark.slow
+def test_part_c_compares_the_samplers_on_one_budget(tmp_path):
+    from kgprobe.kg.build import build_and_save
+
+    build_and_save("umls", tmp_path / "split", inductive=True, seed=0, progress=False)
+    bench = _bench()
+    sections = bench.main(["--part", "c", "--c-data", str(tmp_path / "split"), "--work-dir", str(tmp_path / "w"),
+                           "--c-epochs", "1", "--c-negatives", "8", "--c-seeds", "0", "1", "--c-label", "umls",
+                           "--out", str(tmp_path / "lp.json")])
+    c = sections["uniform_vs_lemon_umls"]
+    for arm in ("uniform", "lemon"):
+        assert [r["seed"] for r in c[arm]] == [0, 1]
+        for row in c[arm]:
+            test = json.loads((tmp_path / "w" / f"{arm}_seed{row['seed']}" / "test_metrics.json").read_text())
+            assert row["test"]["both.realistic.mrr"] == pytest.approx(test["both.realistic.mrr"], abs=1e-5)
+    diffs = [l["test"]["both.realistic.mrr"] - u["test"]["both.realistic.mrr"] for u, l in zip(c["uniform"], c["lemon"])]
+    assert c["lemon_minus_uniform_test_mrr"]["per_seed"] == pytest.approx(diffs, abs=1e-5)
+    assert c["lemon_minus_uniform_test_mrr"]["lemon_better_in"] == sum(d > 0 for d in diffs)
+    hard = c["negatives_hardness"]
+    assert set(hard) == {"model_trained_with_uniform", "model_trained_with_lemon"}
+    for by_model in hard.values():
+        assert set(by_model) == {"uniform", "lemon"}
+        assert all(0.0 <= v["share_within_margin"] <= 1.0 for v in by_model.values())
