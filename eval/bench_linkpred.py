@@ -457,8 +457,10 @@ def part_c(args) -> dict:
     diff = _mean_sd(diffs)
     inside = {m: hardness["model_trained_with_uniform"][m]["share_within_margin"] for m in arms}
     reading = (f"LEMON {'beats' if diff['mean'] > 0 else 'does not beat'} uniform negatives here: "
-               f"{diff['mean']:+.4f} test MRR (sd {diff['sd']:.4f} over {len(diffs)} seeds, better in "
-               f"{sum(d > 0 for d in diffs)}). Under the uniform-trained model {inside['lemon']:.1%} of LEMON's "
+               f"{diff['mean']:+.4f} test MRR ("
+               + (f"sd {diff['sd']:.4f} over {len(diffs)} seeds, better in {sum(d > 0 for d in diffs)}"
+                  if len(diffs) > 1 else "one seed") + "). "
+               f"Under the uniform-trained model {inside['lemon']:.1%} of LEMON's "
                f"negatives vs {inside['uniform']:.1%} of uniform ones lie inside the loss margin (the only ones "
                "that still teach anything): LEMON replaces an entity by one resembling the entity that is "
                "kept, not the one replaced, which is hard only when a relation links similar entities.")
