@@ -87,12 +87,6 @@ def context(runner: CausalLMRunner, lay: Layout, filled: tuple[str, ...]) -> tup
     return tuple(ids)
 
 
-def _discounted(logprobs: torch.Tensor, span: tuple[int, int], factor: float) -> torch.Tensor:
-    out = logprobs.clone()
-    out[span[0]:span[1]] *= factor
-    return out
-
-
 def few_shot_prefix(template: Template, seeds: list[tuple[str, ...]]) -> str:
     return "".join(template.fill(s) + "\n" for s in seeds)
 
@@ -111,9 +105,6 @@ def score_tuples(
         return torch.zeros(0)
     built = [sentence(runner, lay, t) for t in tuples]
     logprobs = runner.token_logprobs(prefix, [ids for ids, _ in built])
-    if prior_correction:
-        first = lay.template.order[0]
-        logprobs = [_discounted(lp, sp[first], 1.0 - prior_correction) for lp, (_, sp) in zip(logprobs, built)]
     # prefix sums turn every span sum into one gather: sum(l[a:b]) = c[b] - c[a]
     padded = torch.nn.utils.rnn.pad_sequence(logprobs, batch_first=True)
     csum = torch.nn.functional.pad(padded.cumsum(1), (1, 0))
@@ -121,4 +112,10 @@ def score_tuples(
     ent = csum.gather(1, spans[..., 1]) - csum.gather(1, spans[..., 0])  # (N, k)
     lengths = torch.tensor([len(ids) for ids, _ in built])
     joint = csum.gather(1, lengths[:, None]).squeeze(1)
+    if prior_correction:  # l'_i = (1 - a) l_i on the first-written entity: take a * ent_f off both terms
+        first = lay.template.order[0]
+        cut = prior_correction * ent[:, first]
+        joint = joint - cut
+        ent = ent.clone()
+        ent[:, first] -= cut
     return (1 - min_weight) * joint + min_weight * ent.min(1).values
