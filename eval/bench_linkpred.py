@@ -22,7 +22,9 @@ Part (a), ``--part a`` — the evaluator against PyKEEN's, on the same embedding
 Part (b), ``--part b`` — the WordNet inductive pipeline (``pipelines/linkpred_wordnet.yaml``):
 reads finished pipeline output folders (``run.json``, ``<run>/metrics.jsonl``,
 ``<run>/test_metrics.json``; default: the GPU runs kept in ``eval/results/wordnet_inductive/``)
-and reports their test MRR / Hits@k, the validation curve, the training time and where it ran,
+and reports their test MRR / Hits@k, the validation curve, the training time and where it ran
+(a folder with ``pipeline.yaml`` + ``metrics.jsonl`` + ``device.txt`` and no ``run.json`` is a run
+whose test evaluation never happened: its validation curve only),
 against BLP-TransE's 0.285 on WN18RR (inductive). It trains nothing itself: the pipeline takes
 ~6 minutes on one H200 and ~35 hours on a 2-core CPU.
 
@@ -343,8 +345,29 @@ KEYS = ("both.realistic.mrr", "both.realistic.hits_at_1", "both.realistic.hits_a
         "both.realistic.hits_at_10", "head.realistic.mrr", "tail.realistic.mrr", "both.realistic.mr")
 
 
+def _validation_only_run(folder: Path) -> dict:
+    """A run whose test evaluation never happened: ``pipeline.yaml`` + ``metrics.jsonl`` + ``device.txt``."""
+    import yaml
+
+    step = next(s for s in yaml.safe_load((folder / "pipeline.yaml").read_text())["steps"]
+                if s["type"] == "linkpred_train")
+    history = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return {
+        "folder": str(folder.relative_to(ROOT)) if folder.is_relative_to(ROOT) else str(folder),
+        "device": (folder / "device.txt").read_text().strip(),
+        "config": {k: {"pooling": "cls", **step}.get(k) for k in ("encoder", "model", "text", "pooling", "scorer", "loss", "sampler", "dim",
+                                             "max_length", "batch_size", "lr", "epochs", "warmup", "num_negatives")},
+        "test": None,
+        "valid_mrr_by_epoch": {str(r["epoch"]): round(float(r["metric"]), 5) for r in history
+                               if r.get("metric") is not None},
+        "epochs_run": len(history),
+    }
+
+
 def _pipeline_run(folder: Path) -> dict:
     """One finished ``linkpred_wordnet`` pipeline output folder, summarised."""
+    if not (folder / "run.json").is_file() and (folder / "pipeline.yaml").is_file():
+        return _validation_only_run(folder)
     record = json.loads((folder / "run.json").read_text())
     step = next(s for s in record["config"]["steps"] if s["type"] == "linkpred_train")
     run = folder / step["out"] if (folder / step["out"]).is_dir() else folder
@@ -356,8 +379,8 @@ def _pipeline_run(folder: Path) -> dict:
     return {
         "folder": str(folder.relative_to(ROOT)) if folder.is_relative_to(ROOT) else str(folder),
         "device": where,
-        "config": {k: step[k] for k in ("encoder", "model", "text", "scorer", "loss", "sampler", "dim",
-                                         "max_length", "batch_size", "lr", "epochs", "warmup", "num_negatives")},
+        "config": {k: {"pooling": "cls", **step}.get(k) for k in ("encoder", "model", "text", "pooling", "scorer", "loss", "sampler", "dim",
+                                             "max_length", "batch_size", "lr", "epochs", "warmup", "num_negatives")},
         "test": {k: round(float(test[k]), 5) for k in KEYS},
         "best_epoch": test["best_epoch"],
         "valid_mrr_by_epoch": [round(float(r["metric"]), 5) for r in history if r.get("metric") is not None],
@@ -370,7 +393,7 @@ def _pipeline_run(folder: Path) -> dict:
 def part_b(args) -> dict:
     folders = [Path(f) for f in args.run_dirs] if args.run_dirs else sorted(p for p in WN_RUNS.iterdir() if p.is_dir())
     runs = [_pipeline_run(f) for f in folders]
-    best = max(runs, key=lambda r: r["test"]["both.realistic.mrr"])
+    best = max((r for r in runs if r["test"] is not None), key=lambda r: r["test"]["both.realistic.mrr"])
     return {"wordnet_inductive": {
         "what": ("kgprobe run pipelines/linkpred_wordnet.yaml: BLP (MiniLM-L6 over 'name: gloss', TransE, "
                  "in-batch negatives) on the seeded inductive WordNet split; test = unseen entities, "

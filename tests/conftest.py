@@ -3,3 +3,17 @@ import os
 # Tests never wait on a model hub; the default models come from installed packages.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+def load_bench(name: str):
+    """An ``eval/NAME.py`` benchmark script as a module (eval/ on the path for its own imports)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    eval_dir = Path(__file__).resolve().parent.parent / "eval"
+    sys.path.insert(0, str(eval_dir))
+    spec = importlib.util.spec_from_file_location(name, eval_dir / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

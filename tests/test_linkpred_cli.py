@@ -122,11 +122,23 @@ def test_encode_bad_tsv_is_a_file_line_error(run_dir, tmp_path, capsys):
     ("--encoder", "nope", "unknown encoder 'nope'; known: bow, embedding, transformer"),
     ("--loss", "nope", "unknown loss 'nope'; known: adversarial"),
     ("--epochs", "0", "--epochs"),
+    ("--loss-option", "margin", "--loss-option wants KEY=VALUE, got 'margin'"),
+    ("--loss-option", "gamma=9", "the loss 'margin' does not take gamma (it takes: margin)"),
+    ("--pooling", "max", "'max' is not one of 'cls', 'mean'"),
 ])
 def test_train_option_errors(split_dir, tmp_path, capsys, option, value, needle):
     _fails(["linkpred", "train", "--data", str(split_dir), "--out", str(tmp_path / "r"), option, value],
            capsys, needle)
     assert not (tmp_path / "r").exists()
+
+
+def test_pooling_and_loss_options_reach_the_run(split_dir, tmp_path, capsys):
+    out = tmp_path / "r"
+    _ok(["linkpred", "train", "--data", str(split_dir), "--out", str(out), "--encoder", "bow", "--epochs", "1",
+         "--max-train-triples", "200", "--device", "cpu", "--quiet", "--pooling", "mean",
+         "--loss-option", "margin=0.5"], capsys)
+    config = json.loads((out / "linkpred.json").read_text())["config"]
+    assert config["pooling"] == "mean" and config["loss_options"] == {"margin": 0.5}
 
 
 def test_missing_directories_are_one_line_errors(run_dir, split_dir, tmp_path, capsys):

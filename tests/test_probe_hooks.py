@@ -293,6 +293,11 @@ def test_logit_lens_matches_manual(model):
     assert torch.allclose(values, mv, atol=1e-5)
     one_v, one_i = logit_lens(model, vectors[0], k=3)
     assert torch.equal(one_i, mi[:1, :3])
+    # chunk by chunk (3 rows at a time, a ragged last chunk) gives the same result
+    cv, ci = logit_lens(model, vectors, k=7, chunk=3)
+    assert torch.equal(ci, ids) and torch.allclose(cv, values, atol=1e-6)  # BLAS blocking may round differently
+    ev, ei = logit_lens(model, vectors[:0], k=7)
+    assert ev.shape == ei.shape == (0, 7)
 
 
 # ------------------------------------------------------------------ bad inputs

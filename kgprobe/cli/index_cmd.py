@@ -8,6 +8,8 @@ from pathlib import Path
 import click
 
 INDEX_FILE = "index.faiss"
+from kgprobe.index.rerank import COSINE_WEIGHT, PRIOR_WEIGHT
+
 DATASET_PREFIX = "dataset:"
 
 
@@ -133,17 +135,32 @@ def embed(kg: str, out: Path, model: str, text_field: str, batch_size: int, fp16
 @click.option("--exact", is_flag=True, help="Ignore DIR/index.faiss and search all vectors exactly.")
 @click.option("--nprobe", type=click.IntRange(min=1), default=None, help="Override the IVF nprobe of the index.")
 @click.option("--ef-search", type=click.IntRange(min=1), default=None, help="Override the HNSW efSearch of the index.")
+@click.option("--rerank", "rerank_model", default=None, metavar="LM",
+              help="Re-rank the nearest --rerank-depth entities with this causal LM (e.g. smollm2-135m) "
+                   "read as a reverse dictionary: for descriptive queries (kgprobe.index.rerank).")
+@click.option("--rerank-depth", type=click.IntRange(min=1), default=200, show_default=True,
+              help="How many nearest entities the LM re-scores.")
+@click.option("--prior-weight", type=float, default=PRIOR_WEIGHT, show_default=True,
+              help="Re-ranking: subtract this times a name's log-prob after an empty description.")
+@click.option("--cosine-weight", type=float, default=COSINE_WEIGHT, show_default=True,
+              help="Re-ranking: add this times the retrieval score (cosine) to the LM score.")
 def neighbors(directory: Path, query: str | None, k: int, entity_id: str | None, as_json: bool, device: str,
-              exact: bool, nprobe: int | None, ef_search: int | None) -> None:
+              exact: bool, nprobe: int | None, ef_search: int | None, rerank_model: str | None,
+              rerank_depth: int, prior_weight: float, cosine_weight: float) -> None:
     """Print the entities of DIR (made by `kgprobe embed`) nearest to QUERY.
 
     QUERY is free text, embedded with the same model as the entities (from DIR/meta.json).
     With --entity ID the entity's stored vector is the query instead. Output: rank, entity
     id, score (cosine / inner product, or squared L2 distance for an l2 index) and label.
 
+    A sentence encoder matches a description by its words ("carnivorous" for "a domesticated
+    carnivorous mammal"); with --rerank LM the nearest --rerank-depth entities are re-ordered
+    by the log-probability that the LM names each of them after the description (the output
+    then shows that score, and the name that earned it).
+
     \b
     Example:
-      kgprobe neighbors runs/wn_emb "a domesticated carnivorous mammal" -k 5
+      kgprobe neighbors runs/wn_emb "a domesticated carnivorous mammal" -k 5 --rerank smollm2-135m
       kgprobe neighbors runs/wn_emb --entity 02084071 --json
     """
     import numpy as np
@@ -159,6 +176,8 @@ def neighbors(directory: Path, query: str | None, k: int, entity_id: str | None,
         raise KgprobeError("the query text is empty")
     if k <= 0:
         raise KgprobeError(f"-k must be a positive integer, got {k}")
+    if rerank_model is not None and query is None:
+        raise KgprobeError("--rerank needs a QUERY text (it reads the description, not a vector)")
     emb = EntityEmbeddings.load(directory)
     _no_loading_bars()
     index_path = directory / INDEX_FILE
@@ -183,16 +202,44 @@ def neighbors(directory: Path, query: str | None, k: int, entity_id: str | None,
                               cache=False, progress=False)
     if vector.shape[1] != emb.dim:
         raise KgprobeError(f"the query has dim {vector.shape[1]} but the entities have dim {emb.dim}")
-    want = min(k + (self_row is not None), len(emb))
+    depth = max(k, rerank_depth) if rerank_model else k
+    want = min(depth + (self_row is not None), len(emb))
     scores, rows = index.search(vector.astype(np.float32), want)
-    hits = [(int(r), float(s)) for r, s in zip(rows[0], scores[0]) if r >= 0 and r != self_row][:k]
+    hits = [(int(r), float(s)) for r, s in zip(rows[0], scores[0]) if r >= 0 and r != self_row][:depth]
     results = [{"rank": i + 1, "id": emb.ids[r], "score": round(s, 6), "label": emb.labels[r]}
                for i, (r, s) in enumerate(hits)]
+    if rerank_model:
+        sign = -1.0 if index.metric == "l2" else 1.0  # l2 scores are distances
+        results = _reranked(query, results, rerank_model, device, prior_weight=prior_weight,
+                            cosine_weight=sign * cosine_weight)
+    results = results[:k]
     if as_json:
         payload = {"query": query, "entity": entity_id, "model": emb.meta.get("model"), "k": k,
                    "metric": index.metric, "results": results}
+        if rerank_model:
+            payload["rerank"] = {"model": rerank_model, "depth": rerank_depth, "prior_weight": prior_weight,
+                                 "cosine_weight": cosine_weight}
         click.echo(json.dumps(payload, ensure_ascii=False))
         return
     width = max((len(r["id"]) for r in results), default=2)
     for r in results:
-        click.echo(f"{r['rank']:>3}  {r['id']:<{width}}  {r['score']:.4f}  {r['label']}")
+        lm = f"  lm {r['lm_score']:8.3f} ({r['name']})" if rerank_model else ""
+        click.echo(f"{r['rank']:>3}  {r['id']:<{width}}  {r['score']:.4f}{lm}  {r['label']}")
+
+
+def _reranked(query: str, results: list[dict], model: str, device: str, *, prior_weight: float,
+              cosine_weight: float) -> list[dict]:
+    """``results`` re-ordered by :mod:`kgprobe.index.rerank`, with ``lm_score`` and ``name``."""
+    from kgprobe.harvest.lm import CausalLMRunner
+    from kgprobe.index.rerank import combine, score_names
+    from kgprobe.models.loaders import load_causal_lm
+
+    lm, tokenizer = load_causal_lm(model, device=device)
+    names = score_names(query, [r["label"] for r in results], runner=CausalLMRunner(lm, tokenizer),
+                        prior=bool(prior_weight))
+    ranked = combine(names, prior_weight, retrieval=[r["score"] for r in results], retrieval_weight=cosine_weight)
+    out = []
+    for new_rank, i in enumerate(ranked.order(), 1):
+        out.append({**results[i], "rank": new_rank, "retrieval_rank": results[i]["rank"],
+                    "lm_score": round(float(ranked.scores[i]), 4), "name": ranked.names[i]})
+    return out

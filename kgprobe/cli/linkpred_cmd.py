@@ -29,8 +29,12 @@ def linkpred() -> None:
               help="Transformer: registry name, local directory or hub id.")
 @click.option("--text", type=click.Choice(["description", "label", "both"]), default="description",
               show_default=True, help="Entity text the encoder reads.")
+@click.option("--pooling", type=click.Choice(["cls", "mean"]), default="cls", show_default=True,
+              help="Transformer: the [CLS] vector or the mean of the token vectors.")
 @click.option("--scorer", default="transe", show_default=True, help="transe, distmult, complex, simple, rotate.")
 @click.option("--loss", default="margin", show_default=True, help="margin, softplus or adversarial.")
+@click.option("--loss-option", "loss_options", multiple=True, metavar="KEY=VALUE",
+              help="A loss parameter, repeatable: margin=1 (margin); gamma=9, alpha=1 (adversarial).")
 @click.option("--sampler", default="in-batch", show_default=True,
               help="Negatives: in-batch, uniform, bernoulli, lemon, knn-hard.")
 @click.option("--dim", type=int, default=128, show_default=True, help="Entity embedding size.")
@@ -48,8 +52,8 @@ def linkpred() -> None:
 @click.option("--max-train-triples", type=int, default=None,
               help="Train on a random subset of this many triples (quick runs).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def train(data: Path, out: Path, encoder: str, model: str, text: str, scorer: str, loss: str, sampler: str,
-          dim: int, epochs: int, batch_size: int, lr: float, warmup: float, num_negatives: int,
+def train(data: Path, out: Path, encoder: str, model: str, text: str, pooling: str, scorer: str, loss: str,
+          loss_options: tuple[str, ...], sampler: str, dim: int, epochs: int, batch_size: int, lr: float, warmup: float, num_negatives: int,
           max_length: int, patience: int | None, device: str, seed: int, resume: bool,
           max_train_triples: int | None, quiet: bool) -> None:
     """Train a link-prediction model on an inductive split and evaluate it on the test set.
@@ -59,17 +63,40 @@ def train(data: Path, out: Path, encoder: str, model: str, text: str, scorer: st
     the best validation epoch (both.realistic.mrr) is kept and its test metrics written
     to OUT/test_metrics.json. Re-running with the same --out resumes.
     """
+    from kgprobe.linkpred.losses import get_loss
     from kgprobe.linkpred.run import LinkPredConfig, check_names, run_training
     from kgprobe.models import resolve_device
 
     check_names(encoder=encoder, scorer=scorer, loss=loss, sampler=sampler)
     resolve_device(device)
-    cfg = _config(LinkPredConfig, data=data, out=out, encoder=encoder, model=model, text=text, scorer=scorer,
-                  loss=loss, sampler=sampler, dim=dim, epochs=epochs, batch_size=batch_size, lr=lr,
+    cfg = _config(LinkPredConfig, data=data, out=out, encoder=encoder, model=model, text=text, pooling=pooling,
+                  scorer=scorer, loss=loss, loss_options=_key_values(loss_options, "--loss-option"), sampler=sampler, dim=dim, epochs=epochs, batch_size=batch_size, lr=lr,
                   warmup=warmup, num_negatives=num_negatives, max_length=max_length, patience=patience,
                   device=device, seed=seed, resume=resume, max_train_triples=max_train_triples)
+    get_loss(cfg.loss, **cfg.loss_options)  # a wrong option fails here, before the data loads
     summary = run_training(cfg, progress=not quiet, echo=lambda m: click.echo(m, err=True))
     click.echo(json.dumps(summary, indent=2))
+
+
+def _key_values(items: tuple[str, ...], option: str) -> dict:
+    """``("gamma=9", "adversarial=false")`` -> ``{"gamma": 9.0, "adversarial": False}``."""
+    from kgprobe.errors import KgprobeError
+
+    out: dict = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise KgprobeError(f"{option} wants KEY=VALUE, got {item!r}")
+        value: object = raw.strip()
+        if raw.strip().lower() in ("true", "false"):
+            value = raw.strip().lower() == "true"
+        else:
+            try:
+                value = float(raw)
+            except ValueError:
+                pass
+        out[key.strip()] = value
+    return out
 
 
 def _config(cls, **values):

@@ -7,6 +7,8 @@
   available) or plain torch.
 * :mod:`~kgprobe.index.exact` — chunked exact top-k in torch (:func:`exact_search`).
 * :mod:`~kgprobe.index.cluster` — k-means (:func:`kmeans`) and :func:`nearest_clusters`.
+* :mod:`~kgprobe.index.rerank` — re-rank retrieved entities with a causal LM read as a
+  reverse dictionary (:func:`~kgprobe.index.rerank.lm_rerank`; ``kgprobe neighbors --rerank``).
 """
 from kgprobe.index.cache import EmbeddingCache
 from kgprobe.index.cluster import Clustering, kmeans, nearest_clusters

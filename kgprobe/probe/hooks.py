@@ -310,12 +310,15 @@ def damage_value_vectors(model: nn.Module, targets: Iterable[tuple[int, int]], *
 
 
 # ------------------------------------------------------------------ logit lens
-def logit_lens(model: nn.Module, vectors: torch.Tensor, *, k: int = 20) -> tuple[torch.Tensor, torch.Tensor]:
+def logit_lens(model: nn.Module, vectors: torch.Tensor, *, k: int = 20,
+               chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-``k`` (logits [n, k] float32, token ids [n, k]) of ``lm_head(final_norm(v))`` per vector.
 
     Uses the model's own final norm module (RMSNorm, Gemma's (1 + w) RMSNorm, LayerNorm, ...).
     Gemma 2/3's final logit soft-capping c·tanh(x/c) is left out: it is monotonic, so the
-    top-k tokens are the same; the values are the pre-cap logits.
+    top-k tokens are the same; the values are the pre-cap logits. ``chunk`` vectors are
+    projected at a time, so at most ``chunk x vocab`` logits exist (a whole SmolLM2 layer,
+    1,536 value vectors, would be 1,536 x 49,152).
     """
     arch = arch_of(model)
     if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
@@ -327,7 +330,13 @@ def logit_lens(model: nn.Module, vectors: torch.Tensor, *, k: int = 20) -> tuple
         raise KgprobeError(f"vectors must have shape [n, {arch.d_model}], got {tuple(vectors.shape)}")
     w = arch.unembed
     k = min(k, w.shape[0])
+    values, ids = [], []
     with torch.no_grad():
-        logits = arch.output_embeddings(arch.final_norm(vectors.to(device=w.device, dtype=w.dtype)))
-        values, ids = logits.float().topk(k, dim=-1)
-    return values, ids
+        for part in vectors.split(max(int(chunk), 1)):
+            logits = arch.output_embeddings(arch.final_norm(part.to(device=w.device, dtype=w.dtype)))
+            top = logits.float().topk(k, dim=-1)
+            values.append(top.values)
+            ids.append(top.indices)
+    if not values:
+        return torch.zeros((0, k)), torch.zeros((0, k), dtype=torch.long)
+    return torch.cat(values), torch.cat(ids)
