@@ -79,7 +79,7 @@ class NameScores:
 class Reranked:
     """LM scores of the candidates, in the order given, and the name that earned each score."""
 
-    scores: np.ndarray  # (n,) float64: max over names of logprob - prior_weight * prior
+    scores: np.ndarray  # (n,) max over names of logprob - prior_weight * prior, + retrieval_weight * retrieval
     names: list[str]  # the name reaching the max
     logprob: np.ndarray  # (n,) log p(name | prompt(query)) of that name
     prior: np.ndarray  # (n,) log p(name | prompt with an empty definition) of that name
