@@ -345,6 +345,13 @@ KEYS = ("both.realistic.mrr", "both.realistic.hits_at_1", "both.realistic.hits_a
         "both.realistic.hits_at_10", "head.realistic.mrr", "tail.realistic.mrr", "both.realistic.mr")
 
 
+def _step_config(step: dict) -> dict:
+    """The settings of a pipeline's ``linkpred_train`` step that part (b) reports (older runs: [CLS])."""
+    step = {"pooling": "cls", **step}
+    return {k: step.get(k) for k in ("encoder", "model", "text", "pooling", "scorer", "loss", "sampler", "dim",
+                                     "max_length", "batch_size", "lr", "epochs", "warmup", "num_negatives")}
+
+
 def _validation_only_run(folder: Path) -> dict:
     """A run whose test evaluation never happened: ``pipeline.yaml`` + ``metrics.jsonl`` + ``device.txt``."""
     import yaml
@@ -355,8 +362,7 @@ def _validation_only_run(folder: Path) -> dict:
     return {
         "folder": str(folder.relative_to(ROOT)) if folder.is_relative_to(ROOT) else str(folder),
         "device": (folder / "device.txt").read_text().strip(),
-        "config": {k: {"pooling": "cls", **step}.get(k) for k in ("encoder", "model", "text", "pooling", "scorer", "loss", "sampler", "dim",
-                                             "max_length", "batch_size", "lr", "epochs", "warmup", "num_negatives")},
+        "config": _step_config(step),
         "test": None,
         "valid_mrr_by_epoch": {str(r["epoch"]): round(float(r["metric"]), 5) for r in history
                                if r.get("metric") is not None},
@@ -379,8 +385,7 @@ def _pipeline_run(folder: Path) -> dict:
     return {
         "folder": str(folder.relative_to(ROOT)) if folder.is_relative_to(ROOT) else str(folder),
         "device": where,
-        "config": {k: {"pooling": "cls", **step}.get(k) for k in ("encoder", "model", "text", "pooling", "scorer", "loss", "sampler", "dim",
-                                             "max_length", "batch_size", "lr", "epochs", "warmup", "num_negatives")},
+        "config": _step_config(step),
         "test": {k: round(float(test[k]), 5) for k in KEYS},
         "best_epoch": test["best_epoch"],
         "valid_mrr_by_epoch": [round(float(r["metric"]), 5) for r in history if r.get("metric") is not None],

@@ -12,9 +12,9 @@ target is the synset the gloss defines. For each query:
   rank 0), as in ``embedding_within_depth``.
 
 Sampled synsets: those with a ``_hypernym`` edge out (nouns and verbs), seeded; with
-``--common`` only those whose first name is one token of the LM's vocabulary. Also the README's example query, "a domesticated carnivorous
-mammal", with the top 5 of each weighting and where dog (02084071) lands. Writes
-``eval/results/rerank.json``.
+``--common`` only those whose first name is one token of the LM's vocabulary. Also the README's
+example query, "a domesticated carnivorous mammal", with the top 5 of each weighting and where
+dog (02084071) lands. Writes ``eval/results/rerank.json``.
 
     python eval/bench_rerank.py             # 60 queries, depth 200: ~9 min on 2 CPU cores
     python eval/bench_rerank.py --common --out eval/results/rerank_common.json

@@ -167,4 +167,4 @@ def test_dog_query_reranked_on_wordnet(tmp_path, capsys, monkeypatch):
     assert "02084071" in [r["id"] for r in top], [r["label"] for r in top]
     dog = next(r for r in top if r["id"] == "02084071")
     assert dog["name"] == "dog" and dog["retrieval_rank"] > 5
-    assert all(a["lm_score"] >= b["lm_score"] for a, b in zip(top, top[1:]))
+    assert all(a["rerank_score"] >= b["rerank_score"] for a, b in zip(top, top[1:]))

@@ -8,8 +8,6 @@ from pathlib import Path
 import click
 
 INDEX_FILE = "index.faiss"
-from kgprobe.index.rerank import COSINE_WEIGHT, PRIOR_WEIGHT
-
 DATASET_PREFIX = "dataset:"
 
 
@@ -140,13 +138,14 @@ def embed(kg: str, out: Path, model: str, text_field: str, batch_size: int, fp16
                    "read as a reverse dictionary: for descriptive queries (kgprobe.index.rerank).")
 @click.option("--rerank-depth", type=click.IntRange(min=1), default=200, show_default=True,
               help="How many nearest entities the LM re-scores.")
-@click.option("--prior-weight", type=float, default=PRIOR_WEIGHT, show_default=True,
+# defaults None: kgprobe.index.rerank holds them, imported only when re-ranking (it pulls in torch)
+@click.option("--prior-weight", type=float, default=None, show_default="0: the plain LM score",
               help="Re-ranking: subtract this times a name's log-prob after an empty description.")
-@click.option("--cosine-weight", type=float, default=COSINE_WEIGHT, show_default=True,
+@click.option("--cosine-weight", type=float, default=None, show_default="0",
               help="Re-ranking: add this times the retrieval score (cosine) to the LM score.")
 def neighbors(directory: Path, query: str | None, k: int, entity_id: str | None, as_json: bool, device: str,
               exact: bool, nprobe: int | None, ef_search: int | None, rerank_model: str | None,
-              rerank_depth: int, prior_weight: float, cosine_weight: float) -> None:
+              rerank_depth: int, prior_weight: float | None, cosine_weight: float | None) -> None:
     """Print the entities of DIR (made by `kgprobe embed`) nearest to QUERY.
 
     QUERY is free text, embedded with the same model as the entities (from DIR/meta.json).
@@ -209,6 +208,10 @@ def neighbors(directory: Path, query: str | None, k: int, entity_id: str | None,
     results = [{"rank": i + 1, "id": emb.ids[r], "score": round(s, 6), "label": emb.labels[r]}
                for i, (r, s) in enumerate(hits)]
     if rerank_model:
+        from kgprobe.index.rerank import COSINE_WEIGHT, PRIOR_WEIGHT
+
+        prior_weight = PRIOR_WEIGHT if prior_weight is None else prior_weight
+        cosine_weight = COSINE_WEIGHT if cosine_weight is None else cosine_weight
         sign = -1.0 if index.metric == "l2" else 1.0  # l2 scores are distances
         results = _reranked(query, results, rerank_model, device, prior_weight=prior_weight,
                             cosine_weight=sign * cosine_weight)
@@ -223,13 +226,13 @@ def neighbors(directory: Path, query: str | None, k: int, entity_id: str | None,
         return
     width = max((len(r["id"]) for r in results), default=2)
     for r in results:
-        lm = f"  lm {r['lm_score']:8.3f} ({r['name']})" if rerank_model else ""
+        lm = f"  rerank {r['rerank_score']:8.3f} ({r['name']})" if rerank_model else ""
         click.echo(f"{r['rank']:>3}  {r['id']:<{width}}  {r['score']:.4f}{lm}  {r['label']}")
 
 
 def _reranked(query: str, results: list[dict], model: str, device: str, *, prior_weight: float,
               cosine_weight: float) -> list[dict]:
-    """``results`` re-ordered by :mod:`kgprobe.index.rerank`, with ``lm_score`` and ``name``."""
+    """``results`` re-ordered by :mod:`kgprobe.index.rerank`, with ``rerank_score`` and ``name``."""
     from kgprobe.harvest.lm import CausalLMRunner
     from kgprobe.index.rerank import combine, score_names
     from kgprobe.models.loaders import load_causal_lm
@@ -241,5 +244,5 @@ def _reranked(query: str, results: list[dict], model: str, device: str, *, prior
     out = []
     for new_rank, i in enumerate(ranked.order(), 1):
         out.append({**results[i], "rank": new_rank, "retrieval_rank": results[i]["rank"],
-                    "lm_score": round(float(ranked.scores[i]), 4), "name": ranked.names[i]})
+                    "rerank_score": round(float(ranked.scores[i]), 4), "name": ranked.names[i]})
     return out

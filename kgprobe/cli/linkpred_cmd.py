@@ -53,9 +53,9 @@ def linkpred() -> None:
               help="Train on a random subset of this many triples (quick runs).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def train(data: Path, out: Path, encoder: str, model: str, text: str, pooling: str, scorer: str, loss: str,
-          loss_options: tuple[str, ...], sampler: str, dim: int, epochs: int, batch_size: int, lr: float, warmup: float, num_negatives: int,
-          max_length: int, patience: int | None, device: str, seed: int, resume: bool,
-          max_train_triples: int | None, quiet: bool) -> None:
+          loss_options: tuple[str, ...], sampler: str, dim: int, epochs: int, batch_size: int, lr: float,
+          warmup: float, num_negatives: int, max_length: int, patience: int | None, device: str, seed: int,
+          resume: bool, max_train_triples: int | None, quiet: bool) -> None:
     """Train a link-prediction model on an inductive split and evaluate it on the test set.
 
     \b
@@ -70,9 +70,10 @@ def train(data: Path, out: Path, encoder: str, model: str, text: str, pooling: s
     check_names(encoder=encoder, scorer=scorer, loss=loss, sampler=sampler)
     resolve_device(device)
     cfg = _config(LinkPredConfig, data=data, out=out, encoder=encoder, model=model, text=text, pooling=pooling,
-                  scorer=scorer, loss=loss, loss_options=_key_values(loss_options, "--loss-option"), sampler=sampler, dim=dim, epochs=epochs, batch_size=batch_size, lr=lr,
-                  warmup=warmup, num_negatives=num_negatives, max_length=max_length, patience=patience,
-                  device=device, seed=seed, resume=resume, max_train_triples=max_train_triples)
+                  scorer=scorer, loss=loss, loss_options=_key_values(loss_options, "--loss-option"),
+                  sampler=sampler, dim=dim, epochs=epochs, batch_size=batch_size, lr=lr, warmup=warmup,
+                  num_negatives=num_negatives, max_length=max_length, patience=patience, device=device,
+                  seed=seed, resume=resume, max_train_triples=max_train_triples)
     get_loss(cfg.loss, **cfg.loss_options)  # a wrong option fails here, before the data loads
     summary = run_training(cfg, progress=not quiet, echo=lambda m: click.echo(m, err=True))
     click.echo(json.dumps(summary, indent=2))
@@ -87,9 +88,10 @@ def _key_values(items: tuple[str, ...], option: str) -> dict:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise KgprobeError(f"{option} wants KEY=VALUE, got {item!r}")
-        value: object = raw.strip()
-        if raw.strip().lower() in ("true", "false"):
-            value = raw.strip().lower() == "true"
+        raw = raw.strip()
+        value: object = raw
+        if raw.lower() in ("true", "false"):
+            value = raw.lower() == "true"
         else:
             try:
                 value = float(raw)

@@ -123,7 +123,7 @@ def combine(scores: NameScores, prior_weight: float = PRIOR_WEIGHT, *, retrieval
     if retrieval is not None and retrieval_weight:
         retrieval = np.asarray(retrieval, dtype=np.float64)
         if retrieval.shape != (scores.count,):
-            raise KgprobeError(f"{scores.count} candidates but {retrieval.shape[0]} retrieval scores")
+            raise KgprobeError(f"{scores.count} candidates but {retrieval.size} retrieval scores")
         combined = combined + retrieval_weight * retrieval[scores.owner]
     order = np.lexsort((np.arange(len(combined)), -combined, scores.owner))
     first = order[np.r_[True, scores.owner[order][1:] != scores.owner[order][:-1]]]
