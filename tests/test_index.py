@@ -446,7 +446,7 @@ def test_help_texts(capsys):
 # ----------------------------------------------------------------------------- WordNet (slow)
 @pytest.mark.slow
 def test_wordnet_descriptions_neighbors(tmp_path, capsys, monkeypatch):
-    """`embed --text description` + `neighbors` on WordNet glosses with the real MiniLM-L6.
+    """`embed --text description` + `neighbors --plain` on WordNet glosses with the real MiniLM-L6.
 
     Encoding all 117,659 glosses takes well over 8 minutes on a shared 2-core CPU, so this
     embeds a subset: every synset whose label contains "dog" (208) plus 20,000 random others
@@ -477,7 +477,7 @@ def test_wordnet_descriptions_neighbors(tmp_path, capsys, monkeypatch):
     glosses = dict(zip(wn.entity_ids, wn.entity_descriptions))
 
     def query(text: str, k: int) -> list[dict]:
-        code, out, err = _run(["neighbors", str(out_dir), text, "-k", str(k), "--json"], capsys)
+        code, out, err = _run(["neighbors", str(out_dir), text, "-k", str(k), "--json", "--plain"], capsys)
         assert code == 0, err
         return json.loads(out)["results"]
 

@@ -51,8 +51,10 @@ def test_pipeline_runs_and_writes_outputs(tmp_path, capsys):
 
 
 def test_check_validates_shipped_pipelines(capsys):
-    for path in sorted((ROOT / "pipelines").glob("*.yaml")):
-        assert "OK" in _cli(["run", str(path), "--check"], capsys)
+    paths = sorted((ROOT / "pipelines").glob("*.yaml")) + sorted((ROOT / "eval" / "gpu" / "variants").glob("*.yaml"))
+    assert len(paths) >= 5
+    for path in paths:
+        assert "OK" in _cli(["run", str(path), "--check"], capsys), path
 
 
 def test_help_on_every_command(capsys):

@@ -126,7 +126,9 @@ def test_dog_query_reranked_on_wordnet(tmp_path, capsys, monkeypatch):
     query's hard distractors: every synset under "carnivore" (02075296, dogs, cats, bears, ...)
     and under "domestic animal" (01317541), and every synset whose label says "carnivor",
     "domestic" or "mammal" (453 in all). Embedding alone ranks the literal matches first
-    ("carnivorous", "carnivore", "domestic animal"); re-ranked, dog is in the top 5.
+    ("carnivorous", "carnivore", "domestic animal"); taxonomy-aware search puts dog and its kin
+    (under both "carnivore" and "domestic animal") first; LM re-ranking of the plain hits also
+    puts dog in the top 5.
     """
     from kgprobe.kg.datasets import build_dataset
     from kgprobe.kg.formats import save_kg
@@ -151,14 +153,24 @@ def test_dog_query_reranked_on_wordnet(tmp_path, capsys, monkeypatch):
     assert code == 0, err
     query = "a domesticated carnivorous mammal"
 
-    code, out, err = _run(["neighbors", str(out_dir), query, "-k", "5", "--json"], capsys)
+    code, out, err = _run(["neighbors", str(out_dir), query, "-k", "5", "--json", "--plain"], capsys)
     assert code == 0, err
     plain = json.loads(out)["results"]
     assert "02084071" not in [r["id"] for r in plain]
     assert any("carnivor" in r["label"] for r in plain[:2])
 
-    code, out, err = _run(["neighbors", str(out_dir), query, "-k", "5", "--json", "--rerank", "smollm2-135m"],
-                          capsys)
+    # taxonomy-aware search (the default: the subset keeps its _hypernym edges): things under
+    # both "domestic animal" and "carnivore" first
+    code, out, err = _run(["neighbors", str(out_dir), query, "-k", "5", "--json"], capsys)
+    assert code == 0, err
+    payload = json.loads(out)
+    assert payload["search"] == "taxonomy"
+    top = payload["results"]
+    assert "02084071" in [r["id"] for r in top], [r["label"] for r in top]
+    assert all({"01317541", "02075296"} <= set(r["under"]) for r in top), top
+
+    code, out, err = _run(["neighbors", str(out_dir), query, "-k", "5", "--json", "--plain",
+                           "--rerank", "smollm2-135m"], capsys)
     assert code == 0, err
     payload = json.loads(out)
     assert payload["rerank"] == {"model": "smollm2-135m", "depth": 200, "prior_weight": 0.0, "cosine_weight": 0.0}

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 INDEX_FILE = "index.faiss"
+TAXONOMY_FILE = "taxonomy.npz"  # kgprobe.index.taxonomy.TAXONOMY_FILE (not imported: it pulls in scipy)
 DATASET_PREFIX = "dataset:"
 
 
@@ -20,6 +21,22 @@ def load_kg_source(source: str):
     from kgprobe.kg.formats import load_kg
 
     return load_kg(Path(source))
+
+
+def _kg_taxonomy(graph, relations: str):
+    """The is-a closure ``--taxonomy`` asks for (None for 'none' or when 'auto' finds no relation)."""
+    if relations.strip().lower() == "none":
+        return None
+    from kgprobe.index.taxonomy import Taxonomy
+
+    if relations.strip().lower() == "auto":
+        return Taxonomy.from_kg(graph)
+    names = [r.strip() for r in relations.split(",") if r.strip()]
+    if not names:
+        from kgprobe.errors import KgprobeError
+
+        raise KgprobeError("--taxonomy names no relation (give ids, 'auto' or 'none')")
+    return Taxonomy.from_kg(graph, names)
 
 
 def _no_loading_bars() -> None:
@@ -60,11 +77,15 @@ def _no_loading_bars() -> None:
 @click.option("--clusters", type=click.IntRange(min=1), default=None,
               help="Also run k-means with this many clusters (faiss, seeded).")
 @click.option("--seed", type=int, default=0, show_default=True, help="k-means seed.")
+@click.option("--taxonomy", "taxonomy_relations", default="auto", show_default=True, metavar="RELATIONS",
+              help="Is-a relations (comma-separated ids, child -> parent) whose closure goes to "
+                   "taxonomy.npz for `neighbors`' taxonomy-aware search; 'auto' takes those named like "
+                   "hypernym / subClassOf / type / P31 / P279 / IsA, 'none' skips it.")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the embedding cache ($KGPROBE_HOME/embeddings).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def embed(kg: str, out: Path, model: str, text_field: str, batch_size: int, fp16: bool, no_normalize: bool,
           device: str, index_kind: str, metric: str, nlist: int | None, nprobe: int, hnsw_m: int, ef_search: int,
-          clusters: int | None, seed: int, no_cache: bool, quiet: bool) -> None:
+          clusters: int | None, seed: int, taxonomy_relations: str, no_cache: bool, quiet: bool) -> None:
     """Embed every entity of KG with a sentence encoder and index the vectors.
 
     KG is anything `kgprobe kg stats` reads (a KG directory, .tsv, .jsonl, .ttl, .nt, .graphml)
@@ -72,7 +93,9 @@ def embed(kg: str, out: Path, model: str, text_field: str, batch_size: int, fp16
     dataset:nations; see `kgprobe data list`).
 
     Encoder outputs are cached by model and text (a re-run is instant), identical texts are
-    encoded once, and OUT is written atomically: a failed run leaves nothing behind.
+    encoded once, and OUT is written atomically: a failed run leaves nothing behind. When the KG
+    has is-a relations (WordNet's hypernyms, rdfs:subClassOf, ...) their closure is saved too,
+    and `kgprobe neighbors` then ranks by the classes a query names (see its --help).
 
     \b
     Example:
@@ -99,6 +122,7 @@ def embed(kg: str, out: Path, model: str, text_field: str, batch_size: int, fp16
         raise KgprobeError(f"--clusters {clusters} is more than the {graph.num_entities} entities")
     if index_kind == "ivf" and nlist is not None and nlist > graph.num_entities:
         raise KgprobeError(f"--nlist {nlist} is more than the {graph.num_entities} entities to train on")
+    taxonomy = _kg_taxonomy(graph, taxonomy_relations)  # a bad relation name fails before encoding
     emb = embed_kg(graph, model=model, text=text_field, device=device, batch_size=batch_size,
                    normalize=not no_normalize, cache=not no_cache, progress=not quiet)
     emb.meta["source"] = kg
@@ -115,6 +139,10 @@ def embed(kg: str, out: Path, model: str, text_field: str, batch_size: int, fp16
             clustering = kmeans(emb.vectors, clusters, seed=seed, spherical=not no_normalize)
             clustering.save(tmp)
             emb.meta["clusters"] = {"n_clusters": clusters, "seed": seed, "objective": clustering.objective}
+        if taxonomy is not None:
+            taxonomy.save(tmp / TAXONOMY_FILE)
+            emb.meta["taxonomy"] = {"file": TAXONOMY_FILE, "relations": taxonomy.relations,
+                                    "pairs": int(taxonomy.descendants.nnz)}
         emb.meta["total_seconds"] = round(time.perf_counter() - start, 3)
         emb.save(tmp, fp16=fp16)
     cached = " (cache hit)" if emb.meta["cache_hit"] else ""
@@ -133,6 +161,15 @@ def embed(kg: str, out: Path, model: str, text_field: str, batch_size: int, fp16
 @click.option("--exact", is_flag=True, help="Ignore DIR/index.faiss and search all vectors exactly.")
 @click.option("--nprobe", type=click.IntRange(min=1), default=None, help="Override the IVF nprobe of the index.")
 @click.option("--ef-search", type=click.IntRange(min=1), default=None, help="Override the HNSW efSearch of the index.")
+@click.option("--plain", is_flag=True,
+              help="Rank by cosine alone even when DIR has a taxonomy (taxonomy.npz from `kgprobe embed`).")
+# defaults None: kgprobe.index.taxonomy holds them, imported only when used (it pulls in scipy)
+@click.option("--classes", type=click.IntRange(min=1), default=None, show_default="10",
+              help="Taxonomy search: how many nearest entities count as classes the query names.")
+@click.option("--class-floor", type=float, default=None, show_default="0.4",
+              help="Taxonomy search: a class weighs its cosine minus this (classes below it count nothing).")
+@click.option("--own-weight", type=float, default=None, show_default="0.05",
+              help="Taxonomy search: weight of an entity's own cosine next to its classes' evidence.")
 @click.option("--rerank", "rerank_model", default=None, metavar="LM",
               help="Re-rank the nearest --rerank-depth entities with this causal LM (e.g. smollm2-135m) "
                    "read as a reverse dictionary: for descriptive queries (kgprobe.index.rerank).")
@@ -144,7 +181,8 @@ def embed(kg: str, out: Path, model: str, text_field: str, batch_size: int, fp16
 @click.option("--cosine-weight", type=float, default=None, show_default="0",
               help="Re-ranking: add this times the retrieval score (cosine) to the LM score.")
 def neighbors(directory: Path, query: str | None, k: int, entity_id: str | None, as_json: bool, device: str,
-              exact: bool, nprobe: int | None, ef_search: int | None, rerank_model: str | None,
+              exact: bool, nprobe: int | None, ef_search: int | None, plain: bool, classes: int | None,
+              class_floor: float | None, own_weight: float | None, rerank_model: str | None,
               rerank_depth: int, prior_weight: float | None, cosine_weight: float | None) -> None:
     """Print the entities of DIR (made by `kgprobe embed`) nearest to QUERY.
 
@@ -152,13 +190,23 @@ def neighbors(directory: Path, query: str | None, k: int, entity_id: str | None,
     With --entity ID the entity's stored vector is the query instead. Output: rank, entity
     id, score (cosine / inner product, or squared L2 distance for an l2 index) and label.
 
-    A sentence encoder matches a description by its words ("carnivorous" for "a domesticated
-    carnivorous mammal"); with --rerank LM the nearest --rerank-depth entities are re-ordered
-    by the log-probability that the LM names each of them after the description (the output
-    then shows that score, and the name that earned it).
+    A sentence encoder matches a description by its words: for "a domesticated carnivorous
+    mammal" the nearest WordNet labels are "carnivorous", "domestic animal", "carnivore". When
+    DIR has a taxonomy (KGs with is-a relations, e.g. WordNet), a text query is read as naming
+    classes: the --classes nearest entities, each weighing its cosine minus --class-floor, and
+    every entity scores --own-weight x its own cosine plus the weights of the classes it is
+    under (dog: domestic animal and carnivore), so things that are all the query says come
+    first (kgprobe.index.taxonomy; --plain turns it off; --entity queries are always plain).
+    The JSON output then gives each result's `cosine` and the classes it is `under`.
+
+    With --rerank LM the nearest --rerank-depth entities are re-ordered by the log-probability
+    that the LM names each of them after the description (the output then shows that score,
+    and the name that earned it).
 
     \b
     Example:
+      kgprobe neighbors runs/wn_emb "a domesticated carnivorous mammal" -k 5
+      kgprobe neighbors runs/wn_emb "a domesticated carnivorous mammal" -k 5 --plain
       kgprobe neighbors runs/wn_emb "a domesticated carnivorous mammal" -k 5 --rerank smollm2-135m
       kgprobe neighbors runs/wn_emb --entity 02084071 --json
     """
@@ -202,11 +250,27 @@ def neighbors(directory: Path, query: str | None, k: int, entity_id: str | None,
     if vector.shape[1] != emb.dim:
         raise KgprobeError(f"the query has dim {vector.shape[1]} but the entities have dim {emb.dim}")
     depth = max(k, rerank_depth) if rerank_model else k
-    want = min(depth + (self_row is not None), len(emb))
+    taxonomy = None
+    if query is not None and not plain and (directory / TAXONOMY_FILE).is_file():
+        if index.metric == "l2" or (index.metric == "ip" and not emb.meta.get("normalized", True)):
+            raise KgprobeError(f"taxonomy search needs cosine scores but the index is {index.metric} over "
+                               f"{'' if emb.meta.get('normalized', True) else 'un'}normalised vectors; pass --plain",
+                               path=directory)
+        from kgprobe.index.taxonomy import FLOOR, OWN_WEIGHT, TOP, Taxonomy
+
+        taxonomy = Taxonomy.load(directory / TAXONOMY_FILE)
+        classes = TOP if classes is None else classes
+        class_floor = FLOOR if class_floor is None else class_floor
+        own_weight = OWN_WEIGHT if own_weight is None else own_weight
+    want = min(max(depth, classes or 0) if taxonomy else depth + (self_row is not None), len(emb))
     scores, rows = index.search(vector.astype(np.float32), want)
-    hits = [(int(r), float(s)) for r, s in zip(rows[0], scores[0]) if r >= 0 and r != self_row][:depth]
-    results = [{"rank": i + 1, "id": emb.ids[r], "score": round(s, 6), "label": emb.labels[r]}
-               for i, (r, s) in enumerate(hits)]
+    hits = [(int(r), float(s)) for r, s in zip(rows[0], scores[0]) if r >= 0 and r != self_row]
+    if taxonomy is not None:
+        results = _by_taxonomy(vector[0], hits, emb, taxonomy, depth, classes=classes, floor=class_floor,
+                               own_weight=own_weight)
+    else:
+        results = [{"rank": i + 1, "id": emb.ids[r], "score": round(s, 6), "label": emb.labels[r]}
+                   for i, (r, s) in enumerate(hits[:depth])]
     if rerank_model:
         from kgprobe.index.rerank import COSINE_WEIGHT, PRIOR_WEIGHT
 
@@ -218,7 +282,10 @@ def neighbors(directory: Path, query: str | None, k: int, entity_id: str | None,
     results = results[:k]
     if as_json:
         payload = {"query": query, "entity": entity_id, "model": emb.meta.get("model"), "k": k,
-                   "metric": index.metric, "results": results}
+                   "metric": index.metric, "search": "taxonomy" if taxonomy else "plain", "results": results}
+        if taxonomy is not None:
+            payload["taxonomy"] = {"relations": taxonomy.relations, "classes": classes, "class_floor": class_floor,
+                                   "own_weight": own_weight}
         if rerank_model:
             payload["rerank"] = {"model": rerank_model, "depth": rerank_depth, "prior_weight": prior_weight,
                                  "cosine_weight": cosine_weight}
@@ -228,6 +295,28 @@ def neighbors(directory: Path, query: str | None, k: int, entity_id: str | None,
     for r in results:
         lm = f"  rerank {r['rerank_score']:8.3f} ({r['name']})" if rerank_model else ""
         click.echo(f"{r['rank']:>3}  {r['id']:<{width}}  {r['score']:.4f}{lm}  {r['label']}")
+
+
+def _by_taxonomy(query, hits: list[tuple[int, float]], emb, taxonomy, depth: int, *, classes: int, floor: float,
+                 own_weight: float) -> list[dict]:
+    """The best ``depth`` entities by :func:`kgprobe.index.taxonomy.taxonomy_search`, with each one's
+    own ``cosine`` and the named classes it is ``under``."""
+    import numpy as np
+
+    from kgprobe.index.taxonomy import taxonomy_search
+
+    hit_rows = np.array([r for r, _ in hits], dtype=np.int64)
+    hit_scores = np.array([s for _, s in hits], dtype=np.float32)
+    rows, scores = taxonomy_search(query, hit_rows=hit_rows, hit_scores=hit_scores, vectors=emb.vectors,
+                                   taxonomy=taxonomy, top=classes, floor=floor, own_weight=own_weight, k=depth)
+    q = query / max(float(np.linalg.norm(query)), 1e-12)
+    vecs = emb.vectors[rows]
+    cosine = vecs @ q / np.maximum(np.linalg.norm(vecs, axis=1), 1e-12)
+    named = hit_rows[:classes][hit_scores[:classes] > floor]
+    under = taxonomy.descendants[named][:, rows].toarray() > 0  # (named classes, results)
+    return [{"rank": i + 1, "id": emb.ids[r], "score": round(float(s), 6), "cosine": round(float(c), 6),
+             "label": emb.labels[r], "under": [emb.ids[c] for c in named[under[:, i]]]}
+            for i, (r, s, c) in enumerate(zip(rows, scores, cosine))]
 
 
 def _reranked(query: str, results: list[dict], model: str, device: str, *, prior_weight: float,

@@ -7,6 +7,8 @@
   available) or plain torch.
 * :mod:`~kgprobe.index.exact` — chunked exact top-k in torch (:func:`exact_search`).
 * :mod:`~kgprobe.index.cluster` — k-means (:func:`kmeans`) and :func:`nearest_clusters`.
+* :mod:`~kgprobe.index.taxonomy` — taxonomy-aware search: rank by the is-a classes a query
+  names (:class:`~kgprobe.index.taxonomy.Taxonomy`, :func:`~kgprobe.index.taxonomy.taxonomy_search`).
 * :mod:`~kgprobe.index.rerank` — re-rank retrieved entities with a causal LM read as a
   reverse dictionary (:func:`~kgprobe.index.rerank.lm_rerank`; ``kgprobe neighbors --rerank``).
 """
@@ -16,9 +18,11 @@ from kgprobe.index.embed import embed_kg, encode_texts
 from kgprobe.index.exact import exact_search
 from kgprobe.index.knn import VectorIndex, build_index, faiss_has_gpu
 from kgprobe.index.store import EntityEmbeddings
+from kgprobe.index.taxonomy import Taxonomy, taxonomy_search
 from kgprobe.index.texts import TEXT_FIELDS, entity_texts
 
 __all__ = [
     "Clustering", "EmbeddingCache", "EntityEmbeddings", "TEXT_FIELDS", "VectorIndex", "build_index",
-    "embed_kg", "encode_texts", "entity_texts", "exact_search", "faiss_has_gpu", "kmeans", "nearest_clusters",
+    "Taxonomy", "embed_kg", "encode_texts", "entity_texts", "exact_search", "faiss_has_gpu", "kmeans",
+    "nearest_clusters", "taxonomy_search",
 ]
