@@ -392,7 +392,18 @@ def _pipeline_run(folder: Path) -> dict:
         "train_seconds_per_epoch": round(sum(r["train_seconds"] for r in history) / max(len(history), 1), 2),
         "linkpred_step_seconds": train_step["seconds"],
         "meets_blp_wn18rr_0.285": float(test["both.realistic.mrr"]) >= BLP_WN18RR_TRANSE_MRR,
+        **_candidate_scaling(folder),
     }
+
+
+def _candidate_scaling(folder: Path) -> dict:
+    """Test MRR by candidate set, when eval/bench_candidates.py left a candidates.json in ``folder``."""
+    path = folder / "candidates.json"
+    if not path.is_file():
+        return {}
+    rows = json.loads(path.read_text())["candidates"]
+    return {"test_mrr_by_candidates (eval/bench_candidates.py)": {
+        name: {"candidates": r["candidates"], "mrr": r["mrr"]} for name, r in rows.items() if "_seed" not in name}}
 
 
 def part_b(args) -> dict:

@@ -125,6 +125,8 @@ def test_encode_bad_tsv_is_a_file_line_error(run_dir, tmp_path, capsys):
     ("--loss-option", "margin", "--loss-option wants KEY=VALUE, got 'margin'"),
     ("--loss-option", "gamma=9", "the loss 'margin' does not take gamma (it takes: margin)"),
     ("--pooling", "max", "'max' is not one of 'cls', 'mean'"),
+    ("--sampler-option", "self_negatives=-1", "self_negatives must be a non-negative integer, got -1"),
+    ("--sampler-option", "n_clusters=4", "the negative sampler 'in-batch' does not take n_clusters"),
 ])
 def test_train_option_errors(split_dir, tmp_path, capsys, option, value, needle):
     _fails(["linkpred", "train", "--data", str(split_dir), "--out", str(tmp_path / "r"), option, value],
@@ -136,9 +138,10 @@ def test_pooling_and_loss_options_reach_the_run(split_dir, tmp_path, capsys):
     out = tmp_path / "r"
     _ok(["linkpred", "train", "--data", str(split_dir), "--out", str(out), "--encoder", "bow", "--epochs", "1",
          "--max-train-triples", "200", "--device", "cpu", "--quiet", "--pooling", "mean",
-         "--loss-option", "margin=0.5"], capsys)
+         "--loss-option", "margin=0.5", "--sampler-option", "self_negatives=1"], capsys)
     config = json.loads((out / "linkpred.json").read_text())["config"]
     assert config["pooling"] == "mean" and config["loss_options"] == {"margin": 0.5}
+    assert config["sampler_options"] == {"self_negatives": 1}
 
 
 def test_missing_directories_are_one_line_errors(run_dir, split_dir, tmp_path, capsys):
@@ -174,6 +177,11 @@ def test_pipeline_check_rejects_bad_linkpred_step(tmp_path, capsys):
                    "  - {type: build_dataset, dataset: umls, inductive: true, out: split}\n"
                    "  - {type: linkpred_train, data: split, out: r, encoder: bow, scorer: nope}\n")
     _fails(["run", str(cfg), "--check"], capsys, "unknown scorer")
+    cfg.write_text("name: bad\nsteps:\n"
+                   "  - {type: build_dataset, dataset: umls, inductive: true, out: split}\n"
+                   "  - {type: linkpred_train, data: split, out: r, encoder: bow,"
+                   " sampler_options: {self_negatives: x}}\n")
+    _fails(["run", str(cfg), "--check"], capsys, "self_negatives must be a non-negative integer, got 'x'")
     cfg.write_text("name: bad\nsteps:\n"
                    f"  - {{type: linkpred_train, data: {tmp_path / 'none'}, out: r, encoder: bow}}\n")
     _fails(["run", str(cfg), "--check"], capsys, "no split directory")

@@ -245,6 +245,32 @@ def test_in_batch_sampler_indices_within_batch(kg):
     assert not bool(lone.mask.any())  # a batch of one has no candidates
 
 
+def test_in_batch_self_negatives_are_the_kept_entity(kg):
+    sampler = get_sampler("in-batch", num_entities=kg.num_entities, num_relations=kg.num_relations,
+                          self_negatives=2)
+    assert sampler.describe()["self_negatives"] == 2
+    batch = kg.triples[torch.randperm(kg.num_triples, generator=torch.Generator().manual_seed(1))[:16]]
+    batch = batch[batch[:, 0] != batch[:, 2]]
+    out = sampler.sample_negatives(batch, 8, generator=torch.Generator().manual_seed(0))
+    kept = torch.where(out.corrupt_head, batch[:, 2:3], batch[:, 0:1])
+    first, rest = out.triples[:, :2], out.triples[:, 2:]
+    assert torch.equal(first[..., 0], first[..., 2]) and torch.equal(out.entities[:, :2], kept[:, :2])
+    assert torch.equal(first[..., 1], batch[:, 1:2].expand(-1, 2)) and bool(out.mask[:, :2].all())
+    b = len(batch)
+    own = torch.arange(b).unsqueeze(1)
+    assert not bool(((out.batch_positions[:, 2:] == own) | (out.batch_positions[:, 2:] == own + b)).any())
+    assert not bool((rest[..., 0] == rest[..., 2]).all())
+    # a self-loop that is a known triple is not a negative
+    loop = torch.tensor([[0, 0, 0], [1, 0, 2], [2, 0, 1]])
+    filtered = get_sampler("in-batch", num_entities=3, num_relations=1, triples=loop, filtered=True,
+                           self_negatives=1, side="tail")
+    negs = filtered.sample_negatives(torch.tensor([[0, 0, 1], [1, 0, 2]]), 1)
+    assert negs.triples[:, 0].tolist() == [[0, 0, 0], [1, 0, 1]] and negs.mask[:, 0].tolist() == [False, True]
+    for bad in (-1, 1.5, True):
+        with pytest.raises(KgprobeError, match="self_negatives must be a non-negative integer"):
+            get_sampler("in-batch", num_entities=3, self_negatives=bad)
+
+
 def test_bernoulli_probabilities_from_relation_stats():
     # r0: one head, 4 tails (1-to-N): tph = 4, hpt = 1 -> p(head) = 0.8
     # r1: 4 heads, one tail (N-to-1): tph = 1, hpt = 4 -> p(head) = 0.2

@@ -3,7 +3,8 @@
 #   bash eval/gpu/run_linkpred.sh                       -> $OUT/linkpred_wordnet/{pipeline.log,metrics.jsonl,...}
 #   PIPELINES="a.yaml b.yaml" bash eval/gpu/run_linkpred.sh
 # runs the pipelines one after another and copies each one's pipeline.log, metrics.jsonl,
-# test_metrics.json and run.json to $OUT/<pipeline name>/. (Three run side by side on one H200 went
+# test_metrics.json and run.json to $OUT/<pipeline name>/, with candidates.json from
+# eval/bench_candidates.py (test MRR against WN18RR-sized candidate sets) once a run has finished. (Three run side by side on one H200 went
 # about 25x slower each, 2 batches/s instead of 47: not worth it for a model that leaves the GPU idle.)
 # Then here: copy those into eval/results/wordnet_inductive/<name>/ and run
 #   python eval/bench_linkpred.py --part b
@@ -45,6 +46,9 @@ for p in $PIPELINES; do
   tr '\r' '\n' < "$OUT/$name/pipeline.log" | grep -v '^\s*$' | grep -v 'it/s\]$' | tail -6
   run=$($PY -c "import yaml, sys; c = yaml.safe_load(open(sys.argv[1])); print([s['out'] for s in c['steps'] if s['type'] == 'linkpred_train'][0])" "$p")
   cp "$dir/$run/metrics.jsonl" "$dir/$run/test_metrics.json" "$dir/run.json" "$OUT/$name/" 2>/dev/null
+  # test MRR among all 117,659 synsets and among WN18RR-sized candidate sets (BLP's setting), once trained
+  [ -f "$dir/$run/test_metrics.json" ] && timeout 120 $PY eval/bench_candidates.py "$dir/$run" \
+    --data "$dir/wordnet_split" --out "$OUT/$name/candidates.json" > /dev/null 2>&1
   $PY -c "
 import json, sys
 for line in open(sys.argv[1]):

@@ -37,6 +37,9 @@ def linkpred() -> None:
               help="A loss parameter, repeatable: margin=1 (margin); gamma=9, alpha=1 (adversarial).")
 @click.option("--sampler", default="in-batch", show_default=True,
               help="Negatives: in-batch, uniform, bernoulli, lemon, knn-hard.")
+@click.option("--sampler-option", "sampler_options", multiple=True, metavar="KEY=VALUE",
+              help="A sampler parameter, repeatable: self_negatives=1 (in-batch); n_clusters=15, "
+                   "n_nearest=3 (lemon); filtered=true.")
 @click.option("--dim", type=int, default=128, show_default=True, help="Entity embedding size.")
 @click.option("--epochs", type=int, default=40, show_default=True)
 @click.option("--batch-size", type=int, default=64, show_default=True)
@@ -53,7 +56,8 @@ def linkpred() -> None:
               help="Train on a random subset of this many triples (quick runs).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def train(data: Path, out: Path, encoder: str, model: str, text: str, pooling: str, scorer: str, loss: str,
-          loss_options: tuple[str, ...], sampler: str, dim: int, epochs: int, batch_size: int, lr: float,
+          loss_options: tuple[str, ...], sampler: str, sampler_options: tuple[str, ...], dim: int, epochs: int,
+          batch_size: int, lr: float,
           warmup: float, num_negatives: int, max_length: int, patience: int | None, device: str, seed: int,
           resume: bool, max_train_triples: int | None, quiet: bool) -> None:
     """Train a link-prediction model on an inductive split and evaluate it on the test set.
@@ -65,22 +69,25 @@ def train(data: Path, out: Path, encoder: str, model: str, text: str, pooling: s
     """
     from kgprobe.linkpred.losses import get_loss
     from kgprobe.linkpred.run import LinkPredConfig, check_names, run_training
+    from kgprobe.linkpred.samplers import check_sampler_options
     from kgprobe.models import resolve_device
 
     check_names(encoder=encoder, scorer=scorer, loss=loss, sampler=sampler)
     resolve_device(device)
     cfg = _config(LinkPredConfig, data=data, out=out, encoder=encoder, model=model, text=text, pooling=pooling,
                   scorer=scorer, loss=loss, loss_options=_key_values(loss_options, "--loss-option"),
-                  sampler=sampler, dim=dim, epochs=epochs, batch_size=batch_size, lr=lr, warmup=warmup,
+                  sampler=sampler, sampler_options=_key_values(sampler_options, "--sampler-option"), dim=dim,
+                  epochs=epochs, batch_size=batch_size, lr=lr, warmup=warmup,
                   num_negatives=num_negatives, max_length=max_length, patience=patience, device=device,
                   seed=seed, resume=resume, max_train_triples=max_train_triples)
     get_loss(cfg.loss, **cfg.loss_options)  # a wrong option fails here, before the data loads
+    check_sampler_options(cfg.sampler, cfg.sampler_options)
     summary = run_training(cfg, progress=not quiet, echo=lambda m: click.echo(m, err=True))
     click.echo(json.dumps(summary, indent=2))
 
 
 def _key_values(items: tuple[str, ...], option: str) -> dict:
-    """``("gamma=9", "adversarial=false")`` -> ``{"gamma": 9.0, "adversarial": False}``."""
+    """``("gamma=9.5", "n=3", "adversarial=false")`` -> ``{"gamma": 9.5, "n": 3, "adversarial": False}``."""
     from kgprobe.errors import KgprobeError
 
     out: dict = {}
@@ -93,10 +100,12 @@ def _key_values(items: tuple[str, ...], option: str) -> dict:
         if raw.lower() in ("true", "false"):
             value = raw.lower() == "true"
         else:
-            try:
-                value = float(raw)
-            except ValueError:
-                pass
+            for number in (int, float):
+                try:
+                    value = number(raw)
+                    break
+                except ValueError:
+                    pass
         out[key.strip()] = value
     return out
 

@@ -32,6 +32,12 @@ def _check_linkpred_train(step: LinkPredTrainStep, defined: set[str]):
             return key, str(err)
     if step.encoder == "transformer" and (problem := _check_model(step.model)) is not None:
         return "model", problem
+    from kgprobe.linkpred.samplers import check_sampler_options
+
+    try:
+        check_sampler_options(step.sampler, step.sampler_options)
+    except KgprobeError as err:
+        return "sampler_options", str(err)
     if step.sampler in ("lemon", "knn-hard"):
         frozen = step.sampler_options.get("model", "minilm-l6")
         if (problem := _check_model(frozen)) is not None:

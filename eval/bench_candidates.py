@@ -1,0 +1,105 @@
+"""How a trained link-prediction run's test MRR depends on the number of candidates ranked.
+
+BLP's WN18RR-inductive figures rank each test triple's missing entity among WN18RR's 40,943
+entities; kgprobe's WordNet split ranks it among all 117,659 synsets. This script scores one
+trained run's test split (filtered, realistic ranks, head and tail) against:
+
+* ``all``: every entity (what ``kgprobe linkpred train`` reports);
+* ``in_triples``: the entities of some triple (drops synsets with none of the 11 relations);
+* ``size_N``: ``N`` entities (default 40,943), every test triple's two entities plus a seeded
+  random draw of the others, once per ``--seeds`` seed, and their mean.
+
+A smaller candidate set can only lower (improve) each rank, so the ``size_N`` rows bound what the
+same model scores on a KG of that size; they are not the acceptance figure.
+
+    python eval/bench_candidates.py runs/linkpred_wordnet/blp_transe --data runs/linkpred_wordnet/wordnet_split
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from kgprobe.atomic import atomic_path  # noqa: E402
+from kgprobe.linkpred.evaluator import evaluate_model  # noqa: E402
+from kgprobe.linkpred.run import load_split_data, load_trained  # noqa: E402
+from machine import machine_info  # noqa: E402
+
+KEYS = ("mrr", "hits_at_1", "hits_at_3", "hits_at_10")
+WN18RR_ENTITIES = 40_943
+
+
+def candidate_sets(test: torch.Tensor, known: torch.Tensor, num_entities: int, sizes, seeds) -> dict:
+    """Named candidate sets (sorted entity ids; ``None`` = all entities)."""
+    sets = {"all": None, "in_triples": torch.unique(torch.cat([known[:, 0], known[:, 2]]))}
+    needed = torch.unique(torch.cat([test[:, 0], test[:, 2]]))
+    others = torch.ones(num_entities, dtype=torch.bool)
+    others[needed] = False
+    others = torch.nonzero(others).flatten()
+    for size in sizes:
+        if size < len(needed):
+            raise SystemExit(f"--sizes {size} is fewer than the {len(needed)} entities of the test triples")
+        for seed in seeds:
+            g = torch.Generator().manual_seed(seed)
+            extra = others[torch.randperm(len(others), generator=g)[:size - len(needed)]]
+            sets[f"size_{size}_seed{seed}"] = torch.sort(torch.cat([needed, extra])).values
+    return sets
+
+
+def scaling(run_dir: Path, data: Path, *, sizes=(WN18RR_ENTITIES,), seeds=(0, 1, 2), device: str = "auto",
+            batch_size: int = 256) -> dict:
+    run = load_trained(run_dir, device=device)
+    split = load_split_data(data)
+    if list(split.graph.entity_ids) != run.record["entity_ids"]:
+        raise SystemExit(f"{data}: the split's entities are not the ones the run was trained on")
+    dev = next(run.model.parameters()).device
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        entities = run.model.all_entity_vectors(batch_size)
+    encode_seconds = time.perf_counter() - t0
+    relations = run.model.relations.weight.detach().float()
+    test, known = split.triples["test"], split.all_triples
+    rows = {}
+    for name, cand in candidate_sets(test, known, split.graph.num_entities, sizes, seeds).items():
+        t1 = time.perf_counter()
+        m = evaluate_model(entities, relations, run.model.scorer, test.to(dev), filter_triples=known.to(dev),
+                           candidates=None if cand is None else cand.to(dev))
+        rows[name] = {"candidates": split.graph.num_entities if cand is None else len(cand),
+                      **{k: round(float(m[f"both.realistic.{k}"]), 5) for k in KEYS},
+                      "seconds": round(time.perf_counter() - t1, 2)}
+    for size in sizes:
+        picked = [rows[f"size_{size}_seed{s}"] for s in seeds]
+        rows[f"size_{size}_mean"] = {"candidates": size, "seeds": list(seeds),
+                                     **{k: round(sum(r[k] for r in picked) / len(picked), 5) for k in KEYS}}
+    return {"run": str(run_dir), "data": str(data), "config": run.config, "test_triples": len(test),
+            "encode_seconds": round(encode_seconds, 2), "device": str(dev), "candidates": rows}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("run_dir", type=Path, help="a run directory of `kgprobe linkpred train` (best.pt, run.json)")
+    ap.add_argument("--data", type=Path, required=True, help="the split directory it was trained on")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[WN18RR_ENTITIES])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--out", type=Path, default=None, help="JSON output (default: RUN_DIR/candidates.json)")
+    args = ap.parse_args()
+    result = {"benchmark": "test MRR against candidate sets of different sizes",
+              "machine": machine_info(), **scaling(args.run_dir, args.data, sizes=args.sizes, seeds=args.seeds,
+                                                   device=args.device)}
+    out = args.out or args.run_dir / "candidates.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps(result["candidates"], indent=2))
+
+
+if __name__ == "__main__":
+    main()
