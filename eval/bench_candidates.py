@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from kgprobe.atomic import atomic_path  # noqa: E402
 from kgprobe.linkpred.evaluator import evaluate_model  # noqa: E402
-from kgprobe.linkpred.run import load_split_data, load_trained  # noqa: E402
+from kgprobe.linkpred.run import load_for_evaluation  # noqa: E402
 from machine import machine_info  # noqa: E402
 
 KEYS = ("mrr", "hits_at_1", "hits_at_3", "hits_at_10")
@@ -55,15 +55,10 @@ def candidate_sets(test: torch.Tensor, known: torch.Tensor, num_entities: int, s
 
 def scaling(run_dir: Path, data: Path, *, sizes=(WN18RR_ENTITIES,), seeds=(0, 1, 2), device: str = "auto",
             batch_size: int = 256) -> dict:
-    run = load_trained(run_dir, device=device)
-    split = load_split_data(data)
-    if list(split.graph.entity_ids) != run.record["entity_ids"]:
-        raise SystemExit(f"{data}: the split's entities are not the ones the run was trained on")
-    dev = next(run.model.parameters()).device
     t0 = time.perf_counter()
-    with torch.no_grad():
-        entities = run.model.all_entity_vectors(batch_size)
-    encode_seconds = time.perf_counter() - t0
+    run, split, entities = load_for_evaluation(run_dir, data, device=device, batch_size=batch_size)
+    load_seconds = time.perf_counter() - t0
+    dev = entities.device
     relations = run.model.relations.weight.detach().float()
     test, known = split.triples["test"], split.all_triples
     rows = {}
@@ -79,7 +74,7 @@ def scaling(run_dir: Path, data: Path, *, sizes=(WN18RR_ENTITIES,), seeds=(0, 1,
         rows[f"size_{size}_mean"] = {"candidates": size, "seeds": list(seeds),
                                      **{k: round(sum(r[k] for r in picked) / len(picked), 5) for k in KEYS}}
     return {"run": str(run_dir), "data": str(data), "config": run.config, "test_triples": len(test),
-            "encode_seconds": round(encode_seconds, 2), "device": str(dev), "candidates": rows}
+            "load_and_encode_seconds": round(load_seconds, 2), "device": str(dev), "candidates": rows}
 
 
 def main() -> None:

@@ -53,11 +53,12 @@ def definition(gloss: str) -> str:
     return head.strip().strip('"').strip()
 
 
-def metrics(ranks: np.ndarray, depth: int | None = None) -> dict:
+def metrics(ranks: np.ndarray, depth: int | None = None, ks=KS) -> dict:
+    """MRR (a rank beyond ``depth`` counts 0) and Hits@k of 1-based ranks."""
     ranks = np.asarray(ranks, dtype=float)
     recip = np.where(ranks <= (depth or np.inf), 1.0 / ranks, 0.0)
     out = {"mrr": round(float(recip.mean()), 4)}
-    out.update({f"hits_at_{k}": round(float((ranks <= k).mean()), 4) for k in KS})
+    out.update({f"hits_at_{k}": round(float((ranks <= k).mean()), 4) for k in ks})
     return out
 
 

@@ -37,19 +37,17 @@ sys.path.insert(0, str(ROOT))
 
 from kgprobe.atomic import atomic_path  # noqa: E402
 from kgprobe.index.embed import embed_kg, encode_texts  # noqa: E402
-from kgprobe.index.taxonomy import FLOOR, OWN_WEIGHT, TOP, Taxonomy, taxonomy_search  # noqa: E402
+from kgprobe.index.taxonomy import (  # noqa: E402
+    FLOOR, OWN_WEIGHT, TOP, Taxonomy, named_classes, taxonomy_search)
 from kgprobe.kg.datasets import build_dataset  # noqa: E402
-from bench_rerank import EXAMPLE, definition  # noqa: E402
+from bench_rerank import EXAMPLE, definition, metrics as rank_metrics  # noqa: E402
 from machine import machine_info  # noqa: E402
 
 DOG = "02084071"
 
 
 def metrics(ranks: np.ndarray) -> dict:
-    ranks = np.asarray(ranks, dtype=float)
-    out = {"mrr": round(float((1.0 / ranks).mean()), 4), "mean_rank": round(float(ranks.mean()), 1)}
-    out.update({f"hits_at_{k}": round(float((ranks <= k).mean()), 4) for k in (1, 3, 10)})
-    return out
+    return {**rank_metrics(ranks, ks=(1, 3, 10)), "mean_rank": round(float(np.mean(ranks)), 1)}
 
 
 class Ranker:
@@ -66,8 +64,7 @@ class Ranker:
         return ((self.cos > t[:, None]).sum(1) + 1).numpy()
 
     def evidence(self, i: int, top: int, floor: float) -> tuple[np.ndarray, np.ndarray]:
-        w = np.maximum(self.top_scores[i, :top] - floor, 0.0)
-        return self.taxonomy.members(self.top_rows[i, :top][w > 0], w[w > 0])
+        return self.taxonomy.members(*named_classes(self.top_rows[i], self.top_scores[i], top=top, floor=floor))
 
     def taxonomy_ranks(self, targets: np.ndarray, top: int, floor: float, own_weights) -> dict:
         ranks = {lam: [] for lam in own_weights}
@@ -168,8 +165,9 @@ def main() -> None:
     top, floor, lam = settings["defaults"]
     agree = 0
     for i, t in enumerate(test_t[:args.check]):
-        rows, scores = taxonomy_search(test_q[i].numpy(), hit_rows=full[i], hit_scores=check.cos[i, full[i]].numpy(),
-                                       vectors=emb.vectors, taxonomy=taxonomy, top=top, floor=floor, own_weight=lam)
+        rows, scores, _ = taxonomy_search(test_q[i].numpy(), hit_rows=full[i],
+                                          hit_scores=check.cos[i, full[i]].numpy(), vectors=emb.vectors,
+                                          taxonomy=taxonomy, top=top, floor=floor, own_weight=lam)
         at = int(np.flatnonzero(rows == t)[0])
         tied = np.flatnonzero(np.abs(scores - scores[at]) <= 1e-5)
         dense_rank = test["random"][settings["defaults"]][i]
@@ -188,14 +186,14 @@ def main() -> None:
                "plain_rank_of_dog": int(ex.plain(np.array([dog]))[0])}
     order = torch.argsort(ex.cos[0], descending=True, stable=True).numpy()
     for name, (top, floor, lam) in settings.items():
-        rows, _ = taxonomy_search(example_q[0].numpy(), hit_rows=order, hit_scores=ex.cos[0, order].numpy(),
-                                  vectors=emb.vectors, taxonomy=taxonomy, top=top, floor=floor, own_weight=lam)
+        rows = taxonomy_search(example_q[0].numpy(), hit_rows=order, hit_scores=ex.cos[0, order].numpy(),
+                               vectors=emb.vectors, taxonomy=taxonomy, top=top, floor=floor, own_weight=lam).rows
         example[f"{name}_top5"] = [labels[r] for r in rows[:5]]
         example[f"{name}_rank_of_dog"] = int(np.flatnonzero(rows == dog)[0]) + 1
     example["rank_of_dog_by_setting"] = {}
     for top, floor, lam in keys:
-        rows, _ = taxonomy_search(example_q[0].numpy(), hit_rows=order, hit_scores=ex.cos[0, order].numpy(),
-                                  vectors=emb.vectors, taxonomy=taxonomy, top=top, floor=floor, own_weight=lam)
+        rows = taxonomy_search(example_q[0].numpy(), hit_rows=order, hit_scores=ex.cos[0, order].numpy(),
+                               vectors=emb.vectors, taxonomy=taxonomy, top=top, floor=floor, own_weight=lam).rows
         example["rank_of_dog_by_setting"][label((top, floor, lam))] = int(np.flatnonzero(rows == dog)[0]) + 1
 
     dog_ranks = example["rank_of_dog_by_setting"]

@@ -57,10 +57,15 @@ class Registry(Generic[T]):
             if kwargs:
                 raise KgprobeError(f"{self.what} options {sorted(kwargs)} given together with a built {self.what}")
             return name
+        cls = self.check_options(name, kwargs)
+        return cls(**kwargs)
+
+    def check_options(self, name: str | type[T], options: dict[str, Any]) -> type[T]:
+        """The class ``name`` resolves to, once every key of ``options`` is one it takes."""
         cls = self.lookup(name)
         accepted = accepted_options(cls)
-        unknown = sorted(set(kwargs) - accepted)
+        unknown = sorted(set(options) - accepted)
         if unknown:
             raise KgprobeError(f"the {self.what} {getattr(cls, 'name', cls.__name__)!r} does not take "
                                f"{', '.join(unknown)} (it takes: {', '.join(sorted(accepted)) or 'no options'})")
-        return cls(**kwargs)
+        return cls

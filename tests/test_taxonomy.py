@@ -9,7 +9,7 @@ import pytest
 from kgprobe.cli import main
 from kgprobe.errors import KgprobeError
 from kgprobe.index import Taxonomy, taxonomy_search
-from kgprobe.index.taxonomy import find_isa_relations
+from kgprobe.index.taxonomy import find_isa_relations, named_classes
 from kgprobe.kg.graph import KnowledgeGraph
 
 
@@ -81,8 +81,8 @@ def test_search_scores_by_the_named_classes():
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     cos = unit @ (query / np.linalg.norm(query))
     order = np.argsort(-cos, kind="stable")
-    rows, scores = taxonomy_search(query * 3, hit_rows=order, hit_scores=cos[order], vectors=vectors * 2,
-                                   taxonomy=tax, top=3, floor=0.5, own_weight=0.1)
+    rows, scores, cosine = taxonomy_search(query * 3, hit_rows=order, hit_scores=cos[order], vectors=vectors * 2,
+                                           taxonomy=tax, top=3, floor=0.5, own_weight=0.1)
     # classes: the 3 nearest (4, 0, 1); 4's cos 0.99 names it, 0 and 1 (0.707) weigh 0.207 each
     assert order[:3].tolist() == [4, 0, 1]
     w = cos - 0.5
@@ -90,10 +90,14 @@ def test_search_scores_by_the_named_classes():
                 3: 0.1 * cos[3] + w[0], 4: 0.1 * cos[4] + w[4]}
     assert rows.tolist() == sorted(expected, key=lambda r: (-expected[r], r))
     assert scores == pytest.approx([expected[r] for r in rows.tolist()], abs=1e-6)
+    assert cosine == pytest.approx(cos[rows], abs=1e-6)
+    assert named_classes(order, cos[order], top=3, floor=0.8)[0].tolist() == [4]
     # a class below the floor names nothing: plain lambda * cos for everyone it would have covered
-    rows, scores = taxonomy_search(query, hit_rows=order, hit_scores=cos[order], vectors=vectors, taxonomy=tax,
-                                   top=3, floor=0.99, own_weight=0.1, k=2)
+    rows, scores, _ = taxonomy_search(query, hit_rows=order, hit_scores=cos[order], vectors=vectors, taxonomy=tax,
+                                      top=3, floor=0.99, own_weight=0.1, k=2)
     assert rows.tolist() == [4, 0] and scores[1] == pytest.approx(0.1 * cos[0], abs=1e-6)
+    with pytest.raises(KgprobeError, match="the number of classes must be positive"):
+        named_classes(order, cos[order], top=0)
     with pytest.raises(KgprobeError, match="covers 5 entities but there are 4"):
         taxonomy_search(query, hit_rows=order, hit_scores=cos[order], vectors=vectors[:4], taxonomy=tax)
 

@@ -4,8 +4,9 @@
 #   PIPELINES="a.yaml b.yaml" bash eval/gpu/run_linkpred.sh
 # runs the pipelines one after another and copies each one's pipeline.log, metrics.jsonl,
 # test_metrics.json and run.json to $OUT/<pipeline name>/, with candidates.json from
-# eval/bench_candidates.py (test MRR against WN18RR-sized candidate sets) once a run has finished. (Three run side by side on one H200 went
-# about 25x slower each, 2 batches/s instead of 47: not worth it for a model that leaves the GPU idle.)
+# eval/bench_candidates.py (test MRR against WN18RR-sized candidate sets) once a run has finished.
+# (Three run side by side on one H200 went about 25x slower each, 2 batches/s instead of 47: not
+# worth it for a model that leaves the GPU idle.)
 # Then here: copy those into eval/results/wordnet_inductive/<name>/ and run
 #   python eval/bench_linkpred.py --part b
 set -u

@@ -303,20 +303,17 @@ def _by_taxonomy(query, hits: list[tuple[int, float]], emb, taxonomy, depth: int
     own ``cosine`` and the named classes it is ``under``."""
     import numpy as np
 
-    from kgprobe.index.taxonomy import taxonomy_search
+    from kgprobe.index.taxonomy import named_classes, taxonomy_search
 
     hit_rows = np.array([r for r, _ in hits], dtype=np.int64)
     hit_scores = np.array([s for _, s in hits], dtype=np.float32)
-    rows, scores = taxonomy_search(query, hit_rows=hit_rows, hit_scores=hit_scores, vectors=emb.vectors,
-                                   taxonomy=taxonomy, top=classes, floor=floor, own_weight=own_weight, k=depth)
-    q = query / max(float(np.linalg.norm(query)), 1e-12)
-    vecs = emb.vectors[rows]
-    cosine = vecs @ q / np.maximum(np.linalg.norm(vecs, axis=1), 1e-12)
-    named = hit_rows[:classes][hit_scores[:classes] > floor]
-    under = taxonomy.descendants[named][:, rows].toarray() > 0  # (named classes, results)
+    found = taxonomy_search(query, hit_rows=hit_rows, hit_scores=hit_scores, vectors=emb.vectors,
+                            taxonomy=taxonomy, top=classes, floor=floor, own_weight=own_weight, k=depth)
+    named, _ = named_classes(hit_rows, hit_scores, top=classes, floor=floor)
+    under = taxonomy.descendants[named][:, found.rows].toarray() > 0  # (named classes, results)
     return [{"rank": i + 1, "id": emb.ids[r], "score": round(float(s), 6), "cosine": round(float(c), 6),
              "label": emb.labels[r], "under": [emb.ids[c] for c in named[under[:, i]]]}
-            for i, (r, s, c) in enumerate(zip(rows, scores, cosine))]
+            for i, (r, s, c) in enumerate(zip(found.rows, found.scores, found.cosine))]
 
 
 def _reranked(query: str, results: list[dict], model: str, device: str, *, prior_weight: float,

@@ -35,9 +35,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -45,8 +46,8 @@ import scipy.sparse as sp
 from kgprobe.atomic import atomic_path
 from kgprobe.errors import KgprobeError
 
-__all__ = ["FLOOR", "ISA_RELATION_NAMES", "OWN_WEIGHT", "TAXONOMY_FILE", "TOP", "Taxonomy", "find_isa_relations",
-           "taxonomy_search"]
+__all__ = ["FLOOR", "ISA_RELATION_NAMES", "OWN_WEIGHT", "TAXONOMY_FILE", "TOP", "Taxonomy", "TaxonomyHits",
+           "find_isa_relations", "named_classes", "taxonomy_search"]
 
 TAXONOMY_FILE = "taxonomy.npz"
 TOP = 10
@@ -83,15 +84,15 @@ class Taxonomy:
         return int(self.descendants.shape[0])
 
     @classmethod
-    def from_edges(cls, child: Iterable[int], parent: Iterable[int], count: int, *,
+    def from_edges(cls, child: Sequence[int] | np.ndarray, parent: Sequence[int] | np.ndarray, count: int, *,
                    relations: Sequence[str] = ()) -> "Taxonomy":
         """Close child -> parent edges transitively (cycles are fine: each pair is added once).
 
         Level by level: ``frontier`` holds the pairs (e, c) first reached at the current depth,
         so the loop ends when a level adds nothing new, and costs one sparse product per level.
         """
-        child = np.asarray(list(child) if not isinstance(child, np.ndarray) else child, dtype=np.int64)
-        parent = np.asarray(list(parent) if not isinstance(parent, np.ndarray) else parent, dtype=np.int64)
+        child = np.asarray(child, dtype=np.int64).reshape(-1)
+        parent = np.asarray(parent, dtype=np.int64).reshape(-1)
         if len(child) != len(parent):
             raise KgprobeError(f"{len(child)} children for {len(parent)} parents")
         if len(child) and (min(child.min(), parent.min()) < 0 or max(child.max(), parent.max()) >= count):
@@ -107,10 +108,8 @@ class Taxonomy:
             frontier.eliminate_zeros()
             if frontier.nnz == 0:
                 break
-            known = known + frontier
-        ancestors = known.tocsr()
-        ancestors.data[:] = 1
-        return cls(descendants=ancestors.T.tocsr().astype(np.float32), relations=list(relations))
+            known = known + frontier  # disjoint from frontier: every entry stays 1
+        return cls(descendants=known.T.tocsr(), relations=list(relations))
 
     @classmethod
     def from_kg(cls, kg, relations: Sequence[str] | None = None) -> "Taxonomy | None":
@@ -163,32 +162,49 @@ class Taxonomy:
         return rows, summed[rows].astype(np.float32)
 
 
+def named_classes(hit_rows: np.ndarray, hit_scores: np.ndarray, *, top: int = TOP,
+                  floor: float = FLOOR) -> tuple[np.ndarray, np.ndarray]:
+    """The classes a query names and their weights: the first ``top`` hits whose cosine exceeds
+    ``floor``, each weighing ``cos - floor``."""
+    if top <= 0:
+        raise KgprobeError(f"the number of classes must be positive, got {top}")
+    weights = np.asarray(hit_scores[:top], np.float32) - np.float32(floor)
+    named = weights > 0
+    return np.asarray(hit_rows[:top], np.int64)[named], weights[named]
+
+
+class TaxonomyHits(NamedTuple):
+    """One query's ranking, best first: entity rows, scores :math:`s(e)` and own cosines."""
+
+    rows: np.ndarray
+    scores: np.ndarray
+    cosine: np.ndarray
+
+
 def taxonomy_search(query: np.ndarray, *, hit_rows: np.ndarray, hit_scores: np.ndarray, vectors: np.ndarray,
                     taxonomy: Taxonomy, top: int = TOP, floor: float = FLOOR, own_weight: float = OWN_WEIGHT,
-                    k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Entity rows and scores :math:`s(e)` (module docstring), best first, for one query.
+                    k: int | None = None) -> TaxonomyHits:
+    """Entity rows, scores :math:`s(e)` (module docstring) and cosines, best first, for one query.
 
     ``hit_rows`` / ``hit_scores``: a plain search's result, best first, with cosine scores (the
-    first ``top`` are the classes; the rest keep :math:`\\lambda \\cos`). ``vectors``: every
-    entity's vector (rows match the taxonomy; normalised here, as is ``query``). Ties keep the
-    lower row first, so the order is deterministic. ``k``: keep only the best ``k``.
+    classes come from the first ``top``, :func:`named_classes`; the rest keep
+    :math:`\\lambda \\cos`). ``vectors``: every entity's vector (rows match the taxonomy;
+    normalised here, as is ``query``). Ties keep the lower row first, so the order is
+    deterministic. ``k``: keep only the best ``k``.
     """
     if taxonomy.count != len(vectors):
         raise KgprobeError(f"the taxonomy covers {taxonomy.count} entities but there are {len(vectors)} vectors")
-    if top <= 0:
-        raise KgprobeError(f"the number of classes must be positive, got {top}")
     hit_rows = np.asarray(hit_rows, np.int64)
     hit_scores = np.asarray(hit_scores, np.float32)
-    weights = np.maximum(hit_scores[:top] - floor, 0.0)
-    named = weights > 0
-    member_rows, evidence = taxonomy.members(hit_rows[:top][named], weights[named])
+    member_rows, evidence = taxonomy.members(*named_classes(hit_rows, hit_scores, top=top, floor=floor))
     query = np.asarray(query, np.float32).reshape(-1)
     query = query / max(float(np.linalg.norm(query)), 1e-12)
     member_vectors = vectors[member_rows]
-    norms = np.maximum(np.linalg.norm(member_vectors, axis=1), 1e-12)
-    member_scores = own_weight * (member_vectors @ query) / norms + evidence
+    member_cosine = (member_vectors @ query) / np.maximum(np.linalg.norm(member_vectors, axis=1), 1e-12)
     rest = ~np.isin(hit_rows, member_rows)
     rows = np.concatenate([member_rows, hit_rows[rest]])
-    scores = np.concatenate([member_scores, own_weight * hit_scores[rest]]).astype(np.float32)
+    cosine = np.concatenate([member_cosine, hit_scores[rest]]).astype(np.float32)
+    scores = (own_weight * cosine + np.concatenate([evidence, np.zeros(int(rest.sum()), np.float32)])).astype(
+        np.float32)
     order = np.lexsort((rows, -scores))[:k]
-    return rows[order], scores[order]
+    return TaxonomyHits(rows[order], scores[order], cosine[order])

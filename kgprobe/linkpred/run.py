@@ -294,6 +294,18 @@ def load_trained(run_dir: str | Path, *, device: str = "auto") -> TrainedRun:
     return TrainedRun(model=model, record=record)
 
 
+def load_for_evaluation(run_dir: str | Path, data: str | Path, *, device: str = "auto",
+                        batch_size: int = 256) -> tuple[TrainedRun, SplitData, torch.Tensor]:
+    """A trained run, the split it was trained on (checked) and every entity's vector, encoded once."""
+    run = load_trained(run_dir, device=device)
+    splits = load_split_data(data)
+    if list(splits.graph.entity_ids) != run.record["entity_ids"]:
+        raise KgprobeError("the split's entities are not the ones the run was trained on", path=data)
+    with torch.no_grad():
+        entities = run.model.all_entity_vectors(batch_size)
+    return run, splits, entities
+
+
 def evaluate_run(run_dir: str | Path, data: str | Path, *, split: str = "test", device: str = "auto",
                  batch_size: int = 256) -> dict:
     """Filtered metrics of a trained run on ``split`` of the split directory ``data`` (BLP candidates)."""
@@ -301,10 +313,7 @@ def evaluate_run(run_dir: str | Path, data: str | Path, *, split: str = "test", 
 
     if split not in ("valid", "test"):
         raise KgprobeError(f"unknown split {split!r}; choose valid or test")
-    run = load_trained(run_dir, device=device)
-    splits = load_split_data(data)
-    if list(splits.graph.entity_ids) != run.record["entity_ids"]:
-        raise KgprobeError("the split's entities are not the ones the run was trained on", path=data)
+    run, splits, entities = load_for_evaluation(run_dir, data, device=device, batch_size=batch_size)
     if split == "valid":
         candidates = torch.cat([splits.entities["train"], splits.entities["valid"]])
         known = torch.cat([splits.triples["train"], splits.triples["valid"]])
@@ -312,8 +321,6 @@ def evaluate_run(run_dir: str | Path, data: str | Path, *, split: str = "test", 
         candidates, known = None, splits.all_triples
     model = run.model
     device_ = next(model.parameters()).device
-    with torch.no_grad():
-        entities = model.all_entity_vectors(batch_size)
     metrics = evaluate_model(entities, model.relations.weight.detach().float(), model.scorer,
                              splits.triples[split].to(device_), filter_triples=known.to(device_),
                              candidates=None if candidates is None else candidates.to(device_))
