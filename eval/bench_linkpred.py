@@ -347,9 +347,10 @@ KEYS = ("both.realistic.mrr", "both.realistic.hits_at_1", "both.realistic.hits_a
 
 def _step_config(step: dict) -> dict:
     """The settings of a pipeline's ``linkpred_train`` step that part (b) reports (older runs: [CLS])."""
-    step = {"pooling": "cls", **step}
-    return {k: step.get(k) for k in ("encoder", "model", "text", "pooling", "scorer", "loss", "sampler", "dim",
-                                     "max_length", "batch_size", "lr", "epochs", "warmup", "num_negatives")}
+    step = {"pooling": "cls", "sampler_options": {}, **step}
+    return {k: step.get(k) for k in ("encoder", "model", "text", "pooling", "scorer", "loss", "sampler",
+                                     "sampler_options", "dim", "max_length", "batch_size", "lr", "epochs",
+                                     "warmup", "num_negatives")}
 
 
 def _validation_only_run(folder: Path) -> dict:
@@ -390,6 +391,7 @@ def _pipeline_run(folder: Path) -> dict:
         "best_epoch": test["best_epoch"],
         "valid_mrr_by_epoch": [round(float(r["metric"]), 5) for r in history if r.get("metric") is not None],
         "train_seconds_per_epoch": round(sum(r["train_seconds"] for r in history) / max(len(history), 1), 2),
+        "train_and_validation_seconds": round(sum(r["seconds"] for r in history), 1),
         "linkpred_step_seconds": train_step["seconds"],
         "meets_blp_wn18rr_0.285": float(test["both.realistic.mrr"]) >= BLP_WN18RR_TRANSE_MRR,
         **_candidate_scaling(folder),
