@@ -9,6 +9,8 @@ import pytest
 import torch
 
 from kgprobe.cli import main
+from kgprobe.linkpred.run import load_split_data
+from kgprobe.linkpred.samplers import mutual_share
 
 ROOT = Path(__file__).parent.parent
 
@@ -127,6 +129,7 @@ def test_encode_bad_tsv_is_a_file_line_error(run_dir, tmp_path, capsys):
     ("--pooling", "max", "'max' is not one of 'cls', 'mean'"),
     ("--sampler-option", "self_negatives=-1", "self_negatives must be a non-negative integer, got -1"),
     ("--sampler-option", "n_clusters=4", "the negative sampler 'in-batch' does not take n_clusters"),
+    ("--sampler-option", "self_relations=mutual", "self_relations must be one of: all, asymmetric; got 'mutual'"),
 ])
 def test_train_option_errors(split_dir, tmp_path, capsys, option, value, needle):
     _fails(["linkpred", "train", "--data", str(split_dir), "--out", str(tmp_path / "r"), option, value],
@@ -138,10 +141,18 @@ def test_pooling_and_loss_options_reach_the_run(split_dir, tmp_path, capsys):
     out = tmp_path / "r"
     _ok(["linkpred", "train", "--data", str(split_dir), "--out", str(out), "--encoder", "bow", "--epochs", "1",
          "--max-train-triples", "200", "--device", "cpu", "--quiet", "--pooling", "mean",
-         "--loss-option", "margin=0.5", "--sampler-option", "self_negatives=1"], capsys)
+         "--loss-option", "margin=0.5", "--sampler-option", "self_negatives=1",
+         "--sampler-option", "self_relations=asymmetric"], capsys)
     config = json.loads((out / "linkpred.json").read_text())["config"]
     assert config["pooling"] == "mean" and config["loss_options"] == {"margin": 0.5}
-    assert config["sampler_options"] == {"self_negatives": 1}
+    assert config["sampler_options"] == {"self_negatives": 1, "self_relations": "asymmetric"}
+    # which relations count as symmetric is read off the whole training part, not the 200 trained on
+    # (UMLS: degree_of, precedes, result_of; a random 200 holds almost no mutual pairs)
+    split = load_split_data(split_dir)
+    symmetric = torch.nonzero(mutual_share(split.triples["train"], split.graph.num_relations) >= 0.5).flatten()
+    assert {split.graph.relation_ids[r] for r in symmetric.tolist()} == {"degree_of", "precedes", "result_of"}
+    sampler = torch.load(out / "best.pt", weights_only=False)["fingerprint"]["sampler"]
+    assert sampler["relations_without_self_negatives"] == symmetric.tolist()
 
 
 def test_missing_directories_are_one_line_errors(run_dir, split_dir, tmp_path, capsys):

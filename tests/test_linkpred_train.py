@@ -11,7 +11,7 @@ from kgprobe.errors import KgprobeError
 from kgprobe.kg.graph import KnowledgeGraph
 from kgprobe.linkpred.data import batch_slices, head_corruption_probability, load_negatives, num_batches
 from kgprobe.linkpred.encoders import BowEncoder, EmbeddingEncoder, TransformerEncoder, get_encoder
-from kgprobe.linkpred.samplers import SAMPLERS, InBatchSampler, LemonSampler, get_sampler
+from kgprobe.linkpred.samplers import SAMPLERS, InBatchSampler, LemonSampler, get_sampler, mutual_share
 from kgprobe.linkpred.trainer import BEST_FILE, CHECKPOINT_FILE, METRICS_FILE, TrainConfig, Trainer, train
 
 TYPES = ("animal", "city", "color", "tool")
@@ -269,6 +269,34 @@ def test_in_batch_self_negatives_are_the_kept_entity(kg):
     for bad in (-1, 1.5, True):
         with pytest.raises(KgprobeError, match="self_negatives must be a non-negative integer"):
             get_sampler("in-batch", num_entities=3, self_negatives=bad)
+
+
+def test_mutual_share_per_relation():
+    # r0 symmetric (both directions), r1 one-way, r2 half mutual, r3 without triples
+    triples = torch.tensor([[0, 0, 1], [1, 0, 0], [0, 1, 1], [1, 1, 2],
+                            [2, 2, 3], [3, 2, 2], [0, 2, 3], [1, 2, 0]])
+    share = mutual_share(triples, 4)
+    assert share.tolist() == [1.0, 0.0, 0.5, 0.0]
+
+
+def test_in_batch_self_negatives_only_for_asymmetric_relations():
+    # relation 0 symmetric, relation 1 one-way: only relation 1's triples get (h, r, h) / (t, r, t)
+    sym = torch.tensor([[i, 0, i + 1] for i in range(0, 20, 2)] + [[i + 1, 0, i] for i in range(0, 20, 2)])
+    one_way = torch.tensor([[i, 1, i + 20] for i in range(20)])
+    triples = torch.cat([sym, one_way])
+    sampler = get_sampler("in-batch", num_entities=40, num_relations=2, triples=triples, self_negatives=1,
+                          self_relations="asymmetric")
+    assert sampler.self_allowed.tolist() == [False, True]
+    assert sampler.describe()["relations_without_self_negatives"] == [0]
+    out = sampler.sample_negatives(triples, 4, generator=torch.Generator().manual_seed(0))
+    first = out.triples[:, 0]
+    is_self = first[:, 0] == first[:, 2]
+    assert torch.equal(is_self, triples[:, 1] == 1)
+    assert bool(out.mask.all())
+    with pytest.raises(KgprobeError, match="self_relations must be one of: all, asymmetric; got 'sym'"):
+        get_sampler("in-batch", num_entities=40, triples=triples, self_relations="sym")
+    with pytest.raises(KgprobeError, match="self_relations='asymmetric' needs the training triples"):
+        get_sampler("in-batch", num_entities=40, self_negatives=1, self_relations="asymmetric")
 
 
 def test_bernoulli_probabilities_from_relation_stats():

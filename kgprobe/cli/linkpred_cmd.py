@@ -38,8 +38,8 @@ def linkpred() -> None:
 @click.option("--sampler", default="in-batch", show_default=True,
               help="Negatives: in-batch, uniform, bernoulli, lemon, knn-hard.")
 @click.option("--sampler-option", "sampler_options", multiple=True, metavar="KEY=VALUE",
-              help="A sampler parameter, repeatable: self_negatives=1 (in-batch); n_clusters=15, "
-                   "n_nearest=3 (lemon); filtered=true.")
+              help="A sampler parameter, repeatable: self_negatives=1, self_relations=asymmetric "
+                   "(in-batch); n_clusters=15, n_nearest=3 (lemon); filtered=true.")
 @click.option("--dim", type=int, default=128, show_default=True, help="Entity embedding size.")
 @click.option("--epochs", type=int, default=40, show_default=True)
 @click.option("--batch-size", type=int, default=64, show_default=True)

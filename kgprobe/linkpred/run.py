@@ -205,8 +205,10 @@ def run_training(config: LinkPredConfig | dict, *, progress: bool = True,
     encoder = _build_encoder(record["config"], texts, data.entities["train"])
     scorer = get_scorer(cfg.scorer, **cfg.scorer_options)
     loss = get_loss(cfg.loss, **cfg.loss_options)
+    # the whole training part, also under max_train_triples: known positives and relation
+    # statistics (bernoulli, which relations are symmetric) are facts of the split, not of the subset
     sampler_options = {"num_entities": graph.num_entities, "num_relations": graph.num_relations,
-                       "triples": train_triples}
+                       "triples": data.triples["train"]}
     if cfg.sampler != "in-batch":
         sampler_options["entities"] = data.entities["train"]
     if cfg.sampler in ("lemon", "knn-hard"):
