@@ -53,6 +53,24 @@ def candidate_sets(test: torch.Tensor, known: torch.Tensor, num_entities: int, s
     return sets
 
 
+def query_entity_first(entities: torch.Tensor, relations: torch.Tensor, scorer, test: torch.Tensor,
+                       known: torch.Tensor) -> dict:
+    """How often the query's own entity beats the answer: ``s(h, r, h) > s(h, r, t)`` for tail
+    queries and ``s(t, r, t) > s(h, r, t)`` for head queries (each such query loses one rank), and
+    how often it is the top candidate outright (Hits@1 of ``(h, r, h)`` / ``(t, r, t)`` ranked
+    like a test triple, known answers filtered). In-batch negatives never offer the entity itself
+    (see ``self_negatives`` in kgprobe.linkpred.samplers)."""
+    h, r, t = entities[test[:, 0], None], relations[test[:, 1], None], entities[test[:, 2], None]
+    answer = scorer.score(h, r, t)
+    out = {"tail_queries_head_above_answer": round(float((scorer.score(h, r, h) > answer).float().mean()), 5),
+           "head_queries_tail_above_answer": round(float((scorer.score(t, r, t) > answer).float().mean()), 5)}
+    loops = {"tail": test[:, [0, 1, 0]], "head": test[:, [2, 1, 2]]}
+    for side, name in (("tail", "tail_queries_head_first"), ("head", "head_queries_tail_first")):
+        m = evaluate_model(entities, relations, scorer, loops[side], filter_triples=known, sides=(side,))
+        out[name] = round(float(m[f"{side}.realistic.hits_at_1"]), 5)
+    return out
+
+
 def scaling(run_dir: Path, data: Path, *, sizes=(WN18RR_ENTITIES,), seeds=(0, 1, 2), device: str = "auto",
             batch_size: int = 256) -> dict:
     t0 = time.perf_counter()
@@ -73,8 +91,13 @@ def scaling(run_dir: Path, data: Path, *, sizes=(WN18RR_ENTITIES,), seeds=(0, 1,
         picked = [rows[f"size_{size}_seed{s}"] for s in seeds]
         rows[f"size_{size}_mean"] = {"candidates": size, "seeds": list(seeds),
                                      **{k: round(sum(r[k] for r in picked) / len(picked), 5) for k in KEYS}}
+    t1 = time.perf_counter()
+    with torch.no_grad():
+        self_rank = query_entity_first(entities, relations, run.model.scorer, test.to(dev), known.to(dev))
+    self_rank["seconds"] = round(time.perf_counter() - t1, 2)
     return {"run": str(run_dir), "data": str(data), "config": run.config, "test_triples": len(test),
-            "load_and_encode_seconds": round(load_seconds, 2), "device": str(dev), "candidates": rows}
+            "load_and_encode_seconds": round(load_seconds, 2), "device": str(dev), "candidates": rows,
+            "query_entity_itself": self_rank}
 
 
 def main() -> None:

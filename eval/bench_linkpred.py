@@ -353,6 +353,11 @@ def _step_config(step: dict) -> dict:
                                      "warmup", "num_negatives")}
 
 
+def _valid_mrr_by_epoch(history: list[dict]) -> dict:
+    """``{"epoch": validation MRR}`` for the epochs that were validated (``eval_every``)."""
+    return {str(r["epoch"]): round(float(r["metric"]), 5) for r in history if r.get("metric") is not None}
+
+
 def _validation_only_run(folder: Path) -> dict:
     """A run whose test evaluation never happened: ``pipeline.yaml`` + ``metrics.jsonl`` + ``device.txt``."""
     import yaml
@@ -365,8 +370,7 @@ def _validation_only_run(folder: Path) -> dict:
         "device": (folder / "device.txt").read_text().strip(),
         "config": _step_config(step),
         "test": None,
-        "valid_mrr_by_epoch": {str(r["epoch"]): round(float(r["metric"]), 5) for r in history
-                               if r.get("metric") is not None},
+        "valid_mrr_by_epoch": _valid_mrr_by_epoch(history),
         "epochs_run": len(history),
     }
 
@@ -389,7 +393,7 @@ def _pipeline_run(folder: Path) -> dict:
         "config": _step_config(step),
         "test": {k: round(float(test[k]), 5) for k in KEYS},
         "best_epoch": test["best_epoch"],
-        "valid_mrr_by_epoch": [round(float(r["metric"]), 5) for r in history if r.get("metric") is not None],
+        "valid_mrr_by_epoch": _valid_mrr_by_epoch(history),
         "train_seconds_per_epoch": round(sum(r["train_seconds"] for r in history) / max(len(history), 1), 2),
         "train_and_validation_seconds": round(sum(r["seconds"] for r in history), 1),
         "linkpred_step_seconds": train_step["seconds"],

@@ -51,3 +51,29 @@ def test_fewer_candidates_never_rank_worse(trained):
     assert torch.equal(picked, bench.candidate_sets(test, split.all_triples, n, [small], [0])[f"size_{small}_seed0"])
     with pytest.raises(SystemExit, match="fewer than the"):
         bench.candidate_sets(test, split.all_triples, n, [len(needed) - 1], [0])
+
+
+def test_query_entity_itself_by_brute_force(trained):
+    from kgprobe.linkpred.run import load_for_evaluation
+
+    bench = load_bench("bench_candidates")
+    run_dir, data = trained
+    run, split, entities = load_for_evaluation(run_dir, data, device="cpu")
+    relations = run.model.relations.weight.detach().float()
+    test, known = split.triples["test"], split.all_triples
+    with torch.no_grad():
+        got = bench.query_entity_first(entities, relations, run.model.scorer, test, known)
+        # every tail query (h, r, ?) scored against every entity; known tails of (h, r) removed
+        scores = run.model.scorer.score(entities[test[:, 0], None], relations[test[:, 1], None], entities[None])
+    answer = scores[torch.arange(len(test)), test[:, 2]]
+    own = scores[torch.arange(len(test)), test[:, 0]]
+    assert got["tail_queries_head_above_answer"] == pytest.approx(float((own > answer).float().mean()), abs=1e-5)
+    known_tails = torch.zeros_like(scores, dtype=torch.bool)
+    for i, (h, r) in enumerate(test[:, :2].tolist()):
+        known_tails[i, known[(known[:, 0] == h) & (known[:, 1] == r)][:, 2]] = True
+    known_tails[torch.arange(len(test)), test[:, 0]] = False  # the entity itself is what is ranked
+    others = scores.masked_fill(known_tails, float("-inf"))
+    others[torch.arange(len(test)), test[:, 0]] = float("-inf")
+    first = (own > others.max(dim=1).values).float().mean()  # no ties with float scores of a trained model
+    assert got["tail_queries_head_first"] == pytest.approx(float(first), abs=1e-5)
+    assert 0.0 <= got["head_queries_tail_first"] <= 1.0 and 0.0 <= got["head_queries_tail_above_answer"] <= 1.0
