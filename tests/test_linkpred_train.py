@@ -51,7 +51,7 @@ def split_triples(kg):
     return kg.triples[perm[n_valid:]], kg.triples[perm[:n_valid]]
 
 
-def _tiny_bert(tmp_path, words):
+def _tiny_bert(tmp_path, words, **config):
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(set(words))
@@ -59,7 +59,7 @@ def _tiny_bert(tmp_path, words):
     tok = BertTokenizerFast(vocab=str(tmp_path / "vocab.txt"))
     torch.manual_seed(0)
     cfg = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=64)
+                     intermediate_size=64, max_position_embeddings=64, **config)
     return BertModel(cfg), tok
 
 
@@ -634,6 +634,29 @@ def test_train_by_names_with_transformer_and_real_evaluator(kg, split_triples, t
     assert {"both.realistic.mrr", "both.realistic.hits_at_10"} <= set(record["valid"])
     assert 0 < record["metric"] <= 1
     assert (tmp_path / "run" / BEST_FILE).is_file() and (tmp_path / "run" / CHECKPOINT_FILE).is_file()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("sampler", ["in-batch", "uniform"])
+def test_training_on_cuda_matches_cpu(kg, split_triples, tmp_path, sampler):
+    """The GPU path (host indices copied without blocking, the running loss read every few steps)
+    trains the same model as the CPU: same losses and validation MRR up to float rounding."""
+    words = " ".join(kg.entity_descriptions).split()
+    train_t, valid_t = split_triples
+    runs = {}
+    for device in ("cpu", "cuda"):
+        # no dropout: the CPU and the GPU draw different masks
+        bert, tok = _tiny_bert(tmp_path, words, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+        enc = get_encoder("transformer", kg=kg, model=bert, tokenizer=tok, dim=16, max_length=12, seed=0)
+        assert enc.host_lengths.device.type == "cpu"
+        runs[device] = train(encoder=enc, scorer="transe", loss="margin", sampler=sampler,
+                             train_triples=train_t, num_relations=kg.num_relations, valid_triples=valid_t,
+                             filter_triples=kg.triples, epochs=2, batch_size=16, num_negatives=4, lr=1e-3,
+                             amp=False, device=device, progress=False)
+        assert enc.host_lengths.device.type == "cpu" and enc.input_ids.device.type == device
+    for a, b in zip(runs["cpu"].history, runs["cuda"].history):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-3, abs=1e-4)
+        assert b["metric"] == pytest.approx(a["metric"], abs=0.02)
 
 
 def test_trainer_config_errors(kg, split_triples):

@@ -2,7 +2,7 @@
 # On the GPU box (device tool, carry .gpu and .whl made by eval/gpu/prepare.sh):
 #   bash eval/gpu/run_linkpred.sh                       -> $OUT/linkpred_wordnet/{pipeline.log,metrics.jsonl,...}
 #   PIPELINES="a.yaml b.yaml" bash eval/gpu/run_linkpred.sh
-# runs the pipelines one after another and copies each one's pipeline.log, metrics.jsonl,
+# runs the CUDA tests, then the pipelines one after another, and copies each one's pipeline.log, metrics.jsonl,
 # test_metrics.json and run.json to $OUT/<pipeline name>/, with candidates.json from
 # eval/bench_candidates.py (test MRR against WN18RR-sized candidate sets) once a run has finished.
 # (Three run side by side on one H200 went about 25x slower each, 2 batches/s instead of 47: not
@@ -35,6 +35,13 @@ for p in $PIPELINES; do
   mkdir -p "$2" && [ -f "$2/wordnet_split/build.json" ] || tar -C "$2" -xJf .gpu/wordnet_split.tar.xz || exit 5
 done
 echo "setup took $(( $(date +%s) - START )) s"
+# the CUDA-only tests first (trainer and evaluator on the GPU against the CPU; ~30 s): a broken
+# GPU path stops here instead of after minutes of training. SKIP_CUDA_TESTS=1 skips them.
+if [ -z "${SKIP_CUDA_TESTS:-}" ]; then
+  $PY -m pytest -q -x -p no:cacheprovider tests/test_linkpred_train.py tests/test_linkpred_eval.py -k cuda \
+    > "$OUT/cuda_tests.log" 2>&1 || { tail -30 "$OUT/cuda_tests.log"; exit 6; }
+  tail -1 "$OUT/cuda_tests.log"
+fi
 # PIPE_LIMIT: seconds each pipeline may run (resumable: the next call continues it on a warm box)
 for p in $PIPELINES; do
   set -- ${DIRS[$p]}; mkdir -p "$OUT/$1"

@@ -3,7 +3,8 @@
 Every encoder is an ``nn.Module`` over a fixed entity table prepared once up front (texts are
 tokenised a single time into padded tensors held as buffers, never per batch), and offers
 
-* ``encode(entity_indices) -> (B, dim)``: differentiable, for training;
+* ``encode(entity_indices) -> (B, dim)``: differentiable, for training (indices on the host or
+  on the encoder's device; a trainer passes host indices so nothing waits for the GPU);
 * ``encode_all(batch_size, entities=None) -> (N, dim)``: every entity (or the given ones) in
   batches, in eval mode under ``torch.no_grad()``, for evaluation and export;
 * ``dim`` and ``num_entities``.
@@ -36,6 +37,7 @@ import torch
 from torch import nn
 
 from kgprobe.errors import KgprobeError
+from kgprobe.models.device import host_to_device
 from kgprobe.registry import Registry
 
 TEXT_CHOICES = ("description", "label", "both")
@@ -158,7 +160,7 @@ class EmbeddingEncoder(EntityEncoder):
         nn.init.xavier_uniform_(self.table.weight, generator=_generator(seed))
 
     def encode(self, entities: torch.Tensor) -> torch.Tensor:
-        return self.table(entities)
+        return self.table(host_to_device(entities, self.table.weight.device))
 
 
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -217,7 +219,7 @@ class BowEncoder(EntityEncoder):
         return self._with_table({"token_ids": self._token_table(texts)}, len(texts))
 
     def encode(self, entities: torch.Tensor) -> torch.Tensor:
-        ids = self.token_ids[entities]
+        ids = self.token_ids[host_to_device(entities, self.token_ids.device)]
         mask = (ids != 0).unsqueeze(-1).to(self.words.weight.dtype)
         summed = (self.words(ids) * mask).sum(dim=1)
         return self.proj(summed / mask.sum(dim=1).clamp_min(1.0))
@@ -262,8 +264,12 @@ class TransformerEncoder(EntityEncoder):
         self.proj = nn.Linear(hidden, self.dim, bias=False)
         nn.init.xavier_uniform_(self.proj.weight, generator=_generator(seed))
         self.tokenizer = tokenizer
-        for name, value in self._token_table(texts).items():
+        table = self._token_table(texts)
+        for name, value in table.items():
             self.register_buffer(name, value, persistent=False)
+        # a host copy of the lengths (not a buffer: it stays on the CPU when the module moves), so
+        # a batch's width is known without reading the GPU, which would wait for its queued work
+        self.host_lengths = table["lengths"]
 
     def _token_table(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """Token ids, attention mask and length of every text (truncated, padded to the longest)."""
@@ -274,10 +280,14 @@ class TransformerEncoder(EntityEncoder):
         return {"input_ids": encoded["input_ids"].long(), "attention_mask": mask, "lengths": mask.sum(dim=1)}
 
     def for_texts(self, texts: Sequence[str]) -> "TransformerEncoder":
-        return self._with_table(self._token_table(texts), len(texts))
+        table = self._token_table(texts)
+        clone = self._with_table(table, len(texts))
+        clone.host_lengths = table["lengths"]
+        return clone
 
     def encode(self, entities: torch.Tensor) -> torch.Tensor:
-        width = int(self.lengths[entities].max()) if entities.numel() else 1
+        width = int(self.host_lengths[entities.cpu()].max()) if entities.numel() else 1
+        entities = host_to_device(entities, self.input_ids.device)
         ids = self.input_ids[entities, :width]
         mask = self.attention_mask[entities, :width]
         hidden = self.transformer(input_ids=ids, attention_mask=mask).last_hidden_state

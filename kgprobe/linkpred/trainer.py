@@ -51,11 +51,14 @@ from kgprobe.errors import KgprobeError
 from kgprobe.linkpred.data import as_triples, batch_slices, num_batches
 from kgprobe.linkpred.encoders import EntityEncoder
 from kgprobe.linkpred.samplers import NegativeSampler
+from kgprobe.models.device import host_to_device
 
 CHECKPOINT_FILE = "checkpoint.pt"
 BEST_FILE = "best.pt"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_FORMAT = "kgprobe-linkpred-checkpoint"
+#: steps between reads of the running loss (progress bar, NaN check); each read waits for the GPU
+LOSS_READ_EVERY = 50
 
 #: ``evaluate(entity_emb (E, d), relation_emb (R, d_r), scorer, triples, *, candidates=None,
 #: filter_triples=None) -> {"both.realistic.mrr": ..., ...}``: the signature of
@@ -292,25 +295,30 @@ class Trainer:
         b, k = negatives.mask.shape
         ids = torch.cat([batch[:, [0, 2]].reshape(-1), negatives.triples[..., [0, 2]].reshape(-1)])
         unique, inverse = torch.unique(ids, return_inverse=True)
+        usable = bool(negatives.mask.all())  # read on the host, before anything moves to the GPU
+        # one non-blocking copy for every index of the step (see host_to_device)
+        parts = (inverse, batch[:, 1], negatives.triples[..., 1], negatives.mask.long())
+        flat = host_to_device(torch.cat([p.reshape(-1) for p in parts]), self.device)
+        inverse, rel_ids, neg_rel_ids, mask = (
+            piece.view(part.shape) for piece, part in zip(flat.split([p.numel() for p in parts]), parts))
         with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
-            vectors = model.entity_vectors(unique.to(self.device))
-            inverse = inverse.to(self.device)
+            vectors = model.entity_vectors(unique)  # host indices: the encoder copies them itself
             # Gather rows with ``embedding``, not ``vectors[inverse]``: the backward of advanced
             # indexing (index_put_ with accumulate) adds repeated rows with atomics on a CPU
             # with several threads, in no fixed order; embedding's backward is deterministic.
             pos_ent = nn.functional.embedding(inverse[:2 * b], vectors).view(b, 2, -1)
             neg_ent = nn.functional.embedding(inverse[2 * b:], vectors).view(b, k, 2, -1)
-            rel = model.relations(batch[:, 1].to(self.device))
-            neg_rel = model.relations(negatives.triples[..., 1].to(self.device))
+            rel = model.relations(rel_ids)
+            neg_rel = model.relations(neg_rel_ids)
             pos = model.scorer.score(pos_ent[:, 0], rel, pos_ent[:, 1])
             neg = model.scorer.score(neg_ent[:, :, 0], neg_rel, neg_ent[:, :, 1])
-        loss = self._loss(pos.float(), neg.float(), negatives.mask.to(self.device))
+        loss = self._loss(pos.float(), neg.float(), mask.bool(), usable)
         if cfg.regularization:
             loss = loss + cfg.regularization * (pos_ent.float().pow(2).mean() + rel.float().pow(2).mean())
         return loss
 
-    def _loss(self, pos: torch.Tensor, neg: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        if bool(mask.all()):
+    def _loss(self, pos: torch.Tensor, neg: torch.Tensor, mask: torch.Tensor, usable: bool) -> torch.Tensor:
+        if usable:  # every negative usable (known on the host: asking the GPU tensor would wait for it)
             return self.loss_fn(pos, neg)
         if self._loss_takes_mask:
             return self.loss_fn(pos, neg, mask=mask)
@@ -334,7 +342,10 @@ class Trainer:
                                drop_last=cfg.drop_last)
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        total, seen, started = 0.0, 0, time.perf_counter()
+        # the running loss stays on the device and is read every LOSS_READ_EVERY steps: reading it
+        # each step would make the CPU wait for the GPU (a NaN still surfaces within that window)
+        total = torch.zeros((), dtype=torch.float64, device=self.device)
+        seen, started = 0, time.perf_counter()
         from tqdm.auto import tqdm
 
         bar = tqdm(batches, total=n_batches, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch",
@@ -344,11 +355,14 @@ class Trainer:
             group_start = (i // cfg.grad_accumulation) * cfg.grad_accumulation
             group_size = min(cfg.grad_accumulation, n_batches - group_start)
             loss = self._batch_loss(batch, generator)
-            if not torch.isfinite(loss):
-                raise KgprobeError(f"the loss became {float(loss)} in epoch {epoch} (lower the learning rate?)")
             self.scaler.scale(loss / group_size).backward()
-            total += float(loss.detach()) * len(batch)
+            total += loss.detach().double() * len(batch)
             seen += len(batch)
+            if (i + 1) % LOSS_READ_EVERY == 0 or i + 1 == n_batches:
+                mean = float(total) / seen
+                if not np.isfinite(mean):
+                    raise KgprobeError(f"the loss became {mean} in epoch {epoch} (lower the learning rate?)")
+                bar.set_postfix(loss=f"{mean:.4f}", refresh=False)
             if i + 1 == group_start + group_size:
                 if cfg.max_grad_norm is not None:
                     self.scaler.unscale_(self.optimizer)
@@ -357,9 +371,8 @@ class Trainer:
                 self.scaler.update()
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
-            bar.set_postfix(loss=f"{total / max(seen, 1):.4f}", refresh=False)
         bar.close()
-        return {"epoch": epoch, "loss": total / max(seen, 1), "lr": self.scheduler.get_last_lr()[0],
+        return {"epoch": epoch, "loss": float(total) / max(seen, 1), "lr": self.scheduler.get_last_lr()[0],
                 "step": int(self.scheduler.last_epoch), "train_seconds": round(time.perf_counter() - started, 3)}
 
     # ----------------------------------------------------------------- evaluation

@@ -28,3 +28,15 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
             raise KgprobeError(f"device {device!r}: only {torch.cuda.device_count()} GPU(s) visible")
         return dev
     raise KgprobeError(f"bad device {device!r}: use auto, cpu, cuda or cuda:N")
+
+
+def host_to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``tensor`` on ``device``. From host memory to a GPU the copy goes through pinned memory and
+    does not block: a blocking copy waits until the GPU has run everything queued before it, so
+    a training step with a few such copies leaves the CPU idle while the GPU works and the GPU
+    idle while the CPU prepares the next batch."""
+    if tensor.device == device:
+        return tensor
+    if device.type == "cuda" and tensor.device.type == "cpu":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
