@@ -28,8 +28,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from kgprobe.atomic import atomic_path  # noqa: E402
-from kgprobe.linkpred.evaluator import evaluate_model  # noqa: E402
+from kgprobe.linkpred.evaluator import Ranks, SideRanks, evaluate_model, rank_metrics  # noqa: E402
 from kgprobe.linkpred.run import load_for_evaluation  # noqa: E402
+from kgprobe.linkpred.samplers import SYMMETRIC_SHARE, mutual_share  # noqa: E402
 from machine import machine_info  # noqa: E402
 
 KEYS = ("mrr", "hits_at_1", "hits_at_3", "hits_at_10")
@@ -51,6 +52,23 @@ def candidate_sets(test: torch.Tensor, known: torch.Tensor, num_entities: int, s
             extra = others[torch.randperm(len(others), generator=g)[:size - len(needed)]]
             sets[f"size_{size}_seed{seed}"] = torch.sort(torch.cat([needed, extra])).values
     return sets
+
+
+def per_relation(ranks: Ranks, test: torch.Tensor, train: torch.Tensor, relation_ids) -> dict:
+    """Test metrics of each relation's triples (head and tail queries pooled, realistic ranks), with
+    the relation's mutual share in the training triples (1 = symmetric; see
+    ``kgprobe.linkpred.samplers.mutual_share``). The ranks are those of the all-candidates run."""
+    share = mutual_share(train, len(relation_ids))
+    out = {}
+    for r in torch.unique(test[:, 1]).tolist():
+        keep = test[:, 1] == r
+        part = Ranks(*(None if p is None else SideRanks(p.greater[keep], p.equal[keep], p.num_options[keep])
+                       for p in (ranks.head, ranks.tail)))
+        m = rank_metrics(part)
+        out[relation_ids[r]] = {"test_triples": int(keep.sum()), "mutual_share": round(float(share[r]), 3),
+                                "symmetric": bool(share[r] >= SYMMETRIC_SHARE),
+                                **{k: round(float(m[f"both.realistic.{k}"]), 5) for k in KEYS}}
+    return out
 
 
 def query_entity_first(entities: torch.Tensor, relations: torch.Tensor, scorer, test: torch.Tensor,
@@ -79,11 +97,13 @@ def scaling(run_dir: Path, data: Path, *, sizes=(WN18RR_ENTITIES,), seeds=(0, 1,
     dev = entities.device
     relations = run.model.relations.weight.detach().float()
     test, known = split.triples["test"], split.all_triples
-    rows = {}
+    rows, relations_table = {}, None
     for name, cand in candidate_sets(test, known, split.graph.num_entities, sizes, seeds).items():
         t1 = time.perf_counter()
-        m = evaluate_model(entities, relations, run.model.scorer, test.to(dev), filter_triples=known.to(dev),
-                           candidates=None if cand is None else cand.to(dev))
+        m, ranks = evaluate_model(entities, relations, run.model.scorer, test.to(dev), filter_triples=known.to(dev),
+                                  candidates=None if cand is None else cand.to(dev), return_ranks=True)
+        if cand is None:
+            relations_table = per_relation(ranks, test, split.triples["train"], split.graph.relation_ids)
         rows[name] = {"candidates": split.graph.num_entities if cand is None else len(cand),
                       **{k: round(float(m[f"both.realistic.{k}"]), 5) for k in KEYS},
                       "seconds": round(time.perf_counter() - t1, 2)}
@@ -97,7 +117,7 @@ def scaling(run_dir: Path, data: Path, *, sizes=(WN18RR_ENTITIES,), seeds=(0, 1,
     self_rank["seconds"] = round(time.perf_counter() - t1, 2)
     return {"run": str(run_dir), "data": str(data), "config": run.config, "test_triples": len(test),
             "load_and_encode_seconds": round(load_seconds, 2), "device": str(dev), "candidates": rows,
-            "query_entity_itself": self_rank}
+            "per_relation_all_candidates": relations_table, "query_entity_itself": self_rank}
 
 
 def main() -> None:

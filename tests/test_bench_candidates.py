@@ -45,6 +45,13 @@ def test_fewer_candidates_never_rank_worse(trained):
         assert rows[f"size_{small}_seed{seed}"]["mrr"] >= rows["all"]["mrr"]
     assert rows[f"size_{small}_mean"]["mrr"] == pytest.approx(
         (rows[f"size_{small}_seed0"]["mrr"] + rows[f"size_{small}_seed1"]["mrr"]) / 2, abs=1e-5)
+    # per relation: the counts add up, and the count-weighted mean is the overall MRR
+    table = result["per_relation_all_candidates"]
+    assert sum(r["test_triples"] for r in table.values()) == len(test)
+    weighted = sum(r["mrr"] * r["test_triples"] for r in table.values()) / len(test)
+    assert weighted == pytest.approx(rows["all"]["mrr"], abs=1e-4)
+    assert all(r["symmetric"] == (r["mutual_share"] >= 0.5) for r in table.values())
+    assert any(r["symmetric"] for r in table.values())  # UMLS: degree_of, precedes, result_of
     sets = bench.candidate_sets(test, split.all_triples, n, [small], [0])
     picked = sets[f"size_{small}_seed0"]
     assert len(picked) == small and set(needed.tolist()) <= set(picked.tolist())
