@@ -10,7 +10,7 @@ import torch
 from kgprobe.errors import KgprobeError
 from kgprobe.kg.graph import KnowledgeGraph
 from kgprobe.linkpred.data import batch_slices, head_corruption_probability, load_negatives, num_batches
-from kgprobe.linkpred.encoders import BowEncoder, EmbeddingEncoder, TransformerEncoder, get_encoder
+from kgprobe.linkpred.encoders import BowEncoder, EmbeddingEncoder, TransformerEncoder, get_encoder, sdpa_4d_mask
 from kgprobe.linkpred.samplers import SAMPLERS, InBatchSampler, LemonSampler, get_sampler, mutual_share
 from kgprobe.linkpred.trainer import BEST_FILE, CHECKPOINT_FILE, METRICS_FILE, TrainConfig, Trainer, train
 
@@ -171,6 +171,22 @@ def test_transformer_encoder_tiny_bert(tmp_path, pooling):
     assert bert.embeddings.word_embeddings.weight.grad is not None
     with pytest.raises(KgprobeError, match="pooling"):
         get_encoder("transformer", texts=texts, model=bert, tokenizer=tok, pooling="max")
+
+
+def test_sdpa_4d_mask_gives_the_same_hidden_states(tmp_path):
+    """On a GPU the encoder hands BERT its padding mask in SDPA's 4-D form (no host-device wait);
+    the token vectors must be those of the 2-D mask."""
+    texts = ["a small red dog", "dog", "the big blue house by the river near the old mill"]
+    bert, tok = _tiny_bert(tmp_path, " ".join(texts).split())
+    assert bert.config._attn_implementation == "sdpa"
+    enc = tok(texts, padding=True, return_tensors="pt")
+    bert.eval()
+    with torch.no_grad():
+        two_d = bert(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
+        four_d = bert(input_ids=enc["input_ids"], attention_mask=sdpa_4d_mask(enc["attention_mask"])).last_hidden_state
+    real = enc["attention_mask"].bool()
+    assert not bool(real.all())  # padding is present
+    assert torch.allclose(two_d[real], four_d[real], atol=1e-6)
 
 
 def test_transformer_entity_text_choice(tmp_path):

@@ -290,7 +290,7 @@ class TransformerEncoder(EntityEncoder):
         entities = host_to_device(entities, self.input_ids.device)
         ids = self.input_ids[entities, :width]
         mask = self.attention_mask[entities, :width]
-        hidden = self.transformer(input_ids=ids, attention_mask=mask).last_hidden_state
+        hidden = self.transformer(input_ids=ids, attention_mask=self._mask_argument(mask)).last_hidden_state
         if self.pooling == "cls":
             pooled = hidden[:, 0]
         else:
@@ -298,12 +298,26 @@ class TransformerEncoder(EntityEncoder):
             pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
         return self.proj(pooled)
 
+    def _mask_argument(self, mask: torch.Tensor) -> torch.Tensor:
+        """The padding mask as the transformer is given it. On a GPU with SDPA attention: already
+        in SDPA's 4-D form (True where a query may attend; ``sdpa_4d_mask``), which transformers
+        passes through; a 2-D mask it first tests for "no padding at all" with ``mask.all()``,
+        which makes the CPU wait for the GPU once per forward pass."""
+        if mask.device.type == "cuda" and getattr(self.transformer.config, "_attn_implementation", None) == "sdpa":
+            return sdpa_4d_mask(mask)
+        return mask
+
     def _eval_order(self, entities: torch.Tensor) -> torch.Tensor:
         return torch.sort(self.lengths[entities], descending=True, stable=True).indices
 
     def describe(self) -> dict:
         return {**super().describe(), "model": self.model_name, "pooling": self.pooling,
                 "max_length": self.max_length}
+
+
+def sdpa_4d_mask(mask: torch.Tensor) -> torch.Tensor:
+    """``(B, L)`` 0/1 padding mask -> ``(B, 1, 1, L)`` bool, broadcast over heads and queries."""
+    return mask.bool()[:, None, None, :]
 
 
 ENCODERS: dict[str, type[EntityEncoder]] = {
