@@ -664,12 +664,12 @@ def test_training_on_cuda_matches_cpu(kg, split_triples, tmp_path, sampler):
         # no dropout: the CPU and the GPU draw different masks
         bert, tok = _tiny_bert(tmp_path, words, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
         enc = get_encoder("transformer", kg=kg, model=bert, tokenizer=tok, dim=16, max_length=12, seed=0)
-        assert enc.host_lengths.device.type == "cpu"
+        assert enc.lengths.device.type == "cpu"
         runs[device] = train(encoder=enc, scorer="transe", loss="margin", sampler=sampler,
                              train_triples=train_t, num_relations=kg.num_relations, valid_triples=valid_t,
                              filter_triples=kg.triples, epochs=2, batch_size=16, num_negatives=4, lr=1e-3,
                              amp=False, device=device, progress=False)
-        assert enc.host_lengths.device.type == "cpu" and enc.input_ids.device.type == device
+        assert enc.lengths.device.type == "cpu" and enc.input_ids.device.type == device
     for a, b in zip(runs["cpu"].history, runs["cuda"].history):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-3, abs=1e-4)
         assert b["metric"] == pytest.approx(a["metric"], abs=0.02)

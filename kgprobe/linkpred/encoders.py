@@ -81,8 +81,8 @@ class EntityEncoder(nn.Module):
         return torch.device("cpu")
 
     def _eval_order(self, entities: torch.Tensor) -> torch.Tensor:
-        """Order in which ``encode_all`` visits ``entities`` (a permutation of positions)."""
-        return torch.arange(len(entities), device=entities.device)
+        """Order in which ``encode_all`` visits ``entities`` (host indices; a permutation of positions)."""
+        return torch.arange(len(entities))
 
     def encode_all(self, batch_size: int = 256, *, entities: torch.Tensor | None = None,
                    progress: bool = False) -> torch.Tensor:
@@ -93,9 +93,10 @@ class EntityEncoder(nn.Module):
         if batch_size <= 0:
             raise KgprobeError(f"batch size must be positive, got {batch_size}")
         device = self.device
+        # indices stay on the host (``encode`` takes them there); only the vectors live on ``device``
         if entities is None:
-            entities = torch.arange(self.num_entities, device=device)
-        entities = torch.as_tensor(entities, dtype=torch.long).to(device).reshape(-1)
+            entities = torch.arange(self.num_entities)
+        entities = torch.as_tensor(entities, dtype=torch.long).cpu().reshape(-1)
         order = self._eval_order(entities)
         out: torch.Tensor | None = None
         was_training = self.training
@@ -265,14 +266,16 @@ class TransformerEncoder(EntityEncoder):
         nn.init.xavier_uniform_(self.proj.weight, generator=_generator(seed))
         self.tokenizer = tokenizer
         table = self._token_table(texts)
+        self.lengths = table.pop("lengths")
         for name, value in table.items():
             self.register_buffer(name, value, persistent=False)
-        # a host copy of the lengths (not a buffer: it stays on the CPU when the module moves), so
-        # a batch's width is known without reading the GPU, which would wait for its queued work
-        self.host_lengths = table["lengths"]
 
     def _token_table(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-        """Token ids, attention mask and length of every text (truncated, padded to the longest)."""
+        """Token ids, attention mask and length of every text (truncated, padded to the longest).
+
+        The ids and the mask become buffers (they move with the module); the lengths stay a plain
+        host tensor, so a batch's width is known without reading the GPU, which would wait for
+        its queued work."""
         texts = [" ".join(str(t).split()) for t in texts]
         encoded = self.tokenizer(texts, padding="longest", truncation=True, max_length=self.max_length,
                                  return_tensors="pt", return_token_type_ids=False)
@@ -281,12 +284,13 @@ class TransformerEncoder(EntityEncoder):
 
     def for_texts(self, texts: Sequence[str]) -> "TransformerEncoder":
         table = self._token_table(texts)
+        lengths = table.pop("lengths")
         clone = self._with_table(table, len(texts))
-        clone.host_lengths = table["lengths"]
+        clone.lengths = lengths
         return clone
 
     def encode(self, entities: torch.Tensor) -> torch.Tensor:
-        width = int(self.host_lengths[entities.cpu()].max()) if entities.numel() else 1
+        width = int(self.lengths[entities.cpu()].max()) if entities.numel() else 1
         entities = host_to_device(entities, self.input_ids.device)
         ids = self.input_ids[entities, :width]
         mask = self.attention_mask[entities, :width]
