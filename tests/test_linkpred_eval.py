@@ -127,8 +127,31 @@ def test_self_adversarial_loss():
     assert masked.item() == pytest.approx(-logsig(gamma + 0.3), rel=1e-6)
 
 
+def test_infonce_loss():
+    pos, neg = t(1.0, 0.0), torch.tensor([[0.0, -1.0], [2.0, 0.0]])
+    tau, m = 0.5, 0.2
+
+    def nce(p, ns):
+        p = math.exp((p - m) / tau)
+        return -math.log(p / (p + sum(math.exp(x / tau) for x in ns)))
+
+    want = (nce(1.0, [0.0, -1.0]) + nce(0.0, [2.0, 0.0])) / 2
+    assert get_loss("infonce", tau=tau, margin=m)(pos, neg).item() == pytest.approx(want, rel=1e-6)
+    assert get_loss("crossentropy", tau=tau, margin=m)(pos, neg).item() == pytest.approx(want, rel=1e-6)
+    # masked negatives leave the softmax; a row without any contributes zero
+    mask = torch.tensor([[True, False], [False, False]])
+    assert get_loss("softmax", tau=tau, margin=m)(pos, neg, mask).item() == pytest.approx(nce(1.0, [0.0]) / 2, rel=1e-6)
+    # the gradient weights each negative by its softmax share: the hardest negative pulls most
+    neg = neg.clone().requires_grad_(True)
+    get_loss("infonce")(pos, neg).backward()
+    assert neg.grad[1, 0] > neg.grad[1, 1] > 0
+    torch.testing.assert_close(neg.grad[0] / neg.grad[0].sum(), torch.softmax(torch.tensor([0.0, -1.0]), 0))
+    with pytest.raises(KgprobeError, match="tau must be positive"):
+        get_loss("infonce", tau=0)
+
+
 def test_loss_registry_and_shapes():
-    with pytest.raises(KgprobeError, match="known: adversarial, margin, softplus"):
+    with pytest.raises(KgprobeError, match="known: adversarial, infonce, margin, softplus"):
         get_loss("hinge2")
     assert get_loss("margin")(t(1.0, 1.0), t(0.0, 0.0)).item() == pytest.approx(0.0)  # (B,) negatives: K = 1
     with pytest.raises(KgprobeError, match="negatives must be"):

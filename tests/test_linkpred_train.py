@@ -261,6 +261,28 @@ def test_in_batch_sampler_indices_within_batch(kg):
     assert not bool(lone.mask.any())  # a batch of one has no candidates
 
 
+def test_in_batch_without_replacement_offers_every_other_entity_once():
+    b = 16  # 32 distinct entities (a repeated one would be redrawn where it equals the replaced entity)
+    batch = torch.tensor([[2 * i, 0, 2 * i + 1] for i in range(b)])
+    sampler = get_sampler("in-batch", num_entities=2 * b, num_relations=1, replacement=False)
+    assert sampler.describe()["replacement"] is False
+    out = sampler.sample_negatives(batch, 2 * b - 2, generator=torch.Generator().manual_seed(0))
+    others = [sorted(set(range(2 * b)) - {i, b + i}) for i in range(b)]
+    assert [sorted(row) for row in out.batch_positions.tolist()] == others  # each exactly once
+    assert bool(out.mask.all())
+    # more draws than positions: cycled, every position twice; fewer: no position twice
+    twice = sampler.sample_negatives(batch, 2 * (2 * b - 2), generator=torch.Generator().manual_seed(0))
+    assert [sorted(row) for row in twice.batch_positions.tolist()] == [sorted(o * 2) for o in others]
+    few = sampler.sample_negatives(batch, 5, generator=torch.Generator().manual_seed(0)).batch_positions
+    assert all(len(set(row)) == 5 for row in few.tolist())
+    # with replacement (BLP's draw) that many draws repeat some positions and miss others
+    plain = get_sampler("in-batch", num_entities=2 * b, num_relations=1)
+    drawn = plain.sample_negatives(batch, 2 * b - 2, generator=torch.Generator().manual_seed(0)).batch_positions
+    assert any(len(set(row)) < 2 * b - 2 for row in drawn.tolist())
+    with pytest.raises(KgprobeError, match="replacement must be true or false"):
+        get_sampler("in-batch", num_entities=3, replacement="no")
+
+
 def test_in_batch_self_negatives_are_the_kept_entity(kg):
     sampler = get_sampler("in-batch", num_entities=kg.num_entities, num_relations=kg.num_relations,
                           self_negatives=2)
@@ -465,7 +487,7 @@ def test_batches_cover_everything_once():
 
 # --------------------------------------------------------------------------- trainer
 def _trainer(kg, split_triples, *, out_dir=None, encoder="bow", sampler="in-batch", callbacks=(),
-             evaluate=_distmult_evaluate, **overrides):
+             evaluate=_distmult_evaluate, loss="margin", **overrides):
     from kgprobe.linkpred.losses import get_loss
     from kgprobe.linkpred.scorers import get_scorer
 
@@ -478,7 +500,7 @@ def _trainer(kg, split_triples, *, out_dir=None, encoder="bow", sampler="in-batc
         enc = get_encoder("embedding", num_entities=kg.num_entities, dim=16, seed=0)
     settings = dict(epochs=4, batch_size=16, num_negatives=8, lr=0.02, warmup=0.25, seed=0)
     settings.update(overrides)
-    return Trainer(encoder=enc, scorer=get_scorer("transe"), loss=get_loss("margin"),
+    return Trainer(encoder=enc, scorer=get_scorer("transe"), loss=get_loss(loss),
                    sampler=get_sampler(sampler, kg=kg), train_triples=train_t, num_relations=kg.num_relations,
                    valid_triples=valid_t, filter_triples=kg.triples, evaluate=evaluate,
                    out_dir=out_dir, device="cpu", progress=False, callbacks=callbacks, **settings)
@@ -488,8 +510,9 @@ def _comparable(history):
     return [{k: v for k, v in r.items() if "seconds" not in k} for r in history]
 
 
-def test_loss_decreases_on_a_tiny_kg(kg, split_triples):
-    result = _trainer(kg, split_triples, epochs=8).fit()
+@pytest.mark.parametrize("loss", ["margin", "infonce"])
+def test_loss_decreases_on_a_tiny_kg(kg, split_triples, loss):
+    result = _trainer(kg, split_triples, epochs=8, loss=loss).fit()
     losses = [r["loss"] for r in result.history]
     assert len(losses) == 8
     assert losses[-1] < 0.6 * losses[0]
@@ -653,8 +676,8 @@ def test_train_by_names_with_transformer_and_real_evaluator(kg, split_triples, t
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-@pytest.mark.parametrize("sampler", ["in-batch", "uniform"])
-def test_training_on_cuda_matches_cpu(kg, split_triples, tmp_path, sampler):
+@pytest.mark.parametrize("sampler,loss", [("in-batch", "margin"), ("uniform", "margin"), ("in-batch", "infonce")])
+def test_training_on_cuda_matches_cpu(kg, split_triples, tmp_path, sampler, loss):
     """The GPU path (host indices copied without blocking, the running loss read every few steps)
     trains the same model as the CPU: same losses and validation MRR up to float rounding."""
     words = " ".join(kg.entity_descriptions).split()
@@ -665,7 +688,7 @@ def test_training_on_cuda_matches_cpu(kg, split_triples, tmp_path, sampler):
         bert, tok = _tiny_bert(tmp_path, words, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
         enc = get_encoder("transformer", kg=kg, model=bert, tokenizer=tok, dim=16, max_length=12, seed=0)
         assert enc.lengths.device.type == "cpu"
-        runs[device] = train(encoder=enc, scorer="transe", loss="margin", sampler=sampler,
+        runs[device] = train(encoder=enc, scorer="transe", loss=loss, sampler=sampler,
                              train_triples=train_t, num_relations=kg.num_relations, valid_triples=valid_t,
                              filter_triples=kg.triples, epochs=2, batch_size=16, num_negatives=4, lr=1e-3,
                              amp=False, device=device, progress=False)

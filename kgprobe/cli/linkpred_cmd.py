@@ -32,14 +32,15 @@ def linkpred() -> None:
 @click.option("--pooling", type=click.Choice(["cls", "mean"]), default="cls", show_default=True,
               help="Transformer: the [CLS] vector or the mean of the token vectors.")
 @click.option("--scorer", default="transe", show_default=True, help="transe, distmult, complex, simple, rotate.")
-@click.option("--loss", default="margin", show_default=True, help="margin, softplus or adversarial.")
+@click.option("--loss", default="margin", show_default=True, help="margin, softplus, adversarial or infonce.")
 @click.option("--loss-option", "loss_options", multiple=True, metavar="KEY=VALUE",
-              help="A loss parameter, repeatable: margin=1 (margin); gamma=9, alpha=1 (adversarial).")
+              help="A loss parameter, repeatable: margin=1 (margin); gamma=9, alpha=1 (adversarial); "
+                   "tau=1, margin=0 (infonce).")
 @click.option("--sampler", default="in-batch", show_default=True,
               help="Negatives: in-batch, uniform, bernoulli, lemon, knn-hard.")
 @click.option("--sampler-option", "sampler_options", multiple=True, metavar="KEY=VALUE",
-              help="A sampler parameter, repeatable: self_negatives=1, self_relations=asymmetric "
-                   "(in-batch); n_clusters=15, n_nearest=3 (lemon); filtered=true.")
+              help="A sampler parameter, repeatable: self_negatives=1, self_relations=asymmetric, "
+                   "replacement=false (in-batch); n_clusters=15, n_nearest=3 (lemon); filtered=true.")
 @click.option("--dim", type=int, default=128, show_default=True, help="Entity embedding size.")
 @click.option("--epochs", type=int, default=40, show_default=True)
 @click.option("--batch-size", type=int, default=64, show_default=True)
@@ -68,15 +69,15 @@ def train(data: Path, out: Path, encoder: str, model: str, text: str, pooling: s
     to OUT/test_metrics.json. Re-running with the same --out resumes.
     """
     from kgprobe.linkpred.losses import get_loss
-    from kgprobe.linkpred.run import LinkPredConfig, check_names, run_training
+    from kgprobe.linkpred.run import LinkPredConfig, check_names, parse_key_values, run_training
     from kgprobe.linkpred.samplers import check_sampler_options
     from kgprobe.models import resolve_device
 
     check_names(encoder=encoder, scorer=scorer, loss=loss, sampler=sampler)
     resolve_device(device)
     cfg = _config(LinkPredConfig, data=data, out=out, encoder=encoder, model=model, text=text, pooling=pooling,
-                  scorer=scorer, loss=loss, loss_options=_key_values(loss_options, "--loss-option"),
-                  sampler=sampler, sampler_options=_key_values(sampler_options, "--sampler-option"), dim=dim,
+                  scorer=scorer, loss=loss, loss_options=parse_key_values(loss_options, "--loss-option"),
+                  sampler=sampler, sampler_options=parse_key_values(sampler_options, "--sampler-option"), dim=dim,
                   epochs=epochs, batch_size=batch_size, lr=lr, warmup=warmup,
                   num_negatives=num_negatives, max_length=max_length, patience=patience, device=device,
                   seed=seed, resume=resume, max_train_triples=max_train_triples)
@@ -84,30 +85,6 @@ def train(data: Path, out: Path, encoder: str, model: str, text: str, pooling: s
     check_sampler_options(cfg.sampler, cfg.sampler_options)
     summary = run_training(cfg, progress=not quiet, echo=lambda m: click.echo(m, err=True))
     click.echo(json.dumps(summary, indent=2))
-
-
-def _key_values(items: tuple[str, ...], option: str) -> dict:
-    """``("gamma=9.5", "n=3", "adversarial=false")`` -> ``{"gamma": 9.5, "n": 3, "adversarial": False}``."""
-    from kgprobe.errors import KgprobeError
-
-    out: dict = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise KgprobeError(f"{option} wants KEY=VALUE, got {item!r}")
-        raw = raw.strip()
-        value: object = raw
-        if raw.lower() in ("true", "false"):
-            value = raw.lower() == "true"
-        else:
-            for number in (int, float):
-                try:
-                    value = number(raw)
-                    break
-                except ValueError:
-                    pass
-        out[key.strip()] = value
-    return out
 
 
 def _config(cls, **values):

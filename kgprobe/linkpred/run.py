@@ -87,6 +87,29 @@ def check_names(*, encoder: str | None = None, scorer: str | None = None, loss: 
             registry.lookup(name)
 
 
+def parse_key_values(items: Sequence[str], option: str) -> dict:
+    """``("gamma=9.5", "n=3", "adversarial=false")`` -> ``{"gamma": 9.5, "n": 3, "adversarial": False}``
+    (numbers and booleans parsed, anything else kept as text); ``option`` names the flag in errors."""
+    out: dict = {}
+    for item in items or ():
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise KgprobeError(f"{option} wants KEY=VALUE, got {item!r}")
+        raw = raw.strip()
+        value: object = raw
+        if raw.lower() in ("true", "false"):
+            value = raw.lower() == "true"
+        else:
+            for number in (int, float):
+                try:
+                    value = number(raw)
+                    break
+                except ValueError:
+                    pass
+        out[key.strip()] = value
+    return out
+
+
 # ------------------------------------------------------------------ data
 @dataclass
 class SplitData:

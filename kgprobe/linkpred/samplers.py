@@ -13,7 +13,8 @@ Registered names (``get_sampler(name, **kwargs)``):
 ``in-batch``  BLP: the replacement comes from the *other* triples of the batch (never the
               triple's own head or tail), so training needs no extra encoder passes;
               ``self_negatives=n`` adds the kept entity itself as ``n`` of them
-              (``self_relations="asymmetric"``: only for the mostly one-way relations).
+              (``self_relations="asymmetric"``: only for the mostly one-way relations);
+              ``replacement=False`` draws the batch's positions without replacement.
 ``uniform``   A uniformly random entity of the allowed set (``entities=``, e.g. the training
               entities of an inductive split; default all).
 ``bernoulli`` Uniform entities, but the head is replaced with probability
@@ -276,6 +277,11 @@ class InBatchSampler(NegativeSampler):
     test tail queries, which caps Hits@1 near zero. They cost nothing extra (the kept entity is in
     the batch) and are dropped like any negative that is a known triple (a KG with self-loops).
 
+    ``replacement=False`` draws the positions without replacement: a random order of the
+    ``2B - 2`` others, cycled when ``K`` is larger, so ``K = 2B - 2`` offers every other entity of
+    the batch exactly once (a softmax loss such as ``infonce`` then sees the whole batch, as in
+    SimKGC); with replacement that many draws cover about 63 % of them.
+
     ``self_relations="asymmetric"`` gives self-negatives only to triples of relations whose
     training triples are mostly one-way: the share of ``(h, r, t)`` whose reverse ``(t, r, h)``
     is also a training triple is below ``SYMMETRIC_SHARE`` (1/2); the others keep ordinary
@@ -290,8 +296,12 @@ class InBatchSampler(NegativeSampler):
     name = "in-batch"
     uniform_fallback = False
 
-    def __init__(self, *, self_negatives: int = 0, self_relations: str = "all", **kwargs: Any):
+    def __init__(self, *, self_negatives: int = 0, self_relations: str = "all", replacement: bool = True,
+                 **kwargs: Any):
         super().__init__(**kwargs)
+        if not isinstance(replacement, bool):
+            raise KgprobeError(f"replacement must be true or false, got {replacement!r}")
+        self.replacement = replacement
         if isinstance(self_negatives, bool) or not isinstance(self_negatives, (int, np.integer)) \
                 or self_negatives < 0:
             raise KgprobeError(f"self_negatives must be a non-negative integer, got {self_negatives!r}")
@@ -308,6 +318,8 @@ class InBatchSampler(NegativeSampler):
 
     def describe(self) -> dict:
         out = {**super().describe(), "self_negatives": self.self_negatives}
+        if not self.replacement:
+            out["replacement"] = False
         if self.self_relations != "all":
             out["self_relations"] = self.self_relations
             out["relations_without_self_negatives"] = torch.nonzero(~self.self_allowed).flatten().tolist()
@@ -318,7 +330,11 @@ class InBatchSampler(NegativeSampler):
         if b < 2:
             return torch.full((b, k), -1, dtype=torch.long), torch.zeros((b, k), dtype=torch.long)
         own = torch.arange(b).unsqueeze(1)
-        pos = torch.randint(2 * b - 2, (b, k), generator=generator)
+        if self.replacement:
+            pos = torch.randint(2 * b - 2, (b, k), generator=generator)
+        else:  # each row a random order of the 2B - 2 others, cycled up to K
+            pos = torch.rand((b, 2 * b - 2), generator=generator).argsort(dim=1)
+            pos = pos.repeat(1, -(-k // (2 * b - 2)))[:, :k]
         pos = pos + (pos >= own).long()
         pos = pos + (pos >= own + b).long()
         n = min(self.self_negatives, k)
