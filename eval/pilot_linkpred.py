@@ -84,10 +84,8 @@ def run_pilot(setting: dict, data_dir: str | Path) -> dict:
     t1 = time.time()
     model = trainer.model.eval()
     with torch.no_grad():
-        emb = torch.zeros(graph.num_entities, setting["dim"])
-        for i in range(0, len(candidates), 256):
-            ids = candidates[i:i + 256]
-            emb[ids] = model.entity_vectors(ids).float()
+        emb = torch.zeros(graph.num_entities, setting["dim"])  # only the candidates are encoded
+        emb[candidates] = model.all_entity_vectors(256, entities=candidates)
         rel = model.relations.weight.detach().float()
         metrics = evaluate_model(emb, rel, model.scorer, valid, filter_triples=data.all_triples,
                                  candidates=candidates)
@@ -157,7 +155,12 @@ def main(argv=None) -> dict:
     if done and not args.force:
         print(json.dumps(done[-1]))
         return done[-1]
-    row = {"setting": setting, "result": run_pilot(setting, args.data), "machine": machine_info(torch.device("cpu"))}
+    try:
+        result = run_pilot(setting, args.data)
+    except KgprobeError as err:  # e.g. --data is not a split directory
+        print(f"pilot_linkpred: {err}", file=sys.stderr)
+        raise SystemExit(2)
+    row = {"setting": setting, "result": result, "machine": machine_info(torch.device("cpu"))}
     before = out.read_text() if out.exists() else ""  # read again: another pilot may have finished meanwhile
     with atomic_path(out) as tmp:
         tmp.write_text(before + ("" if not before or before.endswith("\n") else "\n") + json.dumps(row) + "\n")

@@ -522,6 +522,14 @@ def test_loss_decreases_on_a_tiny_kg(kg, split_triples, loss):
     assert result.history[-1]["lr"] == 0.0
 
 
+def test_all_entity_vectors_of_some_entities(kg, split_triples):
+    model = _trainer(kg, split_triples, epochs=1).fit().model
+    some = torch.tensor([5, 0, 3])
+    vectors = model.all_entity_vectors(4, entities=some)
+    torch.testing.assert_close(vectors, model.all_entity_vectors(4)[some])
+    torch.testing.assert_close(vectors.norm(dim=-1), torch.ones(3))  # TransE: unit vectors
+
+
 def test_training_is_deterministic_with_a_seed(kg, split_triples):
     a = _trainer(kg, split_triples, epochs=3, restore_best=False).fit()
     b = _trainer(kg, split_triples, epochs=3, restore_best=False).fit()

@@ -62,4 +62,7 @@ def test_pilot_bad_option_exits_2_before_training(umls_split, tmp_path, capsys):
     with pytest.raises(SystemExit):
         pilot.main(_args(umls_split, out, "--sampler-option", "self_relations=some"))
     assert "self_relations must be one of" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        pilot.main(_args(tmp_path / "nowhere", out))
+    assert exc.value.code == 2 and "no such split directory" in capsys.readouterr().err
     assert not out.exists()

@@ -136,9 +136,11 @@ class LinkPredictionModel(nn.Module):
         vectors = self.encoder.encode(entities)
         return nn.functional.normalize(vectors, dim=-1) if self.normalize_entities else vectors
 
-    def all_entity_vectors(self, batch_size: int = 256, *, progress: bool = False) -> torch.Tensor:
-        """``(num_entities, dim)`` float32 vectors of every entity, eval mode, no gradient."""
-        vectors = self.encoder.encode_all(batch_size, progress=progress).float()
+    def all_entity_vectors(self, batch_size: int = 256, *, entities: torch.Tensor | None = None,
+                           progress: bool = False) -> torch.Tensor:
+        """``(num_entities, dim)`` float32 vectors of every entity (or ``(len(entities), dim)`` of the
+        given ones, in that order), eval mode, no gradient."""
+        vectors = self.encoder.encode_all(batch_size, entities=entities, progress=progress).float()
         return nn.functional.normalize(vectors, dim=-1) if self.normalize_entities else vectors
 
 
