@@ -67,20 +67,3 @@ def test_pilot_bad_option_exits_2_before_training(umls_split, tmp_path, capsys):
     assert exc.value.code == 2 and "no such split directory" in capsys.readouterr().err
     assert not out.exists()
 
-
-def test_top_tail_candidates_by_blocks_equals_the_whole_score_matrix():
-    import torch
-
-    from kgprobe.linkpred.scorers import get_scorer
-
-    pilot = load_bench("pilot_linkpred")
-    gen = torch.Generator().manual_seed(0)
-    emb, rel = torch.randn(50, 8, generator=gen), torch.randn(4, 8, generator=gen)
-    triples = torch.stack([torch.randint(0, 50, (23,), generator=gen), torch.randint(0, 4, (23,), generator=gen),
-                           torch.randint(0, 50, (23,), generator=gen)], dim=1)
-    candidates = torch.tensor([3, 7, 11, 19, 20, 31, 42, 49])
-    scorer = get_scorer("transe")
-    whole = scorer.score(emb[triples[:, 0]][:, None], rel[triples[:, 1]][:, None], emb[candidates][None])
-    expected = candidates[whole.argmax(1)]
-    assert torch.equal(pilot.top_tail_candidates(scorer, emb, rel, triples, candidates, block=5), expected)
-    assert set(expected.tolist()) <= set(candidates.tolist()) and len(set(expected.tolist())) > 1
