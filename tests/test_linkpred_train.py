@@ -622,6 +622,45 @@ def test_resume_with_a_dropout_transformer_is_bitwise_equal(kg, split_triples, t
         assert torch.equal(x, y), name
 
 
+def test_resume_from_inside_an_epoch_is_bitwise_equal(kg, split_triples, tmp_path):
+    """A crash in the middle of an epoch: the checkpoint written after the last optimiser step
+    (checkpoint_minutes=0: after every step) holds the batch position, the generator and RNG
+    states and the running loss, and the resumed run ends exactly where an uninterrupted one does."""
+    words = " ".join(kg.entity_descriptions).split()
+
+    def make():
+        bert, tok = _tiny_bert(tmp_path, words)
+        return get_encoder("transformer", kg=kg, model=bert, tokenizer=tok, dim=16, max_length=12, seed=0)
+
+    settings = dict(encoder=make, epochs=2, lr=1e-3, batch_size=8, grad_accumulation=2, checkpoint_minutes=0)
+    full = _trainer(kg, split_triples, out_dir=tmp_path / "full", **settings).fit()
+    n_batches = -(-len(split_triples[0]) // 8)
+    assert n_batches >= 6
+    cut = _trainer(kg, split_triples, out_dir=tmp_path / "cut", **settings)
+    calls, batch_loss = [0], cut._batch_loss
+
+    def crash_in_epoch_2(batch, generator):
+        calls[0] += 1
+        if calls[0] == n_batches + 5:  # the 5th batch of epoch 2: after the 2nd step, inside the 3rd
+            raise KeyboardInterrupt
+        return batch_loss(batch, generator)
+
+    cut._batch_loss = crash_in_epoch_2
+    with pytest.raises(KeyboardInterrupt):
+        cut.fit()
+    saved = torch.load(tmp_path / "cut" / CHECKPOINT_FILE, weights_only=True)
+    assert saved["epoch"] == 1 and saved["partial"]["epoch"] == 2 and saved["partial"]["batches_done"] == 4
+    torch.manual_seed(1234)  # whatever the global RNG holds now
+    resumed = _trainer(kg, split_triples, out_dir=tmp_path / "cut", **settings).fit()
+    assert resumed.resumed_from == 1
+    assert _comparable(resumed.history) == _comparable(full.history)
+    for (name, x), (_, y) in zip(full.model.state_dict().items(), resumed.model.state_dict().items()):
+        assert torch.equal(x, y), name
+    assert torch.load(tmp_path / "cut" / CHECKPOINT_FILE, weights_only=True)["partial"] is None
+    with pytest.raises(KgprobeError, match="checkpoint_minutes"):
+        _trainer(kg, split_triples, checkpoint_minutes=-1)
+
+
 def test_early_stopping_and_best_model(kg, split_triples, tmp_path):
     scores = iter([0.3, 0.5, 0.4, 0.45, 0.9, 0.95])
 

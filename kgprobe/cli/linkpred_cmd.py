@@ -53,6 +53,8 @@ def linkpred() -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--resume/--no-resume", default=True, show_default=True,
               help="Continue from OUT/checkpoint.pt if there is one.")
+@click.option("--checkpoint-minutes", type=float, default=10.0, show_default=True,
+              help="Also write OUT/checkpoint.pt inside an epoch this often (a resumed run goes on from there).")
 @click.option("--max-train-triples", type=int, default=None,
               help="Train on a random subset of this many triples (quick runs).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
@@ -60,7 +62,7 @@ def train(data: Path, out: Path, encoder: str, model: str, text: str, pooling: s
           loss_options: tuple[str, ...], sampler: str, sampler_options: tuple[str, ...], dim: int, epochs: int,
           batch_size: int, lr: float,
           warmup: float, num_negatives: int, max_length: int, patience: int | None, device: str, seed: int,
-          resume: bool, max_train_triples: int | None, quiet: bool) -> None:
+          resume: bool, checkpoint_minutes: float, max_train_triples: int | None, quiet: bool) -> None:
     """Train a link-prediction model on an inductive split and evaluate it on the test set.
 
     \b
@@ -80,7 +82,7 @@ def train(data: Path, out: Path, encoder: str, model: str, text: str, pooling: s
                   sampler=sampler, sampler_options=parse_key_values(sampler_options, "--sampler-option"), dim=dim,
                   epochs=epochs, batch_size=batch_size, lr=lr, warmup=warmup,
                   num_negatives=num_negatives, max_length=max_length, patience=patience, device=device,
-                  seed=seed, resume=resume, max_train_triples=max_train_triples)
+                  seed=seed, resume=resume, checkpoint_minutes=checkpoint_minutes, max_train_triples=max_train_triples)
     get_loss(cfg.loss, **cfg.loss_options)  # a wrong option fails here, before the data loads
     check_sampler_options(cfg.sampler, cfg.sampler_options)
     summary = run_training(cfg, progress=not quiet, echo=lambda m: click.echo(m, err=True))

@@ -58,6 +58,7 @@ class LinkPredOptions(BaseModel):
     eval_every: int = Field(default=1, ge=1)  # validate every n epochs (and after the last)
     eval_batch_size: int = Field(default=256, ge=1)
     resume: bool = True
+    checkpoint_minutes: float | None = Field(default=10.0, ge=0)  # also inside an epoch, this often
     max_train_triples: int | None = Field(default=None, ge=1)
     scorer_options: dict[str, Any] = Field(default_factory=dict)
     loss_options: dict[str, Any] = Field(default_factory=dict)
@@ -243,7 +244,8 @@ def run_training(config: LinkPredConfig | dict, *, progress: bool = True,
     known = data.all_triples
     train_cfg = TrainConfig(batch_size=cfg.batch_size, epochs=cfg.epochs, lr=cfg.lr, warmup=cfg.warmup,
                             num_negatives=cfg.num_negatives, patience=cfg.patience, seed=cfg.seed,
-                            eval_every=cfg.eval_every, eval_batch_size=cfg.eval_batch_size)
+                            eval_every=cfg.eval_every, eval_batch_size=cfg.eval_batch_size,
+                            checkpoint_minutes=cfg.checkpoint_minutes)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / RUN_FILE) as tmp:
@@ -257,7 +259,9 @@ def run_training(config: LinkPredConfig | dict, *, progress: bool = True,
          f"{graph.num_entities} entities, {cfg.epochs} epochs on {device}")
     result = trainer.fit(resume=cfg.resume)
     if result.resumed_from is not None:
-        echo(f"resumed after epoch {result.resumed_from}")
+        inside = trainer.resumed_batches
+        echo(f"resumed after epoch {result.resumed_from}"
+             + (f" and {inside} batches of epoch {result.resumed_from + 1}" if inside else ""))
     record["normalize_entities"] = trainer.model.normalize_entities
     with atomic_path(out / RUN_FILE) as tmp:
         tmp.write_text(json.dumps(record) + "\n", encoding="utf-8")
