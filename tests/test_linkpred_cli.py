@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -206,7 +207,8 @@ def test_pipeline_runs_a_tiny_linkpred_step(split_dir, tmp_path, capsys):
     _ok(["run", str(cfg)], capsys)
     record = json.loads((tmp_path / "run" / "run.json").read_text())
     assert 0.0 <= record["results"]["linkpred"]["r"]["both.realistic.mrr"] <= 1.0
-    assert record["device"] == "cpu" and record["device_name"] and record["torch"] == torch.__version__
+    assert record["device"] == "cpu" and record["torch"] == torch.__version__
+    assert record["device_name"].endswith(f"CPU, {torch.get_num_threads()} of {os.cpu_count()} cores")
     assert (tmp_path / "run" / "r" / "test_metrics.json").is_file()
 
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import platform
 import random
 import time
 from typing import Callable
@@ -11,7 +10,7 @@ import numpy as np
 import torch
 
 from kgprobe.atomic import atomic_path
-from kgprobe.models import resolve_device
+from kgprobe.models import device_name, resolve_device
 from kgprobe.pipeline.config import Pipeline
 from kgprobe.pipeline.steps import STEPS, RunContext
 
@@ -38,7 +37,7 @@ def run_pipeline(pipeline: Pipeline, *, echo: Callable[[str], None] = print) -> 
         "pipeline": str(pipeline.path),
         "config": json.loads(cfg.model_dump_json()) | {"steps": [s.model_dump(mode="json", by_alias=True) for s in pipeline.steps]},
         "device": str(ctx.device),
-        "device_name": torch.cuda.get_device_name(ctx.device) if ctx.device.type == "cuda" else platform.processor() or platform.machine(),
+        "device_name": device_name(ctx.device),
         "torch": torch.__version__,
         "timings": timings,
         "total_seconds": round(time.perf_counter() - start, 3),
