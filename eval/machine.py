@@ -4,22 +4,16 @@ from __future__ import annotations
 
 import os
 import platform
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from kgprobe.models.device import cpu_model
+
 
 def machine_info(device: torch.device | None = None) -> dict:
     """CPU model and count, versions, threads, the device, and the load average at the start."""
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    model = cpu_model()
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     info = {"cpu_count": os.cpu_count(), "cpu_model": model, "platform": platform.platform(),
             "python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,

@@ -34,18 +34,22 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     raise KgprobeError(f"bad device {device!r}: use auto, cpu, cuda or cuda:N")
 
 
-def device_name(device: torch.device) -> str:
-    """What a run record says it ran on: the GPU's name, or the CPU's model and the cores torch uses
-    (``platform.processor()`` alone is often empty or just ``x86_64`` on Linux)."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``); ``platform.processor()`` alone is often empty or
+    just ``x86_64`` on Linux, and is the fallback elsewhere."""
     model = platform.processor() or platform.machine()
     try:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
-        model = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), model)
     except OSError:
-        pass
-    return f"{model} CPU, {torch.get_num_threads()} of {os.cpu_count()} cores"
+        return model
+    return next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), model)
+
+
+def device_name(device: torch.device) -> str:
+    """What a run record says it ran on: the GPU's name, or the CPU's model and the cores torch uses."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{cpu_model()} CPU, {torch.get_num_threads()} of {os.cpu_count()} cores"
 
 
 def host_to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
