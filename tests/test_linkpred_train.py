@@ -681,6 +681,41 @@ def test_early_stopping_and_best_model(kg, split_triples, tmp_path):
     assert best["epoch"] == 2 and torch.equal(best["model"]["relations.weight"], seen[2])
 
 
+def test_evaluation_reuses_entity_vectors_while_the_weights_are_unchanged(kg, split_triples):
+    trainer = _trainer(kg, split_triples, epochs=2, restore_best=False)
+    encoder = trainer.model.encoder
+    passes, original = [], encoder.encode_all
+
+    def counting(*args, **kwargs):
+        passes.append(1)
+        return original(*args, **kwargs)
+
+    def fresh():
+        with torch.no_grad():
+            vectors = trainer.model.all_entity_vectors(trainer.config.eval_batch_size)
+        passes.pop()
+        return vectors
+
+    encoder.encode_all = counting
+    trainer.fit()
+    assert len(passes) == 2  # one validation per epoch, new weights each time
+    test = trainer.evaluate(split_triples[1], filter_triples=kg.triples)
+    assert len(passes) == 2  # right after the last validation: same weights, no second pass
+    assert test == trainer.history[-1]["valid"]
+    before = fresh()
+    assert torch.equal(trainer._eval_vectors[1], before)
+    with torch.no_grad():
+        trainer.model.relations.weight[0, 0] += 1.0
+    trainer.evaluate(split_triples[1], filter_triples=kg.triples)
+    assert len(passes) == 3  # the digest covers every weight
+    with torch.no_grad():
+        next(encoder.parameters()).add_(0.5)
+    trainer.evaluate(split_triples[1], filter_triples=kg.triples)
+    assert len(passes) == 4
+    after = fresh()
+    assert torch.equal(trainer._eval_vectors[1], after) and not torch.equal(after, before)
+
+
 def test_gradient_accumulation_step_count(kg, split_triples):
     trainer = _trainer(kg, split_triples, epochs=2, grad_accumulation=3, evaluate=None)
     trainer.valid_triples = None

@@ -33,10 +33,16 @@ Early stopping: validation every ``eval_every`` epochs (and after the last one) 
 ``evaluate`` function; training stops after ``patience`` validations without an improvement of
 more than ``min_delta`` in ``metric`` (default ``both.realistic.mrr``), and the best model is
 restored at the end.
+
+Evaluation encodes every entity once per call; the vectors are kept with a digest of the
+model's weights, so the test evaluation right after a final validation of the same weights (the
+usual case: the last epoch is the best) reuses them instead of a second pass over every entity
+text (most of the 8 minutes of WordNet's test evaluation on a 2-core CPU).
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import inspect
 import json
 import random
@@ -150,6 +156,17 @@ class LinkPredictionModel(nn.Module):
         return nn.functional.normalize(vectors, dim=-1) if self.normalize_entities else vectors
 
 
+def weights_digest(model: nn.Module) -> str:
+    """BLAKE2b digest of every parameter and buffer (names, dtypes, shapes and bytes): equal
+    digests mean an evaluation would encode every entity to the same vectors."""
+    digest = hashlib.blake2b(digest_size=16)
+    for name, tensor in model.state_dict().items():
+        flat = tensor.detach().reshape(-1).contiguous().cpu()
+        digest.update(f"{name}:{flat.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(flat.view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
 @dataclass
 class TrainResult:
     """What :meth:`Trainer.fit` returns. ``model`` holds the best weights when ``restore_best``."""
@@ -259,6 +276,7 @@ class Trainer:
         self.out_dir = None if out_dir is None else Path(out_dir)
         self.progress = progress
         self.callbacks = list(callbacks)
+        self._eval_vectors: tuple[tuple, torch.Tensor] | None = None
 
         normalize = config.normalize_entities
         if normalize is None:
@@ -428,15 +446,25 @@ class Trainer:
         if self.evaluate_fn is None:
             self.evaluate_fn = self._default_evaluate()
         self.model.eval()
-        with torch.no_grad(), torch.autocast(device_type=self.device.type, dtype=self.amp_dtype,
-                                             enabled=self.use_amp):
-            entities = self.model.all_entity_vectors(self.config.eval_batch_size)
+        entities = self._evaluation_vectors()
         relations = self.model.relations.weight.detach().float()
         metrics = self.evaluate_fn(
             entities, relations, self.model.scorer, as_triples(triples).to(self.device),
             candidates=None if candidates is None else torch.as_tensor(candidates).long().to(self.device),
             filter_triples=filter_triples)
         return _plain(dict(metrics))
+
+    def _evaluation_vectors(self) -> torch.Tensor:
+        """Every entity's vector (eval mode, no gradient), reused while the weights are unchanged."""
+        key = (weights_digest(self.model), self.model.normalize_entities, self.config.eval_batch_size, self.use_amp)
+        if self._eval_vectors is not None and self._eval_vectors[0] == key:
+            return self._eval_vectors[1]
+        self._eval_vectors = None  # the old vectors are not kept alive while the new ones are made
+        with torch.no_grad(), torch.autocast(device_type=self.device.type, dtype=self.amp_dtype,
+                                             enabled=self.use_amp):
+            entities = self.model.all_entity_vectors(self.config.eval_batch_size)
+        self._eval_vectors = (key, entities)
+        return entities
 
     def _metric_of(self, metrics: Mapping[str, Any]) -> float:
         key = self.config.metric
