@@ -83,6 +83,38 @@ def test_train_again_resumes_and_gives_the_same_metrics(run_dir, split_dir, caps
     assert after["both.realistic.mrr"] == pytest.approx(before["both.realistic.mrr"])
 
 
+def test_sigterm_writes_the_checkpoint_exits_143_and_the_rerun_resumes(run_dir, split_dir, tmp_path, capsys,
+                                                                        monkeypatch):
+    import signal
+
+    from kgprobe.linkpred.trainer import Trainer
+
+    calls, batch_loss = [0], Trainer._batch_loss
+
+    def terminated_at_batch_3(self, batch, generator):
+        calls[0] += 1
+        if calls[0] == 3:
+            signal.raise_signal(signal.SIGTERM)
+        return batch_loss(self, batch, generator)
+
+    monkeypatch.setattr(Trainer, "_batch_loss", terminated_at_batch_3)
+    args = ["linkpred", "train", "--data", str(split_dir), "--out", str(tmp_path / "run"), "--encoder", "bow",
+            "--epochs", "2", "--lr", "1e-2", "--max-train-triples", "800", "--device", "cpu", "--quiet"]
+    code, out, err = _cli(args, capsys)
+    assert code == 143 and out == ""
+    assert err.strip().splitlines()[-1] == (f"kgprobe: stopped by SIGTERM in epoch 1 after batch 3 of 13; checkpoint "
+                                            f"written to {tmp_path / 'run' / 'checkpoint.pt'}; run the same command "
+                                            f"again to resume")
+    assert "Traceback" not in err and not (tmp_path / "run" / "test_metrics.json").exists()
+    monkeypatch.setattr(Trainer, "_batch_loss", batch_loss)
+    code, out, err = _cli(args, capsys)
+    assert code == 0 and "resumed after epoch 0 and 3 batches of epoch 1" in err
+    drop = {"seconds", "train_seconds"}
+    uninterrupted = json.loads((run_dir / "test_metrics.json").read_text())
+    assert ({k: v for k, v in json.loads(out).items() if k not in drop}
+            == {k: v for k, v in uninterrupted.items() if k not in drop})
+
+
 def test_evaluate_prints_metrics_json(run_dir, split_dir, capsys):
     test = json.loads(_ok(["linkpred", "evaluate", str(run_dir), "--data", str(split_dir)], capsys))
     saved = json.loads((run_dir / "test_metrics.json").read_text())

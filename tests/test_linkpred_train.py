@@ -626,13 +626,7 @@ def test_resume_from_inside_an_epoch_is_bitwise_equal(kg, split_triples, tmp_pat
     """A crash in the middle of an epoch: the checkpoint written after the last optimiser step
     (checkpoint_minutes=0: after every step) holds the batch position, the generator and RNG
     states and the running loss, and the resumed run ends exactly where an uninterrupted one does."""
-    words = " ".join(kg.entity_descriptions).split()
-
-    def make():
-        bert, tok = _tiny_bert(tmp_path, words)
-        return get_encoder("transformer", kg=kg, model=bert, tokenizer=tok, dim=16, max_length=12, seed=0)
-
-    settings = dict(encoder=make, epochs=2, lr=1e-3, batch_size=8, grad_accumulation=2, checkpoint_minutes=0)
+    settings = _dropout_bert_settings(kg, tmp_path, checkpoint_minutes=0)
     full = _trainer(kg, split_triples, out_dir=tmp_path / "full", **settings).fit()
     n_batches = -(-len(split_triples[0]) // 8)
     assert n_batches >= 6
@@ -653,12 +647,97 @@ def test_resume_from_inside_an_epoch_is_bitwise_equal(kg, split_triples, tmp_pat
     torch.manual_seed(1234)  # whatever the global RNG holds now
     resumed = _trainer(kg, split_triples, out_dir=tmp_path / "cut", **settings).fit()
     assert resumed.resumed_from == 1
-    assert _comparable(resumed.history) == _comparable(full.history)
-    for (name, x), (_, y) in zip(full.model.state_dict().items(), resumed.model.state_dict().items()):
-        assert torch.equal(x, y), name
+    _same_run(full, resumed)
     assert torch.load(tmp_path / "cut" / CHECKPOINT_FILE, weights_only=True)["partial"] is None
     with pytest.raises(KgprobeError, match="checkpoint_minutes"):
         _trainer(kg, split_triples, checkpoint_minutes=-1)
+
+
+def _dropout_bert_settings(kg, tmp_path, **overrides):
+    words = " ".join(kg.entity_descriptions).split()
+
+    def make():
+        bert, tok = _tiny_bert(tmp_path, words)
+        return get_encoder("transformer", kg=kg, model=bert, tokenizer=tok, dim=16, max_length=12, seed=0)
+
+    return {**dict(encoder=make, epochs=2, lr=1e-3, batch_size=8, grad_accumulation=2), **overrides}
+
+
+def _same_run(full, resumed):
+    assert _comparable(resumed.history) == _comparable(full.history)
+    for (name, x), (_, y) in zip(full.model.state_dict().items(), resumed.model.state_dict().items()):
+        assert torch.equal(x, y), name
+
+
+def test_sigterm_inside_an_epoch_checkpoints_at_the_next_step(kg, split_triples, tmp_path):
+    """SIGTERM arrives during a batch that is not the last of its gradient-accumulation group: the
+    run finishes that step, writes the checkpoint there, raises Stopped (exit code 143) and puts
+    the previous handler back; the resumed run ends bitwise where an uninterrupted one does."""
+    import signal
+
+    from kgprobe.stopping import Stopped
+
+    settings = _dropout_bert_settings(kg, tmp_path, checkpoint_minutes=None)
+    full = _trainer(kg, split_triples, out_dir=tmp_path / "full", **settings).fit()
+    n_batches = -(-len(split_triples[0]) // 8)
+    cut = _trainer(kg, split_triples, out_dir=tmp_path / "cut", **settings)
+    calls, batch_loss = [0], cut._batch_loss
+
+    def signal_in_epoch_2(batch, generator):
+        calls[0] += 1
+        if calls[0] == n_batches + 3:  # the 3rd batch of epoch 2: the 2nd step ends after the 4th
+            signal.raise_signal(signal.SIGTERM)
+        return batch_loss(batch, generator)
+
+    cut._batch_loss = signal_in_epoch_2
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Stopped, match=r"stopped by SIGTERM in epoch 2 after batch 4 of \d+; checkpoint written") as err:
+        cut.fit()
+    assert err.value.exit_code == 143 and calls[0] == n_batches + 4
+    assert signal.getsignal(signal.SIGTERM) is before
+    saved = torch.load(tmp_path / "cut" / CHECKPOINT_FILE, weights_only=True)
+    assert saved["epoch"] == 1 and saved["partial"]["batches_done"] == 4
+    resumed = _trainer(kg, split_triples, out_dir=tmp_path / "cut", **settings).fit()
+    assert resumed.resumed_from == 1 and calls[0] == n_batches + 4  # the resumed trainer is another object
+    _same_run(full, resumed)
+
+
+def test_ctrl_c_during_validation_stops_at_once_and_resumes_with_it(kg, split_triples, tmp_path):
+    import signal
+
+    from kgprobe.stopping import Stopped
+
+    settings = _dropout_bert_settings(kg, tmp_path, checkpoint_minutes=None, epochs=3)
+    full = _trainer(kg, split_triples, out_dir=tmp_path / "full", **settings).fit()
+    validations = []
+
+    def interrupted_second_validation(*args, **kwargs):
+        validations.append(1)
+        if len(validations) == 2:
+            signal.raise_signal(signal.SIGINT)
+            raise AssertionError("the validation went on after the signal")
+        return _distmult_evaluate(*args, **kwargs)
+
+    cut = _trainer(kg, split_triples, out_dir=tmp_path / "cut", evaluate=interrupted_second_validation, **settings)
+    with pytest.raises(Stopped, match="stopped by SIGINT while validating epoch 2") as err:
+        cut.fit()
+    assert err.value.exit_code == 130
+    saved = torch.load(tmp_path / "cut" / CHECKPOINT_FILE, weights_only=True)
+    n_batches = -(-len(split_triples[0]) // 8)
+    assert saved["epoch"] == 1 and saved["partial"]["epoch"] == 2 and saved["partial"]["batches_done"] == n_batches
+    assert [json.loads(x)["epoch"] for x in (tmp_path / "cut" / METRICS_FILE).read_text().splitlines()] == [1]
+    resumed = _trainer(kg, split_triples, out_dir=tmp_path / "cut", **settings).fit()
+    assert resumed.resumed_from == 1
+    _same_run(full, resumed)
+    # a second Ctrl-C while the first is honoured still interrupts
+    from kgprobe.stopping import StopRequests
+
+    with StopRequests() as stop:
+        signal.raise_signal(signal.SIGINT)
+        assert stop.requested == signal.SIGINT
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_early_stopping_and_best_model(kg, split_triples, tmp_path):

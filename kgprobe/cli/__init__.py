@@ -7,6 +7,7 @@ import sys
 import click
 
 from kgprobe.errors import KgprobeError
+from kgprobe.stopping import Stopped
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -51,6 +52,9 @@ def main(argv: list[str] | None = None) -> None:
         _fail(err.format_message().replace("\n", " ") + hint)
     except click.ClickException as err:
         _fail(err.format_message().replace("\n", " "))
+    except Stopped as stop:
+        click.echo(f"kgprobe: {stop}", err=True)
+        sys.exit(stop.exit_code)
     except (click.Abort, KeyboardInterrupt):
         click.echo("kgprobe: interrupted", err=True)
         sys.exit(130)

@@ -54,7 +54,8 @@ def linkpred() -> None:
 @click.option("--resume/--no-resume", default=True, show_default=True,
               help="Continue from OUT/checkpoint.pt if there is one.")
 @click.option("--checkpoint-minutes", type=float, default=10.0, show_default=True,
-              help="Also write OUT/checkpoint.pt inside an epoch this often (a resumed run goes on from there).")
+              help="Also write OUT/checkpoint.pt inside an epoch this often (a resumed run goes on from there). "
+                   "SIGTERM or Ctrl-C writes it at the next step and exits with 143 / 130.")
 @click.option("--max-train-triples", type=int, default=None,
               help="Train on a random subset of this many triples (quick runs).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")

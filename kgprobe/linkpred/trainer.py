@@ -27,7 +27,11 @@ finished epoch and reaches the same final state as an uninterrupted run (bitwise
 Within an epoch the checkpoint is also replaced every ``checkpoint_minutes`` (after an
 optimiser step; it then also holds the epoch's batch position, its generator and RNG states
 and its running loss), so a run cut short in a long epoch (88 minutes on a 2-core CPU for
-WordNet's 175k triples) loses at most those minutes and still ends in the same state.
+WordNet's 175k triples) loses at most those minutes and still ends in the same state. With an
+``out_dir``, a SIGTERM or Ctrl-C (:mod:`kgprobe.stopping`) is honoured after the current optimiser
+step: the checkpoint is written there and :class:`~kgprobe.stopping.Stopped` raised; during a
+validation the run stops at once and saves the epoch's end, so the resume starts with that
+validation.
 
 Early stopping: validation every ``eval_every`` epochs (and after the last one) by the injected
 ``evaluate`` function; training stops after ``patience`` validations without an improvement of
@@ -41,6 +45,7 @@ text (most of the 8 minutes of WordNet's test evaluation on a 2-core CPU).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import inspect
@@ -61,6 +66,7 @@ from kgprobe.linkpred.data import as_triples, batch_slices, num_batches
 from kgprobe.linkpred.encoders import EntityEncoder
 from kgprobe.linkpred.samplers import NegativeSampler
 from kgprobe.models.device import host_to_device
+from kgprobe.stopping import StopNow, StopRequests, Stopped, signal_name
 
 CHECKPOINT_FILE = "checkpoint.pt"
 BEST_FILE = "best.pt"
@@ -276,6 +282,8 @@ class Trainer:
         self.out_dir = None if out_dir is None else Path(out_dir)
         self.progress = progress
         self.callbacks = list(callbacks)
+        self._stop: StopRequests | None = None  # set while fit() runs with an out_dir to save to
+        self._epoch_end: dict | None = None
         self._eval_vectors: tuple[tuple, torch.Tensor] | None = None
 
         normalize = config.normalize_entities
@@ -383,6 +391,12 @@ class Trainer:
             seen, done_before = int(partial["seen"]), int(partial["batches_done"])
             started -= float(partial["train_seconds"])
         last_save = time.perf_counter()
+
+        def position(batches_done: int) -> dict:
+            return {"epoch": epoch, "batches_done": batches_done, "generator": generator.get_state(),
+                    "rng": self._rng_states(), "total": float(total), "seen": seen,
+                    "train_seconds": time.perf_counter() - started}
+
         from tqdm.auto import tqdm
 
         bar = tqdm(batches[done_before:], total=n_batches, initial=done_before, desc=f"epoch {epoch}/{cfg.epochs}",
@@ -408,16 +422,26 @@ class Trainer:
                 self.scaler.update()
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
-                if (self.out_dir is not None and cfg.checkpoint_minutes is not None and i + 1 < n_batches
-                        and time.perf_counter() - last_save >= 60 * cfg.checkpoint_minutes):
-                    self._save(CHECKPOINT_FILE, self._state(epoch - 1, partial={
-                        "epoch": epoch, "batches_done": i + 1, "generator": generator.get_state(),
-                        "rng": self._rng_states(), "total": float(total), "seen": seen,
-                        "train_seconds": time.perf_counter() - started}))
+                if self.out_dir is None or i + 1 == n_batches:
+                    continue
+                stop = self._stop.requested if self._stop is not None else None
+                due = (cfg.checkpoint_minutes is not None
+                       and time.perf_counter() - last_save >= 60 * cfg.checkpoint_minutes)
+                if stop is not None or due:
+                    self._save(CHECKPOINT_FILE, self._state(epoch - 1, partial=position(i + 1)))
                     last_save = time.perf_counter()
+                if stop is not None:
+                    bar.close()
+                    raise self._stopped(stop, f"in epoch {epoch} after batch {i + 1} of {n_batches}")
         bar.close()
+        # where the epoch's training ended: what a stop during the validation that follows saves
+        self._epoch_end = position(n_batches)
         return {"epoch": epoch, "loss": float(total) / max(seen, 1), "lr": self.scheduler.get_last_lr()[0],
                 "step": int(self.scheduler.last_epoch), "train_seconds": round(time.perf_counter() - started, 3)}
+
+    def _stopped(self, signum: int, where: str) -> Stopped:
+        return Stopped(f"stopped by {signal_name(signum)} {where}; checkpoint written to "
+                       f"{self.out_dir / CHECKPOINT_FILE}; run the same command again to resume", signum=signum)
 
     # ----------------------------------------------------------------- evaluation
     def _default_evaluate(self) -> EvaluateFn:
@@ -587,52 +611,76 @@ class Trainer:
                 start = resumed_from + 1
             self._write_metrics_file()
         validate = self.valid_triples is not None and len(self.valid_triples) > 0
-        epoch = start - 1
         if not self.finished:
-            for epoch in range(start, cfg.epochs + 1):
-                started = time.perf_counter()
-                partial, self._partial = self._partial, None
-                if partial is not None and int(partial["epoch"]) == epoch:
-                    started -= float(partial["train_seconds"])
-                    record = self._train_epoch(epoch, partial)
-                else:
-                    record = self._train_epoch(epoch)
-                improved = False
-                if validate and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
-                    metrics = self.evaluate(self.valid_triples, candidates=self.valid_candidates,
-                                            filter_triples=self.filter_triples)
-                    value = self._metric_of(metrics)
-                    record["valid"] = metrics
-                    record["metric"] = value
-                    if self.best_metric is None or value > self.best_metric + cfg.min_delta:
-                        self.best_metric, self.best_epoch, self.best_metrics = value, epoch, metrics
-                        self.bad_evals, improved = 0, True
-                    else:
-                        self.bad_evals += 1
-                elif not validate:
-                    self.best_epoch, improved = epoch, True  # no validation: the latest model is the best
-                record["best"] = improved
-                record["seconds"] = round(time.perf_counter() - started, 3)
-                record = _plain(record)
-                self.history.append(record)
-                if cfg.patience is not None and self.bad_evals >= cfg.patience:
-                    self.stopped_early = True
-                self.finished = self.stopped_early or epoch == cfg.epochs
-                if improved:
-                    self._save_best(epoch)
-                if self.out_dir is not None:
-                    self._save(CHECKPOINT_FILE, self._state(epoch))
-                    self._append_metrics(record)
-                for callback in self.callbacks:
-                    callback(self, record)
-                if self.stopped_early:
-                    break
+            with StopRequests() if self.out_dir is not None else contextlib.nullcontext() as stop:
+                self._stop = stop
+                try:
+                    self._epochs(start, validate)
+                finally:
+                    self._stop = None
+            if stop is not None and stop.requested is not None:  # it came after the last step
+                raise self._stopped(stop.requested, "after the last epoch (training is finished)")
         if cfg.restore_best:
             self._restore_best()
         return TrainResult(model=self.model, history=list(self.history), best_epoch=self.best_epoch,
                            best_metric=self.best_metric, epochs_run=len(self.history),
                            stopped_early=self.stopped_early, resumed_from=resumed_from, out_dir=self.out_dir,
                            best_metrics=dict(self.best_metrics))
+
+    def _validate(self, epoch: int) -> dict:
+        if self._stop is None:
+            return self.evaluate(self.valid_triples, candidates=self.valid_candidates,
+                                 filter_triples=self.filter_triples)
+        try:
+            with self._stop.immediate():
+                return self.evaluate(self.valid_triples, candidates=self.valid_candidates,
+                                     filter_triples=self.filter_triples)
+        except StopNow:
+            # the weights are the epoch's last step's: a resume goes straight to this validation
+            self._save(CHECKPOINT_FILE, self._state(epoch - 1, partial=self._epoch_end))
+            raise self._stopped(self._stop.requested, f"while validating epoch {epoch}") from None
+
+    def _epochs(self, start: int, validate: bool) -> None:
+        cfg = self.config
+        for epoch in range(start, cfg.epochs + 1):
+            started = time.perf_counter()
+            partial, self._partial = self._partial, None
+            if partial is not None and int(partial["epoch"]) == epoch:
+                started -= float(partial["train_seconds"])
+                record = self._train_epoch(epoch, partial)
+            else:
+                record = self._train_epoch(epoch)
+            improved = False
+            if validate and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
+                metrics = self._validate(epoch)
+                value = self._metric_of(metrics)
+                record["valid"] = metrics
+                record["metric"] = value
+                if self.best_metric is None or value > self.best_metric + cfg.min_delta:
+                    self.best_metric, self.best_epoch, self.best_metrics = value, epoch, metrics
+                    self.bad_evals, improved = 0, True
+                else:
+                    self.bad_evals += 1
+            elif not validate:
+                self.best_epoch, improved = epoch, True  # no validation: the latest model is the best
+            record["best"] = improved
+            record["seconds"] = round(time.perf_counter() - started, 3)
+            record = _plain(record)
+            self.history.append(record)
+            if cfg.patience is not None and self.bad_evals >= cfg.patience:
+                self.stopped_early = True
+            self.finished = self.stopped_early or epoch == cfg.epochs
+            if improved:
+                self._save_best(epoch)
+            if self.out_dir is not None:
+                self._save(CHECKPOINT_FILE, self._state(epoch))
+                self._append_metrics(record)
+            for callback in self.callbacks:
+                callback(self, record)
+            if self.stopped_early:
+                break
+            if self._stop is not None and self._stop.requested is not None and not self.finished:
+                raise self._stopped(self._stop.requested, f"after epoch {epoch}")
 
     def _restore_best(self) -> None:
         state = self._best_state
