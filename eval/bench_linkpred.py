@@ -25,8 +25,9 @@ reads finished pipeline output folders (``run.json``, ``<run>/metrics.jsonl``,
 and reports their test MRR / Hits@k, the validation curve, the training time and where it ran
 (a folder with ``pipeline.yaml`` + ``metrics.jsonl`` + ``device.txt`` and no ``run.json`` is a run
 whose test evaluation never happened: its validation curve only),
-against BLP-TransE's 0.285 on WN18RR (inductive). It trains nothing itself: the pipeline (one epoch
-of batch 128) takes 1 h 44 min on a 2-core CPU; the 16-epoch margin setting took ~6 min on one H200.
+against BLP-TransE's 0.285 on WN18RR (inductive). It trains nothing itself: the pipeline (8 InfoNCE
+epochs of batch 128) takes 7.5 min on one H200 and about 12 h on a 2-core CPU, where one epoch
+(``eval/cpu/wn_nce_e1.yaml``) takes 1 h 44 min; the 16-epoch margin setting took ~6 min on one H200.
 
 Part (c), ``--part c`` — uniform vs LEMON negatives on the same model and budget: an inductive
 split (``--c-data``, default WordNet's), the bag-of-words encoder (``text: both``) + TransE +

@@ -1,12 +1,12 @@
 """A CPU-sized pilot of a link-prediction training setting: one epoch on a random subset of an
 inductive split's training triples, validation ranks against a subset of the candidates.
 
-A whole run on the WordNet split takes hours on a 2-core CPU (the pipeline's one InfoNCE epoch:
-1 h 44 min; BLP's 16 margin epochs: about 35 hours), so settings are screened here first and only
-the promising ones get a whole run, on the CPU or a GPU. A pilot
-trains one epoch on ``--train-triples`` random training triples (the sampler still sees the whole
-training part: relation statistics and known positives), then ranks ``--valid-triples`` random
-validation triples, filtered by every known triple, against their own entities plus
+A whole run on the WordNet split takes hours on a 2-core CPU (one InfoNCE epoch: 1 h 44 min; the
+pipeline's eight: about 12 hours; BLP's 16 margin epochs: about 35 hours), so settings are screened
+here first and only the promising ones get a whole run, on the CPU or a GPU. A pilot trains one
+epoch on ``--train-triples`` random training triples (the sampler still sees the whole training
+part: relation statistics and known positives), then ranks ``--valid-triples`` random validation
+triples, filtered by every known triple, against their own entities plus
 ``--extra-candidates`` random train/valid entities (realistic ranks, head and tail pooled).
 Defaults (15,000 triples, batch 128, 400 validation triples, 4,000 extra candidates: about 9
 minutes on 2 cores with MiniLM-L6) make figures comparable with each other, not with the

@@ -702,7 +702,18 @@ def test_sigterm_inside_an_epoch_checkpoints_at_the_next_step(kg, split_triples,
     _same_run(full, resumed)
 
 
-def test_ctrl_c_during_validation_stops_at_once_and_resumes_with_it(kg, split_triples, tmp_path):
+@pytest.fixture
+def python_sigint():
+    """Python's own Ctrl-C handler for one test: a shell starts background jobs with SIGINT ignored,
+    which the trainer respects (it leaves an ignored signal ignored)."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_during_validation_stops_at_once_and_resumes_with_it(kg, split_triples, tmp_path, python_sigint):
     import signal
 
     from kgprobe.stopping import Stopped
