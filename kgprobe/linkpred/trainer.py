@@ -628,11 +628,8 @@ class Trainer:
                            best_metrics=dict(self.best_metrics))
 
     def _validate(self, epoch: int) -> dict:
-        if self._stop is None:
-            return self.evaluate(self.valid_triples, candidates=self.valid_candidates,
-                                 filter_triples=self.filter_triples)
         try:
-            with self._stop.immediate():
+            with self._stop.immediate() if self._stop is not None else contextlib.nullcontext():
                 return self.evaluate(self.valid_triples, candidates=self.valid_candidates,
                                      filter_triples=self.filter_triples)
         except StopNow:
