@@ -40,7 +40,6 @@ def test_part_b_reports_the_kept_pipeline_runs(tmp_path):
     assert best["test_mrr"] == max(r["test"]["both.realistic.mrr"] for r in runs if r["test"] is not None)
 
 
-
 def test_the_wordnet_pipeline_as_it_stands_is_a_kept_run_that_meets_blp():
     """The figure claimed for pipelines/linkpred_wordnet.yaml belongs to a run of that file as it stands."""
     import yaml
