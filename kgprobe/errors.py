@@ -16,3 +16,12 @@ class KgprobeError(Exception):
         if path is not None:
             where = f"{path}:{line}: " if line is not None else f"{path}: "
         super().__init__(where + " ".join(str(message).split()))
+
+
+def warn(message: str, *, path: str | Path | None = None, line: int | None = None) -> None:
+    """Print one ``kgprobe: warning: ...`` line on stderr: the input is accepted but probably not
+    what the user meant (an empty KG, a CUDA device on a machine without one, ...)."""
+    import sys
+
+    text = str(KgprobeError(message, path=path, line=line))
+    print(f"kgprobe: warning: {text}", file=sys.stderr, flush=True)

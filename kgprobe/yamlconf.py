@@ -16,19 +16,94 @@ from kgprobe.errors import KgprobeError
 M = TypeVar("M", bound=BaseModel)
 
 
-def read_yaml(path: str | Path) -> tuple[Any, yaml.Node | None]:
-    """Parse a YAML (or JSON, a subset of YAML) file; syntax errors name the line."""
-    path = Path(path)
-    if not path.is_file():
+class _DuplicateKey(yaml.YAMLError):
+    """A mapping key given twice: ``yaml.safe_load`` would silently keep the last value."""
+
+    def __init__(self, message: str, line: int):
+        super().__init__(message)
+        self.message, self.line = message, line
+
+
+class _Loader(yaml.SafeLoader):
+    """``SafeLoader`` that rejects a key given twice and reports a bad typed scalar (``2024-13-45``,
+    ``!!int x``) as a YAML error at its line, where PyYAML raises a bare ValueError."""
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict:
+        if isinstance(node, yaml.MappingNode):
+            self._check_duplicates(node)
+        return super().construct_mapping(node, deep=deep)
+
+    def _check_duplicates(self, node: yaml.MappingNode) -> None:
+        first: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # keys merged in with ``<<: *base`` may be overridden: that is the point
+            key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
+            try:
+                if key in first:
+                    raise _DuplicateKey(f"key {key!r} is given twice (first on line {first[key]})", line)
+                first[key] = line
+            except TypeError:
+                continue  # an unhashable key: construct_mapping reports it with its line
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, TypeError, AttributeError, OverflowError) as err:
+            what = f" {node.value!r}" if isinstance(node, yaml.ScalarNode) else ""
+            why = f" ({err})" if isinstance(err, (ValueError, OverflowError)) else ""
+            raise yaml.constructor.ConstructorError(
+                None, None, f"not a valid {node.tag.rsplit(':', 1)[-1]}{what}{why}", node.start_mark) from None
+
+
+def _decode(path: Path) -> str:
+    """The file's text; bytes that are not UTF-8 are an error at their line, not replaced silently."""
+    if path.is_dir():
+        raise KgprobeError("is a directory, expected a YAML file", path=path)
+    if not path.exists():
         raise KgprobeError("no such file", path=path)
-    text = path.read_text(encoding="utf-8", errors="replace")
+    if not path.is_file():
+        raise KgprobeError("not a regular file, expected a YAML file", path=path)
     try:
-        return yaml.safe_load(text), yaml.compose(text)
+        data = path.read_bytes()
+    except OSError as err:
+        raise KgprobeError(f"cannot read: {err.strerror or err}", path=path) from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        # worded as the KG readers word it (kgprobe.kg.formats.tsv), plus the offending byte
+        line = data[: err.start].count(b"\n") + 1
+        raise KgprobeError(f"not valid UTF-8 text (byte 0x{data[err.start]:02x}: {err.reason})",
+                           path=path, line=line) from None
+
+
+def read_yaml(path: str | Path) -> tuple[Any, yaml.Node | None]:
+    """Parse a YAML (or JSON, a subset of YAML) file once: the data and its node tree (for lines).
+
+    Syntax errors, keys given twice and unreadable values are one ``KgprobeError`` naming the line.
+    """
+    path = Path(path)
+    text = _decode(path)
+    loader = None
+    try:
+        loader = _Loader(text)  # checks for control characters already
+        root = loader.get_single_node()
+        return (None if root is None else loader.construct_document(root)), root
+    except _DuplicateKey as err:
+        raise KgprobeError(err.message, path=path, line=err.line) from None
+    except yaml.reader.ReaderError as err:  # a control character: only a character offset is known
+        line = text[: err.position].count("\n") + 1
+        raise KgprobeError(f"invalid YAML: {str(err).splitlines()[0]}", path=path, line=line) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise KgprobeError(f"invalid YAML: {problem}", path=path,
                            line=None if mark is None else mark.line + 1) from None
+    except RecursionError:
+        raise KgprobeError("invalid YAML: nested too deeply", path=path) from None
+    finally:
+        if loader is not None:
+            loader.dispose()
 
 
 def yaml_line(node: yaml.Node | None, loc: tuple) -> int | None:
@@ -36,7 +111,8 @@ def yaml_line(node: yaml.Node | None, loc: tuple) -> int | None:
     line = None if node is None else node.start_mark.line + 1
     for key in loc:
         if isinstance(node, yaml.MappingNode):
-            match = [v for k, v in node.value if k.value == key]
+            # YAML ``1:`` is an int key whose node value is the text "1"
+            match = [v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == str(key)]
             if not match:
                 return line
             node = match[0]
@@ -61,10 +137,20 @@ def config_error(message: str, path: Path, root: yaml.Node | None, loc: tuple) -
     return KgprobeError(f"{where}{message}", path=path, line=yaml_line(root, loc))
 
 
+#: pydantic's range errors, said shortly: ``must be >= 1, got -5``
+_BOUNDS = {"greater_than_equal": (">=", "ge"), "greater_than": (">", "gt"),
+           "less_than_equal": ("<=", "le"), "less_than": ("<", "lt")}
+
+
 def validate(model: type[M], data: Any, path: Path, root: yaml.Node | None, loc: tuple = ()) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as err:
         first = err.errors()[0]
-        msg = "unknown option" if first["type"] == "extra_forbidden" else first["msg"]
+        msg = first["msg"]
+        if first["type"] == "extra_forbidden":
+            msg = "unknown option"
+        elif first["type"] in _BOUNDS:
+            op, key = _BOUNDS[first["type"]]
+            msg = f"must be {op} {first.get('ctx', {}).get(key)}, got {first['input']!r}"
         raise config_error(msg, path, root, loc + tuple(first["loc"])) from None

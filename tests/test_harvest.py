@@ -384,3 +384,69 @@ def test_harvest_eval_knows_capital_spellings_from_geonames(tmp_path):
     result = evaluate_run(tmp_path, "countries:capital", head_slot=1, tail_slot=0, ks=(4,))
     assert result["precision@4"] == 0.75
     assert result["wrong_in_top_50"] == [["Sydney", "Australia"]]
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"seeds": [["Paris", "France"]]}, "seeds: harvesting needs at least two seed tuples, the file gives 1"),
+    ({"seeds": []}, "seeds: harvesting needs at least two seed tuples, the file gives 0"),
+    ({"seeds": [["Paris", "France"], [" Paris", "France "]]}, "seeds[1]: duplicate seed tuple (same as seeds[0])"),
+    ({"constraints": {"stopwords": "klingon"}}, "constraints.stopwords: unknown stopword list 'klingon'"),
+    ({"constraints": {"max_per_slot": {"-1": 1}}},
+     "constraints.max_per_slot[-1]: max_per_slot: slot -1 must be < 2"),
+    ({"constraints": {"share_slots": [0, -1]}}, "constraints.share_slots[1]: share_slots: slot -1 out of range"),
+    ({"constraints": {"types": {"-1": {"type": "country", "against": {"city": ["Lagos"]}}}}},
+     "constraints.types[-1]: slot -1 out of range"),
+    ({"constraints": {"types": {"1": {"type": " ", "against": {"city": ["Lagos"]}}}}},
+     "constraints.types[1]: type names must not be blank"),
+    ({"constraints": {"max_words": 0}}, "constraints.max_words: must be >= 1, got 0"),
+    ({"reference": {"kg": "countries", "relation": "capital", "head": 1, "tail": 1}},
+     "reference.tail: head and tail must be different slots"),
+    ({"reference": {"kg": "countries", "relation": "a:b"}}, "reference.relation: String should match pattern"),
+    ({"name": "  "}, "name: the name must not be blank"),
+])
+def test_relation_checked_when_loaded(tmp_path, override, message):
+    """What a harvest would trip over after loading its model is an error of the file, with its line."""
+    path = _relation_file(tmp_path, **override)
+    with pytest.raises(KgprobeError) as err:
+        load_relation(path)
+    assert str(err.value).startswith(f"{path}:1: ") and message in str(err.value), str(err.value)
+
+
+@pytest.mark.parametrize("data, message", [
+    ("name: Bras\xedlia\n".encode("latin-1"), ":1: not valid UTF-8 text (byte 0xed: invalid continuation byte)"),
+    (b"name: a\nprompts: ['<ENT0> in <ENT1>']\nname: b\n", ":3: key 'name' is given twice (first on line 1)"),
+    (b"name: a\nconstraints:\n  max_words: 2\n  max_words: 3\n",
+     ":4: key 'max_words' is given twice (first on line 3)"),
+    (b"name: 2024-13-45\n", ":1: invalid YAML: not a valid timestamp '2024-13-45'"),
+])
+def test_relation_file_bytes_are_checked(tmp_path, data, message):
+    path = tmp_path / "rel.yaml"
+    path.write_bytes(data)
+    with pytest.raises(KgprobeError) as err:
+        load_relation(path)
+    assert str(err.value).startswith(f"{path}{message}"), str(err.value)
+
+
+def test_stopword_list_file(tmp_path):
+    words = tmp_path / "stop.txt"
+    words.write_text("Le\nla\n\n")
+    assert load_relation(_relation_file(tmp_path, constraints={"stopwords": str(words)})).constraints.stopwords
+    words.write_bytes("caf\xe9\n".encode("latin-1"))
+    with pytest.raises(KgprobeError, match=r"constraints.stopwords: .*stop.txt: stopword list is not valid UTF-8"):
+        load_relation(_relation_file(tmp_path, constraints={"stopwords": str(words)}))
+
+
+def test_harvest_step_options_reach_the_run_as_given():
+    """A pipeline's harvest options are validated models, yet config.json lists only the keys given
+    (as when they were plain dicts), so runs started before still resume."""
+    from kgprobe.pipeline.harvest_steps import HarvestStep
+
+    step = HarvestStep.model_validate({"type": "harvest", "relation": "r.yaml", "out": "o", "top_k": 7,
+                                       "options": {"search": {"first_candidates": 40}, "diversity": 3}})
+    options = step.harvest_options(seed=5)
+    dumped = options.model_dump()
+    assert dumped["search"] == {"first_candidates": 40} and dumped["weighting"] == {}
+    assert (dumped["top_k"], dumped["seed"], dumped["diversity"]) == (7, 5, 3)
+    assert options.search_params().first_candidates == 40 and options.search_params().first_beam == 256
+    assert HarvestOptions(search={"first_candidates": 40}).model_dump() == {
+        **HarvestOptions().model_dump(), "search": {"first_candidates": 40}}

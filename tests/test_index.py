@@ -348,7 +348,7 @@ def test_cli_embed_and_neighbors(tmp_path, capsys, home):
     assert code == 0, err
     assert "embedded 14 entities" in out
     files = sorted(p.name for p in out_dir.iterdir())
-    assert files == ["assignments.npy", "centroids.npy", "clusters.json", "embeddings.npy", "ids.txt",
+    assert files == [".kgprobe", "assignments.npy", "centroids.npy", "clusters.json", "embeddings.npy", "ids.txt",
                      "index.faiss", "index.json", "labels.txt", "meta.json"]
     meta = json.loads((out_dir / "meta.json").read_text())
     assert meta["model"] == "minilm-l6" and meta["text"] == "label" and meta["dim"] == 384

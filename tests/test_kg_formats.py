@@ -710,3 +710,177 @@ def test_failed_save_keeps_the_previous_output(tmp_path, monkeypatch, name):
     monkeypatch.undo()
     assert no_leftovers(tmp_path) == [name]
     assert load_kg(path).labeled_triples() == old.labeled_triples()
+
+
+# ----------------------------------------------------------------------------- hardening (fuzzing issue)
+def test_a_directory_without_kg_files_is_not_a_kg_file(tmp_path):
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    with pytest.raises(KgprobeError) as err:
+        load_kg(folder)
+    assert str(err.value).startswith(f"{folder}: is a directory, expected a KG file (tsv (.tsv, .txt), ")
+    assert "or a KG directory (holding entities.tsv, relations.tsv, triples.tsv)" in str(err.value)
+    ttl = tmp_path / "graph.ttl"
+    ttl.mkdir()
+    with pytest.raises(KgprobeError, match=f"^{ttl}: is a directory, expected a turtle file \\(.ttl\\)"):
+        load_kg(ttl)
+    (folder / "entities.tsv").write_text("id\tlabel\tdescription\n", encoding="utf-8")
+    with pytest.raises(KgprobeError, match=f"^{folder}: not a KG directory: relations.tsv is missing$"):
+        load_kg(folder)
+    with pytest.raises(KgprobeError, match=f"^{tmp_path / 'nope'}: no such file or directory"):
+        load_kg(tmp_path / "nope")
+
+
+@pytest.mark.parametrize("name", ["kg", *LOSSLESS.values(), "kg.tsv"])
+def test_a_graph_without_triples_loads_with_one_warning(tmp_path, capsys, name):
+    kg = KnowledgeGraph(entity_ids=["lonely"], relation_ids=[], triples=torch.zeros(0, 3))
+    path = save_kg(kg, tmp_path / name)
+    capsys.readouterr()
+    assert load_kg(path).num_triples == 0
+    assert capsys.readouterr().err == f"kgprobe: warning: {path}: holds no triples\n"
+    load_kg(path, warn_empty=False)
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("name", [n for n in LOSSLESS.values() if n != "kg"] + ["kg.tsv"])
+def test_an_empty_file_is_an_empty_graph_with_a_warning(tmp_path, capsys, name):
+    path = tmp_path / name
+    path.write_bytes(b"")
+    kg = load_kg(path)
+    assert (kg.num_entities, kg.num_relations, kg.num_triples) == (0, 0, 0)
+    assert capsys.readouterr().err == f"kgprobe: warning: {path}: holds no triples\n"
+
+
+@pytest.mark.parametrize("name", ["kg.ttl", "kg.nt"])
+def test_rdf_progress_bar_for_big_files_only(tmp_path, capsys, monkeypatch, name):
+    path = save_kg(make_kg(), tmp_path / name)
+    capsys.readouterr()
+    assert_same(load_kg(path), make_kg())
+    assert capsys.readouterr().err == ""  # small file: no bar
+    monkeypatch.setattr(rdf, "PROGRESS_MIN_BYTES", 0)
+    assert_same(load_kg(path), make_kg())
+    assert f"reading {name}" in capsys.readouterr().err
+    assert_same(load_kg(path, progress=False), make_kg())
+    assert capsys.readouterr().err == ""
+
+
+def test_unfinished_temporary_outputs_are_refused(tmp_path):
+    message = "is an unfinished temporary output of an interrupted kgprobe run (it is removed by the next run"
+    good = save_kg(make_kg(), tmp_path / "kg.ttl")
+    temporary = tmp_path / ".kg.ttl.tmp-k2j_x9ab"
+    temporary.write_bytes(good.read_bytes())
+    with pytest.raises(KgprobeError, match=f"^{temporary}: {re_escape(message)}"):
+        load_kg(temporary)
+    kg_dir = save_kg(make_kg(), tmp_path / "kg")
+    temporary_dir = kg_dir.rename(tmp_path / ".kg.tmp-abcd1234")
+    for path in (temporary_dir, temporary_dir / "triples.tsv"):
+        with pytest.raises(KgprobeError, match=f"^{path}: {re_escape(message)}"):
+            load_kg(path)
+    # only kgprobe's own pattern: a hidden file or a '.tmp' name of the user's is read as usual
+    hidden = tmp_path / ".kg.ttl"
+    hidden.write_bytes(good.read_bytes())
+    assert_same(load_kg(hidden), make_kg())
+
+
+def re_escape(text: str) -> str:
+    import re
+
+    return re.escape(text)
+
+
+def test_tsv_output_is_what_pykeen_reads(tmp_path, capsys):
+    """`kgprobe kg convert KG x.tsv` writes headerless head<TAB>relation<TAB>tail[<TAB>score] lines;
+    PyKEEN reads exactly the graph's triples (it ignores the score column). A KG directory's
+    triples.tsv is not for PyKEEN: its header row would be read as a triple."""
+    from pykeen.triples import TriplesFactory
+
+    from kgprobe.cli import main
+
+    kg = KnowledgeGraph.from_labeled_triples(
+        [("dog.n.01", "_hypernym", "canine.n.02"), ("Zürich", "located in", "Schweiz 🇨🇭"),
+         ("a#b", "r/x", "c,d;e"), ("dog.n.01", "_hypernym", "canine.n.02"), ("x y", "r/x", "'quoted'")],
+        scores=[0.5, 1.0, 0.25, 0.75, 0.0], provenance=["a", "b", "c", "d", "e"])
+    kg_dir = save_kg(kg, tmp_path / "kg")
+    with pytest.raises(SystemExit) as exit_:
+        main(["kg", "convert", str(kg_dir), str(tmp_path / "train.tsv")])
+    assert exit_.value.code == 0, capsys.readouterr().err
+    text = (tmp_path / "train.tsv").read_text(encoding="utf-8")
+    assert text.splitlines()[0] == "dog.n.01\t_hypernym\tcanine.n.02\t0.5"
+    factory = TriplesFactory.from_path(tmp_path / "train.tsv")
+    # PyKEEN keeps each distinct triple once; the file keeps the repeat (kgprobe reads it back)
+    assert sorted(map(tuple, factory.triples.tolist())) == sorted(set(kg.labeled_triples()))
+    assert factory.num_triples == kg.num_triples - 1
+    back = load_kg(tmp_path / "train.tsv")  # and the round trip still keeps triples and scores
+    assert back.labeled_triples() == kg.labeled_triples()
+    assert torch.equal(back.scores, kg.scores)
+
+
+def test_tsv_round_trips_a_first_triple_that_looks_like_a_header(tmp_path):
+    for triples in ([("head", "relation", "tail"), ("a", "r", "b")], [("\ufeffbom", "r", "b")]):
+        kg = KnowledgeGraph.from_labeled_triples(triples)
+        path = save_kg(kg, tmp_path / "kg.tsv")
+        assert path.read_text(encoding="utf-8").startswith("head\trelation\ttail\n")
+        assert load_kg(path).labeled_triples() == kg.labeled_triples()
+
+
+def test_rdf_reads_a_byte_order_mark_and_crlf(tmp_path):
+    path = save_kg(make_kg(), tmp_path / "kg.ttl")
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes().replace(b"\n", b"\r\n"))
+    assert_same(load_kg(path), make_kg())
+
+
+def test_rdf_special_float_scores_round_trip(tmp_path):
+    kg = KnowledgeGraph.from_labeled_triples([("a", "r", "b")] * 3, scores=[float("inf"), float("-inf"), 1e-45])
+    path = save_kg(kg, tmp_path / "kg.nt")
+    assert '"INF"^^' in path.read_text(encoding="utf-8")
+    assert_same(load_kg(path), kg)
+    # files written before used numpy's spelling
+    path.write_text(path.read_text(encoding="utf-8").replace('"INF"^^', '"inf"^^'), encoding="utf-8")
+    assert_same(load_kg(path), kg)
+
+
+def test_rdf_error_messages_give_the_line(tmp_path):
+    path = tmp_path / "bad.nt"
+    path.write_text("<http://a> <http://b> <http://c> .\n<http://a> <http://b> .\n", encoding="utf-8")
+    with pytest.raises(KgprobeError, match=f"^{path}: cannot parse as ntriples: line 2, column 23: "):
+        load_kg(path)
+    path = tmp_path / "bad.ttl"
+    path.write_text('<http://a> <http://p> "\\uD800" .\n', encoding="utf-8")
+    with pytest.raises(KgprobeError, match=f"^{path}:1: cannot parse as turtle: column 24: .*D800"):
+        load_kg(path)
+
+
+def test_rdf_bad_literals_are_errors_not_log_noise(tmp_path, caplog):
+    kg_path = save_kg(make_kg(), tmp_path / "kg.nt")
+    text = kg_path.read_text(encoding="utf-8")
+    xsd = "http://www.w3.org/2001/XMLSchema#"
+    kg_path.write_text(text.replace(f'"0"^^<{xsd}integer>', f'"zero"^^<{xsd}integer>', 1), encoding="utf-8")
+    with pytest.raises(KgprobeError, match=f'^{kg_path}: .* has kgp:index "zero"\\^\\^<{xsd}integer>, which is not'):
+        load_kg(kg_path)
+    kg_path.write_text(text.replace(f'"0.9"^^<{xsd}double>', f'"{"9" * 400}"^^<{xsd}integer>'), encoding="utf-8")
+    assert load_kg(kg_path).scores[0] == float("inf")
+    foreign = tmp_path / "foreign.ttl"
+    foreign.write_text('<http://a> <http://p> "x"^^<http://www.w3.org/2001/XMLSchema#integer> .\n'
+                       "<http://a> <http://q> <http://b> .\n", encoding="utf-8")
+    assert load_kg(foreign).labeled_triples() == [("http://a", "http://q", "http://b")]
+    assert caplog.records == []
+
+
+@pytest.mark.parametrize("name", ["kg", "kg.tsv", "kg.jsonl", "kg.ttl", "kg.nt"])
+def test_text_utf8_cannot_encode_is_a_one_line_error(tmp_path, name):
+    kg = KnowledgeGraph.from_labeled_triples([("a\ud800", "r", "b")])
+    with pytest.raises(KgprobeError, match=f"^{tmp_path / name}: cannot write: .* holds U\\+D800"):
+        save_kg(kg, tmp_path / name)
+    assert no_leftovers(tmp_path) == []
+
+
+def test_jsonl_numbers_beyond_float_range(tmp_path):
+    path = tmp_path / "kg.jsonl"
+    path.write_text('{"type": "entity", "id": "a"}\n{"type": "relation", "id": "r"}\n'
+                    '{"type": "triple", "head": "a", "relation": "r", "tail": "a", "score": ' + "9" * 400 + "}\n"
+                    '{"type": "triple", "head": "a", "relation": "r", "tail": "a", "score": -' + "9" * 400 + "}\n",
+                    encoding="utf-8")
+    assert load_kg(path).scores.tolist() == [float("inf"), float("-inf")]
+    path.write_text('{"type": "meta", "version": ' + "9" * 5000 + "}\n", encoding="utf-8")
+    with pytest.raises(KgprobeError, match=f"^{path}:1: invalid JSON: a number has too many digits$"):
+        load_kg(path)

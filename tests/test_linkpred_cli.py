@@ -306,3 +306,28 @@ def test_pipeline_reuses_a_built_split_even_without_the_dataset_sources(tmp_path
     cfg.write_text(cfg.read_text().replace("seed: 1\n", ""))
     _fails(["run", str(cfg), "--check", "--out-dir", str(tmp_path / "elsewhere")], capsys, "not installed")
     assert "OK" in _ok(["run", str(cfg), "--check", "--out-dir", str(tmp_path / "run")], capsys)
+
+
+def test_evaluate_and_encode_say_which_epoch_of_an_unfinished_run(run_dir, split_dir, tmp_path, capsys):
+    """A run killed after 1 of 6 epochs: its best.pt is used, and a warning says so."""
+    import shutil
+
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(run_dir, unfinished)
+    (unfinished / "test_metrics.json").unlink()
+    record = json.loads((unfinished / "linkpred.json").read_text())
+    record["config"]["epochs"] = 6
+    (unfinished / "linkpred.json").write_text(json.dumps(record))
+    lines = (unfinished / "metrics.jsonl").read_text().splitlines()
+    (unfinished / "metrics.jsonl").write_text(lines[0] + "\n")
+    best_epoch = torch.load(unfinished / "best.pt", weights_only=True)["epoch"]
+    code, out, err = _cli(["linkpred", "evaluate", str(unfinished), "--data", str(split_dir), "--device", "cpu"],
+                          capsys)
+    assert code == 0, err
+    assert err.strip() == (f"kgprobe: warning: {unfinished}: training has not finished (1 of 6 epochs): using the "
+                           f"model from epoch {best_epoch} (best.pt); run `kgprobe linkpred train` with the same "
+                           f"--out to finish it")
+    assert "both.realistic.mrr" in json.loads(out)
+    code, out, err = _cli(["linkpred", "evaluate", str(run_dir), "--data", str(split_dir), "--device", "cpu"],
+                          capsys)
+    assert code == 0 and "warning" not in err  # a finished run: nothing to say

@@ -37,6 +37,25 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
+def _os_error_line(err: OSError) -> str:
+    """``PATH: reason``, naming the path the user gave rather than one of our temporaries."""
+    import re
+
+    from kgprobe.atomic import is_temporary
+
+    def shown(name) -> str:
+        path = str(name)
+        base = os.path.basename(path)
+        if is_temporary(base):
+            target = re.sub(r"^\.(.+)\.(?:tmp|old)-[0-9a-f]{8}-\d+.*$", r"\1", base)
+            path = os.path.join(os.path.dirname(path), target)
+        return path
+
+    reason = err.strerror or str(err) or type(err).__name__
+    names = [shown(n) for n in (err.filename, err.filename2) if n is not None]
+    return f"cannot write or read {' -> '.join(names)}: {reason}" if names else reason
+
+
 def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -58,4 +77,6 @@ def main(argv: list[str] | None = None) -> None:
     except (click.Abort, KeyboardInterrupt):
         click.echo("kgprobe: interrupted", err=True)
         sys.exit(130)
+    except OSError as err:  # the file system said no (permissions, a full disk, a file where a folder must be)
+        _fail(_os_error_line(err))
     sys.exit(code if isinstance(code, int) else 0)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from kgprobe.cli.options import SEED, OutputPath
+
 
 @click.group()
 def data() -> None:
@@ -26,20 +28,24 @@ def list_datasets() -> None:
 
 @data.command("build")
 @click.argument("name")
-@click.option("--out", type=click.Path(path_type=Path), required=True,
+@click.option("--out", type=OutputPath(), required=True,
               help="Output KG directory (entities.tsv, relations.tsv, triples.tsv, meta.json).")
 @click.option("--inductive", is_flag=True,
               help="Also write a BLP inductive split: OUT/train, OUT/valid, OUT/test and their entity lists.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the inductive split.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the inductive split.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def build(name: str, out: Path, inductive: bool, seed: int, quiet: bool) -> None:
+@click.option("--overwrite", is_flag=True,
+              help="Replace whatever --out holds (without it, --out must be new, empty or an earlier build).")
+def build(name: str, out: Path, inductive: bool, seed: int, quiet: bool, overwrite: bool) -> None:
     """Build dataset NAME (see `kgprobe data list`) into the directory --out.
 
-    The directory is written atomically: an interrupted build leaves no partial output.
+    The directory is written atomically: an interrupted build leaves no partial output (its
+    temporary is removed by the next build), and an earlier build in --out is replaced only
+    when the new one is complete.
     """
     from kgprobe.kg.build import build_and_save
 
-    kg, split = build_and_save(name, out, inductive=inductive, seed=seed, progress=not quiet)
+    kg, split = build_and_save(name, out, inductive=inductive, seed=seed, progress=not quiet, overwrite=overwrite)
     stats = kg.statistics()
     click.echo(f"{name}: {stats['entities']} entities, {stats['relations']} relations, "
                f"{stats['triples']} triples -> {out}")

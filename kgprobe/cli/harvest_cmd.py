@@ -6,24 +6,27 @@ from pathlib import Path
 
 import click
 
+from kgprobe.cli.options import SEED, OutputPath
+
 
 @click.command()
 @click.argument("relation", type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Run directory to write.")
+@click.option("--out", type=OutputPath(), required=True, help="Run directory to write.")
 @click.option("--model", default="smollm2-135m", show_default=True,
               help="Registry name, local model directory, .gguf file or hub id (causal or masked LM).")
-@click.option("--top-k", type=int, default=100, show_default=True, help="Tuples to output.")
-@click.option("--paraphrases", type=int, default=0, show_default=True,
+@click.option("--top-k", type=click.IntRange(min=1), default=100, show_default=True, help="Tuples to output.")
+@click.option("--paraphrases", type=click.IntRange(min=0), default=0, show_default=True,
               help="Extra prompts to generate by paraphrasing with the model (0: only the file's prompts).")
-@click.option("--first-candidates", type=int, default=None, help="Entities kept for the first slot searched.")
+@click.option("--first-candidates", type=click.IntRange(min=1), default=None, help="Entities kept for the first slot searched.")
 @click.option("--prior-correction", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Causal LMs: discount of the log-probability of the entity written first "
                    "(its prior: how common the name is); 0 = plain sentence likelihood, 1 = PMI.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--batch-size", type=int, default=64, show_default=True, help="Sequences per LM forward pass.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Sequences per LM forward pass.")
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out (same options).")
-@click.option("--overwrite", is_flag=True, help="Delete an existing run in --out first.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace whatever --out holds (without it, --out must be new, empty or this command's own run).")
 def harvest(relation: Path, out: Path, model: str, top_k: int, paraphrases: int, first_candidates: int | None,
             prior_correction: float, device: str, batch_size: int, seed: int, resume: bool,
             overwrite: bool) -> None:
@@ -51,15 +54,15 @@ def harvest(relation: Path, out: Path, model: str, top_k: int, paraphrases: int,
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--reference", default=None,
               help="DATASET:RELATION or KG_PATH:RELATION, e.g. countries:capital (default: the relation file's).")
-@click.option("--head-slot", type=int, default=None, help="Slot that is the reference triple's head.")
-@click.option("--tail-slot", type=int, default=None, help="Slot that is the reference triple's tail.")
+@click.option("--head-slot", type=click.IntRange(min=0), default=None, help="Slot that is the reference triple's head.")
+@click.option("--tail-slot", type=click.IntRange(min=0), default=None, help="Slot that is the reference triple's tail.")
 def harvest_eval(run_dir: Path, reference: str | None, head_slot: int | None, tail_slot: int | None) -> None:
     """Precision@10/50/100 and coverage of a harvest run against a reference KG (writes eval.json)."""
     from kgprobe.errors import KgprobeError
     from kgprobe.harvest.evaluate import evaluate_run
 
     cfg_path = run_dir / "config.json"
-    ref = json.loads(cfg_path.read_text()).get("relation", {}).get("reference") if cfg_path.is_file() else None
+    ref = _recorded_reference(cfg_path) if cfg_path.is_file() else None
     if reference is None:
         if not ref:
             raise KgprobeError(f"{run_dir}: the relation has no reference; pass --reference DATASET:RELATION")
@@ -70,3 +73,23 @@ def harvest_eval(run_dir: Path, reference: str | None, head_slot: int | None, ta
     result = evaluate_run(run_dir, reference, head_slot=0 if head_slot is None else head_slot,
                           tail_slot=1 if tail_slot is None else tail_slot)
     click.echo(json.dumps(result, indent=2, ensure_ascii=False))
+
+
+def _recorded_reference(cfg_path: Path) -> dict | None:
+    """The reference (``kg``, ``relation``, ``head``, ``tail``) a harvest run's config.json records."""
+    from kgprobe.errors import KgprobeError
+
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:  # ValueError: bad JSON or bad UTF-8
+        raise KgprobeError(f"not a harvest run record: {err}", path=cfg_path) from None
+    relation = cfg.get("relation") if isinstance(cfg, dict) else None
+    ref = relation.get("reference") if isinstance(relation, dict) else None
+    if ref is None:
+        return None
+    slots_ok = all(isinstance(ref.get(k), int) and not isinstance(ref.get(k), bool) and ref.get(k) >= 0
+                   for k in ("head", "tail")) if isinstance(ref, dict) else False
+    if not (slots_ok and isinstance(ref.get("kg"), str) and isinstance(ref.get("relation"), str)):
+        raise KgprobeError("relation.reference must be {kg, relation, head, tail} (slots as integers >= 0)",
+                           path=cfg_path)
+    return ref

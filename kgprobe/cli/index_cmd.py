@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from kgprobe.cli.options import COUNT, SEED, OutputPath
+
 INDEX_FILE = "index.faiss"
 TAXONOMY_FILE = "taxonomy.npz"  # kgprobe.index.taxonomy.TAXONOMY_FILE (not imported: it pulls in scipy)
 DATASET_PREFIX = "dataset:"
@@ -48,7 +50,7 @@ def _no_loading_bars() -> None:
 
 @click.command()
 @click.argument("kg", metavar="KG")
-@click.option("--out", type=click.Path(path_type=Path), required=True,
+@click.option("--out", type=OutputPath(), required=True,
               help="Output directory (replaced atomically): embeddings.npy, ids.txt, labels.txt, meta.json, "
                    "index.faiss + index.json, and with --clusters centroids.npy, assignments.npy, clusters.json.")
 @click.option("--model", default="minilm-l6", show_default=True,
@@ -57,7 +59,7 @@ def _no_loading_bars() -> None:
               show_default=True,
               help="What to embed per entity; 'both' is \"label: description\". Entities without a "
                    "description use their label.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True,
+@click.option("--batch-size", type=COUNT, default=256, show_default=True,
               help="Texts per encoder batch.")
 @click.option("--fp16", is_flag=True, help="Store embeddings.npy as float16 (half the size; search stays float32).")
 @click.option("--no-normalize", is_flag=True,
@@ -67,25 +69,28 @@ def _no_loading_bars() -> None:
               show_default=True, help="Index to build: exact (flat), IVF, HNSW, or none.")
 @click.option("--metric", type=click.Choice(["ip", "l2", "cosine"]), default="ip", show_default=True,
               help="Index metric (ip on normalised vectors is cosine).")
-@click.option("--nlist", type=click.IntRange(min=1), default=None,
+@click.option("--nlist", type=COUNT, default=None,
               help="IVF cells (default: about 4*sqrt(entities), at least 39 entities per cell).")
-@click.option("--nprobe", type=click.IntRange(min=1), default=16, show_default=True,
+@click.option("--nprobe", type=COUNT, default=16, show_default=True,
               help="IVF cells visited per query.")
-@click.option("--hnsw-m", type=click.IntRange(min=1), default=32, show_default=True, help="HNSW links per node.")
-@click.option("--ef-search", type=click.IntRange(min=1), default=64, show_default=True,
+@click.option("--hnsw-m", type=COUNT, default=32, show_default=True, help="HNSW links per node.")
+@click.option("--ef-search", type=COUNT, default=64, show_default=True,
               help="HNSW candidates kept while searching.")
-@click.option("--clusters", type=click.IntRange(min=1), default=None,
+@click.option("--clusters", type=COUNT, default=None,
               help="Also run k-means with this many clusters (faiss, seeded).")
-@click.option("--seed", type=int, default=0, show_default=True, help="k-means seed.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="k-means seed.")
 @click.option("--taxonomy", "taxonomy_relations", default="auto", show_default=True, metavar="RELATIONS",
               help="Is-a relations (comma-separated ids, child -> parent) whose closure goes to "
                    "taxonomy.npz for `neighbors`' taxonomy-aware search; 'auto' takes those named like "
                    "hypernym / subClassOf / type / P31 / P279 / IsA, 'none' skips it.")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the embedding cache ($KGPROBE_HOME/embeddings).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace whatever --out holds (without it, --out must be new, empty or an earlier `embed` output).")
 def embed(kg: str, out: Path, model: str, text_field: str, batch_size: int, fp16: bool, no_normalize: bool,
           device: str, index_kind: str, metric: str, nlist: int | None, nprobe: int, hnsw_m: int, ef_search: int,
-          clusters: int | None, seed: int, taxonomy_relations: str, no_cache: bool, quiet: bool) -> None:
+          clusters: int | None, seed: int, taxonomy_relations: str, no_cache: bool, quiet: bool,
+          overwrite: bool) -> None:
     """Embed every entity of KG with a sentence encoder and index the vectors.
 
     KG is anything `kgprobe kg stats` reads (a KG directory, .tsv, .jsonl, .ttl, .nt, .graphml)
@@ -107,11 +112,13 @@ def embed(kg: str, out: Path, model: str, text_field: str, batch_size: int, fp16
     from kgprobe.index.cluster import kmeans
     from kgprobe.index.embed import embed_kg
     from kgprobe.index.knn import VectorIndex
+    from kgprobe.models import check_model
     from kgprobe.models.device import resolve_device
+    from kgprobe.outdir import check_output_dir, write_marker
 
-    if out.exists() and not out.is_dir():
-        raise KgprobeError("is a file; the embeddings output must be a directory", path=out)
-    resolve_device(device)  # a bad --device fails before any work
+    resolve_device(device)  # a bad --device, model or --out fails before any work
+    check_model(model, kind="sentence-encoder")
+    check_output_dir(out, command="embed", overwrite=overwrite)
     if quiet:
         _no_loading_bars()
     start = time.perf_counter()
@@ -127,6 +134,7 @@ def embed(kg: str, out: Path, model: str, text_field: str, batch_size: int, fp16
                    normalize=not no_normalize, cache=not no_cache, progress=not quiet)
     emb.meta["source"] = kg
     with atomic_path(out, directory=True) as tmp:
+        write_marker(tmp, "embed")
         if index_kind != "none":
             t0 = time.perf_counter()
             index = VectorIndex(emb.dim, kind=index_kind, metric=metric, nlist=nlist, nprobe=nprobe, m=hnsw_m,
@@ -159,12 +167,12 @@ def embed(kg: str, out: Path, model: str, text_field: str, batch_size: int, fp16
 @click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--exact", is_flag=True, help="Ignore DIR/index.faiss and search all vectors exactly.")
-@click.option("--nprobe", type=click.IntRange(min=1), default=None, help="Override the IVF nprobe of the index.")
-@click.option("--ef-search", type=click.IntRange(min=1), default=None, help="Override the HNSW efSearch of the index.")
+@click.option("--nprobe", type=COUNT, default=None, help="Override the IVF nprobe of the index.")
+@click.option("--ef-search", type=COUNT, default=None, help="Override the HNSW efSearch of the index.")
 @click.option("--plain", is_flag=True,
               help="Rank by cosine alone even when DIR has a taxonomy (taxonomy.npz from `kgprobe embed`).")
 # defaults None: kgprobe.index.taxonomy holds them, imported only when used (it pulls in scipy)
-@click.option("--classes", type=click.IntRange(min=1), default=None, show_default="10",
+@click.option("--classes", type=COUNT, default=None, show_default="10",
               help="Taxonomy search: how many nearest entities count as classes the query names.")
 @click.option("--class-floor", type=float, default=None, show_default="0.4",
               help="Taxonomy search: a class weighs its cosine minus this (classes below it count nothing).")
@@ -173,7 +181,7 @@ def embed(kg: str, out: Path, model: str, text_field: str, batch_size: int, fp16
 @click.option("--rerank", "rerank_model", default=None, metavar="LM",
               help="Re-rank the nearest --rerank-depth entities with this causal LM (e.g. smollm2-135m) "
                    "read as a reverse dictionary: for descriptive queries (kgprobe.index.rerank).")
-@click.option("--rerank-depth", type=click.IntRange(min=1), default=200, show_default=True,
+@click.option("--rerank-depth", type=COUNT, default=200, show_default=True,
               help="How many nearest entities the LM re-scores.")
 # defaults None: kgprobe.index.rerank holds them, imported only when re-ranking (it pulls in torch)
 @click.option("--prior-weight", type=float, default=None, show_default="0: the plain LM score",
@@ -225,6 +233,10 @@ def neighbors(directory: Path, query: str | None, k: int, entity_id: str | None,
         raise KgprobeError(f"-k must be a positive integer, got {k}")
     if rerank_model is not None and query is None:
         raise KgprobeError("--rerank needs a QUERY text (it reads the description, not a vector)")
+    if rerank_model is not None:  # found now, not after the search
+        from kgprobe.models import check_model
+
+        check_model(rerank_model, kind="causal-lm")
     emb = EntityEmbeddings.load(directory)
     _no_loading_bars()
     index_path = directory / INDEX_FILE

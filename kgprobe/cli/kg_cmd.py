@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from kgprobe.cli.options import OutputPath
+
 FORMAT_HELP = "Format name (dir, tsv, jsonl, turtle, ntriples, graphml); default: from the path's suffix."
 
 
@@ -26,13 +28,21 @@ def stats(path: Path, fmt: str | None) -> None:
 
 @kg.command()
 @click.argument("source", type=click.Path(path_type=Path))
-@click.argument("target", type=click.Path(path_type=Path))
+@click.argument("target", type=OutputPath())
 @click.option("--from", "src_fmt", default=None, help=FORMAT_HELP)
 @click.option("--to", "dst_fmt", default=None, help=FORMAT_HELP)
-def convert(source: Path, target: Path, src_fmt: str | None, dst_fmt: str | None) -> None:
-    """Read the KG at SOURCE and write it to TARGET (format from the suffix, e.g. .ttl)."""
-    from kgprobe.kg.formats import load_kg, save_kg
+@click.option("--overwrite", is_flag=True, help="Replace an existing TARGET file (written atomically).")
+def convert(source: Path, target: Path, src_fmt: str | None, dst_fmt: str | None, overwrite: bool) -> None:
+    """Read the KG at SOURCE and write it to TARGET (format from the suffix, e.g. .ttl).
 
+    An existing TARGET is never replaced without --overwrite (a directory TARGET never: it must
+    be new or empty).
+    """
+    from kgprobe.kg.formats import format_for, load_kg, save_kg
+    from kgprobe.outdir import check_output_file
+
+    if (dst_fmt or format_for(target)) != "dir":
+        check_output_file(target, overwrite=overwrite)
     graph = load_kg(source, format=src_fmt)
     written = save_kg(graph, target, format=dst_fmt)
     click.echo(f"wrote {graph.num_triples} triples to {written}")

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from kgprobe.cli.options import SEED, OutputPath
+
 
 @click.group()
 def linkpred() -> None:
@@ -22,7 +24,7 @@ def linkpred() -> None:
 @linkpred.command()
 @click.option("--data", "data", type=click.Path(path_type=Path), required=True,
               help="Inductive split directory (kgprobe data build NAME --inductive --out DIR).")
-@click.option("--out", type=click.Path(path_type=Path), required=True,
+@click.option("--out", type=OutputPath(), required=True,
               help="Run directory: checkpoint.pt, best.pt, metrics.jsonl, test_metrics.json.")
 @click.option("--encoder", default="transformer", show_default=True, help="transformer, bow or embedding.")
 @click.option("--model", default="minilm-l6", show_default=True,
@@ -50,7 +52,7 @@ def linkpred() -> None:
 @click.option("--max-length", type=int, default=32, show_default=True, help="Tokens (words for bow) per text.")
 @click.option("--patience", type=int, default=None, help="Stop after this many validations without a gain.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--resume/--no-resume", default=True, show_default=True,
               help="Continue from OUT/checkpoint.pt if there is one.")
 @click.option("--checkpoint-minutes", type=float, default=10.0, show_default=True,
@@ -59,11 +61,14 @@ def linkpred() -> None:
 @click.option("--max-train-triples", type=int, default=None,
               help="Train on a random subset of this many triples (quick runs).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace whatever --out holds (without it, --out must be new, empty or a run of this command).")
 def train(data: Path, out: Path, encoder: str, model: str, text: str, pooling: str, scorer: str, loss: str,
           loss_options: tuple[str, ...], sampler: str, sampler_options: tuple[str, ...], dim: int, epochs: int,
           batch_size: int, lr: float,
           warmup: float, num_negatives: int, max_length: int, patience: int | None, device: str, seed: int,
-          resume: bool, checkpoint_minutes: float, max_train_triples: int | None, quiet: bool) -> None:
+          resume: bool, checkpoint_minutes: float, max_train_triples: int | None, quiet: bool,
+          overwrite: bool) -> None:
     """Train a link-prediction model on an inductive split and evaluate it on the test set.
 
     \b
@@ -86,7 +91,7 @@ def train(data: Path, out: Path, encoder: str, model: str, text: str, pooling: s
                   seed=seed, resume=resume, checkpoint_minutes=checkpoint_minutes, max_train_triples=max_train_triples)
     get_loss(cfg.loss, **cfg.loss_options)  # a wrong option fails here, before the data loads
     check_sampler_options(cfg.sampler, cfg.sampler_options)
-    summary = run_training(cfg, progress=not quiet, echo=lambda m: click.echo(m, err=True))
+    summary = run_training(cfg, progress=not quiet, echo=lambda m: click.echo(m, err=True), overwrite=overwrite)
     click.echo(json.dumps(summary, indent=2))
 
 
@@ -123,20 +128,23 @@ def evaluate(run_dir: Path, data: Path, split: str, device: str) -> None:
 @linkpred.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.argument("texts", type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), required=True,
+@click.option("--out", type=OutputPath(), required=True,
               help="Directory to write embeddings.npy and ids.txt to.")
 @click.option("--neighbors", "neighbors", type=click.Path(path_type=Path), default=None,
               help="A KG (file or directory): print its entities nearest to every new one.")
-@click.option("-k", "k", type=int, default=5, show_default=True, help="Neighbours to print.")
+@click.option("-k", "k", type=click.IntRange(min=1), default=5, show_default=True, help="Neighbours to print.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-def encode(run_dir: Path, texts: Path, out: Path, neighbors: Path | None, k: int, device: str) -> None:
+@click.option("--overwrite", is_flag=True,
+              help="Replace whatever --out holds (without it, --out must be new, empty or an earlier `encode` output).")
+def encode(run_dir: Path, texts: Path, out: Path, neighbors: Path | None, k: int, device: str,
+           overwrite: bool) -> None:
     """Embed unseen entities from TEXTS (id<TAB>text lines) with the trained encoder of RUN_DIR.
 
     Writes OUT/embeddings.npy (one row per line, float32) and OUT/ids.txt.
     """
     from kgprobe.linkpred.run import encode_file
 
-    result = encode_file(run_dir, texts, out, device=device, neighbors=neighbors, k=k)
+    result = encode_file(run_dir, texts, out, device=device, neighbors=neighbors, k=k, overwrite=overwrite)
     click.echo(f"wrote {result['shape'][0]} x {result['shape'][1]} embeddings to {out}", err=True)
     for entity, near in result.get("neighbors", {}).items():
         click.echo(f"{entity}\t" + "\t".join(f"{e} ({s:.3f})" for e, s in near))

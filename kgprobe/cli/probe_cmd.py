@@ -6,12 +6,14 @@ from pathlib import Path
 
 import click
 
+from kgprobe.cli.options import SEED, OutputPath
+
 _CONCEPTS = click.option("--concepts", "concept_files", multiple=True, type=click.Path(path_type=Path),
                          default=["kg_data/concepts/countries.jsonl"], show_default=True,
                          help="Concept JSONL file(s) (repeat the option for several).")
 _MAX = click.option("--max-concepts", type=click.IntRange(min=1), default=None,
                     help="Use only the first N concepts (file order); keep it the same for every stage.")
-_OUT = click.option("--out", type=click.Path(path_type=Path), required=True, help="Run directory (shared by the stages).")
+_OUT = click.option("--out", type=OutputPath(), required=True, help="Run directory (shared by the stages).")
 _MODEL = click.option("--model", default="smollm2-135m", show_default=True,
                       help="Causal LM: registry name, local directory, .gguf file or hub id.")
 _DEVICE = click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
@@ -27,11 +29,39 @@ def _stage_options(fn):
 
 def _run_stage(stage, options, *, concept_files, max_concepts, out: Path, model: str, device: str, few_shot,
                print_json: bool = True, **extra) -> None:
+    from kgprobe.errors import KgprobeError
+    from kgprobe.models import check_model, resolve_device
+    from kgprobe.outdir import check_output_dir, open_output_dir
+
+    resolve_device(device)  # every option is checked before the model loads
+    check_model(model, kind="causal-lm")
+    target = check_output_dir(out, command="probe")
+    if stage.__name__ != "locate" and target.state != "own":
+        raise KgprobeError(f"{out} holds no `kgprobe probe locate` output: run the locate stage first, with this --out")
     lm, tok, concepts, prefix = _load(model, device, concept_files, few_shot, max_concepts)
+    open_output_dir(target)
     result = stage(lm, tok, concepts, out, options=options, few_shot=prefix, echo=lambda s: click.echo(s, err=True),
                    **extra)
     if print_json:
         click.echo(json.dumps(result, indent=2))
+
+
+_OPTION_NAMES = {"concepts": "n-concepts", "methods": "method"}
+
+
+def _options(cls, **values):
+    """A stage's options model, with a rejected value (NaN, out of range) as one ``KgprobeError`` line."""
+    from pydantic import ValidationError
+
+    from kgprobe.errors import KgprobeError
+
+    try:
+        return cls(**values)
+    except ValidationError as err:
+        first = err.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else ""
+        name = _OPTION_NAMES.get(field, field.replace("_", "-"))
+        raise KgprobeError(f"--{name}: {first['msg']} (got {first.get('input')!r})") from None
 
 
 def _load(model: str, device: str, concept_files, few_shot: str | None, max_concepts: int | None):
@@ -73,7 +103,7 @@ def locate(concept_files, max_concepts, out: Path, model: str, device: str, few_
     """Scan every value vector through the logit lens and pick candidates for each concept."""
     from kgprobe.probe.run import LocateOptions, locate as run_locate
 
-    options = LocateOptions(top_tokens=top_tokens, pool=pool, per_concept=per_concept, rank_by=rank_by)
+    options = _options(LocateOptions, top_tokens=top_tokens, pool=pool, per_concept=per_concept, rank_by=rank_by)
     _run_stage(run_locate, options, concept_files=concept_files, max_concepts=max_concepts, out=out, model=model,
                device=device, few_shot=few_shot, print_json=False)
 
@@ -82,7 +112,8 @@ def locate(concept_files, max_concepts, out: Path, model: str, device: str, few_
 @_stage_options
 @click.option("--mode", type=click.Choice(["zero", "noise"]), default="zero", show_default=True,
               help="Damage: zero the vector (ablation) or add Gaussian noise.")
-@click.option("--noise-std", type=float, default=1.0, show_default=True, help="Std of the noise (--mode noise).")
+@click.option("--noise-std", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="Std of the noise (--mode noise).")
 @click.option("--min-concept-drop", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,
               help="Relative drop of concept-QA accuracy that validates a vector.")
 @click.option("--max-unrelated-drop", type=click.FloatRange(0, 1), default=0.05, show_default=True,
@@ -91,7 +122,7 @@ def locate(concept_files, max_concepts, out: Path, model: str, device: str, few_
               help="Also damage this many top candidates together.")
 @click.option("--set-sizes", default="4,16,64", show_default=True,
               help="Also damage the m most concept-specific vectors, for each m (comma-separated; '' for none).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 def validate(concept_files, max_concepts, out: Path, model: str, device: str, few_shot, mode: str, noise_std: float,
              min_concept_drop: float, max_unrelated_drop: float, vectors_per_concept: int, set_sizes: str,
              seed: int) -> None:
@@ -103,9 +134,11 @@ def validate(concept_files, max_concepts, out: Path, model: str, device: str, fe
     except ValueError:
         raise click.BadParameter(f"{set_sizes!r} is not a comma-separated list of integers",
                                  param_hint="--set-sizes") from None
-    options = ValidateOptions(mode=mode, noise_std=noise_std, min_concept_drop=min_concept_drop,
-                              max_unrelated_drop=max_unrelated_drop, vectors_per_concept=vectors_per_concept,
-                              set_sizes=sizes)
+    if any(size < 1 for size in sizes):
+        raise click.BadParameter(f"{set_sizes!r}: every size must be a positive integer", param_hint="--set-sizes")
+    options = _options(ValidateOptions, mode=mode, noise_std=noise_std, min_concept_drop=min_concept_drop,
+                       max_unrelated_drop=max_unrelated_drop, vectors_per_concept=vectors_per_concept,
+                       set_sizes=sizes)
     _run_stage(run_validate, options, concept_files=concept_files, max_concepts=max_concepts, out=out, model=model,
                device=device, few_shot=few_shot, seed=seed)
 
@@ -118,14 +151,19 @@ def validate(concept_files, max_concepts, out: Path, model: str, device: str, fe
 @click.option("--n-concepts", type=click.IntRange(min=1), default=10, show_default=True,
               help="Concepts to unlearn (validated ones first).")
 @click.option("--steps", type=click.IntRange(min=1), default=10, show_default=True, help="Optimiser steps per method.")
-@click.option("--lr", type=float, default=1e-5, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-5, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 def unlearn(concept_files, max_concepts, out: Path, model: str, device: str, few_shot, methods, n_concepts: int,
             steps: int, lr: float, seed: int) -> None:
     """Run each unlearning method per concept and measure behaviour and weights (needs `probe validate`)."""
     from kgprobe.probe.run import UnlearnOptions, unlearn_all
+    from kgprobe.probe.unlearn import unlearner_names
 
-    options = UnlearnOptions(methods=list(methods), concepts=n_concepts, steps=steps, lr=lr)
+    unknown = [m for m in methods if m not in unlearner_names()]
+    if unknown:  # before the model loads, not after
+        raise click.BadParameter(f"unknown unlearning method(s) {', '.join(map(repr, unknown))}; known: "
+                                 f"{', '.join(unlearner_names())}", param_hint="--method")
+    options = _options(UnlearnOptions, methods=list(methods), concepts=n_concepts, steps=steps, lr=lr)
     _run_stage(unlearn_all, options, concept_files=concept_files, max_concepts=max_concepts, out=out, model=model,
                device=device, few_shot=few_shot, seed=seed)
 
@@ -133,15 +171,17 @@ def unlearn(concept_files, max_concepts, out: Path, model: str, device: str, few
 @probe.command()
 @_MODEL
 @_DEVICE
-@click.option("--layer", type=int, required=True)
-@click.option("--index", type=int, required=True, help="Neuron (value vector) index in the layer.")
+@click.option("--layer", type=click.IntRange(min=0), required=True)
+@click.option("--index", type=click.IntRange(min=0), required=True, help="Neuron (value vector) index in the layer.")
 @click.option("-k", "k", type=click.IntRange(min=1), default=20, show_default=True)
 def lens(model: str, device: str, layer: int, index: int, k: int) -> None:
     """Print the top tokens one value vector promotes (logit lens)."""
     from kgprobe.cli.index_cmd import _no_loading_bars
-    from kgprobe.models import load_causal_lm
+    from kgprobe.models import check_model, load_causal_lm, resolve_device
     from kgprobe.probe.hooks import arch_of, logit_lens, value_vectors
 
+    resolve_device(device)  # a bad --device or model fails before the model loads
+    check_model(model, kind="causal-lm")
     _no_loading_bars()
     lm, tok = load_causal_lm(model, device=device)
     vectors = value_vectors(lm, layer)

@@ -42,9 +42,15 @@ def stopwords(name: str) -> frozenset[str]:
     if name in _STOPWORDS:
         return frozenset(_STOPWORDS[name].split())
     path = Path(name)
-    if path.is_file():
-        return frozenset(w.strip().lower() for w in path.read_text(encoding="utf-8").splitlines() if w.strip())
-    raise KgprobeError(f"unknown stopword list {name!r}: use {', '.join(_STOPWORDS)}, none, or a file path")
+    if not path.is_file():
+        raise KgprobeError(f"unknown stopword list {name!r}: use {', '.join(_STOPWORDS)}, none, or a file path")
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except OSError as err:
+        raise KgprobeError(f"cannot read stopword list: {err.strerror or err}", path=path) from None
+    except UnicodeDecodeError as err:  # worded as the KG readers word it
+        raise KgprobeError(f"stopword list is not valid UTF-8 text ({err.reason})", path=path) from None
+    return frozenset(w.strip().lower() for w in text.splitlines() if w.strip())
 
 
 _WORD = re.compile(r"[^\W_]+(?:[-'.][^\W_]+)*", re.UNICODE)

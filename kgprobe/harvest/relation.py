@@ -56,8 +56,8 @@ class Constraints(BaseModel):
 
 class Reference(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    kg: str
-    relation: str
+    kg: str = Field(min_length=1)
+    relation: str = Field(min_length=1, pattern=r"^[^:]+$")  # harvest-eval splits KG:RELATION at the last ':'
     head: int = Field(default=0, ge=0)
     tail: int = Field(default=1, ge=0)
 
@@ -67,7 +67,7 @@ class RelationFile(BaseModel):
     name: str = Field(min_length=1)
     description: str = ""
     prompts: list[str] = Field(min_length=1)
-    seeds: list[list[str]] = Field(min_length=1)
+    seeds: list[list[str]]  # at least two: checked in relation_from_file, with a clearer message
     constraints: Constraints = Field(default_factory=Constraints)
     reference: Reference | None = None
 
@@ -145,45 +145,76 @@ class Relation:
 
 
 def relation_from_file(data: RelationFile, *, path: Path, root=None) -> Relation:
-    """Semantic checks on a parsed relation file (arity, slots, duplicates)."""
-    arity = len(data.seeds[0])
-    if arity < 1:
-        raise config_error("a seed needs at least one entity", path, root, ("seeds", 0))
-    for i, seed in enumerate(data.seeds):
-        if len(seed) != arity:
-            raise config_error(f"seed has {len(seed)} entities, the first seed has {arity}", path, root, ("seeds", i))
-        for j, ent in enumerate(seed):
-            if not ent.strip():
-                raise config_error("empty entity in seed", path, root, ("seeds", i, j))
-    if len({tuple(s) for s in data.seeds}) != len(data.seeds):
-        raise config_error("duplicate seed tuple", path, root, ("seeds",))
+    """Semantic checks on a parsed relation file (arity, slots, duplicates, constraints): anything
+    a harvest would trip over later is reported now, with the file's line."""
+    if not data.name.strip():
+        raise config_error("the name must not be blank", path, root, ("name",))
+    arity = _check_seeds(data.seeds, path, root)
     for i, prompt in enumerate(data.prompts):
         problem = check_prompt(prompt, arity)
         if problem:
             raise config_error(problem, path, root, ("prompts", i))
-    for slot, limit in data.constraints.max_per_slot.items():
-        if slot >= arity or limit < 1:
-            raise config_error(f"max_per_slot: slot {slot} must be < {arity} with a limit >= 1",
-                               path, root, ("constraints", "max_per_slot"))
-    for slot in data.constraints.share_slots or []:
-        if slot >= arity:
-            raise config_error(f"share_slots: slot {slot} out of range for {arity} slots",
-                               path, root, ("constraints", "share_slots"))
-    for slot, spec in data.constraints.types.items():
-        problem = f"slot {slot} out of range for {arity} slots" if slot >= arity else check_slot_type(spec)
-        if problem:
-            raise config_error(problem, path, root, ("constraints", "types", slot))
+    _check_constraints(data.constraints, arity, path, root)
     if data.reference is not None:
         for key in ("head", "tail"):
             if getattr(data.reference, key) >= arity:
                 raise config_error(f"slot {getattr(data.reference, key)} out of range for {arity} slots",
                                    path, root, ("reference", key))
+        if data.reference.head == data.reference.tail:
+            raise config_error("head and tail must be different slots", path, root, ("reference", "tail"))
     return Relation(
         name=data.name, description=data.description,
         templates=tuple(Template.parse(p) for p in dict.fromkeys(data.prompts)),
         seeds=tuple(tuple(s.strip() for s in seed) for seed in data.seeds),
         constraints=data.constraints, reference=data.reference, source=path,
     )
+
+
+def _check_seeds(seeds: list[list[str]], path: Path, root) -> int:
+    """The arity the seeds agree on; a harvest weighs each prompt on the seeds, against corrupted
+    seeds made from the *other* seeds, so it needs at least two."""
+    if len(seeds) < 2:
+        raise config_error(f"harvesting needs at least two seed tuples, the file gives {len(seeds)}",
+                           path, root, ("seeds",))
+    arity = len(seeds[0])
+    if arity < 1:
+        raise config_error("a seed needs at least one entity", path, root, ("seeds", 0))
+    first: dict[tuple[str, ...], int] = {}
+    for i, seed in enumerate(seeds):
+        if len(seed) != arity:
+            raise config_error(f"seed has {len(seed)} entities, the first seed has {arity}", path, root, ("seeds", i))
+        for j, ent in enumerate(seed):
+            if not ent.strip():
+                raise config_error("empty entity in seed", path, root, ("seeds", i, j))
+        key = tuple(e.strip() for e in seed)  # the seeds are used stripped
+        if key in first:
+            raise config_error(f"duplicate seed tuple (same as seeds[{first[key]}])", path, root, ("seeds", i))
+        first[key] = i
+    return arity
+
+
+def _check_constraints(c: Constraints, arity: int, path: Path, root) -> None:
+    from kgprobe.harvest.filters import stopwords  # filters imports this module
+
+    where = ("constraints",)
+    for slot, limit in c.max_per_slot.items():
+        if not 0 <= slot < arity or limit < 1:
+            raise config_error(f"max_per_slot: slot {slot} must be < {arity} with a limit >= 1",
+                               path, root, where + ("max_per_slot", slot))
+    for i, slot in enumerate(c.share_slots or []):
+        if not 0 <= slot < arity:
+            raise config_error(f"share_slots: slot {slot} out of range for {arity} slots",
+                               path, root, where + ("share_slots", i))
+    for slot, spec in c.types.items():
+        problem = f"slot {slot} out of range for {arity} slots" if not 0 <= slot < arity else check_slot_type(spec)
+        if problem is None and not all(name.strip() for name in (spec.type, *spec.against)):
+            problem = "type names must not be blank"  # the LM is asked for the type's first token
+        if problem:
+            raise config_error(problem, path, root, where + ("types", slot))
+    try:
+        stopwords(c.stopwords)  # an unknown language fails here, not after the model has loaded
+    except KgprobeError as err:
+        raise config_error(str(err), path, root, where + ("stopwords",)) from None
 
 
 def load_relation(path: str | Path) -> Relation:

@@ -18,13 +18,12 @@ Every stage is checkpointed, so ``resume=True`` continues a killed run and produ
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Callable, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
 from kgprobe.atomic import atomic_path
 from kgprobe.errors import KgprobeError
@@ -33,12 +32,39 @@ from kgprobe.harvest.filters import diversity_cap, stopwords
 from kgprobe.harvest.relation import Relation, Template, load_relation
 from kgprobe.harvest.search import SearchParams, chunks
 from kgprobe.harvest.weighting import WeightingParams
+from kgprobe.models.loaders import check_model
+from kgprobe.outdir import OutputDir, check_output_dir, open_output_dir
+
+
+class SearchOptions(BaseModel):
+    """``HarvestOptions.search``: the fields of :class:`SearchParams`, checked when the options are
+    made (a pipeline's ``--check``), not when the search starts after the model has loaded."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    max_entity_tokens: int = Field(default=SearchParams.max_entity_tokens, ge=1)
+    branch: int = Field(default=SearchParams.branch, ge=1)
+    first_beam: int = Field(default=SearchParams.first_beam, ge=1)
+    first_candidates: int = Field(default=SearchParams.first_candidates, ge=1)
+    later_beam: int = Field(default=SearchParams.later_beam, ge=1)
+    later_candidates: int = Field(default=SearchParams.later_candidates, ge=1)
+    chunk: int = Field(default=SearchParams.chunk, ge=1)
+    value: Literal["sum", "min"] = SearchParams.value
+
+
+class WeightingOptions(BaseModel):
+    """``HarvestOptions.weighting``: the fields of :class:`WeightingParams`, checked up front."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    neg_weight: float = Field(default=WeightingParams.neg_weight, ge=0)
+    temperature: float = Field(default=WeightingParams.temperature, gt=0)
+    keep_top: int = Field(default=WeightingParams.keep_top, ge=1)
+    min_weight: float = Field(default=WeightingParams.min_weight, ge=0, le=1)
 
 
 class HarvestOptions(BaseModel):
     """Everything that decides a harvest's result (``device`` and ``batch_size`` do not)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     model: str = "smollm2-135m"
     model_kind: Literal["auto", "causal-lm", "masked-lm"] = "auto"
     top_k: int = Field(default=100, ge=1)
@@ -53,14 +79,20 @@ class HarvestOptions(BaseModel):
     rescore_chunk: int = Field(default=128, ge=1)
     share_weight: float = Field(default=0.2, ge=0, description="weight of the plain score next to the key share")
     seed: int = 0
-    search: dict = Field(default_factory=dict)
-    weighting: dict = Field(default_factory=dict)
+    search: SearchOptions = Field(default_factory=SearchOptions)
+    weighting: WeightingOptions = Field(default_factory=WeightingOptions)
+
+    @field_serializer("search", "weighting")
+    def _given_only(self, value: BaseModel) -> dict:
+        # only the keys given, as when these were plain dicts: config.json of older runs still
+        # matches, so they resume
+        return value.model_dump(exclude_unset=True)
 
     def search_params(self) -> SearchParams:
-        return SearchParams(**self.search)
+        return SearchParams(**self.search.model_dump())
 
     def weighting_params(self) -> WeightingParams:
-        return WeightingParams(**self.weighting)
+        return WeightingParams(**self.weighting.model_dump())
 
 
 def rank_scores(
@@ -107,23 +139,30 @@ def _write_json(path: Path, data) -> None:
         tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def _prepare_out(out: Path, config: dict, *, resume: bool, overwrite: bool) -> None:
+def _check_out(out: Path, config: dict, *, resume: bool, overwrite: bool) -> OutputDir:
+    """What writing the run to ``out`` means (see :mod:`kgprobe.outdir`); writes nothing."""
+    target = check_output_dir(out, command="harvest", overwrite=overwrite)
+    if target.state != "own":
+        return target
     cfg_path = out / "config.json"
-    if out.exists() and any(out.iterdir()):
-        if overwrite:
-            shutil.rmtree(out)
-        elif not resume:
-            raise KgprobeError(f"{out} already holds a run: pass --resume to continue it or --overwrite to start over")
-        elif not cfg_path.exists():
-            raise KgprobeError(f"{out} is not a harvest run directory (no config.json)")
-        else:
-            old = json.loads(cfg_path.read_text())
-            if old != config:
-                diff = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
-                raise KgprobeError(f"cannot resume {out}: options differ from the interrupted run ({', '.join(diff)})")
-            return
-    out.mkdir(parents=True, exist_ok=True)
-    _write_json(cfg_path, config)
+    if overwrite or not cfg_path.is_file():  # (killed before its options were written: nothing to keep)
+        return OutputDir(out, "harvest", "replace")
+    if not resume:
+        raise KgprobeError(f"{out} already holds a run: pass --resume to continue it or --overwrite to start over")
+    try:
+        old = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # a torn or edited record: the run cannot be shown to match
+        raise KgprobeError(f"cannot resume {out}: its config.json is unreadable; pass --overwrite to start over") from None
+    if old != config:
+        diff = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
+        raise KgprobeError(f"cannot resume {out}: options differ from the interrupted run ({', '.join(diff)})")
+    return target
+
+
+def _open_out(target: OutputDir, config: dict) -> None:
+    open_output_dir(target)
+    if target.state != "own":
+        _write_json(target.path / "config.json", config)
 
 
 def _model_kind(name: str, kind: str) -> str:
@@ -133,6 +172,8 @@ def _model_kind(name: str, kind: str) -> str:
     if kind != "auto":
         return kind
     if name in MODELS:
+        if MODELS[name].kind not in ("causal-lm", "masked-lm"):
+            raise KgprobeError(f"model {name!r} is a {MODELS[name].kind.replace('-', ' ')}, not a causal or masked LM")
         return MODELS[name].kind
     cfg = Path(name).expanduser() / "config.json"
     if cfg.is_file():
@@ -171,12 +212,17 @@ def harvest(
                            "reference": rel.reference.model_dump() if rel.reference else None},
               "options": options.model_dump(), "model_kind": kind}
     config = json.loads(json.dumps(config))  # as it will read back (int dict keys become strings)
-    _prepare_out(out, config, resume=resume, overwrite=overwrite)
+    if loaded_model is None:
+        check_model(options.model, kind=kind)
+    target = _check_out(out, config, resume=resume, overwrite=overwrite)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     torch.manual_seed(options.seed)
     loader = load_masked_lm if kind == "masked-lm" else load_causal_lm
     model, tokenizer = loaded_model or loader(options.model, device=device)
+    # the run directory appears only once the model has loaded: a model that cannot be loaded
+    # leaves nothing behind that would block the corrected command
+    _open_out(target, config)
     backend = BACKENDS[kind](model, tokenizer, rel, batch_size=batch_size, min_weight=options.min_weight,
                              prior_correction=options.prior_correction,
                              search=options.search_params(), search_prompts=options.search_prompts)

@@ -24,9 +24,11 @@ from typing import Any
 import torch
 
 from kgprobe.atomic import atomic_path
+from kgprobe.errors import KgprobeError
 from kgprobe.kg.datasets import build_dataset
 from kgprobe.kg.formats import save_kg
 from kgprobe.kg.graph import KnowledgeGraph
+from kgprobe.outdir import check_output_dir, write_marker
 
 
 def split_parts(split: Any) -> dict[str, tuple[KnowledgeGraph, torch.Tensor]]:
@@ -48,6 +50,16 @@ def write_split(split: Any, out: Path) -> None:
 
 
 BUILD_FILE = "build.json"
+COMMAND = "data build"
+
+
+def _check_split(name: str, split: Any) -> None:
+    """An inductive split without held-out entities evaluates nothing: say so instead of writing it."""
+    empty = [part for part in ("valid", "test") if not len(split_parts(split)[part][1])]
+    if empty:
+        raise KgprobeError(f"dataset {name!r} is too small for an inductive split: no {' and no '.join(empty)} "
+                           f"entities could be held out (every held-out entity must leave its neighbours more "
+                           f"than 2 neighbours and each relation 100 edges)")
 
 
 def build_record(name: str, *, inductive: bool, seed: int, options: dict[str, Any] | None) -> dict:
@@ -84,18 +96,27 @@ def build_and_save(
     seed: int = 0,
     progress: bool = True,
     options: dict[str, Any] | None = None,
+    overwrite: bool = False,
 ) -> tuple[KnowledgeGraph, Any]:
     """Build dataset ``name``, write it (and its inductive split) to ``out`` atomically.
 
-    Returns the graph and the split (``None`` unless ``inductive``).
+    ``out`` may be new, empty or an earlier build (replaced); anything else needs ``overwrite``
+    (see :mod:`kgprobe.outdir`). Returns the graph and the split (``None`` unless ``inductive``).
     """
     from kgprobe.kg.split import inductive_split
 
+    from kgprobe.kg.datasets import check_dataset
+
+    out = Path(out)
+    check_dataset(name, **(options or {}))  # the likelier mistake first
+    check_output_dir(out, command=COMMAND, overwrite=overwrite)
     kg = build_dataset(name, **(options or {}))
     split = inductive_split(kg, seed=seed, progress=progress) if inductive else None
-    out = Path(out)
+    if split is not None:
+        _check_split(name, split)
     with atomic_path(out, directory=True) as tmp:
         save_kg(kg, tmp, format="dir")
+        write_marker(tmp, COMMAND)
         if split is not None:
             write_split(split, tmp)
         record = build_record(name, inductive=inductive, seed=seed, options=options)

@@ -111,7 +111,8 @@ def _choose_dropped(kg: KnowledgeGraph, order: list[int], target: int, *, min_ne
     rel_count = torch.bincount(kg.triples[:, 1], minlength=kg.num_relations).tolist()
 
     dropped: list[int] = []
-    with tqdm(total=target, desc="inductive split", unit="entity", disable=not progress) as bar:
+    # leave=False: a split that fails (too small a graph) leaves its one error line alone on stderr
+    with tqdm(total=target, desc="inductive split", unit="entity", disable=not progress, leave=False) as bar:
         for entity in order:
             if len(dropped) >= target:
                 break

@@ -18,7 +18,6 @@ rebuild its encoder without the data it was trained on.
 from __future__ import annotations
 
 import json
-import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
@@ -29,10 +28,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kgprobe.atomic import atomic_path
 from kgprobe.errors import KgprobeError
+from kgprobe.index.texts import read_texts_tsv
+from kgprobe.models.loaders import check_model
+from kgprobe.outdir import check_output_dir, open_output_dir, write_marker
+from kgprobe.seeding import seed_everything
 
 PARTS = ("train", "valid", "test")
 RUN_FILE = "linkpred.json"
 TEST_METRICS_FILE = "test_metrics.json"
+COMMAND = "linkpred train"
 
 
 class LinkPredOptions(BaseModel):
@@ -161,15 +165,17 @@ def load_split_data(path: str | Path) -> SplitData:
     if missing:
         raise KgprobeError(f"not an inductive split directory: no {missing[0]}/ or {missing[0]}_entities.txt "
                            "(make one with: kgprobe data build NAME --inductive --out DIR)", path=path)
-    parts = {p: load_kg(path / p, format="dir") for p in PARTS}
+    # an empty part is this function's own one-line error below, not a warning as well
+    parts = {p: load_kg(path / p, format="dir", warn_empty=False) for p in PARTS}
     if (path / "entities.tsv").is_file():
         graph = load_kg(path, format="dir")
     else:  # no whole graph next to the parts: their union
         graph = parts["train"].merge(parts["valid"]).merge(parts["test"])
     triples = {p: _mapped(parts[p], graph, path / p) for p in PARTS}
     entities = {p: _read_ids(path / f"{p}_entities.txt", graph) for p in PARTS}
-    if not len(triples["train"]):
-        raise KgprobeError("the split has no training triples", path=path / "train")
+    for part, words in (("train", "training"), ("valid", "validation"), ("test", "test")):
+        if not len(triples[part]):  # found now, not after an epoch of training
+            raise KgprobeError(f"the split has no {words} triples", path=path / part)
     return SplitData(graph=graph, triples=triples, entities=entities)
 
 
@@ -200,8 +206,12 @@ def _echo_default(message: str) -> None:
 
 
 def run_training(config: LinkPredConfig | dict, *, progress: bool = True,
-                 echo: Callable[[str], None] | None = None) -> dict:
-    """Train, evaluate the best checkpoint on test, write ``OUT/test_metrics.json``; return those metrics."""
+                 echo: Callable[[str], None] | None = None, overwrite: bool = False) -> dict:
+    """Train, evaluate the best checkpoint on test, write ``OUT/test_metrics.json``; return those metrics.
+
+    ``OUT`` may be new, empty or a run of this command (resumed); anything else is refused unless
+    ``overwrite`` (see :mod:`kgprobe.outdir`), before any data or model is loaded.
+    """
     from kgprobe.linkpred.losses import get_loss
     from kgprobe.linkpred.samplers import get_sampler
     from kgprobe.linkpred.scorers import get_scorer
@@ -212,6 +222,9 @@ def run_training(config: LinkPredConfig | dict, *, progress: bool = True,
     echo = echo or _echo_default
     check_names(encoder=cfg.encoder, scorer=cfg.scorer, loss=cfg.loss, sampler=cfg.sampler)
     device = resolve_device(cfg.device)
+    if cfg.encoder == "transformer":
+        check_model(cfg.model, kind="sentence-encoder")
+    target = check_output_dir(cfg.out, command=COMMAND, overwrite=overwrite)
     data = load_split_data(cfg.data)
     graph = data.graph
     texts = entity_texts_of(graph, cfg.text)
@@ -223,9 +236,7 @@ def run_training(config: LinkPredConfig | dict, *, progress: bool = True,
               "relation_ids": list(graph.relation_ids), "texts": texts,
               "train_entities": data.entities["train"].tolist(), "normalize_entities": None}
 
-    torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed)
+    seed_everything(cfg.seed)
     encoder = _build_encoder(record["config"], texts, data.entities["train"])
     scorer = get_scorer(cfg.scorer, **cfg.scorer_options)
     loss = get_loss(cfg.loss, **cfg.loss_options)
@@ -246,8 +257,7 @@ def run_training(config: LinkPredConfig | dict, *, progress: bool = True,
                             num_negatives=cfg.num_negatives, patience=cfg.patience, seed=cfg.seed,
                             eval_every=cfg.eval_every, eval_batch_size=cfg.eval_batch_size,
                             checkpoint_minutes=cfg.checkpoint_minutes)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = open_output_dir(target)
     with atomic_path(out / RUN_FILE) as tmp:
         tmp.write_text(json.dumps(record) + "\n", encoding="utf-8")
     trainer = Trainer(encoder=encoder, scorer=scorer, loss=loss, sampler=sampler, train_triples=train_triples,
@@ -308,7 +318,8 @@ def load_trained(run_dir: str | Path, *, device: str = "auto") -> TrainedRun:
     if not weights.is_file():
         raise KgprobeError("no trained model yet (no best.pt or checkpoint.pt)", path=run_dir)
     try:
-        state = torch.load(weights, map_location="cpu", weights_only=True)["model"]
+        payload = torch.load(weights, map_location="cpu", weights_only=True)
+        state = payload["model"]
     except Exception as err:
         raise KgprobeError(f"unreadable checkpoint: {str(err).splitlines()[0] if str(err) else err}",
                            path=weights) from None
@@ -320,7 +331,24 @@ def load_trained(run_dir: str | Path, *, device: str = "auto") -> TrainedRun:
     model = LinkPredictionModel(encoder, scorer, len(record["relation_ids"]), normalize_entities=normalize)
     model.load_state_dict(state)
     model.to(resolve_device(device)).eval()
+    _say_which_epoch(run_dir, weights, payload.get("epoch"), cfg.get("epochs"))
     return TrainedRun(model=model, record=record)
+
+
+def _say_which_epoch(run_dir: Path, weights: Path, epoch: int | None, planned: int | None) -> None:
+    """Warn when the model comes from a run that has not finished: which epoch, after how many."""
+    from kgprobe.errors import warn
+    from kgprobe.linkpred.trainer import METRICS_FILE
+
+    if (run_dir / TEST_METRICS_FILE).is_file():
+        return
+    try:  # one line per finished epoch
+        done = sum(1 for line in (run_dir / METRICS_FILE).open(encoding="utf-8") if line.strip())
+    except OSError:
+        done = 0
+    which = f"from epoch {epoch}" if epoch is not None and weights.name != "checkpoint.pt" else "of its last checkpoint"
+    warn(f"training has not finished ({done} of {planned or '?'} epochs): using the model {which} "
+         f"({weights.name}); run `kgprobe linkpred train` with the same --out to finish it", path=run_dir)
 
 
 def load_for_evaluation(run_dir: str | Path, data: str | Path, *, device: str = "auto",
@@ -356,28 +384,6 @@ def evaluate_run(run_dir: str | Path, data: str | Path, *, split: str = "test", 
     return {"split": split, **{k: (v.item() if hasattr(v, "item") else v) for k, v in metrics.items()}}
 
 
-def read_texts_tsv(path: str | Path) -> tuple[list[str], list[str]]:
-    """``id<TAB>text`` lines (blank lines skipped); a bad line is a ``file:line`` error."""
-    path = Path(path)
-    if not path.is_file():
-        raise KgprobeError("no such file (expected id<TAB>text lines)", path=path)
-    ids, texts, seen = [], [], set()
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        fields = line.split("\t")
-        if len(fields) != 2 or not fields[0].strip() or not fields[1].strip():
-            raise KgprobeError("expected id<TAB>text (two non-empty tab-separated fields)", path=path, line=n)
-        if fields[0].strip() in seen:
-            raise KgprobeError(f"duplicate id {fields[0].strip()!r}", path=path, line=n)
-        seen.add(fields[0].strip())
-        ids.append(fields[0].strip())
-        texts.append(fields[1].strip())
-    if not ids:
-        raise KgprobeError("no entities in the file", path=path)
-    return ids, texts
-
-
 def _vectors_for(model: Any, texts: Sequence[str], batch_size: int) -> torch.Tensor:
     encoder = model.encoder.for_texts(list(texts))
     vectors = encoder.encode_all(batch_size).float()
@@ -392,7 +398,8 @@ def encode_texts(run_dir: str | Path, texts: Sequence[str], *, device: str = "au
 
 
 def encode_file(run_dir: str | Path, tsv: str | Path, out: str | Path, *, device: str = "auto",
-                batch_size: int = 256, neighbors: str | Path | None = None, k: int = 5) -> dict:
+                batch_size: int = 256, neighbors: str | Path | None = None, k: int = 5,
+                overwrite: bool = False) -> dict:
     """Encode ``tsv`` (``id<TAB>text``) into ``out/embeddings.npy`` + ``out/ids.txt`` (atomically).
 
     With ``neighbors`` (a KG), also the ``k`` nearest of its entities to every new one (cosine
@@ -402,11 +409,13 @@ def encode_file(run_dir: str | Path, tsv: str | Path, out: str | Path, *, device
 
     if k <= 0:
         raise KgprobeError(f"k must be positive, got {k}")
+    check_output_dir(out, command="linkpred encode", overwrite=overwrite)
     ids, texts = read_texts_tsv(tsv)
     run = load_trained(run_dir, device=device)
     vectors = _vectors_for(run.model, texts, batch_size).cpu().numpy().astype(np.float32)
     out = Path(out)
     with atomic_path(out, directory=True) as tmp:
+        write_marker(tmp, "linkpred encode")
         np.save(tmp / "embeddings.npy", vectors)
         (tmp / "ids.txt").write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")
     result: dict = {"embeddings": str(out / "embeddings.npy"), "ids": str(out / "ids.txt"),

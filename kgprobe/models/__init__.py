@@ -1,6 +1,7 @@
 """Model registry and loaders: ``load_causal_lm("smollm2-135m")``, ``load_sentence_encoder("minilm-l6")``."""
 from kgprobe.models.device import DEVICE_CHOICES, device_name, resolve_device
 from kgprobe.models.loaders import (
+    check_model,
     load_causal_lm,
     load_masked_lm,
     load_sentence_encoder,
@@ -17,7 +18,7 @@ from kgprobe.models.registry import (
 )
 
 __all__ = [
-    "DEVICE_CHOICES", "device_name", "DEFAULT_CAUSAL_LM", "DEFAULT_SENTENCE_ENCODER", "MODELS", "ModelSpec",
+    "check_model", "DEVICE_CHOICES", "device_name", "DEFAULT_CAUSAL_LM", "DEFAULT_SENTENCE_ENCODER", "MODELS", "ModelSpec",
     "kgprobe_home", "load_causal_lm", "load_masked_lm", "load_sentence_encoder", "load_text_encoder",
     "model_source", "model_table", "resolve_device",
 ]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 from pathlib import Path
 
 import torch
@@ -22,6 +23,8 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     if name == "cpu":
         return torch.device("cpu")
     if name.startswith("cuda"):
+        if not re.fullmatch(r"cuda(:\d+)?", name):  # a typo is a typo, GPU or not
+            raise KgprobeError(f"bad device {device!r}: use auto, cpu, cuda or cuda:N")
         if not torch.cuda.is_available():
             raise KgprobeError(f"device {device!r} requested but no CUDA GPU is visible (use --device cpu or auto)")
         try:

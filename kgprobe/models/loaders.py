@@ -5,6 +5,7 @@ gives one ``KgprobeError`` line that says what was tried and how to install it.
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -47,10 +48,94 @@ def model_source(name: str, *, kind: ModelKind | None = None) -> str:
     return name
 
 
+_TRUE = ("1", "true", "yes", "on")
+
+
+def hub_unreachable() -> bool:
+    """True when the model hub cannot be asked: offline by setting, or no answer within 3 s.
+
+    ``from_pretrained`` retries an unreachable hub for a minute before it fails; asking once
+    with a short timeout first turns that minute into an immediate, clear error.
+    """
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in _TRUE:
+        return True
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=3).close()
+    except OSError:
+        return True
+    return False
+
+
+def _architecture_kind(config_file: Path) -> str | None:
+    """``causal-lm`` / ``masked-lm`` from a model's config.json, None when it does not say."""
+    try:
+        archs = json.loads(config_file.read_text(encoding="utf-8")).get("architectures") or []
+    except (OSError, ValueError, AttributeError):
+        return None
+    if any("MaskedLM" in a for a in archs):
+        return "masked-lm"
+    if any("CausalLM" in a or "LMHead" in a for a in archs):
+        return "causal-lm"
+    return None
+
+
+def _check_architecture(config_file: Path, kind: ModelKind | None, name: str) -> None:
+    found = _architecture_kind(config_file)
+    if kind in ("causal-lm", "masked-lm") and found is not None and found != kind:
+        raise KgprobeError(f"model {name!r} is {_KIND_WORDS[found]}, not {_KIND_WORDS[kind]}")
+
+
+def check_model(name: str, *, kind: ModelKind | None = None) -> None:
+    """Fail at once, loading nothing and waiting on no network, when ``name`` cannot be a model of
+    ``kind``: a registry name of another kind or not installed, a missing path, a directory
+    without config.json, or a hub id that is neither cached nor reachable."""
+    spec = MODELS.get(name)
+    if spec is not None:
+        if kind is not None and spec.kind != kind and not (kind == "sentence-encoder" and spec.kind == "masked-lm"):
+            raise KgprobeError(f"model {name!r} is {_KIND_WORDS[spec.kind]}, not {_KIND_WORDS[kind]}")
+        if spec.weights_path() is None:
+            if spec.hub_id is None or hub_unreachable():
+                raise KgprobeError(f"model {name!r} is not installed: {spec.install_hint}")
+        return
+    local = Path(name).expanduser()
+    if local.is_file():
+        if local.suffix != ".gguf":
+            raise KgprobeError(f"model {name!r}: expected a model directory or a .gguf file")
+        return
+    if local.is_dir():
+        if not (local / "config.json").is_file():
+            raise KgprobeError(f"model {name!r}: the directory has no config.json (not a saved model)")
+        _check_architecture(local / "config.json", kind, name)
+        return
+    if name.startswith((".", "/", "~")) or name.count("/") > 1 or not name.strip():
+        raise KgprobeError(f"model {name!r}: no such directory (known names: {', '.join(MODELS)})")
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(name, "config.json")
+    except ValueError:  # huggingface_hub's HFValidationError: not even spelled like a hub id
+        raise KgprobeError(f"unknown model {name!r}: not a registry name ({', '.join(MODELS)}), not a local "
+                           "directory or .gguf file, and not a hub id (org/name)") from None
+    if isinstance(cached, str):
+        _check_architecture(Path(cached), kind, name)
+    elif hub_unreachable():
+        raise KgprobeError(f"unknown model {name!r}: not a registry name ({', '.join(MODELS)}), not a local "
+                           "directory or .gguf file, and not in the hub cache (the hub cannot be reached)")
+
+
 def _from_pretrained(cls: Any, source: str, name: str, **kwargs: Any) -> Any:
     try:
         return cls.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as err:
+        if Path(source).exists():  # a local model that is incomplete or broken: say what is wrong with it
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise KgprobeError(f"cannot load model {name!r} from {source}: {first}") from None
         offline = os.environ.get("HF_HUB_OFFLINE") == "1"
         why = "the hub is not reachable (HF_HUB_OFFLINE=1)" if offline else str(err).splitlines()[0]
         raise KgprobeError(

@@ -6,15 +6,18 @@ options. Errors point at the YAML line of the offending value: ``demo.yaml:7: st
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from kgprobe.errors import KgprobeError
+from kgprobe.errors import KgprobeError, warn
 from kgprobe.models import DEVICE_CHOICES
-from kgprobe.yamlconf import config_error, read_yaml, validate
+from kgprobe.yamlconf import config_error, read_yaml, validate, yaml_line
+
+_DEVICE = re.compile(r"(auto|cpu|cuda(:\d+)?)")
 
 
 class StepConfig(BaseModel):
@@ -27,7 +30,7 @@ class StepConfig(BaseModel):
 class PipelineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, lt=2**32)  # numpy's seed range: every RNG is seeded with it
     device: str = "auto"
     out_dir: Path = Path("runs/pipeline")
     steps: list[Any] = Field(min_length=1)
@@ -40,11 +43,15 @@ class Pipeline:
         self.config, self.steps, self.path = config, steps, path
 
 
-def load_pipeline(path: str | Path, *, out_dir: str | Path | None = None) -> Pipeline:
+def load_pipeline(path: str | Path, *, out_dir: str | Path | None = None, device: str | None = None,
+                  strict_device: bool = False) -> Pipeline:
     """Parse and validate a pipeline file; every problem is one ``KgprobeError`` with file:line.
 
     ``out_dir`` overrides the file's ``out_dir`` (before the checks, which may look at earlier
-    output there, e.g. a dataset built by a previous run).
+    output there, e.g. a dataset built by a previous run); ``device`` overrides its device. A
+    device this machine lacks (``cuda`` without a GPU) is a warning, as the file may be meant for
+    another machine, unless ``strict_device`` (about to run here): then it is an error. Nothing
+    is written and no model or dataset is loaded.
     """
     from kgprobe.pipeline.steps import STEPS
 
@@ -55,20 +62,69 @@ def load_pipeline(path: str | Path, *, out_dir: str | Path | None = None) -> Pip
     config = validate(PipelineConfig, data, path, root)
     if out_dir is not None:
         config.out_dir = Path(out_dir)
-    if config.device.split(":")[0] not in DEVICE_CHOICES:
-        raise config_error(f"{config.device!r} is not one of {', '.join(DEVICE_CHOICES)}", path, root, ("device",))
+    elif config.out_dir.exists() and not config.out_dir.is_dir():
+        raise config_error(f"{config.out_dir} is a file, not a directory", path, root, ("out_dir",))
+    if device is not None:  # from the command line: its errors name no line of the file
+        config.device = device
+    _check_device(config.device, *((None, None) if device is not None else (path, root)), strict=strict_device)
     steps: list[StepConfig] = []
     for i, raw in enumerate(config.steps):
         loc = ("steps", i)
         if not isinstance(raw, dict) or "type" not in raw:
             raise config_error("a step must be a mapping with a 'type'", path, root, loc)
+        if not isinstance(raw["type"], str):  # a list or mapping is not even hashable
+            raise config_error(f"the step type must be a name, got {type(raw['type']).__name__}",
+                               path, root, loc + ("type",))
         spec = STEPS.get(raw["type"])
         if spec is None:
             raise config_error(f"unknown step type {raw['type']!r} (known: {', '.join(sorted(STEPS))})",
                                path, root, loc + ("type",))
         steps.append(validate(spec.config, raw, path, root, loc))
+    _check_names(steps, path, root)
     _check_references(steps, path, root, out_dir=config.out_dir, seed=config.seed)
     return Pipeline(config, steps, path)
+
+
+def _check_device(device: str, path: Path | None, root: yaml.Node | None, *, strict: bool) -> None:
+    """The device's spelling is an error; its absence on this machine a warning (or, ``strict``, an
+    error). The messages are those of ``kgprobe.models.resolve_device``, which runs the pipeline.
+    ``path`` None: the device comes from the command line, so the errors name no file."""
+    from kgprobe.models import resolve_device
+
+    where = ("device",) if path is not None else ()
+    name = device.strip().lower()
+    if not _DEVICE.fullmatch(name):
+        if name.split(":")[0] not in DEVICE_CHOICES and path is not None:
+            raise config_error(f"{device!r} is not one of {', '.join(DEVICE_CHOICES)}", path, root, where)
+        raise config_error(f"bad device {device!r}: use auto, cpu, cuda or cuda:N", path, root, where)
+    try:
+        resolve_device(name)
+    except KgprobeError as err:
+        if strict:  # the message names the device already: no "device:" prefix
+            raise KgprobeError(str(err), path=path, line=yaml_line(root, where)) from None
+        warn(str(err), path=path, line=yaml_line(root, where))
+
+
+def _check_names(steps: list[StepConfig], path: Path, root: yaml.Node) -> None:
+    """A name given twice (two ``as: x``, or a KG defined again) would silently replace the first."""
+    from kgprobe.pipeline.steps import STEPS
+
+    first: dict[tuple[str, str], int] = {}
+    for i, step in enumerate(steps):
+        alias = getattr(step, "as_", None)
+        if step.type == "load_model":
+            names = [("model", alias)] if alias is not None else []
+        else:
+            defines = STEPS[step.type].defines
+            names = [("KG", name) for name in (defines(step) if defines else [])]
+        for kind, name in names:
+            if (kind, name) in first:
+                j = first[kind, name]
+                where = f"steps[{j}] (line {yaml_line(root, ('steps', j))})"
+                key = ("as",) if alias is not None else ("dataset",) if step.type == "build_dataset" else ()
+                raise config_error(f"{kind} name {name!r} is already defined by {where}; give this step "
+                                   "another `as:` name", path, root, ("steps", i) + key)
+            first[kind, name] = i
 
 
 def _check_references(steps: list[StepConfig], path: Path, root: yaml.Node, *, out_dir: Path, seed: int) -> None:
@@ -81,10 +137,11 @@ def _check_references(steps: list[StepConfig], path: Path, root: yaml.Node, *, o
         if spec.check is None:
             problem = None
         elif spec.check_sees_run:
-            problem = spec.check(step, defined, out_dir=out_dir, seed=seed)
+            problem = spec.check(step, defined, out_dir=out_dir, seed=seed, earlier=steps[:i])
         else:
             problem = spec.check(step, defined)
         if problem is not None:
-            key, message = problem
-            raise config_error(message, path, root, ("steps", i) + ((key,) if key else ()))
+            key, message = problem  # key: an option name, a path into the step's options, or None
+            key = () if key is None else (key,) if isinstance(key, str) else tuple(key)
+            raise config_error(message, path, root, ("steps", i) + key)
         defined |= set(spec.defines(step)) if spec.defines else set()

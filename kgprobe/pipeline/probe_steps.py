@@ -8,7 +8,7 @@ from pydantic import Field
 
 from kgprobe.errors import KgprobeError
 from kgprobe.pipeline.config import StepConfig
-from kgprobe.pipeline.steps import RunContext, StepSpec, _check_model, register
+from kgprobe.pipeline.steps import RunContext, StepSpec, _check_model, _check_model_kind, register
 from kgprobe.probe.run import LocateOptions, UnlearnOptions, ValidateOptions
 
 STAGES = ("locate", "validate", "unlearn")
@@ -33,6 +33,8 @@ def _check(step: ConceptVectorsStep, defined: set[str]):
     from kgprobe.probe.unlearn import unlearner_names
 
     if (problem := _check_model(step.model)) is not None:
+        return "model", problem
+    if (problem := _check_model_kind(step.model, ("causal-lm",), "a causal LM")) is not None:  # reads its MLPs
         return "model", problem
     try:
         load_concept_files(step.concepts)

@@ -2,30 +2,27 @@
 from __future__ import annotations
 
 import json
-import random
 import time
 from typing import Callable
 
-import numpy as np
 import torch
 
 from kgprobe.atomic import atomic_path
 from kgprobe.models import device_name, resolve_device
+from kgprobe.outdir import check_output_dir, open_output_dir
 from kgprobe.pipeline.config import Pipeline
 from kgprobe.pipeline.steps import STEPS, RunContext
+from kgprobe.seeding import seed_everything
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def run_pipeline(pipeline: Pipeline, *, echo: Callable[[str], None] = print) -> RunContext:
+def run_pipeline(pipeline: Pipeline, *, echo: Callable[[str], None] = print, overwrite: bool = False) -> RunContext:
+    """Run every step in order. ``out_dir`` may be new, empty or an earlier pipeline run (continued);
+    anything else is refused unless ``overwrite`` (see :mod:`kgprobe.outdir`)."""
     cfg = pipeline.config
+    target = check_output_dir(cfg.out_dir, command="run", overwrite=overwrite, option="--out-dir")
     seed_everything(cfg.seed)
     ctx = RunContext(out_dir=cfg.out_dir, device=resolve_device(cfg.device), seed=cfg.seed, echo=echo)
-    cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    open_output_dir(target)
     timings = []
     start = time.perf_counter()
     for i, step in enumerate(pipeline.steps):

@@ -7,12 +7,13 @@ Later capabilities add their steps here with ``register``.
 """
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, Sequence
 
 import torch
 from pydantic import Field
@@ -42,10 +43,13 @@ class RunContext:
 class StepSpec:
     config: type[StepConfig]
     run: Callable[[Any, RunContext], None]
-    check: Callable[[Any, set[str]], tuple[str | None, str] | None] | None = None
+    #: ``(key, why)`` when the step cannot run; ``key`` names the option (a str, or a tuple for a
+    #: nested one such as ``("options", "search")``) whose line the error points at
+    check: Callable[..., tuple[str | tuple | None, str] | None] | None = None
     defines: Callable[[Any], list[str]] | None = None
     description: str = ""
     #: the check also gets ``out_dir=`` and ``seed=`` of the pipeline (to look at earlier output)
+    #: and ``earlier=``, the steps before it
     check_sees_run: bool = False
 
 
@@ -69,6 +73,18 @@ def _check_model(name: str) -> str | None:
     if os.environ.get("HF_HUB_OFFLINE") == "1" or "/" not in name:
         return f"unknown model {name!r} (known: {', '.join(MODELS)}; or a local directory, or a hub id org/name when online)"
     return None
+
+
+_KIND_WORDS = {"causal-lm": "a causal LM", "masked-lm": "a masked LM", "sentence-encoder": "a sentence encoder"}
+
+
+def _check_model_kind(name: str, kinds: tuple[str, ...], wanted: str) -> str | None:
+    """Why registry model ``name`` cannot serve a step that needs one of ``kinds`` (said as
+    ``wanted``), or None; worded as the commands word it (kgprobe.models.loaders)."""
+    spec = MODELS.get(name)
+    if spec is None or spec.kind in kinds:
+        return None
+    return f"model {name!r} is {_KIND_WORDS.get(spec.kind, spec.kind)}, not {wanted}"
 
 
 def _check_kg_ref(key: str, name: str, defined: set[str]) -> tuple[str, str] | None:
@@ -134,7 +150,7 @@ class BuildDataset(StepConfig):
     dataset: str
     as_: str | None = Field(default=None, alias="as")
     inductive: bool = False
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=0, lt=2**32)
     out: Path | None = None
     options: dict[str, Any] = Field(default_factory=dict)
     reuse: bool = True  # an ``out`` directory holding this very build (build.json) is loaded, not rebuilt
@@ -149,12 +165,20 @@ def _reusable(step: BuildDataset, out_dir: Path | None, seed: int) -> Path | Non
     return find_built(step.dataset, out_dir / step.out, inductive=step.inductive, seed=seed, options=step.options)
 
 
-def _check_dataset(step: BuildDataset, defined: set[str], *, out_dir: Path | None = None, seed: int = 0):
+def _check_dataset(step: BuildDataset, defined: set[str], *, out_dir: Path | None = None, seed: int = 0,
+                   earlier: Sequence[Any] = ()):
     from kgprobe.kg.datasets import DATASETS
 
     spec = DATASETS.get(step.dataset)
     if spec is None:
         return "dataset", f"unknown dataset {step.dataset!r} (known: {', '.join(sorted(DATASETS))})"
+    takes = [n for n, p in inspect.signature(spec.build).parameters.items() if p.kind is p.KEYWORD_ONLY]
+    for key, value in step.options.items():
+        if key not in takes:  # the builder would fail with a TypeError after the earlier steps ran
+            known = f"it takes: {', '.join(takes)}" if takes else "it takes none"
+            return ("options", key), f"unknown option for dataset {step.dataset!r} ({known})"
+        if not isinstance(value, str):
+            return ("options", key), f"must be a path, got {type(value).__name__}"
     if _reusable(step, out_dir, seed) is not None:
         return None  # built before: its sources are not needed again
     missing = spec.available()
@@ -214,7 +238,13 @@ class LoadKG(StepConfig):
 def _check_load_kg(step: LoadKG, defined: set[str]):
     if not step.path.exists():
         return "path", f"no such file or directory: {step.path}"
-    return _check_format("path", step.path, step.format)
+    if (problem := _check_format("path", step.path, step.format)) is not None:
+        return problem
+    try:  # read it now: a malformed file fails the check, with the file's own file:line message
+        load_kg(step.path, format=step.format)
+    except KgprobeError as err:
+        return "path", str(err)
+    return None
 
 
 def _run_load_kg(step: LoadKG, ctx: RunContext) -> None:
@@ -258,10 +288,18 @@ class SaveKG(StepConfig):
     format: str | None = None
 
 
-def _check_save_kg(step: SaveKG, defined: set[str]):
+def _check_save_kg(step: SaveKG, defined: set[str], *, out_dir: Path, seed: int = 0, earlier: Sequence[Any] = ()):
     if (ref := _check_kg_ref("kg", step.kg, defined)) is not None:
         return ref
-    return _check_format("out", step.out, step.format)
+    target = out_dir / step.out
+    if (problem := _check_format("out", target, step.format)) is not None:
+        return problem
+    fmt = step.format or format_for(target)
+    if fmt == "dir" and target.exists() and not target.is_dir():
+        return "out", f"{target} is a file; a KG directory cannot replace it"
+    if fmt != "dir" and target.is_dir():
+        return "out", f"{target} is a directory; cannot write a {fmt} file there"
+    return None
 
 
 def _run_save_kg(step: SaveKG, ctx: RunContext) -> None:
@@ -271,7 +309,7 @@ def _run_save_kg(step: SaveKG, ctx: RunContext) -> None:
 
 
 register("save_kg", StepSpec(
-    config=SaveKG, run=_run_save_kg, check=_check_save_kg,
+    config=SaveKG, run=_run_save_kg, check=_check_save_kg, check_sees_run=True,
     description="write a KG as a KG dir, tsv, jsonl, Turtle, N-Triples or GraphML",
 ))
 

@@ -64,6 +64,13 @@ def build_dataset(name: str, **kwargs: Any) -> KnowledgeGraph:
     Raises :class:`KgprobeError` for an unknown name (listing the known ones) and for a source
     that is not installed (with the install hint), so the CLI can print one line.
     """
+    check_dataset(name, **kwargs)
+    return DATASETS[name].build(**kwargs)
+
+
+def check_dataset(name: str, **kwargs: Any) -> None:
+    """Raise the ``KgprobeError`` :func:`build_dataset` would for an unknown or missing dataset,
+    without building it."""
     spec = DATASETS.get(name)
     if spec is None:
         raise KgprobeError(f"unknown dataset {name!r}; known datasets: {', '.join(sorted(DATASETS))}")
@@ -72,7 +79,6 @@ def build_dataset(name: str, **kwargs: Any) -> KnowledgeGraph:
     problem = None if kwargs else spec.available()
     if problem:
         raise KgprobeError(f"dataset {name!r} is not available: {problem}")
-    return spec.build(**kwargs)
 
 
-__all__ = ["DATASETS", "DatasetSpec", "build_dataset"]
+__all__ = ["DATASETS", "DatasetSpec", "build_dataset", "check_dataset"]

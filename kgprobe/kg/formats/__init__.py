@@ -17,9 +17,10 @@ file (and line, where there is one).
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-from kgprobe.errors import KgprobeError
+from kgprobe.errors import KgprobeError, warn
 from kgprobe.kg.formats.graphml import from_networkx, load_graphml, save_graphml, to_networkx
 from kgprobe.kg.formats.jsonl import load_jsonl, save_jsonl
 from kgprobe.kg.formats.rdf import load_rdf, save_rdf
@@ -31,8 +32,13 @@ __all__ = ["FORMATS", "format_for", "load_kg", "save_kg", "to_networkx", "from_n
 FORMATS = ("dir", "tsv", "jsonl", "turtle", "ntriples", "graphml")
 SUFFIXES = {".tsv": "tsv", ".txt": "tsv", ".jsonl": "jsonl", ".ttl": "turtle", ".nt": "ntriples",
             ".graphml": "graphml"}
-_KNOWN = ("dir (a directory), tsv (.tsv, .txt), jsonl (.jsonl), turtle (.ttl), ntriples (.nt), "
-          "graphml (.graphml)")
+_FILE_FORMATS = "tsv (.tsv, .txt), jsonl (.jsonl), turtle (.ttl), ntriples (.nt), graphml (.graphml)"
+_KNOWN = f"dir (a directory), {_FILE_FORMATS}"
+KG_DIR_FILES = ("entities.tsv", "relations.tsv", "triples.tsv")
+# kgprobe.atomic.atomic_path writes every output as '.NAME.tmp-HOST-PID-XXXXXXXX' next to NAME
+# first, and moves a replaced directory to '.NAME.old-HOST-PID-0' (older versions: '.NAME.tmp-XXXXXXXX');
+# one left behind means a run was killed mid-write.
+_TEMPORARY = re.compile(r"\..+\.(?:tmp|old)-[A-Za-z0-9_-]+")
 
 
 def format_for(path: str | Path) -> str:
@@ -57,28 +63,55 @@ def _resolve(path: Path, format: str | None) -> str:
     return format
 
 
-def load_kg(path: str | Path, *, format: str | None = None) -> KnowledgeGraph:
-    """Read a knowledge graph; ``format`` (one of :data:`FORMATS`) overrides the path's suffix."""
+def load_kg(path: str | Path, *, format: str | None = None, progress: bool = True,
+            warn_empty: bool = True) -> KnowledgeGraph:
+    """Read a knowledge graph; ``format`` (one of :data:`FORMATS`) overrides the path's suffix.
+
+    ``progress``: show a progress bar on stderr while a big RDF file is parsed. A graph without
+    triples is returned with a warning on stderr (it is usually a wrong or truncated file) unless
+    ``warn_empty`` is false (for callers that report an empty graph themselves).
+    """
     path = Path(path)
-    if not path.exists():
-        raise KgprobeError(f"no such file or directory (expected a KG in one of: {_KNOWN})", path=path)
+    _check_readable(path)
     fmt = _resolve(path, format)
     if (fmt == "dir") != path.is_dir():
         kind = "a directory" if path.is_dir() else "a file"
         raise KgprobeError(f"is {kind}, which the {fmt} format cannot read", path=path)
+    if fmt == "dir" and format is None and not any((path / name).exists() for name in KG_DIR_FILES):
+        # No KG directory at all: most likely a folder given where a file was meant.
+        meant = SUFFIXES.get(path.suffix.lower())
+        expected = f"a {meant} file ({path.suffix})" if meant else f"a KG file ({_FILE_FORMATS})"
+        raise KgprobeError(f"is a directory, expected {expected} or a KG directory "
+                           f"(holding {', '.join(KG_DIR_FILES)})", path=path)
     try:
-        if fmt == "dir":
-            return load_dir(path)
-        if fmt == "tsv":
-            return load_tsv(path)
-        if fmt == "jsonl":
-            return load_jsonl(path)
-        if fmt in ("turtle", "ntriples"):
-            return load_rdf(path, format=fmt)
-        return load_graphml(path)
+        kg = _load(path, fmt, progress=progress)
     except OSError as err:
         # e.g. permissions: a user problem, so one line rather than a traceback
         raise KgprobeError(f"cannot read: {err.strerror or err}", path=err.filename or path) from None
+    if kg.num_triples == 0 and warn_empty:
+        warn("holds no triples", path=path)
+    return kg
+
+
+def _check_readable(path: Path) -> None:
+    if not path.exists():
+        raise KgprobeError(f"no such file or directory (expected a KG in one of: {_KNOWN})", path=path)
+    for part in (path.name, path.parent.name):  # the output itself, or a file inside a KG directory
+        if _TEMPORARY.fullmatch(part):
+            raise KgprobeError("is an unfinished temporary output of an interrupted kgprobe run (it is "
+                               "removed by the next run of that command)", path=path)
+
+
+def _load(path: Path, fmt: str, *, progress: bool) -> KnowledgeGraph:
+    if fmt == "dir":
+        return load_dir(path)
+    if fmt == "tsv":
+        return load_tsv(path)
+    if fmt == "jsonl":
+        return load_jsonl(path)
+    if fmt in ("turtle", "ntriples"):
+        return load_rdf(path, format=fmt, progress=progress)
+    return load_graphml(path)
 
 
 def save_kg(kg: KnowledgeGraph, path: str | Path, *, format: str | None = None) -> Path:
@@ -100,4 +133,9 @@ def save_kg(kg: KnowledgeGraph, path: str | Path, *, format: str | None = None) 
             return save_rdf(kg, path, format=fmt)
         return save_graphml(kg, path)
     except OSError as err:
-        raise KgprobeError(f"cannot write: {err.strerror or err}", path=err.filename or path) from None
+        # err.filename is usually atomic_path's temporary sibling, which means nothing to the user.
+        raise KgprobeError(f"cannot write: {err.strerror or err}", path=path) from None
+    except UnicodeEncodeError as err:
+        # Lone surrogates (from Python code, e.g. a bytes name decoded with 'surrogateescape')
+        raise KgprobeError(f"cannot write: the text {err.object[max(err.start - 20, 0):err.end + 20]!r} holds "
+                           f"U+{ord(err.object[err.start]):04X}, which UTF-8 cannot encode", path=path) from None

@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import warnings
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 from typing import Any, Iterable
@@ -25,7 +26,7 @@ from networkx.readwrite.graphml import GraphMLWriter
 
 from kgprobe.atomic import atomic_path
 from kgprobe.errors import KgprobeError
-from kgprobe.kg.formats.tsv import META_FORMAT, META_VERSION, score_strings
+from kgprobe.kg.formats.tsv import META_FORMAT, META_VERSION, score_strings, shorten
 from kgprobe.kg.graph import KnowledgeGraph
 
 DEFAULT_RELATION = "related_to"
@@ -119,11 +120,17 @@ def _relation_table(text: Any) -> tuple[dict[str, int], list[str]]:
         return {}, []
     try:
         pairs = json.loads(text)
-        if not all(isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p) for p in pairs):
+        if not isinstance(pairs, list) or not all(
+                isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p) for p in pairs):
             raise ValueError
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         raise KgprobeError("graph attribute 'relations' is not a JSON list of [id, label] pairs") from None
-    return {r: i for i, (r, _) in enumerate(pairs)}, [label for _, label in pairs]
+    relations: dict[str, int] = {}
+    for relation, _ in pairs:
+        if relation in relations:
+            raise KgprobeError(f"graph attribute 'relations' lists relation id {shorten(relation)} twice")
+        relations[relation] = len(relations)
+    return relations, [label for _, label in pairs]
 
 
 def _optional_column(edges: list[tuple], key: str, declared: Any) -> list | None:
@@ -132,7 +139,7 @@ def _optional_column(edges: list[tuple], key: str, declared: Any) -> list | None
         return None
     for u, v, data in edges:
         if key not in data:
-            raise KgprobeError(f"edge {u!r} -> {v!r} has no {key!r} attribute, but other edges "
+            raise KgprobeError(f"edge {shorten(u)} -> {shorten(v)} has no {key!r} attribute, but other edges "
                                "(or the graph attributes) say the graph has them")
     return [data[key] for _, _, data in edges]
 
@@ -140,8 +147,10 @@ def _optional_column(edges: list[tuple], key: str, declared: Any) -> list | None
 def _number(value: Any) -> float:
     try:
         return float(value)
+    except OverflowError:  # an integer beyond float range (GraphML 'long' has no bound in networkx)
+        return float("inf") if value > 0 else float("-inf")
     except (TypeError, ValueError):
-        raise KgprobeError(f"edge score {value!r} is not a number") from None
+        raise KgprobeError(f"edge score {shorten(value)} is not a number") from None
 
 
 # --------------------------------------------------------------------------- files
@@ -171,21 +180,28 @@ def _check_xml_text(kg: KnowledgeGraph) -> None:
         for text in texts:
             bad = _NOT_XML.search(text)
             if bad:
-                raise KgprobeError(f"{what} {text!r} contains U+{ord(bad.group()):04X}, which GraphML (XML) "
+                raise KgprobeError(f"{what} {shorten(text)} contains U+{ord(bad.group()):04X}, which GraphML (XML) "
                                    "cannot hold; save as a KG directory or .jsonl instead")
 
 
 def load_graphml(path: str | Path) -> KnowledgeGraph:
     """Read a GraphML file (kgprobe-written or any other) via :func:`from_networkx`."""
     path = Path(path)
+    if path.stat().st_size < 4096 and not path.read_bytes().strip():
+        # An empty file is an empty graph, as in the other formats (load_kg warns about it).
+        return KnowledgeGraph(entity_ids=[], relation_ids=[], triples=torch.zeros(0, 3), name=path.stem)
     try:
-        graph = nx.read_graphml(path, force_multigraph=True)
+        with warnings.catch_warnings():
+            # networkx warns (on the user's stderr) about keys without attr.type and reads them as text
+            warnings.simplefilter("ignore")
+            graph = nx.read_graphml(path, force_multigraph=True)
     except OSError:
         raise
     except ElementTree.ParseError as err:
         raise KgprobeError(f"not valid XML: {err}", path=path, line=err.position[0]) from None
     except Exception as err:  # networkx reports GraphML problems with assorted exception types
-        raise KgprobeError(f"cannot read as GraphML: {err}", path=path) from None
+        detail = " ".join(str(err).split())[:300] or type(err).__name__
+        raise KgprobeError(f"cannot read as GraphML: {detail}", path=path) from None
     try:
         return from_networkx(graph, name=str(graph.graph.get("name", path.stem)))
     except KgprobeError as err:

@@ -22,12 +22,13 @@ import torch
 
 from kgprobe.atomic import atomic_path
 from kgprobe.errors import KgprobeError
-from kgprobe.kg.formats.tsv import META_FORMAT, META_VERSION, read_lines, score_strings
+from kgprobe.kg.formats.tsv import META_FORMAT, META_VERSION, read_lines, score_strings, shorten
 from kgprobe.kg.graph import KnowledgeGraph
 
 RECORD_TYPES = ("meta", "entity", "relation", "triple")
 # Valid raw inside JSON strings, but str.splitlines() and some JSON Lines tools break lines there.
 _LINE_BREAKS = re.compile("[\x85\u2028\u2029]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def save_jsonl(kg: KnowledgeGraph, target: str | Path) -> Path:
@@ -87,7 +88,7 @@ class _Reader:
             return default
         value = record[key]
         if not isinstance(value, str):
-            raise self.error(f"{record['type']} record: {key!r} must be a string, got {value!r}", line)
+            raise self.error(f"{record['type']} record: {key!r} must be a string, got {shorten(value)}", line)
         return value
 
     def add(self, record: Any, line: int) -> None:
@@ -95,15 +96,15 @@ class _Reader:
             raise self.error("expected a JSON object", line)
         kind = record.get("type")
         if kind not in RECORD_TYPES:
-            raise self.error(f"unknown record type {kind!r} (expected one of {', '.join(RECORD_TYPES)})", line)
+            raise self.error(f"unknown record type {shorten(kind)} (expected one of {', '.join(RECORD_TYPES)})", line)
         getattr(self, f"_add_{kind}")(record, line)
 
     def _add_meta(self, record: dict, line: int) -> None:
         if record.get("format", META_FORMAT) != META_FORMAT:
-            raise self.error(f"format is {record.get('format')!r}, expected {META_FORMAT!r}", line)
+            raise self.error(f"format is {shorten(record.get('format'))}, expected {META_FORMAT!r}", line)
         version = record.get("version", META_VERSION)
         if not isinstance(version, int) or version > META_VERSION:
-            raise self.error(f"unsupported version {version!r} (this kgprobe reads version "
+            raise self.error(f"unsupported version {shorten(version)} (this kgprobe reads version "
                              f"{META_VERSION}); upgrade kgprobe", line)
         self.name = self.text(record, "name", line, default=self.name)
         for key in ("scores", "provenance"):
@@ -113,7 +114,7 @@ class _Reader:
     def _add_entity(self, record: dict, line: int) -> None:
         entity = self.text(record, "id", line)
         if entity in self.entities:
-            raise self.error(f"duplicate entity id {entity!r} (first on line {self.entities[entity]})", line)
+            raise self.error(f"duplicate entity id {shorten(entity)} (first on line {self.entities[entity]})", line)
         self.entities[entity] = line
         self.labels.append(self.text(record, "label", line, default=entity))
         self.descriptions.append(self.text(record, "description", line, default=""))
@@ -121,7 +122,7 @@ class _Reader:
     def _add_relation(self, record: dict, line: int) -> None:
         relation = self.text(record, "id", line)
         if relation in self.relations:
-            raise self.error(f"duplicate relation id {relation!r} (first on line {self.relations[relation]})",
+            raise self.error(f"duplicate relation id {shorten(relation)} (first on line {self.relations[relation]})",
                              line)
         self.relations[relation] = line
         self.relation_labels.append(self.text(record, "label", line, default=relation))
@@ -131,11 +132,14 @@ class _Reader:
                              self.text(record, "tail", line)))
         score = record.get("score")
         if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float))):
-            raise self.error(f"score {score!r} is not a number", line)
+            raise self.error(f"score {shorten(score)} is not a number", line)
+        if isinstance(score, int):
+            # float32 anyway; a huge JSON integer would overflow float() and torch.tensor()
+            score = float(score) if abs(score) < 2**1000 else float("inf") if score > 0 else float("-inf")
         self.scores.append((line, score))
         provenance = record.get("provenance")
         if provenance is not None and not isinstance(provenance, str):
-            raise self.error(f"provenance must be a string, got {provenance!r}", line)
+            raise self.error(f"provenance must be a string, got {shorten(provenance)}", line)
         self.provenance.append((line, provenance))
 
     def _optional_column(self, key: str, values: list[tuple[int, Any]]) -> list | None:
@@ -154,7 +158,7 @@ class _Reader:
             for what, key, index in (("head entity", head, e_index), ("relation", relation, r_index),
                                      ("tail entity", tail, e_index)):
                 if key not in index:
-                    return self.error(f"unknown {what} {key!r} (no {what.split()[-1]} record with that id)",
+                    return self.error(f"unknown {what} {shorten(key)} (no {what.split()[-1]} record with that id)",
                                       line)
         raise AssertionError("no unknown reference found")
 
@@ -189,5 +193,23 @@ def load_jsonl(path: str | Path) -> KnowledgeGraph:
             record = decode(line)
         except json.JSONDecodeError as err:
             raise KgprobeError(f"invalid JSON: {err.msg} (column {err.colno})", path=path, line=number) from None
+        except ValueError:  # int() refuses more than 4300 digits (a guard against slow parsing)
+            raise KgprobeError("invalid JSON: a number has too many digits", path=path, line=number) from None
+        except RecursionError:
+            raise KgprobeError("invalid JSON: arrays or objects nested too deeply", path=path, line=number) from None
+        if "\\u" in line and _has_surrogate(record):
+            raise KgprobeError("a string holds a \\uD800-\\uDFFF escape that is not part of a surrogate pair, "
+                               "which is not text (write the character itself)", path=path, line=number)
         reader.add(record, number)
     return reader.graph()
+
+
+def _has_surrogate(value: Any) -> bool:
+    """Whether a decoded JSON value holds a lone surrogate, which no UTF-8 file can store."""
+    if isinstance(value, str):
+        return _SURROGATE.search(value) is not None
+    if isinstance(value, dict):
+        return any(_has_surrogate(k) or _has_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_surrogate(v) for v in value)
+    return False

@@ -73,8 +73,15 @@ def _rows(lines: Sequence[str]) -> Iterator[tuple[int, list[str]]]:
             yield number, line.split("\t")
 
 
+def shorten(value: object, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters: error messages echo fields of any size."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _describe(columns: Sequence[str]) -> str:
-    return ", ".join(columns)
+    text = ", ".join(columns)
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _expect_header(path: Path, rows: Iterator[tuple[int, list[str]]],
@@ -100,7 +107,7 @@ def _parse_score(path: Path, number: int, field: str) -> float:
     try:
         return float(field)
     except ValueError:
-        raise KgprobeError(f"score {field!r} is not a number", path=path, line=number) from None
+        raise KgprobeError(f"score {shorten(field)} is not a number", path=path, line=number) from None
 
 
 def score_strings(scores: torch.Tensor) -> list[str]:
@@ -188,7 +195,7 @@ def _read_table(path: Path, columns: Sequence[str], what: str) -> list[list[str]
         _check_width(path, number, fields, columns)
         key = unescape(fields[0])
         if key in seen:
-            raise KgprobeError(f"duplicate {what} id {key!r} (first on line {seen[key]})",
+            raise KgprobeError(f"duplicate {what} id {shorten(key)} (first on line {seen[key]})",
                                path=path, line=number)
         seen[key] = number
         table[0].append(key)
@@ -230,10 +237,10 @@ def _read_triples(path: Path, entities: dict[str, int], relations: dict[str, int
 def _unknown_reference(path: Path, number: int, head: str, relation: str, tail: str,
                        entities: dict[str, int], relations: dict[str, int]) -> KgprobeError:
     if head not in entities:
-        return KgprobeError(f"unknown head entity {head!r} (not in entities.tsv)", path=path, line=number)
+        return KgprobeError(f"unknown head entity {shorten(head)} (not in entities.tsv)", path=path, line=number)
     if relation not in relations:
-        return KgprobeError(f"unknown relation {relation!r} (not in relations.tsv)", path=path, line=number)
-    return KgprobeError(f"unknown tail entity {tail!r} (not in entities.tsv)", path=path, line=number)
+        return KgprobeError(f"unknown relation {shorten(relation)} (not in relations.tsv)", path=path, line=number)
+    return KgprobeError(f"unknown tail entity {shorten(tail)} (not in entities.tsv)", path=path, line=number)
 
 
 def _read_meta(path: Path, default_name: str) -> str:
@@ -241,34 +248,45 @@ def _read_meta(path: Path, default_name: str) -> str:
     if not path.is_file():
         return default_name
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
+        meta = json.loads(path.read_text(encoding="utf-8-sig"))
     except json.JSONDecodeError as err:
         raise KgprobeError(f"invalid JSON: {err.msg}", path=path, line=err.lineno) from None
     except UnicodeDecodeError as err:
         raise KgprobeError(f"not valid UTF-8 text ({err.reason})", path=path) from None
+    except ValueError:  # int() refuses more than 4300 digits (a guard against slow parsing)
+        raise KgprobeError("invalid JSON: a number has too many digits", path=path) from None
+    except RecursionError:
+        raise KgprobeError("invalid JSON: arrays or objects nested too deeply", path=path) from None
     if not isinstance(meta, dict):
         raise KgprobeError("expected a JSON object", path=path, line=1)
     if meta.get("format", META_FORMAT) != META_FORMAT:
-        raise KgprobeError(f"format is {meta.get('format')!r}, expected {META_FORMAT!r}", path=path)
+        raise KgprobeError(f"format is {shorten(meta.get('format'))}, expected {META_FORMAT!r}", path=path)
     version = meta.get("version", META_VERSION)
     if not isinstance(version, int) or version > META_VERSION:
-        raise KgprobeError(f"unsupported version {version!r} (this kgprobe reads version "
+        raise KgprobeError(f"unsupported version {shorten(version)} (this kgprobe reads version "
                            f"{META_VERSION}); upgrade kgprobe", path=path)
     name = meta.get("name", default_name)
     if not isinstance(name, str):
-        raise KgprobeError(f"name must be a string, got {name!r}", path=path)
+        raise KgprobeError(f"name must be a string, got {shorten(name)}", path=path)
     return name
 
 
 # --------------------------------------------------------------------------- plain triples
 def save_tsv(kg: KnowledgeGraph, target: str | Path) -> Path:
-    """Write ``head<TAB>relation<TAB>tail[<TAB>score]`` lines, no header (PyKEEN style).
+    """Write ``head<TAB>relation<TAB>tail[<TAB>score]`` lines, no header (PyKEEN style: its
+    ``TriplesFactory.from_path`` reads the triples and ignores a score column).
 
     Labels, descriptions, provenance, isolated entities and unused relations are not kept.
     """
     target = Path(target)
+    lines = triple_lines(kg, header=False, provenance=False)
+    if lines and (_is_triples_header(lines[0].split("\t")) or lines[0].startswith("\ufeff")):
+        # The reader would take this first triple for a header (or its leading U+FEFF for a byte
+        # order mark); a real header line before it keeps it a triple. Only then does PyKEEN,
+        # which has no notion of a header, read one triple too many.
+        lines.insert(0, "\t".join([*TRIPLE_COLUMNS, "score"] if kg.scores is not None else TRIPLE_COLUMNS))
     with atomic_path(target) as tmp:
-        _write_text(tmp, triple_lines(kg, header=False, provenance=False))
+        _write_text(tmp, lines)
     return target
 
 
