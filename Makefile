@@ -8,7 +8,7 @@ STAMP   := $(VENV)/.kgprobe-installed
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_VERBOSITY ?= error
 
-.PHONY: install demo test test-fast wordnet clean
+.PHONY: install demo lint test test-fast wordnet clean
 
 install: $(STAMP)
 
@@ -35,11 +35,16 @@ wordnet:
 demo: $(STAMP)
 	$(VENV)/bin/kgprobe run pipelines/demo.yaml
 
-test: $(STAMP)
+# Style and import layers (both configured in pyproject.toml); the tests run only when they pass.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+
+test: lint
 	$(VENV)/bin/pytest -q
 
-test-fast: $(STAMP)
+test-fast: lint
 	$(VENV)/bin/pytest -q -m "not slow"
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache .import_linter_cache

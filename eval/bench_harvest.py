@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import torch
+
 from machine import machine_info  # noqa: E402  (eval/machine.py, beside this script)
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -498,7 +498,7 @@ def part_c(args) -> dict:
     hardness = {f"model_trained_with_{m}": _score_negatives(work / f"{m}_seed{seed}", triples, negatives, 1.0)
                 for m in arms}
     mrr = {name: [r["test"]["both.realistic.mrr"] for r in rows] for name, rows in runs.items()}
-    diffs = [l - u for u, l in zip(mrr["uniform"], mrr["lemon"])]
+    diffs = [lemon - uniform for uniform, lemon in zip(mrr["uniform"], mrr["lemon"])]
     u = _mean_sd(mrr["uniform"])["mean"]
     diff = _mean_sd(diffs)
     inside = {m: hardness["model_trained_with_uniform"][m]["share_within_margin"] for m in arms}

@@ -28,10 +28,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "eval"))
 
-from machine import machine_info  # noqa: E402
-
 from kgprobe.atomic import atomic_path  # noqa: E402
 from kgprobe.probe.scan import bare_matmul_seconds, scan_value_vectors  # noqa: E402
+from machine import machine_info  # noqa: E402
 
 
 def time_scan(model, *, k: int, chunk: int, repeats: int, device) -> dict:

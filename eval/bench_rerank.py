@@ -36,10 +36,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from kgprobe.atomic import atomic_path  # noqa: E402
-from kgprobe.harvest.lm import CausalLMRunner  # noqa: E402
 from kgprobe.index.embed import embed_kg, encode_texts  # noqa: E402
 from kgprobe.index.rerank import combine, score_names  # noqa: E402
 from kgprobe.kg.datasets import build_dataset  # noqa: E402
+from kgprobe.models.lm import CausalLMRunner  # noqa: E402
 from kgprobe.models.loaders import load_causal_lm  # noqa: E402
 from machine import machine_info  # noqa: E402
 
@@ -62,7 +62,7 @@ def metrics(ranks: np.ndarray, depth: int | None = None, ks=KS) -> dict:
     return out
 
 
-def main() -> None:
+def _arguments() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--queries", type=int, default=60)
     ap.add_argument("--depth", type=int, default=200, help="candidates re-ranked per query (neighbors' default)")
@@ -75,15 +75,13 @@ def main() -> None:
     ap.add_argument("--encoder", default="minilm-l6")
     ap.add_argument("--lm", default="smollm2-135m")
     ap.add_argument("--out", type=Path, default=ROOT / "eval" / "results" / "rerank.json")
-    args = ap.parse_args()
+    return ap.parse_args()
 
-    kg = build_dataset("wordnet")
-    emb = embed_kg(kg, model=args.encoder, text="label", progress=True)
-    vectors = torch.from_numpy(emb.vectors)
-    labels = list(kg.entity_labels)
+
+def _targets(kg, labels: list[str], runner: CausalLMRunner, args: argparse.Namespace) -> list[tuple[int, str]]:
+    """``(synset, definition)`` of ``args.queries`` random synsets with a hypernym and a definition
+    of at least three words (with ``--common``: only those whose first name is one LM token)."""
     has_parent = np.unique(kg.triples[kg.triples[:, 1] == kg.relation_index("_hypernym")][:, 0])
-    model, tokenizer = load_causal_lm(args.lm, device="cpu")
-    runner = CausalLMRunner(model, tokenizer, batch_size=64)
     rng = np.random.default_rng(args.seed)
     targets = []
     for e in rng.permutation(has_parent):
@@ -95,6 +93,34 @@ def main() -> None:
             targets.append((int(e), d))
         if len(targets) == args.queries:
             break
+    return targets
+
+
+def _example(kg, labels: list[str], runner: CausalLMRunner, scores: torch.Tensor, top: np.ndarray,
+             top_scores: np.ndarray, weights: list[tuple[float, float]]) -> dict:
+    """The top 5 and the rank of dog for :data:`EXAMPLE` (the last query), plain and re-ranked."""
+    example_cand = top[-1]
+    ex = score_names(EXAMPLE, [labels[c] for c in example_cand], runner=runner)
+    example = {"query": EXAMPLE, "embedding_top5": [labels[c] for c in example_cand[:5]]}
+    dog = kg.entity_index("02084071")
+    example["embedding_rank_of_dog"] = int((scores[-1] > scores[-1, dog]).sum()) + 1
+    for a, lam in weights:
+        order = example_cand[combine(ex, a, retrieval=top_scores[-1], retrieval_weight=lam).order()]
+        example[f"lm_rerank_top5_a{a:g}_c{lam:g}"] = [labels[c] for c in order[:5]]
+        example[f"lm_rerank_rank_of_dog_a{a:g}_c{lam:g}"] = (
+            int(np.flatnonzero(order == dog)[0]) + 1 if dog in order else None)
+    return example
+
+
+def main() -> None:
+    args = _arguments()
+    kg = build_dataset("wordnet")
+    emb = embed_kg(kg, model=args.encoder, text="label", progress=True)
+    vectors = torch.from_numpy(emb.vectors)
+    labels = list(kg.entity_labels)
+    model, tokenizer = load_causal_lm(args.lm, device="cpu")
+    runner = CausalLMRunner(model, tokenizer, batch_size=64)
+    targets = _targets(kg, labels, runner, args)
     queries = [d for _, d in targets] + [EXAMPLE]
     q = torch.from_numpy(encode_texts(queries, model=args.encoder, progress=False, cache=False))
     scores = q @ vectors.T  # (Q, E): 101 x 117,659 floats, small enough to keep whole
@@ -119,17 +145,7 @@ def main() -> None:
         emb_ranks.append(full_rank)
         rows.append(row)
     lm_seconds = time.perf_counter() - started
-
-    example_cand = top[-1]
-    ex = score_names(EXAMPLE, [labels[c] for c in example_cand], runner=runner)
-    example = {"query": EXAMPLE, "embedding_top5": [labels[c] for c in example_cand[:5]]}
-    dog = kg.entity_index("02084071")
-    example["embedding_rank_of_dog"] = int((scores[-1] > scores[-1, dog]).sum()) + 1
-    for a, lam in weights:
-        order = example_cand[combine(ex, a, retrieval=top_scores[-1], retrieval_weight=lam).order()]
-        example[f"lm_rerank_top5_a{a:g}_c{lam:g}"] = [labels[c] for c in order[:5]]
-        example[f"lm_rerank_rank_of_dog_a{a:g}_c{lam:g}"] = (
-            int(np.flatnonzero(order == dog)[0]) + 1 if dog in order else None)
+    example = _example(kg, labels, runner, scores, top, top_scores, weights)
 
     emb_ranks_a = np.array(emb_ranks, float)
     result = {

@@ -35,12 +35,12 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench_rerank import EXAMPLE, definition  # noqa: E402
+from bench_rerank import metrics as rank_metrics  # noqa: E402
 from kgprobe.atomic import atomic_path  # noqa: E402
 from kgprobe.index.embed import embed_kg, encode_texts  # noqa: E402
-from kgprobe.index.taxonomy import (  # noqa: E402
-    FLOOR, OWN_WEIGHT, TOP, Taxonomy, named_classes, taxonomy_search)
+from kgprobe.index.taxonomy import FLOOR, OWN_WEIGHT, TOP, Taxonomy, named_classes, taxonomy_search  # noqa: E402
 from kgprobe.kg.datasets import build_dataset  # noqa: E402
-from bench_rerank import EXAMPLE, definition, metrics as rank_metrics  # noqa: E402
 from machine import machine_info  # noqa: E402
 
 DOG = "02084071"
@@ -78,7 +78,7 @@ class Ranker:
         return ranks
 
 
-def main() -> None:
+def _arguments() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--val", type=int, default=2000, help="random synsets' queries that choose the setting")
     ap.add_argument("--test", type=int, default=1000, help="random synsets' queries that measure it")
@@ -91,17 +91,21 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--encoder", default="minilm-l6")
     ap.add_argument("--out", type=Path, default=ROOT / "eval" / "results" / "taxonomy.json")
-    args = ap.parse_args()
-    started = time.perf_counter()
+    return ap.parse_args()
 
-    kg = build_dataset("wordnet")
-    emb = embed_kg(kg, model=args.encoder, text="label", progress=True)
-    vectors = torch.from_numpy(emb.vectors)
-    labels = list(kg.entity_labels)
-    t0 = time.perf_counter()
-    taxonomy = Taxonomy.from_kg(kg)
-    taxonomy_seconds = time.perf_counter() - t0
 
+def _label(key) -> str:
+    """A taxonomy setting ``(top, floor, own_weight)`` (or ``"plain"``) as the tables name it."""
+    return "plain" if key == "plain" else f"m={key[0]},tau={key[1]:g},lambda={key[2]:g}"
+
+
+def _setting(key) -> dict:
+    return {"top": key[0], "floor": key[1], "own_weight": key[2]}
+
+
+def _query_sets(kg, args: argparse.Namespace) -> dict:
+    """``{set: {"test": (targets, queries), "val": ...}}``: the glosses (three words or more) of
+    random synsets with a hypernym, and of synsets with two, as encoded queries."""
     triples = kg.triples.numpy()
     hyp = triples[triples[:, 1] == kg.relation_index("_hypernym")]
     parents, counts = np.unique(hyp[:, 0], return_counts=True)
@@ -122,55 +126,49 @@ def main() -> None:
         n_test = min(n_test, len(targets) // 2)  # two_parents has 1,453 synsets in all
         sets[name] = {"test": (np.array(targets[:n_test]), q[:n_test]),
                       "val": (np.array(targets[n_test:]), q[n_test:])}
-    example_q = torch.from_numpy(encode_texts([EXAMPLE], model=args.encoder, progress=False, cache=False))
-    max_top = max(args.tops + [TOP])
+    return sets
 
+
+def _ranks_of(sets: dict, split: str, keys: dict, vectors: torch.Tensor, taxonomy: Taxonomy, max_top: int) -> dict:
+    """Per query set, the targets' ranks under plain search and under every setting in ``keys``
+    (``{(top, floor): [own_weight, ...]}``), queries taken 250 at a time."""
     from tqdm import tqdm
 
-    def ranks_of(split: str, keys) -> dict:
-        out = {}
-        for name, parts in sets.items():
-            targets, q = parts[split]
-            got = {"plain": []}
-            for lo in tqdm(range(0, len(targets), 250), desc=f"{name} {split}", unit="block", leave=False):
-                block = Ranker(q[lo:lo + 250], vectors, taxonomy, max_top)
-                got["plain"].extend(block.plain(targets[lo:lo + 250]))
-                for (top, floor), lams in keys.items():
-                    for lam, r in block.taxonomy_ranks(targets[lo:lo + 250], top, floor, lams).items():
-                        got.setdefault((top, floor, lam), []).extend(r)
-            out[name] = got
-        return out
+    out = {}
+    for name, parts in sets.items():
+        targets, q = parts[split]
+        got = {"plain": []}
+        for lo in tqdm(range(0, len(targets), 250), desc=f"{name} {split}", unit="block", leave=False):
+            block = Ranker(q[lo:lo + 250], vectors, taxonomy, max_top)
+            got["plain"].extend(block.plain(targets[lo:lo + 250]))
+            for (top, floor), lams in keys.items():
+                for lam, r in block.taxonomy_ranks(targets[lo:lo + 250], top, floor, lams).items():
+                    got.setdefault((top, floor, lam), []).extend(r)
+        out[name] = got
+    return out
 
-    def mean_mrr(per_set: dict, key) -> float:
-        return float(np.mean([(1.0 / np.array(got[key], float)).mean() for got in per_set.values()]))
 
-    grid = {(top, floor): list(args.own_weights) for top, floor in itertools.product(args.tops, args.floors)}
-    val = ranks_of("val", grid)
-    keys = [key for key in val["random"] if key != "plain"]
-    best = max(keys, key=lambda key: mean_mrr(val, key))
-    label = lambda key: "plain" if key == "plain" else f"m={key[0]},tau={key[1]:g},lambda={key[2]:g}"  # noqa: E731
-    val_table = {label(key): {"mean_mrr": round(mean_mrr(val, key), 4),
-                              **{name: metrics(got[key]) for name, got in val.items()}}
-                 for key in sorted(["plain"] + keys, key=lambda key: -mean_mrr(val, key))}
-    settings = {"chosen": best, "defaults": (TOP, FLOOR, OWN_WEIGHT)}
-    test = ranks_of("test", {(t, f): [lam] for t, f, lam in settings.values()})
-    test_table = {name: {"plain": metrics(got["plain"]), **{s: metrics(got[key]) for s, key in settings.items()}}
-                  for name, got in test.items()}
-    first60 = {s: metrics(test["random"][key][:60]) for s, key in (("plain", "plain"), *settings.items())}
+def _mean_mrr(per_set: dict, key) -> float:
+    """The MRR of setting ``key``, averaged over the query sets."""
+    return float(np.mean([(1.0 / np.array(got[key], float)).mean() for got in per_set.values()]))
 
-    # the library's own search gives each checked target a rank inside its tie range above
+
+def _library_check(sets: dict, test: dict, defaults: tuple, vectors: torch.Tensor, emb, taxonomy: Taxonomy,
+                   max_top: int, n_check: int) -> tuple[int, float]:
+    """How many of the first ``n_check`` test queries :func:`taxonomy_search` itself ranks inside the
+    tie range of the dense rank above, and its latency per query (ms) over 200 plain hits."""
     test_t, test_q = sets["random"]["test"]
-    check = Ranker(test_q[:args.check], vectors, taxonomy, max_top)
+    check = Ranker(test_q[:n_check], vectors, taxonomy, max_top)
     full = torch.argsort(check.cos, dim=1, descending=True, stable=True).numpy()
-    top, floor, lam = settings["defaults"]
+    top, floor, lam = defaults
     agree = 0
-    for i, t in enumerate(test_t[:args.check]):
+    for i, t in enumerate(test_t[:n_check]):
         rows, scores, _ = taxonomy_search(test_q[i].numpy(), hit_rows=full[i],
                                           hit_scores=check.cos[i, full[i]].numpy(), vectors=emb.vectors,
                                           taxonomy=taxonomy, top=top, floor=floor, own_weight=lam)
         at = int(np.flatnonzero(rows == t)[0])
         tied = np.flatnonzero(np.abs(scores - scores[at]) <= 1e-5)
-        dense_rank = test["random"][settings["defaults"]][i]
+        dense_rank = test["random"][defaults][i]
         agree += int(tied[0] + 1 <= dense_rank <= tied[-1] + 1)
     # latency of one query: taxonomy search over a plain search's 200 hits (CPU, numpy/scipy)
     hits = torch.topk(check.cos[0], 200)
@@ -178,8 +176,13 @@ def main() -> None:
     for _ in range(20):
         taxonomy_search(test_q[0].numpy(), hit_rows=hits.indices.numpy(), hit_scores=hits.values.numpy(),
                         vectors=emb.vectors, taxonomy=taxonomy, top=top, floor=floor, own_weight=lam)
-    search_ms = (time.perf_counter() - t1) / 20 * 1000
+    return agree, (time.perf_counter() - t1) / 20 * 1000
 
+
+def _example(kg, labels: list[str], example_q: torch.Tensor, vectors: torch.Tensor, emb, taxonomy: Taxonomy,
+             max_top: int, settings: dict, keys: list) -> dict:
+    """The top 5 and the rank of dog for :data:`EXAMPLE`: plain, under the chosen and default
+    settings, and the rank of dog under every setting of the grid."""
     ex = Ranker(example_q, vectors, taxonomy, max_top)
     dog = kg.entity_index(DOG)
     example = {"query": EXAMPLE, "plain_top5": [labels[r] for r in ex.top_rows[0, :5]],
@@ -194,18 +197,47 @@ def main() -> None:
     for top, floor, lam in keys:
         rows = taxonomy_search(example_q[0].numpy(), hit_rows=order, hit_scores=ex.cos[0, order].numpy(),
                                vectors=emb.vectors, taxonomy=taxonomy, top=top, floor=floor, own_weight=lam).rows
-        example["rank_of_dog_by_setting"][label((top, floor, lam))] = int(np.flatnonzero(rows == dog)[0]) + 1
-
+        example["rank_of_dog_by_setting"][_label((top, floor, lam))] = int(np.flatnonzero(rows == dog)[0]) + 1
     dog_ranks = example["rank_of_dog_by_setting"]
     example["settings_with_dog_in_top5"] = f"{sum(r <= 5 for r in dog_ranks.values())} of {len(dog_ranks)}"
+    return example
+
+
+def main() -> None:
+    args = _arguments()
+    started = time.perf_counter()
+    kg = build_dataset("wordnet")
+    emb = embed_kg(kg, model=args.encoder, text="label", progress=True)
+    vectors = torch.from_numpy(emb.vectors)
+    labels = list(kg.entity_labels)
+    t0 = time.perf_counter()
+    taxonomy = Taxonomy.from_kg(kg)
+    taxonomy_seconds = time.perf_counter() - t0
+    sets = _query_sets(kg, args)
+    example_q = torch.from_numpy(encode_texts([EXAMPLE], model=args.encoder, progress=False, cache=False))
+    max_top = max(args.tops + [TOP])
+
+    grid = {(top, floor): list(args.own_weights) for top, floor in itertools.product(args.tops, args.floors)}
+    val = _ranks_of(sets, "val", grid, vectors, taxonomy, max_top)
+    keys = [key for key in val["random"] if key != "plain"]
+    best = max(keys, key=lambda key: _mean_mrr(val, key))
+    val_table = {_label(key): {"mean_mrr": round(_mean_mrr(val, key), 4),
+                               **{name: metrics(got[key]) for name, got in val.items()}}
+                 for key in sorted(["plain"] + keys, key=lambda key: -_mean_mrr(val, key))}
+    settings = {"chosen": best, "defaults": (TOP, FLOOR, OWN_WEIGHT)}
+    test = _ranks_of(sets, "test", {(t, f): [lam] for t, f, lam in settings.values()}, vectors, taxonomy, max_top)
+    test_table = {name: {"plain": metrics(got["plain"]), **{s: metrics(got[key]) for s, key in settings.items()}}
+                  for name, got in test.items()}
+    first60 = {s: metrics(test["random"][key][:60]) for s, key in (("plain", "plain"), *settings.items())}
+    # the library's own search gives each checked target a rank inside its tie range above
+    agree, search_ms = _library_check(sets, test, settings["defaults"], vectors, emb, taxonomy, max_top, args.check)
+    example = _example(kg, labels, example_q, vectors, emb, taxonomy, max_top, settings, keys)
+    dog_ranks = example["rank_of_dog_by_setting"]
     per_set = {}
     for name, got in val.items():  # what each query set alone would have chosen
         key = max(keys, key=lambda key: (1.0 / np.array(got[key], float)).mean())
-        per_set[name] = {"setting": label(key), "val_mrr": metrics(got[key])["mrr"],
-                         "rank_of_dog": dog_ranks[label(key)]}
-
-    def setting(key):
-        return {"top": key[0], "floor": key[1], "own_weight": key[2]}
+        per_set[name] = {"setting": _label(key), "val_mrr": metrics(got[key])["mrr"],
+                         "rank_of_dog": dog_ranks[_label(key)]}
 
     result = {
         "benchmark": "reverse dictionary on WordNet: gloss -> synset among 117,659 labels; plain vs taxonomy-aware",
@@ -216,9 +248,9 @@ def main() -> None:
                    "grid": {"tops": args.tops, "floors": args.floors, "own_weights": args.own_weights},
                    "taxonomy_relations": taxonomy.relations, "taxonomy_pairs": int(taxonomy.descendants.nnz),
                    "taxonomy_build_seconds": round(taxonomy_seconds, 2)},
-        "chosen_on_validation": setting(best),
+        "chosen_on_validation": _setting(best),
         "chosen_by_each_set_alone": per_set,
-        "library_defaults": setting(settings["defaults"]),
+        "library_defaults": _setting(settings["defaults"]),
         "test": test_table,
         "test_random_first_60 (bench_rerank's queries)": first60,
         "validation": val_table,

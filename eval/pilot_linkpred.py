@@ -41,7 +41,7 @@ from kgprobe.linkpred.losses import get_loss  # noqa: E402
 from kgprobe.linkpred.run import _build_encoder, entity_texts_of, load_split_data, parse_key_values  # noqa: E402
 from kgprobe.linkpred.samplers import check_sampler_options, get_sampler  # noqa: E402
 from kgprobe.linkpred.scorers import get_scorer  # noqa: E402
-from kgprobe.linkpred.trainer import Trainer, TrainConfig  # noqa: E402
+from kgprobe.linkpred.trainer import TrainConfig, Trainer  # noqa: E402
 from machine import machine_info  # noqa: E402
 
 DEFAULT_OUT = ROOT / "eval" / "results" / "linkpred_pilots.jsonl"
@@ -156,7 +156,7 @@ def main(argv=None) -> dict:
         check_sampler_options(setting["sampler"], setting["sampler_options"])
     except (KgprobeError, TypeError) as err:
         print(f"pilot_linkpred: {err}", file=sys.stderr)
-        raise SystemExit(2)
+        raise SystemExit(2) from None
     done = [r for r in rows if r["setting"] == setting]
     if done and not args.force:
         print(json.dumps(done[-1]))
@@ -165,7 +165,7 @@ def main(argv=None) -> dict:
         result = run_pilot(setting, args.data)
     except KgprobeError as err:  # e.g. --data is not a split directory
         print(f"pilot_linkpred: {err}", file=sys.stderr)
-        raise SystemExit(2)
+        raise SystemExit(2) from None
     row = {"setting": setting, "result": result, "machine": machine_info(torch.device("cpu"))}
     before = out.read_text() if out.exists() else ""  # read again: another pilot may have finished meanwhile
     with atomic_path(out) as tmp:

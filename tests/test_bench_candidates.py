@@ -5,8 +5,8 @@ import json
 
 import pytest
 import torch
-from conftest import load_bench
 
+from conftest import load_bench
 from kgprobe.cli import main
 from kgprobe.linkpred.run import load_split_data
 

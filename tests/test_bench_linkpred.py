@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from conftest import load_bench
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,7 +72,8 @@ def test_part_c_compares_the_samplers_on_one_budget(tmp_path):
         for row in c[arm]:
             test = json.loads((tmp_path / "w" / f"{arm}_seed{row['seed']}" / "test_metrics.json").read_text())
             assert row["test"]["both.realistic.mrr"] == pytest.approx(test["both.realistic.mrr"], abs=1e-5)
-    diffs = [l["test"]["both.realistic.mrr"] - u["test"]["both.realistic.mrr"] for u, l in zip(c["uniform"], c["lemon"])]
+    diffs = [lemon["test"]["both.realistic.mrr"] - uniform["test"]["both.realistic.mrr"]
+             for uniform, lemon in zip(c["uniform"], c["lemon"])]
     assert c["lemon_minus_uniform_test_mrr"]["per_seed"] == pytest.approx(diffs, abs=1e-5)
     assert c["lemon_minus_uniform_test_mrr"]["lemon_better_in"] == sum(d > 0 for d in diffs)
     hard = c["negatives_hardness"]

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import load_bench
 
+from conftest import load_bench
 from kgprobe.index import Taxonomy
 from kgprobe.index.taxonomy import FLOOR, OWN_WEIGHT, TOP
 

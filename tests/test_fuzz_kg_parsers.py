@@ -30,8 +30,8 @@ from hypothesis import strategies as st
 
 from kgprobe.cli import main
 from kgprobe.errors import KgprobeError
-from kgprobe.index.texts import read_texts_tsv
 from kgprobe.kg import KnowledgeGraph, load_kg, save_kg
+from kgprobe.kg.texts import read_texts_tsv
 
 FILE_NAMES = {"tsv": "kg.tsv", "jsonl": "kg.jsonl", "turtle": "kg.ttl", "ntriples": "kg.nt",
               "graphml": "kg.graphml"}

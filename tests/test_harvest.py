@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from kgprobe.checkpoint import ChunkLog
 from kgprobe.errors import KgprobeError
 from kgprobe.harvest import causal, masked
-from kgprobe.harvest.checkpoint import ChunkLog
 from kgprobe.harvest.filters import EntityFilter, diversity_cap
-from kgprobe.harvest.lm import CausalLMRunner, advance_beam, begin_beam
 from kgprobe.harvest.relation import Constraints, Template, load_relation
 from kgprobe.harvest.run import HarvestOptions, harvest
+from kgprobe.models.lm import CausalLMRunner, advance_beam, begin_beam
 
 ROOT = Path(__file__).parent.parent
 RELATIONS = sorted((ROOT / "kg_data" / "relations").glob("*.yaml"))

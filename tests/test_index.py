@@ -169,7 +169,7 @@ def test_index_errors(tmp_path, data):
     assert "cannot search an empty index" in _error(lambda: VectorIndex(48).search(queries, 5))
     assert "cannot search an empty index" in _error(lambda: VectorIndex(48, backend="torch").search(queries, 5))
     for k in (0, -3, 2.5):
-        assert "k must be a positive integer" in _error(lambda: flat.search(queries, k))
+        assert "k must be a positive integer" in _error(lambda k=k: flat.search(queries, k))
     assert "unknown index kind 'annoy'" in _error(lambda: VectorIndex(48, kind="annoy"))
     assert "unknown metric 'manhattan'" in _error(lambda: VectorIndex(48, metric="manhattan"))
     assert "unknown backend 'jax'" in _error(lambda: VectorIndex(48, backend="jax"))

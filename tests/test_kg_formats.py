@@ -11,7 +11,7 @@ import torch
 
 from kgprobe.errors import KgprobeError
 from kgprobe.kg import FORMATS, KnowledgeGraph, format_for, from_networkx, load_kg, save_kg, to_networkx
-from kgprobe.kg.formats import graphml, jsonl, rdf, tsv
+from kgprobe.kg.formats import jsonl, rdf, tsv
 
 LOSSLESS = {"dir": "kg", "jsonl": "kg.jsonl", "turtle": "kg.ttl", "ntriples": "kg.nt", "graphml": "kg.graphml"}
 BASE = "https://kgprobe.org/kg/"

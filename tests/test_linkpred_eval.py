@@ -8,7 +8,14 @@ import torch
 
 from kgprobe.errors import KgprobeError
 from kgprobe.linkpred import (
-    SCORERS, FilterIndex, RankBasedEvaluator, compute_ranks, evaluate, evaluate_model, get_loss, get_scorer,
+    SCORERS,
+    FilterIndex,
+    RankBasedEvaluator,
+    compute_ranks,
+    evaluate,
+    evaluate_model,
+    get_loss,
+    get_scorer,
 )
 from kgprobe.linkpred import evaluator as evaluator_mod
 from kgprobe.linkpred import scorers as scorers_mod

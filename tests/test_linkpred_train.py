@@ -71,7 +71,8 @@ def _distmult_evaluate(entity_emb, relation_emb, scorer, triples, *, candidates=
     for h, r, t in triples.tolist():
         tails = scorer.score(entity_emb[h][None], relation_emb[r][None], entity_emb)
         heads = scorer.score(entity_emb, relation_emb[r][None], entity_emb[t][None])
-        for scores, true, other in ((tails, t, lambda c: (h, r, c)), (heads, h, lambda c: (c, r, t))):
+        sides = ((tails, t, lambda c, h=h, r=r: (h, r, c)), (heads, h, lambda c, r=r, t=t: (c, r, t)))
+        for scores, true, other in sides:
             mask = torch.tensor([c != true and other(c) not in known for c in range(len(entity_emb))])
             s = scores[mask]
             ranks.append(float((s > scores[true]).sum()) + 0.5 * float((s == scores[true]).sum()) + 1)

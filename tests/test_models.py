@@ -10,8 +10,12 @@ import torch
 from kgprobe.cli import main
 from kgprobe.errors import KgprobeError
 from kgprobe.models import (
-    MODELS, load_causal_lm, load_masked_lm, load_sentence_encoder, load_text_encoder,
-    model_source, resolve_device,
+    load_causal_lm,
+    load_masked_lm,
+    load_sentence_encoder,
+    load_text_encoder,
+    model_source,
+    resolve_device,
 )
 
 

@@ -43,7 +43,8 @@ def test_new_empty_own_foreign_and_file(tmp_path):
     (tmp_path / "user").mkdir()
     for name in ("a.txt", "b.txt", "c.txt", "d.txt"):
         (tmp_path / "user" / name).write_text(name)
-    with pytest.raises(KgprobeError, match=r"holds other files \(a.txt, b.txt, c.txt and 1 more\), not an output of `kgprobe embed`"):
+    with pytest.raises(KgprobeError,
+                       match=r"holds other files \(a.txt, b.txt, c.txt and 1 more\), not an output of `kgprobe embed`"):
         check_output_dir(tmp_path / "user", command="embed")
     (tmp_path / "file").write_text("mine")
     with pytest.raises(KgprobeError, match="is a file, not a directory: choose another --out"):

@@ -9,8 +9,15 @@ import pytest
 
 from kgprobe.errors import KgprobeError
 from kgprobe.probe.concepts import (
-    FEW_SHOT, QA, Concept, build_concepts, concept_token_ids, country_facts, load_concepts,
-    plural_demonym, save_concepts,
+    FEW_SHOT,
+    QA,
+    Concept,
+    build_concepts,
+    concept_token_ids,
+    country_facts,
+    load_concepts,
+    plural_demonym,
+    save_concepts,
 )
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,8 +7,18 @@ import torch
 import transformers
 
 from kgprobe.errors import KgprobeError
-from kgprobe.probe.hooks import (HOOK_POINTS, all_value_vectors, arch_of, capture, damage_value_vectors, edit,
-                                 hook_names, logit_lens, set_value_vector, value_vectors)
+from kgprobe.probe.hooks import (
+    HOOK_POINTS,
+    all_value_vectors,
+    arch_of,
+    capture,
+    damage_value_vectors,
+    edit,
+    hook_names,
+    logit_lens,
+    set_value_vector,
+    value_vectors,
+)
 
 transformers.logging.set_verbosity_error()
 VOCAB = 100
@@ -68,7 +78,8 @@ def attn_module(block):
 
 # ------------------------------------------------------------------ architecture
 def test_arch_shapes():
-    expect = {"llama": ("down_proj", 64), "gpt2": ("c_proj", 128), "gemma2": ("down_proj", 64), "olmo": ("down_proj", 64)}
+    expect = {"llama": ("down_proj", 64), "gpt2": ("c_proj", 128), "gemma2": ("down_proj", 64),
+              "olmo": ("down_proj", 64)}
     for kind, (down, neurons) in expect.items():
         arch = arch_of(make_model(kind))
         assert (arch.n_layers, arch.n_neurons, arch.d_model, arch.down_proj_name) == (2, neurons, 32, down)

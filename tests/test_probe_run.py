@@ -112,7 +112,8 @@ def test_zeroing_every_neuron_of_a_layer_validates_when_the_criterion_allows(lm,
 def test_stages_write_their_files_and_resume(lm, tok, concepts, tmp_path):
     out = tmp_path / "cv"
     echo = []
-    rows = locate(lm, tok, concepts, out, options=LocateOptions(top_tokens=20, pool=30, per_concept=2), echo=echo.append)
+    rows = locate(lm, tok, concepts, out, options=LocateOptions(top_tokens=20, pool=30, per_concept=2),
+                  echo=echo.append)
     assert {p.name for p in out.iterdir()} >= {"scan.pt", "known.json", "candidates.jsonl"}
     for r in rows:
         assert 0 <= r["layer"] < 2 and 0 <= r["index"] < 64 and len(r["top_tokens"]) == 10

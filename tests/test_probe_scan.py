@@ -7,8 +7,17 @@ import torch
 
 from kgprobe.errors import KgprobeError
 from kgprobe.probe.hooks import all_value_vectors, arch_of, logit_lens
-from kgprobe.probe.scan import (ScanResult, _Projection, _rms_fold, bare_matmul_seconds, concept_scores,
-                                membership_matrix, rank_weights, scan_value_vectors, top_candidates)
+from kgprobe.probe.scan import (
+    ScanResult,
+    _Projection,
+    _rms_fold,
+    bare_matmul_seconds,
+    concept_scores,
+    membership_matrix,
+    rank_weights,
+    scan_value_vectors,
+    top_candidates,
+)
 from test_probe_hooks import KINDS, make_model
 
 

@@ -10,8 +10,7 @@ from kgprobe.errors import KgprobeError
 from kgprobe.probe.concepts import QA
 from kgprobe.probe.hooks import all_value_vectors, arch_of
 from kgprobe.probe.qa import answer_logprobs
-from kgprobe.probe.unlearn import (DEFAULT_LR, UNLEARNER_REGISTRY, restore, snapshot, unlearn,
-                                   unlearner_names)
+from kgprobe.probe.unlearn import DEFAULT_LR, UNLEARNER_REGISTRY, restore, snapshot, unlearn, unlearner_names
 from tiny_models import smollm2_tokenizer, tiny_gpt2, tiny_llama
 
 FORGET = [QA("The capital of France is", "Paris"), QA("The currency of France is the", "Euro"),
@@ -134,7 +133,8 @@ def test_npo_raises_forget_nll_and_saturates(tok):
     before = _mean_nll(model, tok, FORGET)
     log = unlearn(model, tok, method="npo", forget=FORGET, steps=6, lr=1e-3, beta=0.1)
     assert _mean_nll(model, tok, FORGET) > before
-    assert all(0 <= loss <= 2 / 0.1 * math.log(2) + 1e-4 for loss in log["losses"][1:])  # NPO loss < its start once logp drops
+    # NPO loss < its start once logp drops
+    assert all(0 <= loss <= 2 / 0.1 * math.log(2) + 1e-4 for loss in log["losses"][1:])
 
 
 def test_gradient_difference_keeps_retain_nll_lower_than_ascent(model, tok):

@@ -9,8 +9,8 @@ import torch
 
 from kgprobe.cli import main
 from kgprobe.errors import KgprobeError
-from kgprobe.harvest.lm import CausalLMRunner
 from kgprobe.index.rerank import REVERSE_DICTIONARY_PROMPT, combine, label_names, lm_rerank, score_names
+from kgprobe.models.lm import CausalLMRunner
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,8 @@ def _register() -> None:
     from kgprobe.cli import data_cmd, harvest_cmd, index_cmd, kg_cmd, linkpred_cmd, models_cmd, probe_cmd, run_cmd
 
     for command in (models_cmd.models, data_cmd.data, kg_cmd.kg, run_cmd.run, harvest_cmd.harvest,
-                    harvest_cmd.harvest_eval, index_cmd.embed, index_cmd.neighbors, linkpred_cmd.linkpred, probe_cmd.probe):
+                    harvest_cmd.harvest_eval, index_cmd.embed, index_cmd.neighbors, linkpred_cmd.linkpred,
+                    probe_cmd.probe):
         cli.add_command(command)
 
 

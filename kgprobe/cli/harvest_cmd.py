@@ -17,12 +17,14 @@ from kgprobe.cli.options import SEED, OutputPath
 @click.option("--top-k", type=click.IntRange(min=1), default=100, show_default=True, help="Tuples to output.")
 @click.option("--paraphrases", type=click.IntRange(min=0), default=0, show_default=True,
               help="Extra prompts to generate by paraphrasing with the model (0: only the file's prompts).")
-@click.option("--first-candidates", type=click.IntRange(min=1), default=None, help="Entities kept for the first slot searched.")
+@click.option("--first-candidates", type=click.IntRange(min=1), default=None,
+              help="Entities kept for the first slot searched.")
 @click.option("--prior-correction", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Causal LMs: discount of the log-probability of the entity written first "
                    "(its prior: how common the name is); 0 = plain sentence likelihood, 1 = PMI.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Sequences per LM forward pass.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Sequences per LM forward pass.")
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out (same options).")
 @click.option("--overwrite", is_flag=True,
@@ -38,7 +40,8 @@ def harvest(relation: Path, out: Path, model: str, top_k: int, paraphrases: int,
     See kg_data/relations/ for relation files.
     """
     from kgprobe.harvest.relation import load_relation
-    from kgprobe.harvest.run import HarvestOptions, harvest as run_harvest
+    from kgprobe.harvest.run import HarvestOptions
+    from kgprobe.harvest.run import harvest as run_harvest
     from kgprobe.models import resolve_device
 
     rel = load_relation(relation)

@@ -9,8 +9,6 @@ import click
 
 from kgprobe.cli.options import COUNT, SEED, OutputPath
 
-INDEX_FILE = "index.faiss"
-TAXONOMY_FILE = "taxonomy.npz"  # kgprobe.index.taxonomy.TAXONOMY_FILE (not imported: it pulls in scipy)
 DATASET_PREFIX = "dataset:"
 
 
@@ -39,13 +37,6 @@ def _kg_taxonomy(graph, relations: str):
 
         raise KgprobeError("--taxonomy names no relation (give ids, 'auto' or 'none')")
     return Taxonomy.from_kg(graph, names)
-
-
-def _no_loading_bars() -> None:
-    """transformers draws a "Loading weights" bar on every model load; keep the output clean."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
 
 
 @click.command()
@@ -112,15 +103,18 @@ def embed(kg: str, out: Path, model: str, text_field: str, batch_size: int, fp16
     from kgprobe.index.cluster import kmeans
     from kgprobe.index.embed import embed_kg
     from kgprobe.index.knn import VectorIndex
+    from kgprobe.index.store import INDEX_FILE
+    from kgprobe.index.taxonomy import TAXONOMY_FILE
     from kgprobe.models import check_model
     from kgprobe.models.device import resolve_device
+    from kgprobe.models.loaders import hide_loading_bars
     from kgprobe.outdir import check_output_dir, write_marker
 
     resolve_device(device)  # a bad --device, model or --out fails before any work
     check_model(model, kind="sentence-encoder")
     check_output_dir(out, command="embed", overwrite=overwrite)
     if quiet:
-        _no_loading_bars()
+        hide_loading_bars()
     start = time.perf_counter()
     graph = load_kg_source(kg)
     if graph.num_entities == 0:
@@ -218,129 +212,16 @@ def neighbors(directory: Path, query: str | None, k: int, entity_id: str | None,
       kgprobe neighbors runs/wn_emb "a domesticated carnivorous mammal" -k 5 --rerank smollm2-135m
       kgprobe neighbors runs/wn_emb --entity 02084071 --json
     """
-    import numpy as np
+    from kgprobe.index.neighbors import nearest_neighbors
 
-    from kgprobe.errors import KgprobeError
-    from kgprobe.index.embed import encode_texts
-    from kgprobe.index.knn import VectorIndex
-    from kgprobe.index.store import EntityEmbeddings
-
-    if (query is None) == (entity_id is None):
-        raise KgprobeError("give either a QUERY text or --entity ID (exactly one)")
-    if query is not None and not query.strip():
-        raise KgprobeError("the query text is empty")
-    if k <= 0:
-        raise KgprobeError(f"-k must be a positive integer, got {k}")
-    if rerank_model is not None and query is None:
-        raise KgprobeError("--rerank needs a QUERY text (it reads the description, not a vector)")
-    if rerank_model is not None:  # found now, not after the search
-        from kgprobe.models import check_model
-
-        check_model(rerank_model, kind="causal-lm")
-    emb = EntityEmbeddings.load(directory)
-    _no_loading_bars()
-    index_path = directory / INDEX_FILE
-    if index_path.is_file() and not exact:
-        params = {name: v for name, v in (("nprobe", nprobe), ("ef_search", ef_search)) if v is not None}
-        index = VectorIndex.load(index_path, device=device, **params)
-        if index.ntotal != len(emb):
-            raise KgprobeError(f"{INDEX_FILE} holds {index.ntotal} vectors but there are {len(emb)} entities",
-                               path=directory)
-    else:
-        metric = "ip" if emb.meta.get("normalized", True) else "cosine"
-        index = VectorIndex(emb.dim, kind="flat", metric=metric, device=device).add(emb.vectors)
-    self_row = None
-    if entity_id is not None:
-        self_row = emb.position(entity_id)
-        vector = emb.vectors[self_row:self_row + 1]
-    else:
-        model = emb.meta.get("model")
-        if not model:
-            raise KgprobeError("meta.json names no model to embed the query with", path=directory)
-        vector = encode_texts([query], model, device=device, normalize=bool(emb.meta.get("normalized", True)),
-                              cache=False, progress=False)
-    if vector.shape[1] != emb.dim:
-        raise KgprobeError(f"the query has dim {vector.shape[1]} but the entities have dim {emb.dim}")
-    depth = max(k, rerank_depth) if rerank_model else k
-    taxonomy = None
-    if query is not None and not plain and (directory / TAXONOMY_FILE).is_file():
-        if index.metric == "l2" or (index.metric == "ip" and not emb.meta.get("normalized", True)):
-            raise KgprobeError(f"taxonomy search needs cosine scores but the index is {index.metric} over "
-                               f"{'' if emb.meta.get('normalized', True) else 'un'}normalised vectors; pass --plain",
-                               path=directory)
-        from kgprobe.index.taxonomy import FLOOR, OWN_WEIGHT, TOP, Taxonomy
-
-        taxonomy = Taxonomy.load(directory / TAXONOMY_FILE)
-        classes = TOP if classes is None else classes
-        class_floor = FLOOR if class_floor is None else class_floor
-        own_weight = OWN_WEIGHT if own_weight is None else own_weight
-    want = min(max(depth, classes or 0) if taxonomy else depth + (self_row is not None), len(emb))
-    scores, rows = index.search(vector.astype(np.float32), want)
-    hits = [(int(r), float(s)) for r, s in zip(rows[0], scores[0]) if r >= 0 and r != self_row]
-    if taxonomy is not None:
-        results = _by_taxonomy(vector[0], hits, emb, taxonomy, depth, classes=classes, floor=class_floor,
-                               own_weight=own_weight)
-    else:
-        results = [{"rank": i + 1, "id": emb.ids[r], "score": round(s, 6), "label": emb.labels[r]}
-                   for i, (r, s) in enumerate(hits[:depth])]
-    if rerank_model:
-        from kgprobe.index.rerank import COSINE_WEIGHT, PRIOR_WEIGHT
-
-        prior_weight = PRIOR_WEIGHT if prior_weight is None else prior_weight
-        cosine_weight = COSINE_WEIGHT if cosine_weight is None else cosine_weight
-        sign = -1.0 if index.metric == "l2" else 1.0  # l2 scores are distances
-        results = _reranked(query, results, rerank_model, device, prior_weight=prior_weight,
-                            cosine_weight=sign * cosine_weight)
-    results = results[:k]
+    found = nearest_neighbors(directory, query, entity_id=entity_id, k=k, device=device, exact=exact, nprobe=nprobe,
+                              ef_search=ef_search, plain=plain, classes=classes, class_floor=class_floor,
+                              own_weight=own_weight, rerank_model=rerank_model, rerank_depth=rerank_depth,
+                              prior_weight=prior_weight, cosine_weight=cosine_weight, loading_bars=False)
     if as_json:
-        payload = {"query": query, "entity": entity_id, "model": emb.meta.get("model"), "k": k,
-                   "metric": index.metric, "search": "taxonomy" if taxonomy else "plain", "results": results}
-        if taxonomy is not None:
-            payload["taxonomy"] = {"relations": taxonomy.relations, "classes": classes, "class_floor": class_floor,
-                                   "own_weight": own_weight}
-        if rerank_model:
-            payload["rerank"] = {"model": rerank_model, "depth": rerank_depth, "prior_weight": prior_weight,
-                                 "cosine_weight": cosine_weight}
-        click.echo(json.dumps(payload, ensure_ascii=False))
+        click.echo(json.dumps(found.as_json(), ensure_ascii=False))
         return
-    width = max((len(r["id"]) for r in results), default=2)
-    for r in results:
-        lm = f"  rerank {r['rerank_score']:8.3f} ({r['name']})" if rerank_model else ""
+    width = max((len(r["id"]) for r in found.results), default=2)
+    for r in found.results:
+        lm = f"  rerank {r['rerank_score']:8.3f} ({r['name']})" if found.rerank else ""
         click.echo(f"{r['rank']:>3}  {r['id']:<{width}}  {r['score']:.4f}{lm}  {r['label']}")
-
-
-def _by_taxonomy(query, hits: list[tuple[int, float]], emb, taxonomy, depth: int, *, classes: int, floor: float,
-                 own_weight: float) -> list[dict]:
-    """The best ``depth`` entities by :func:`kgprobe.index.taxonomy.taxonomy_search`, with each one's
-    own ``cosine`` and the named classes it is ``under``."""
-    import numpy as np
-
-    from kgprobe.index.taxonomy import named_classes, taxonomy_search
-
-    hit_rows = np.array([r for r, _ in hits], dtype=np.int64)
-    hit_scores = np.array([s for _, s in hits], dtype=np.float32)
-    found = taxonomy_search(query, hit_rows=hit_rows, hit_scores=hit_scores, vectors=emb.vectors,
-                            taxonomy=taxonomy, top=classes, floor=floor, own_weight=own_weight, k=depth)
-    named, _ = named_classes(hit_rows, hit_scores, top=classes, floor=floor)
-    under = taxonomy.descendants[named][:, found.rows].toarray() > 0  # (named classes, results)
-    return [{"rank": i + 1, "id": emb.ids[r], "score": round(float(s), 6), "cosine": round(float(c), 6),
-             "label": emb.labels[r], "under": [emb.ids[c] for c in named[under[:, i]]]}
-            for i, (r, s, c) in enumerate(zip(found.rows, found.scores, found.cosine))]
-
-
-def _reranked(query: str, results: list[dict], model: str, device: str, *, prior_weight: float,
-              cosine_weight: float) -> list[dict]:
-    """``results`` re-ordered by :mod:`kgprobe.index.rerank`, with ``rerank_score`` and ``name``."""
-    from kgprobe.harvest.lm import CausalLMRunner
-    from kgprobe.index.rerank import combine, score_names
-    from kgprobe.models.loaders import load_causal_lm
-
-    lm, tokenizer = load_causal_lm(model, device=device)
-    names = score_names(query, [r["label"] for r in results], runner=CausalLMRunner(lm, tokenizer),
-                        prior=bool(prior_weight))
-    ranked = combine(names, prior_weight, retrieval=[r["score"] for r in results], retrieval_weight=cosine_weight)
-    out = []
-    for new_rank, i in enumerate(ranked.order(), 1):
-        out.append({**results[i], "rank": new_rank, "retrieval_rank": results[i]["rank"],
-                    "rerank_score": round(float(ranked.scores[i]), 4), "name": ranked.names[i]})
-    return out

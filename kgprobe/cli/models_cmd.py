@@ -23,6 +23,7 @@ def models(as_json: bool) -> None:
     click.echo(f"{'name':<16} {'kind':<17} {'available':<10} {'size':>9}  description")
     for r in rows:
         size = f"{r['size_bytes'] / 2**20:.0f} MiB" if r["size_bytes"] else "-"
-        click.echo(f"{r['name']:<16} {r['kind']:<17} {'yes' if r['available'] else 'no':<10} {size:>9}  {r['description']}")
+        available = "yes" if r["available"] else "no"
+        click.echo(f"{r['name']:<16} {r['kind']:<17} {available:<10} {size:>9}  {r['description']}")
         if not r["available"]:
             click.echo(f"{'':<16} install: {r['install']}")

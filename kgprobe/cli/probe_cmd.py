@@ -65,12 +65,12 @@ def _options(cls, **values):
 
 
 def _load(model: str, device: str, concept_files, few_shot: str | None, max_concepts: int | None):
-    from kgprobe.cli.index_cmd import _no_loading_bars
     from kgprobe.models import load_causal_lm
+    from kgprobe.models.loaders import hide_loading_bars
     from kgprobe.probe.concepts import FEW_SHOT
     from kgprobe.probe.run import load_concept_files
 
-    _no_loading_bars()
+    hide_loading_bars()
     concepts = load_concept_files(concept_files)[:max_concepts]
     lm, tok = load_causal_lm(model, device=device)
     return lm, tok, concepts, FEW_SHOT if few_shot is None else few_shot
@@ -95,13 +95,16 @@ def probe() -> None:
               help="Logit-lens tokens kept per value vector.")
 @click.option("--pool", type=click.IntRange(min=1), default=200, show_default=True,
               help="Vectors per concept taken from the token match.")
-@click.option("--per-concept", type=click.IntRange(min=1), default=5, show_default=True, help="Candidates kept per concept.")
+@click.option("--per-concept", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Candidates kept per concept.")
 @click.option("--rank-by", type=click.Choice(["effect", "tokens"]), default="effect", show_default=True,
-              help="Order a concept's pool by its answers' use of each vector (gradient x activation) or by token match.")
-def locate(concept_files, max_concepts, out: Path, model: str, device: str, few_shot, top_tokens: int, pool: int, per_concept: int,
-           rank_by: str) -> None:
+              help="Order a concept's pool by its answers' use of each vector (gradient x activation) "
+                   "or by token match.")
+def locate(concept_files, max_concepts, out: Path, model: str, device: str, few_shot, top_tokens: int, pool: int,
+           per_concept: int, rank_by: str) -> None:
     """Scan every value vector through the logit lens and pick candidates for each concept."""
-    from kgprobe.probe.run import LocateOptions, locate as run_locate
+    from kgprobe.probe.run import LocateOptions
+    from kgprobe.probe.run import locate as run_locate
 
     options = _options(LocateOptions, top_tokens=top_tokens, pool=pool, per_concept=per_concept, rank_by=rank_by)
     _run_stage(run_locate, options, concept_files=concept_files, max_concepts=max_concepts, out=out, model=model,
@@ -127,7 +130,8 @@ def validate(concept_files, max_concepts, out: Path, model: str, device: str, fe
              min_concept_drop: float, max_unrelated_drop: float, vectors_per_concept: int, set_sizes: str,
              seed: int) -> None:
     """Damage each candidate and measure concept vs unrelated QA (needs `probe locate` first)."""
-    from kgprobe.probe.run import ValidateOptions, validate as run_validate
+    from kgprobe.probe.run import ValidateOptions
+    from kgprobe.probe.run import validate as run_validate
 
     try:
         sizes = [int(x) for x in set_sizes.split(",") if x.strip()]
@@ -176,13 +180,13 @@ def unlearn(concept_files, max_concepts, out: Path, model: str, device: str, few
 @click.option("-k", "k", type=click.IntRange(min=1), default=20, show_default=True)
 def lens(model: str, device: str, layer: int, index: int, k: int) -> None:
     """Print the top tokens one value vector promotes (logit lens)."""
-    from kgprobe.cli.index_cmd import _no_loading_bars
     from kgprobe.models import check_model, load_causal_lm, resolve_device
+    from kgprobe.models.loaders import hide_loading_bars
     from kgprobe.probe.hooks import arch_of, logit_lens, value_vectors
 
     resolve_device(device)  # a bad --device or model fails before the model loads
     check_model(model, kind="causal-lm")
-    _no_loading_bars()
+    hide_loading_bars()
     lm, tok = load_causal_lm(model, device=device)
     vectors = value_vectors(lm, layer)
     arch_of(lm).check_index(index)

@@ -10,13 +10,13 @@ from typing import Callable
 
 import torch
 
+from kgprobe.checkpoint import ChunkLog
 from kgprobe.harvest import causal, masked
-from kgprobe.harvest.checkpoint import ChunkLog
 from kgprobe.harvest.filters import EntityFilter
-from kgprobe.harvest.lm import CausalLMRunner
 from kgprobe.harvest.relation import Relation, Template
 from kgprobe.harvest.search import Partial, SearchParams, VocabMasks, chunks, search_position
 from kgprobe.harvest.weighting import WeightingParams, prompt_weights
+from kgprobe.models.lm import CausalLMRunner
 
 
 class CausalBackend:

@@ -32,8 +32,8 @@ from dataclasses import dataclass
 
 import torch
 
-from kgprobe.harvest.lm import CausalLMRunner
 from kgprobe.harvest.relation import Template
+from kgprobe.models.lm import CausalLMRunner
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,8 @@ def entity_ids(runner: CausalLMRunner, lay: Layout, position: int, entity: str) 
     return runner.encode((" " if lay.spaced[position] else "") + entity)
 
 
-def sentence(runner: CausalLMRunner, lay: Layout, entities: tuple[str, ...]) -> tuple[tuple[int, ...], list[tuple[int, int]]]:
+def sentence(runner: CausalLMRunner, lay: Layout,
+             entities: tuple[str, ...]) -> tuple[tuple[int, ...], list[tuple[int, int]]]:
     """Token ids of the filled template and the ``(start, end)`` span of each slot (by slot number)."""
     ids: list[int] = list(lay.pieces[0])
     spans: list[tuple[int, int]] = [(0, 0)] * lay.template.arity

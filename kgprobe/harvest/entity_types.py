@@ -17,39 +17,19 @@ candidate value ``v`` gets the type
 (for a masked LM: the ``[MASK]`` in ``"v is a [MASK] ."``). Candidates whose ``t*`` is not the
 slot's type are dropped before rescoring. Contrast beats an absolute threshold here: a 135M
 model finds "Hawaii is a country" fairly likely, but "Hawaii is a state" much likelier.
+
+The ``types`` entry itself (:class:`~kgprobe.harvest.relation.SlotType`) is part of the relation
+file and is checked with it in :mod:`kgprobe.harvest.relation`.
 """
 from __future__ import annotations
 
 from itertools import zip_longest
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
 from kgprobe.errors import KgprobeError
-
-TYPE_SLOT = "<TYPE>"
-ENT_SLOT = "<ENT>"
-
-
-class SlotType(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    type: str = Field(min_length=1)
-    against: dict[str, list[str]] = Field(min_length=1, description="contrast type -> examples")
-    template: str = "<ENT> is a <TYPE> ."
-
-
-def check_slot_type(spec: SlotType) -> str | None:
-    """Why ``spec`` is unusable, or None."""
-    if spec.template.count(ENT_SLOT) != 1 or spec.template.count(TYPE_SLOT) != 1:
-        return f"template {spec.template!r} must contain {ENT_SLOT} and {TYPE_SLOT} once each"
-    if spec.template.index(ENT_SLOT) > spec.template.index(TYPE_SLOT):
-        return f"template {spec.template!r}: {ENT_SLOT} must come before {TYPE_SLOT}"
-    if spec.type in spec.against:
-        return f"type {spec.type!r} is also listed under 'against'"
-    for name, examples in spec.against.items():
-        if not examples or not all(e.strip() for e in examples):
-            return f"against.{name}: give at least one non-empty example"
-    return None
+from kgprobe.harvest.masked import MaskedLM
+from kgprobe.harvest.relation import ENT_SLOT, TYPE_SLOT, SlotType
 
 
 def _line(template: str, entity: str, type_name: str) -> str:
@@ -75,11 +55,9 @@ def type_token_ids(tokenizer, names: list[str]) -> list[int]:
 def assign_types(lm, spec: SlotType, values: list[str], target_examples: list[str]) -> list[str]:
     """The most likely type of each value, through the harvest's own batched LM runner.
 
-    ``lm`` is a :class:`~kgprobe.harvest.lm.CausalLMRunner` (the few-shot prefix runs once and is
+    ``lm`` is a :class:`~kgprobe.models.lm.CausalLMRunner` (the few-shot prefix runs once and is
     cached) or a :class:`~kgprobe.harvest.masked.MaskedLM`; their stats count these passes.
     """
-    from kgprobe.harvest.masked import MaskedLM
-
     names = [spec.type, *spec.against]
     ids = torch.tensor(type_token_ids(lm.tokenizer, names))
     prefix = few_shot_prefix(spec, target_examples)

@@ -3,8 +3,9 @@
 A harvested tuple counts as correct when, slot by slot, one of its normalised forms equals one of
 the reference entity's forms. Normalisation: Unicode accents removed, case folded, punctuation
 dropped, a leading article ("the", "a", "an") dropped. An entity's forms are its label, the
-parts of a label listing alternatives ("A / B", WordNet's "dog, domestic dog"), the label without a trailing "City" or "D.C."
-("Mexico City" ~ "Mexico", "Washington D.C." ~ "Washington"), and the dataset's aliases where it
+parts of a label listing alternatives ("A / B", WordNet's "dog, domestic dog"), the label without
+a trailing "City" or "D.C." ("Mexico City" ~ "Mexico", "Washington D.C." ~ "Washington"), and the
+dataset's aliases where it
 has them (country alternative spellings from countryinfo, capital spellings from GeoNames).
 """
 from __future__ import annotations
@@ -53,7 +54,8 @@ def _dataset_aliases(name: str) -> dict[str, list[str]]:
 def load_reference(spec: str) -> tuple[KnowledgeGraph, str, dict[str, list[str]]]:
     """``DATASET:RELATION`` or ``PATH:RELATION`` (a KG file or directory kgprobe reads)."""
     if ":" not in spec:
-        raise KgprobeError(f"reference {spec!r}: expected DATASET:RELATION or KG_PATH:RELATION (e.g. countries:capital)")
+        raise KgprobeError(f"reference {spec!r}: expected DATASET:RELATION or KG_PATH:RELATION "
+                           "(e.g. countries:capital)")
     source, relation = spec.rsplit(":", 1)
     from kgprobe.kg.datasets import DATASETS, build_dataset
 
@@ -63,14 +65,17 @@ def load_reference(spec: str) -> tuple[KnowledgeGraph, str, dict[str, list[str]]
         from kgprobe.kg.formats import load_kg
 
         if not Path(source).exists():
-            raise KgprobeError(f"reference {spec!r}: {source!r} is neither a dataset ({', '.join(DATASETS)}) nor a path")
+            raise KgprobeError(f"reference {spec!r}: {source!r} is neither a dataset ({', '.join(DATASETS)}) "
+                               "nor a path")
         kg, aliases = load_kg(source), {}
     if relation not in kg.relation_ids:
-        raise KgprobeError(f"reference {spec!r}: no relation {relation!r} (relations: {', '.join(kg.relation_ids[:20])})")
+        raise KgprobeError(f"reference {spec!r}: no relation {relation!r} "
+                           f"(relations: {', '.join(kg.relation_ids[:20])})")
     return kg, relation, aliases
 
 
-def reference_pairs(kg: KnowledgeGraph, relation: str, aliases: dict[str, list[str]]) -> list[tuple[set[str], set[str]]]:
+def reference_pairs(kg: KnowledgeGraph, relation: str,
+                    aliases: dict[str, list[str]]) -> list[tuple[set[str], set[str]]]:
     r = kg.relation_index(relation)
     rows = kg.triples[kg.triples[:, 1] == r].tolist()
     forms = lambda i: surface_forms(kg.entity_labels[i], aliases.get(kg.entity_ids[i], []))  # noqa: E731

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import torch
 
 from kgprobe.harvest.filters import EntityFilter
-from kgprobe.harvest.lm import LMStats
 from kgprobe.harvest.relation import Template
+from kgprobe.models.lm import LMStats
 
 
 @dataclass

@@ -37,10 +37,36 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from kgprobe.errors import KgprobeError
-from kgprobe.harvest.entity_types import SlotType, check_slot_type
+from kgprobe.harvest.stopwords import stopwords
 from kgprobe.yamlconf import config_error, read_yaml, validate
 
 SLOT = re.compile(r"<ENT(\d+)>")
+# the two slots of a type template (constraints.types.N.template); typing itself is in entity_types.py
+TYPE_SLOT = "<TYPE>"
+ENT_SLOT = "<ENT>"
+
+
+class SlotType(BaseModel):
+    """``constraints.types.N``: the type slot N's values must have, as the LM sees it."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: str = Field(min_length=1)
+    against: dict[str, list[str]] = Field(min_length=1, description="contrast type -> examples")
+    template: str = "<ENT> is a <TYPE> ."
+
+
+def check_slot_type(spec: SlotType) -> str | None:
+    """Why ``spec`` is unusable, or None."""
+    if spec.template.count(ENT_SLOT) != 1 or spec.template.count(TYPE_SLOT) != 1:
+        return f"template {spec.template!r} must contain {ENT_SLOT} and {TYPE_SLOT} once each"
+    if spec.template.index(ENT_SLOT) > spec.template.index(TYPE_SLOT):
+        return f"template {spec.template!r}: {ENT_SLOT} must come before {TYPE_SLOT}"
+    if spec.type in spec.against:
+        return f"type {spec.type!r} is also listed under 'against'"
+    for name, examples in spec.against.items():
+        if not examples or not all(e.strip() for e in examples):
+            return f"against.{name}: give at least one non-empty example"
+    return None
 
 
 class Constraints(BaseModel):
@@ -194,8 +220,6 @@ def _check_seeds(seeds: list[list[str]], path: Path, root) -> int:
 
 
 def _check_constraints(c: Constraints, arity: int, path: Path, root) -> None:
-    from kgprobe.harvest.filters import stopwords  # filters imports this module
-
     where = ("constraints",)
     for slot, limit in c.max_per_slot.items():
         if not 0 <= slot < arity or limit < 1:

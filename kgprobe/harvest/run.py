@@ -26,11 +26,12 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
 from kgprobe.atomic import atomic_path
+from kgprobe.checkpoint import ChunkLog
 from kgprobe.errors import KgprobeError
-from kgprobe.harvest.checkpoint import ChunkLog
-from kgprobe.harvest.filters import diversity_cap, stopwords
+from kgprobe.harvest.filters import diversity_cap
 from kgprobe.harvest.relation import Relation, Template, load_relation
 from kgprobe.harvest.search import SearchParams, chunks
+from kgprobe.harvest.stopwords import stopwords
 from kgprobe.harvest.weighting import WeightingParams
 from kgprobe.models.loaders import check_model
 from kgprobe.outdir import OutputDir, check_output_dir, open_output_dir
@@ -152,7 +153,8 @@ def _check_out(out: Path, config: dict, *, resume: bool, overwrite: bool) -> Out
     try:
         old = json.loads(cfg_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):  # a torn or edited record: the run cannot be shown to match
-        raise KgprobeError(f"cannot resume {out}: its config.json is unreadable; pass --overwrite to start over") from None
+        raise KgprobeError(f"cannot resume {out}: its config.json is unreadable; "
+                           "pass --overwrite to start over") from None
     if old != config:
         diff = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
         raise KgprobeError(f"cannot resume {out}: options differ from the interrupted run ({', '.join(diff)})")
@@ -199,101 +201,50 @@ def harvest(
 
     ``loaded_model`` = ``(model, tokenizer)`` skips loading (tests, pipelines that hold a model).
     """
-    from kgprobe.harvest.backends import BACKENDS
-    from kgprobe.models import load_causal_lm, load_masked_lm
-
     rel = relation if isinstance(relation, Relation) else load_relation(relation)
     if len(rel.seeds) < 2:
         raise KgprobeError(f"relation {rel.name!r}: harvesting needs at least two seed tuples")
     kind = _model_kind(options.model, options.model_kind)
     out = Path(out)
-    config = {"relation": {"name": rel.name, "prompts": rel.prompts, "seeds": [list(s) for s in rel.seeds],
-                           "constraints": rel.constraints.model_dump(),
-                           "reference": rel.reference.model_dump() if rel.reference else None},
-              "options": options.model_dump(), "model_kind": kind}
-    config = json.loads(json.dumps(config))  # as it will read back (int dict keys become strings)
+    config = _run_config(rel, options, kind)
     if loaded_model is None:
         check_model(options.model, kind=kind)
     target = _check_out(out, config, resume=resume, overwrite=overwrite)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     torch.manual_seed(options.seed)
-    loader = load_masked_lm if kind == "masked-lm" else load_causal_lm
-    model, tokenizer = loaded_model or loader(options.model, device=device)
+    model, tokenizer = loaded_model or _load_model(options.model, kind, device)
     # the run directory appears only once the model has loaded: a model that cannot be loaded
     # leaves nothing behind that would block the corrected command
     _open_out(target, config)
-    backend = BACKENDS[kind](model, tokenizer, rel, batch_size=batch_size, min_weight=options.min_weight,
-                             prior_correction=options.prior_correction,
-                             search=options.search_params(), search_prompts=options.search_prompts)
+    backend = _backend(kind, model, tokenizer, rel, options, batch_size)
     timings["load_model"] = time.perf_counter() - t0
 
     # 1. prompts and their weights
     t = time.perf_counter()
-    prompts_path = out / "prompts.json"
-    if prompts_path.exists():
-        prompt_rows = json.loads(prompts_path.read_text())["prompts"]
-    else:
-        prompts = rel.prompts
-        if options.paraphrases:
-            from kgprobe.harvest.paraphrase import paraphrase_prompts
-
-            prompts = paraphrase_prompts(model, tokenizer, rel, extra=options.paraphrases,
-                                         max_prompts=options.max_prompts, seed=options.seed, echo=echo)
-        templates = [Template.parse(p) for p in prompts[: options.max_prompts]]
-        echo(f"weighting {len(templates)} prompts on {len(rel.seeds)} seeds")
-        prompt_rows = backend.weigh(templates, options.weighting_params())
-        _write_json(prompts_path, {"relation": rel.name, "prompts": prompt_rows})
+    prompt_rows = _prompt_rows(backend, model, tokenizer, rel, options, out, echo)
     timings["weighting"] = time.perf_counter() - t
-    weighted = sorted([(Template.parse(r["prompt"]), r["weight"]) for r in prompt_rows if r["weight"] > 0],
-                      key=lambda tw: -tw[1])
-    for tmpl, w in weighted:
-        echo(f"  {w:.3f}  {tmpl.prompt}")
+    weighted = _weighted(prompt_rows, echo)
 
     # 2. candidates
     t = time.perf_counter()
-    candidates = list(dict.fromkeys(backend.search(weighted, out, echo)))
-    if not options.include_seeds:
-        seeds = {tuple(e.lower() for e in s) for s in rel.seeds}
-        candidates = [c for c in candidates if tuple(e.lower() for e in c) not in seeds]
-    candidates = _typed(candidates, rel, out, backend.lm, echo)
+    candidates = _candidates(backend, weighted, rel, options, out, echo)
     timings["search"] = time.perf_counter() - t
 
     # 3. rescore every candidate under every weighted prompt
     t = time.perf_counter()
-    log = ChunkLog(out / "rescore.jsonl")
-    per_prompt: list[list[float]] = []
-    todo = list(chunks(candidates, options.rescore_chunk))
-    for c, part in todo:
-        record = log.done(c)
-        if record is None:
-            cols = [backend.score(tm, part) for tm, _ in weighted]
-            record = {"scores": torch.stack(cols, 1).tolist()}
-            log.write(c, record)
-        per_prompt += record["scores"]
-        echo(f"rescoring: chunk {c + 1}/{len(todo)}")
+    per_prompt = _rescore(backend, weighted, candidates, options, out, echo)
     timings["rescore"] = time.perf_counter() - t
-    weights = torch.tensor([w for _, w in weighted])
-    matrix = torch.tensor(per_prompt).reshape(-1, len(weighted))
-    share_slots = rel.constraints.share_slots
-    scores = rank_scores(matrix, weights, candidates, share_weight=options.share_weight,
-                         key_slots=sorted(rel.constraints.max_per_slot) if share_slots is None else share_slots)
+    scores = _combined_scores(per_prompt, weighted, candidates, rel, options)
 
+    # 4. the ranked, capped tuples, and every candidate
     ranked = sorted(range(len(candidates)), key=lambda i: (-float(scores[i]), candidates[i]))
-    # seeds are true tuples: under one capital per country, a seed's country is taken
-    taken = [] if options.include_seeds else list(rel.seeds)
-    kept = [ranked[j] for j in diversity_cap([candidates[i] for i in ranked], max_per_word=options.diversity,
-                                             ignore=stopwords(rel.constraints.stopwords),
-                                             max_per_slot=rel.constraints.max_per_slot, taken=taken)]
-    kept = kept[: options.top_k]
+    kept = _kept(ranked, candidates, rel, options)
     rows = [{"rank": r + 1, "entities": list(candidates[i]), "score": round(float(scores[i]), 6),
              "prompt_scores": {tm.prompt: round(per_prompt[i][j], 6) for j, (tm, _) in enumerate(weighted)}}
             for r, i in enumerate(kept)]
     _write_outputs(out, rel, options, rows)
-    with atomic_path(out / "candidates.jsonl") as tmp:
-        tmp.write_text("".join(json.dumps({"entities": list(candidates[i]), "score": round(float(scores[i]), 6),
-                                           "prompt_scores": [round(x, 6) for x in per_prompt[i]]},
-                                          ensure_ascii=False) + "\n" for i in ranked), encoding="utf-8")
+    _write_candidates(out / "candidates.jsonl", candidates, scores, per_prompt, ranked)
     timings["total"] = time.perf_counter() - t0
     stats = backend.stats
     _write_json(out / "run.json", {
@@ -305,6 +256,120 @@ def harvest(
     echo(f"{len(rows)} tuples -> {out / 'tuples.jsonl'} ({stats.forward_calls} LM forward passes, "
          f"{timings['total']:.0f}s)")
     return rows
+
+
+def _run_config(rel: Relation, options: HarvestOptions, kind: str) -> dict:
+    """What config.json records: everything that decides the result, as it reads back from JSON
+    (a resumed run must match it)."""
+    config = {"relation": {"name": rel.name, "prompts": rel.prompts, "seeds": [list(s) for s in rel.seeds],
+                           "constraints": rel.constraints.model_dump(),
+                           "reference": rel.reference.model_dump() if rel.reference else None},
+              "options": options.model_dump(), "model_kind": kind}
+    return json.loads(json.dumps(config))  # as it will read back (int dict keys become strings)
+
+
+def _load_model(name: str, kind: str, device: str):
+    """``(model, tokenizer)`` of a masked or causal LM."""
+    from kgprobe.models import load_causal_lm, load_masked_lm
+
+    loader = load_masked_lm if kind == "masked-lm" else load_causal_lm
+    return loader(name, device=device)
+
+
+def _backend(kind: str, model, tokenizer, rel: Relation, options: HarvestOptions, batch_size: int):
+    """The scoring and search backend of the model's kind (:mod:`kgprobe.harvest.backends`)."""
+    from kgprobe.harvest.backends import BACKENDS
+
+    return BACKENDS[kind](model, tokenizer, rel, batch_size=batch_size, min_weight=options.min_weight,
+                          prior_correction=options.prior_correction,
+                          search=options.search_params(), search_prompts=options.search_prompts)
+
+
+def _prompt_rows(backend, model, tokenizer, rel: Relation, options: HarvestOptions, out: Path,
+                 echo: Callable[[str], None]) -> list[dict]:
+    """Every prompt (with any paraphrases) and its weight on the seeds: read from prompts.json when
+    an earlier run got that far, else computed and written there."""
+    prompts_path = out / "prompts.json"
+    if prompts_path.exists():
+        return json.loads(prompts_path.read_text())["prompts"]
+    prompts = rel.prompts
+    if options.paraphrases:
+        from kgprobe.harvest.paraphrase import paraphrase_prompts
+
+        prompts = paraphrase_prompts(model, tokenizer, rel, extra=options.paraphrases,
+                                     max_prompts=options.max_prompts, seed=options.seed, echo=echo)
+    templates = [Template.parse(p) for p in prompts[: options.max_prompts]]
+    echo(f"weighting {len(templates)} prompts on {len(rel.seeds)} seeds")
+    prompt_rows = backend.weigh(templates, options.weighting_params())
+    _write_json(prompts_path, {"relation": rel.name, "prompts": prompt_rows})
+    return prompt_rows
+
+
+def _weighted(prompt_rows: list[dict], echo: Callable[[str], None]) -> list[tuple[Template, float]]:
+    """The prompts of positive weight, heaviest first (each echoed with its weight)."""
+    weighted = sorted([(Template.parse(r["prompt"]), r["weight"]) for r in prompt_rows if r["weight"] > 0],
+                      key=lambda tw: -tw[1])
+    for tmpl, w in weighted:
+        echo(f"  {w:.3f}  {tmpl.prompt}")
+    return weighted
+
+
+def _candidates(backend, weighted: list[tuple[Template, float]], rel: Relation, options: HarvestOptions,
+                out: Path, echo: Callable[[str], None]) -> list[tuple[str, ...]]:
+    """The distinct tuples the search proposes, without the seeds (unless ``include_seeds``) and
+    without values of the wrong type."""
+    candidates = list(dict.fromkeys(backend.search(weighted, out, echo)))
+    if not options.include_seeds:
+        seeds = {tuple(e.lower() for e in s) for s in rel.seeds}
+        candidates = [c for c in candidates if tuple(e.lower() for e in c) not in seeds]
+    return _typed(candidates, rel, out, backend.lm, echo)
+
+
+def _rescore(backend, weighted: list[tuple[Template, float]], candidates: list[tuple[str, ...]],
+             options: HarvestOptions, out: Path, echo: Callable[[str], None]) -> list[list[float]]:
+    """Every candidate's score under every weighted prompt, chunk by chunk (checkpointed in
+    rescore.jsonl, so a resumed run redoes no finished chunk)."""
+    log = ChunkLog(out / "rescore.jsonl")
+    per_prompt: list[list[float]] = []
+    todo = list(chunks(candidates, options.rescore_chunk))
+    for c, part in todo:
+        record = log.done(c)
+        if record is None:
+            cols = [backend.score(tm, part) for tm, _ in weighted]
+            record = {"scores": torch.stack(cols, 1).tolist()}
+            log.write(c, record)
+        per_prompt += record["scores"]
+        echo(f"rescoring: chunk {c + 1}/{len(todo)}")
+    return per_prompt
+
+
+def _combined_scores(per_prompt: list[list[float]], weighted: list[tuple[Template, float]],
+                     candidates: list[tuple[str, ...]], rel: Relation, options: HarvestOptions) -> torch.Tensor:
+    """One score per candidate from its prompt scores (:func:`rank_scores`)."""
+    weights = torch.tensor([w for _, w in weighted])
+    matrix = torch.tensor(per_prompt).reshape(-1, len(weighted))
+    share_slots = rel.constraints.share_slots
+    return rank_scores(matrix, weights, candidates, share_weight=options.share_weight,
+                       key_slots=sorted(rel.constraints.max_per_slot) if share_slots is None else share_slots)
+
+
+def _kept(ranked: list[int], candidates: list[tuple[str, ...]], rel: Relation, options: HarvestOptions) -> list[int]:
+    """The candidates (indices, best first) that pass the diversity cap, at most ``top_k``."""
+    # seeds are true tuples: under one capital per country, a seed's country is taken
+    taken = [] if options.include_seeds else list(rel.seeds)
+    kept = [ranked[j] for j in diversity_cap([candidates[i] for i in ranked], max_per_word=options.diversity,
+                                             ignore=stopwords(rel.constraints.stopwords),
+                                             max_per_slot=rel.constraints.max_per_slot, taken=taken)]
+    return kept[: options.top_k]
+
+
+def _write_candidates(path: Path, candidates: list[tuple[str, ...]], scores: torch.Tensor,
+                      per_prompt: list[list[float]], ranked: list[int]) -> None:
+    """candidates.jsonl: every rescored candidate, best first, before the diversity and top-k cuts."""
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(json.dumps({"entities": list(candidates[i]), "score": round(float(scores[i]), 6),
+                                           "prompt_scores": [round(x, 6) for x in per_prompt[i]]},
+                                          ensure_ascii=False) + "\n" for i in ranked), encoding="utf-8")
 
 
 def _typed(candidates, rel: Relation, out: Path, lm, echo: Callable[[str], None]) -> list[tuple[str, ...]]:

@@ -24,7 +24,7 @@ import torch
 
 from kgprobe.harvest.causal import Layout, context
 from kgprobe.harvest.filters import EntityFilter
-from kgprobe.harvest.lm import CausalLMRunner, advance_beam, begin_beam
+from kgprobe.models.lm import CausalLMRunner, advance_beam, begin_beam
 
 
 @dataclass(frozen=True)

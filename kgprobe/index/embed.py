@@ -23,8 +23,8 @@ from kgprobe.errors import KgprobeError
 from kgprobe.index.cache import EmbeddingCache
 from kgprobe.index.knn import normalize_rows
 from kgprobe.index.store import EntityEmbeddings
-from kgprobe.index.texts import entity_texts
 from kgprobe.kg.graph import KnowledgeGraph
+from kgprobe.kg.texts import entity_texts
 from kgprobe.models.registry import DEFAULT_SENTENCE_ENCODER
 
 

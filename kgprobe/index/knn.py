@@ -126,7 +126,8 @@ class VectorIndex:
         if not isinstance(dim, (int, np.integer)) or dim <= 0:
             raise KgprobeError(f"index dimension must be a positive integer, got {dim!r}")
         if factory is None and kind not in KINDS:
-            raise KgprobeError(f"unknown index kind {kind!r}; known kinds: {', '.join(KINDS)} (or a faiss factory string)")
+            raise KgprobeError(f"unknown index kind {kind!r}; known kinds: {', '.join(KINDS)} "
+                               "(or a faiss factory string)")
         if metric not in METRICS:
             raise KgprobeError(f"unknown metric {metric!r}; known metrics: {', '.join(METRICS)}")
         if backend not in BACKENDS:
@@ -223,7 +224,8 @@ class VectorIndex:
                 index = faiss.IndexHNSWFlat(self.dim, self.m, metric)
                 index.hnsw.efConstruction = self.ef_construction
         except RuntimeError as err:
-            raise KgprobeError(f"cannot build faiss index {self.factory or self.kind!r}: {_faiss_message(err)}") from None
+            raise KgprobeError(f"cannot build faiss index {self.factory or self.kind!r}: "
+                               f"{_faiss_message(err)}") from None
         use_gpu = self.device.type == "cuda" and faiss_has_gpu() and not self._is_hnsw(index)
         if use_gpu:
             self._gpu_res = faiss.StandardGpuResources()
@@ -413,7 +415,8 @@ class VectorIndex:
         except RuntimeError as err:
             raise KgprobeError(f"not a readable faiss index: {_faiss_message(err)}", path=path) from None
         if raw.d != settings.get("dim"):
-            raise KgprobeError(f"index dimension {raw.d} does not match its settings ({settings.get('dim')})", path=path)
+            raise KgprobeError(f"index dimension {raw.d} does not match its settings ({settings.get('dim')})",
+                               path=path)
         kind = settings.get("kind", "flat")
         wanted = backend or settings.get("backend", "auto")
         index = cls(

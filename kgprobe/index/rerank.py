@@ -136,7 +136,7 @@ def lm_rerank(query: str, labels: Sequence[str], *, runner: Any, prompt: str = R
               retrieval_weight: float = COSINE_WEIGHT) -> Reranked:
     """Score every candidate label as an answer to ``query`` (see the module docstring).
 
-    ``runner``: a :class:`kgprobe.harvest.lm.CausalLMRunner` (batched, each prompt's state
+    ``runner``: a :class:`kgprobe.models.lm.CausalLMRunner` (batched, each prompt's state
     computed once and shared by every continuation). ``prompt`` must contain ``{query}``.
     ``retrieval``: the candidates' retrieval scores (cosines), added with ``retrieval_weight``.
     """

@@ -21,6 +21,8 @@ EMBEDDINGS_FILE = "embeddings.npy"
 IDS_FILE = "ids.txt"
 LABELS_FILE = "labels.txt"
 META_FILE = "meta.json"
+#: the vector index ``kgprobe embed`` saves beside them (with its settings in ``index.json``)
+INDEX_FILE = "index.faiss"
 
 
 def _one_line(value: str) -> str:

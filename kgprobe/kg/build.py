@@ -103,9 +103,8 @@ def build_and_save(
     ``out`` may be new, empty or an earlier build (replaced); anything else needs ``overwrite``
     (see :mod:`kgprobe.outdir`). Returns the graph and the split (``None`` unless ``inductive``).
     """
-    from kgprobe.kg.split import inductive_split
-
     from kgprobe.kg.datasets import check_dataset
+    from kgprobe.kg.split import inductive_split
 
     out = Path(out)
     check_dataset(name, **(options or {}))  # the likelier mistake first

@@ -12,7 +12,13 @@
 """
 from kgprobe.linkpred.encoders import ENCODERS, EntityEncoder, get_encoder
 from kgprobe.linkpred.evaluator import (
-    RankBasedEvaluator, Ranks, SideRanks, compute_ranks, evaluate, evaluate_model, rank_metrics,
+    RankBasedEvaluator,
+    Ranks,
+    SideRanks,
+    compute_ranks,
+    evaluate,
+    evaluate_model,
+    rank_metrics,
 )
 from kgprobe.linkpred.filters import FilterIndex
 from kgprobe.linkpred.losses import LOSSES, Loss, get_loss, loss_names

@@ -50,7 +50,7 @@ def _texts_of(texts: Sequence[str] | None, kg: Any, text: str) -> list[str]:
     if texts is None:
         if kg is None:
             raise KgprobeError("a text encoder needs the entity texts (texts=...) or a graph (kg=...)")
-        from kgprobe.index.texts import entity_texts
+        from kgprobe.kg.texts import entity_texts
 
         return entity_texts(kg, text)
     return [" ".join(str(t).split()) for t in texts]

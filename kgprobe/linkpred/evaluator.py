@@ -348,30 +348,8 @@ def compute_ranks(
     triples_t = as_triples(triples)
     dev = dev or triples_t.device
     triples_t = triples_t.to(dev)
-    if len(triples_t) == 0:
-        raise KgprobeError("no evaluation triples")
-    if num_entities < 1:
-        raise KgprobeError("num_entities must be positive")
-    lo, hi = triples_t.amin(dim=0).tolist(), triples_t.amax(dim=0).tolist()
-    if min(lo) < 0 or hi[0] >= num_entities or hi[2] >= num_entities:
-        raise KgprobeError(f"an evaluation triple refers to an entity outside [0, {num_entities})")
-    if num_relations is not None and hi[1] >= num_relations:
-        raise KgprobeError(f"an evaluation triple refers to a relation outside [0, {num_relations})")
-    if score_tails is None and score_heads is None:
-        raise KgprobeError("nothing to evaluate: give score_tails, score_heads or both")
-
-    if candidates is None:
-        pos_map, n_cand = None, num_entities
-    else:
-        cand = _as_index_tensor(candidates, num_entities, dev)
-        pos_map = torch.full((num_entities,), -1, dtype=torch.long, device=dev)
-        pos_map[cand] = torch.arange(len(cand), device=dev)
-        n_cand = len(cand)
-        outside = (pos_map[triples_t[:, 0]] < 0) | (pos_map[triples_t[:, 2]] < 0)
-        if bool(outside.any()):
-            raise KgprobeError(f"{int(outside.sum())} evaluation triple(s) have an entity outside the candidate "
-                               "set; drop them first (PyKEEN's restrict_triples) or widen the candidates")
-
+    _check_evaluation(triples_t, num_entities, num_relations, sides=(score_tails, score_heads))
+    pos_map, n_cand = _candidate_positions(candidates, triples_t, num_entities, dev)
     budget = int(max_block_elements or _default_budget(dev))
     h, r, t = triples_t[:, 0], triples_t[:, 1], triples_t[:, 2]
     tpos_t = t if pos_map is None else pos_map[t]
@@ -381,27 +359,13 @@ def compute_ranks(
         if not filtered:
             filt_t = filt_h = _NoFilter(n, dev)
         elif filter_index is None and n * n_cand <= _DENSE_FILTER_ELEMENTS:
-            sets = filter_triples if isinstance(filter_triples, (list, tuple)) else [filter_triples]
-            known = torch.cat([as_triples(x).to(dev) for x in sets if x is not None] + [triples_t])
-            k_lo, k_hi = known.amin(dim=0).tolist(), known.amax(dim=0).tolist()
-            if min(k_lo) < 0 or k_hi[0] >= num_entities or k_hi[2] >= num_entities:
-                raise KgprobeError(f"a filter triple refers to an entity outside [0, {num_entities})")
-            n_rel = max(num_relations or 0, k_hi[1] + 1)
+            known = _known_triples(filter_triples, triples_t, num_entities, dev)
+            n_rel = max(num_relations or 0, int(known[:, 1].max()) + 1)
             filt_t = _DenseFilter(h, r, tpos_t, known, 0, 2, n_rel, pos_map, n_cand) if score_tails else None
             filt_h = _DenseFilter(t, r, tpos_h, known, 2, 0, n_rel, pos_map, n_cand) if score_heads else None
         else:
-            if filter_index is not None:
-                index = filter_index.to(dev)
-                if not bool(index.contains(triples_t).all()):  # add the evaluation triples (PyKEEN's rule)
-                    index = FilterIndex.from_triples(index.known_triples(), triples_t, num_entities=num_entities,
-                                                     num_relations=index.num_relations)
-            else:
-                sets = filter_triples if isinstance(filter_triples, (list, tuple)) else [filter_triples]
-                sets = [as_triples(x).to(dev) for x in sets if x is not None]
-                if num_relations is None:
-                    num_relations = 1 + max(int(x[:, 1].max()) for x in [triples_t, *sets] if len(x))
-                index = FilterIndex.from_triples(*sets, triples_t, num_entities=num_entities,
-                                                 num_relations=num_relations)
+            index = _full_filter_index(filter_index, filter_triples, triples_t, num_entities=num_entities,
+                                       num_relations=num_relations, dev=dev)
             filt_t = _SparseFilter(index.tail_runs(h, r), tpos_t, pos_map, n, n_cand) if score_tails else None
             filt_h = _SparseFilter(index.head_runs(r, t), tpos_h, pos_map, n, n_cand) if score_heads else None
         tail = head = None
@@ -411,6 +375,68 @@ def compute_ranks(
             head = _side_counts(lambda tt, rr, blk: score_heads(rr, tt, blk), t, r, tpos_h, filt_h, n_cand,
                                 budget, batch_size)
     return Ranks(head=head, tail=tail)
+
+
+def _check_evaluation(triples: Tensor, num_entities: int, num_relations: int | None, *, sides: tuple) -> None:
+    """The evaluation triples exist and fit the entity and relation counts; a side is scored."""
+    if len(triples) == 0:
+        raise KgprobeError("no evaluation triples")
+    if num_entities < 1:
+        raise KgprobeError("num_entities must be positive")
+    lo, hi = triples.amin(dim=0).tolist(), triples.amax(dim=0).tolist()
+    if min(lo) < 0 or hi[0] >= num_entities or hi[2] >= num_entities:
+        raise KgprobeError(f"an evaluation triple refers to an entity outside [0, {num_entities})")
+    if num_relations is not None and hi[1] >= num_relations:
+        raise KgprobeError(f"an evaluation triple refers to a relation outside [0, {num_relations})")
+    if all(score is None for score in sides):
+        raise KgprobeError("nothing to evaluate: give score_tails, score_heads or both")
+
+
+def _candidate_positions(candidates, triples: Tensor, num_entities: int,
+                         dev: torch.device) -> tuple[Tensor | None, int]:
+    """``(pos_map, n_cand)``: every entity's column among the candidates (-1 for none; ``None``
+    when all entities are candidates) and how many there are."""
+    if candidates is None:
+        return None, num_entities
+    cand = _as_index_tensor(candidates, num_entities, dev)
+    pos_map = torch.full((num_entities,), -1, dtype=torch.long, device=dev)
+    pos_map[cand] = torch.arange(len(cand), device=dev)
+    outside = (pos_map[triples[:, 0]] < 0) | (pos_map[triples[:, 2]] < 0)
+    if bool(outside.any()):
+        raise KgprobeError(f"{int(outside.sum())} evaluation triple(s) have an entity outside the candidate "
+                           "set; drop them first (PyKEEN's restrict_triples) or widen the candidates")
+    return pos_map, len(cand)
+
+
+def _filter_sets(filter_triples, dev: torch.device) -> list[Tensor]:
+    """``filter_triples`` (one set, a list of them, or None) as triple tensors on ``dev``."""
+    sets = filter_triples if isinstance(filter_triples, (list, tuple)) else [filter_triples]
+    return [as_triples(x).to(dev) for x in sets if x is not None]
+
+
+def _known_triples(filter_triples, triples: Tensor, num_entities: int, dev: torch.device) -> Tensor:
+    """Every known triple, the evaluation triples included, in one tensor (for the dense filter)."""
+    known = torch.cat(_filter_sets(filter_triples, dev) + [triples])
+    k_lo, k_hi = known.amin(dim=0).tolist(), known.amax(dim=0).tolist()
+    if min(k_lo) < 0 or k_hi[0] >= num_entities or k_hi[2] >= num_entities:
+        raise KgprobeError(f"a filter triple refers to an entity outside [0, {num_entities})")
+    return known
+
+
+def _full_filter_index(filter_index: FilterIndex | None, filter_triples, triples: Tensor, *, num_entities: int,
+                       num_relations: int | None, dev: torch.device) -> FilterIndex:
+    """The given ``filter_index`` on ``dev``, with the evaluation triples added when it lacks some
+    (PyKEEN's rule), or one built from ``filter_triples`` and the evaluation triples."""
+    if filter_index is not None:
+        index = filter_index.to(dev)
+        if not bool(index.contains(triples).all()):
+            index = FilterIndex.from_triples(index.known_triples(), triples, num_entities=num_entities,
+                                             num_relations=index.num_relations)
+        return index
+    sets = _filter_sets(filter_triples, dev)
+    if num_relations is None:
+        num_relations = 1 + max(int(x[:, 1].max()) for x in [triples, *sets] if len(x))
+    return FilterIndex.from_triples(*sets, triples, num_entities=num_entities, num_relations=num_relations)
 
 
 def evaluate(

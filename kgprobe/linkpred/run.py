@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kgprobe.atomic import atomic_path
 from kgprobe.errors import KgprobeError
-from kgprobe.index.texts import read_texts_tsv
+from kgprobe.kg.texts import read_texts_tsv
 from kgprobe.models.loaders import check_model
 from kgprobe.outdir import check_output_dir, open_output_dir, write_marker
 from kgprobe.seeding import seed_everything
@@ -180,7 +180,7 @@ def load_split_data(path: str | Path) -> SplitData:
 
 
 def entity_texts_of(graph: Any, text: str) -> list[str]:
-    from kgprobe.index.texts import entity_texts
+    from kgprobe.kg.texts import entity_texts
 
     return entity_texts(graph, text)
 

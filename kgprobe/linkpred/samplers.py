@@ -51,9 +51,9 @@ import numpy as np
 import torch
 
 from kgprobe.errors import KgprobeError
-from kgprobe.registry import Registry
 from kgprobe.linkpred.data import as_triples, head_corruption_probability, load_negatives, triple_keys
 from kgprobe.linkpred.filters import FilterIndex
+from kgprobe.registry import Registry
 
 SIDES = ("both", "head", "tail", "bernoulli")
 SELF_RELATIONS = ("all", "asymmetric")

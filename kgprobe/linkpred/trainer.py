@@ -66,7 +66,7 @@ from kgprobe.linkpred.data import as_triples, batch_slices, num_batches
 from kgprobe.linkpred.encoders import EntityEncoder
 from kgprobe.linkpred.samplers import NegativeSampler
 from kgprobe.models.device import host_to_device
-from kgprobe.stopping import StopNow, StopRequests, Stopped, signal_name
+from kgprobe.stopping import StopNow, Stopped, StopRequests, signal_name
 
 CHECKPOINT_FILE = "checkpoint.pt"
 BEST_FILE = "best.pt"
@@ -261,6 +261,35 @@ class Trainer:
         config.check()
         self.config = config
         self.device = resolve_device(device)
+        self._set_triples(encoder, train_triples, num_relations, valid_triples, valid_candidates, filter_triples)
+        self.evaluate_fn = evaluate
+        self.loss_fn = loss
+        self._loss_takes_mask = _accepts_mask(loss)
+        self.sampler = sampler
+        self.out_dir = None if out_dir is None else Path(out_dir)
+        self.progress = progress
+        self.callbacks = list(callbacks)
+        self._stop: StopRequests | None = None  # set while fit() runs with an out_dir to save to
+        self._epoch_end: dict | None = None
+        self._eval_vectors: tuple[tuple, torch.Tensor] | None = None
+        self._build_model(encoder, scorer)
+        self._build_optimizer()
+
+        self.history: list[dict] = []
+        self.best_metric: float | None = None
+        self.best_epoch: int | None = None
+        self.best_metrics: dict = {}
+        self.bad_evals = 0
+        self.stopped_early = False
+        self.finished = False
+        self._best_state: dict | None = None
+        self._partial: dict | None = None  # set by load_checkpoint when it stopped inside an epoch
+        self.resumed_batches = 0  # batches of the resumed epoch that the checkpoint had already done
+
+    def _set_triples(self, encoder: EntityEncoder, train_triples: Any, num_relations: int | None,
+                     valid_triples: Any, valid_candidates: Any, filter_triples: Any) -> None:
+        """The training, validation and filter triples as tensors (filter: train + valid unless
+        given), the number of relations, and the check that the model covers the training triples."""
         self.train_triples = as_triples(train_triples, what="training triples")
         if not len(self.train_triples):
             raise KgprobeError("no training triples")
@@ -275,22 +304,21 @@ class Trainer:
         if filter_triples is None and self.valid_triples is not None:
             filter_triples = torch.cat([self.train_triples, self.valid_triples])
         self.filter_triples = None if filter_triples is None else as_triples(filter_triples, what="filter triples")
-        self.evaluate_fn = evaluate
-        self.loss_fn = loss
-        self._loss_takes_mask = _accepts_mask(loss)
-        self.sampler = sampler
-        self.out_dir = None if out_dir is None else Path(out_dir)
-        self.progress = progress
-        self.callbacks = list(callbacks)
-        self._stop: StopRequests | None = None  # set while fit() runs with an out_dir to save to
-        self._epoch_end: dict | None = None
-        self._eval_vectors: tuple[tuple, torch.Tensor] | None = None
 
+    def _build_model(self, encoder: EntityEncoder, scorer: Any) -> None:
+        """The encoder, relation table and scorer as one model on the device (TransE normalises the
+        entity vectors unless the config says otherwise)."""
+        config = self.config
         normalize = config.normalize_entities
         if normalize is None:
             normalize = _scorer_name(scorer) == "transe"
         self.model = LinkPredictionModel(encoder, scorer, self.num_relations, normalize_entities=normalize,
                                          seed=config.seed).to(self.device)
+
+    def _build_optimizer(self) -> None:
+        """AdamW, a linear warmup then linear decay over every optimizer step, and mixed precision
+        (bf16, or fp16 with a gradient scaler where bf16 is missing) when asked for on CUDA."""
+        config = self.config
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.steps_per_epoch = -(-num_batches(len(self.train_triples), config.batch_size, drop_last=config.drop_last)
                                  // config.grad_accumulation)
@@ -308,17 +336,6 @@ class Trainer:
         fp16 = self.use_amp and not torch.cuda.is_bf16_supported()
         self.amp_dtype = torch.float16 if fp16 else torch.bfloat16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
-
-        self.history: list[dict] = []
-        self.best_metric: float | None = None
-        self.best_epoch: int | None = None
-        self.best_metrics: dict = {}
-        self.bad_evals = 0
-        self.stopped_early = False
-        self.finished = False
-        self._best_state: dict | None = None
-        self._partial: dict | None = None  # set by load_checkpoint when it stopped inside an epoch
-        self.resumed_batches = 0  # batches of the resumed epoch that the checkpoint had already done
 
     # ----------------------------------------------------------------- seeds
     def _epoch_seed(self, epoch: int) -> int:

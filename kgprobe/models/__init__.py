@@ -18,7 +18,8 @@ from kgprobe.models.registry import (
 )
 
 __all__ = [
-    "check_model", "DEVICE_CHOICES", "device_name", "DEFAULT_CAUSAL_LM", "DEFAULT_SENTENCE_ENCODER", "MODELS", "ModelSpec",
+    "check_model", "DEVICE_CHOICES", "device_name", "DEFAULT_CAUSAL_LM", "DEFAULT_SENTENCE_ENCODER", "MODELS",
+    "ModelSpec",
     "kgprobe_home", "load_causal_lm", "load_masked_lm", "load_sentence_encoder", "load_text_encoder",
     "model_source", "model_table", "resolve_device",
 ]

@@ -20,6 +20,13 @@ from kgprobe.models.registry import MODELS, ModelKind
 _KIND_WORDS = {"causal-lm": "a causal LM", "masked-lm": "a masked LM", "sentence-encoder": "a sentence encoder"}
 
 
+def hide_loading_bars() -> None:
+    """No more "Loading weights" bars: transformers draws one on every model load (for this process)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 def model_source(name: str, *, kind: ModelKind | None = None) -> str:
     """A path or hub id that ``from_pretrained`` accepts for ``name``.
 

@@ -15,16 +15,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kgprobe.errors import KgprobeError, warn
 from kgprobe.models import DEVICE_CHOICES
+from kgprobe.pipeline.base import StepConfig
+from kgprobe.pipeline.steps import STEPS
 from kgprobe.yamlconf import config_error, read_yaml, validate, yaml_line
 
 _DEVICE = re.compile(r"(auto|cpu|cuda(:\d+)?)")
-
-
-class StepConfig(BaseModel):
-    """Base of every step's options: unknown keys are errors, not silently ignored."""
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-    type: str
 
 
 class PipelineConfig(BaseModel):
@@ -53,8 +48,6 @@ def load_pipeline(path: str | Path, *, out_dir: str | Path | None = None, device
     another machine, unless ``strict_device`` (about to run here): then it is an error. Nothing
     is written and no model or dataset is loaded.
     """
-    from kgprobe.pipeline.steps import STEPS
-
     path = Path(path)
     data, root = read_yaml(path)
     if not isinstance(data, dict):
@@ -107,8 +100,6 @@ def _check_device(device: str, path: Path | None, root: yaml.Node | None, *, str
 
 def _check_names(steps: list[StepConfig], path: Path, root: yaml.Node) -> None:
     """A name given twice (two ``as: x``, or a KG defined again) would silently replace the first."""
-    from kgprobe.pipeline.steps import STEPS
-
     first: dict[tuple[str, str], int] = {}
     for i, step in enumerate(steps):
         alias = getattr(step, "as_", None)
@@ -129,8 +120,6 @@ def _check_names(steps: list[StepConfig], path: Path, root: yaml.Node) -> None:
 
 def _check_references(steps: list[StepConfig], path: Path, root: yaml.Node, *, out_dir: Path, seed: int) -> None:
     """Semantic checks that need no heavy work: names used before defined, unavailable sources."""
-    from kgprobe.pipeline.steps import STEPS
-
     defined: set[str] = set()
     for i, step in enumerate(steps):
         spec = STEPS[step.type]

@@ -8,9 +8,14 @@ from pydantic import ConfigDict, Field, create_model
 
 from kgprobe.errors import KgprobeError
 from kgprobe.harvest.run import HarvestOptions
-from kgprobe.pipeline.config import StepConfig
-from kgprobe.pipeline.steps import (
-    _KIND_WORDS, RunContext, StepSpec, _check_model, _check_model_kind, register,
+from kgprobe.pipeline.base import (
+    _KIND_WORDS,
+    RunContext,
+    StepConfig,
+    StepSpec,
+    _check_model,
+    _check_model_kind,
+    register,
 )
 
 #: options the step sets itself (``seed`` is the pipeline's), so not allowed again under ``options``

@@ -11,8 +11,8 @@ from typing import Any, Literal, Sequence
 
 from kgprobe.errors import KgprobeError
 from kgprobe.linkpred.run import LinkPredOptions
-from kgprobe.pipeline.config import StepConfig
-from kgprobe.pipeline.steps import RunContext, StepSpec, _check_model, _check_model_kind, register
+from kgprobe.pipeline.base import RunContext, StepConfig, StepSpec, _check_model, _check_model_kind, register
+from kgprobe.pipeline.core_steps import BuildDataset, _reusable
 
 
 class LinkPredTrainStep(StepConfig, LinkPredOptions):
@@ -76,8 +76,6 @@ def _split_dir(data: Path, out_dir: Path) -> Path:
 def _check_split(step: LinkPredTrainStep, out_dir: Path, seed: int, earlier: Sequence[Any]):
     """The split exists or an earlier step makes it; one that exists (and is not about to be
     rebuilt) must have valid and test triples, or the run fails only after training."""
-    from kgprobe.pipeline.steps import BuildDataset, _reusable
-
     maker = next((s for s in reversed(earlier) if isinstance(s, BuildDataset) and s.inductive
                   and s.out is not None and out_dir / s.out == out_dir / step.data), None)
     if maker is None and not _split_dir(step.data, out_dir).is_dir():

@@ -7,8 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from kgprobe.errors import KgprobeError
-from kgprobe.pipeline.config import StepConfig
-from kgprobe.pipeline.steps import RunContext, StepSpec, _check_model, _check_model_kind, register
+from kgprobe.pipeline.base import RunContext, StepConfig, StepSpec, _check_model, _check_model_kind, register
 from kgprobe.probe.run import LocateOptions, UnlearnOptions, ValidateOptions
 
 STAGES = ("locate", "validate", "unlearn")

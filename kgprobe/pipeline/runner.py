@@ -10,8 +10,9 @@ import torch
 from kgprobe.atomic import atomic_path
 from kgprobe.models import device_name, resolve_device
 from kgprobe.outdir import check_output_dir, open_output_dir
+from kgprobe.pipeline.base import RunContext
 from kgprobe.pipeline.config import Pipeline
-from kgprobe.pipeline.steps import STEPS, RunContext
+from kgprobe.pipeline.steps import STEPS
 from kgprobe.seeding import seed_everything
 
 
@@ -32,7 +33,8 @@ def run_pipeline(pipeline: Pipeline, *, echo: Callable[[str], None] = print, ove
         timings.append({"step": i, "type": step.type, "seconds": round(time.perf_counter() - t0, 3)})
     record = {
         "pipeline": str(pipeline.path),
-        "config": json.loads(cfg.model_dump_json()) | {"steps": [s.model_dump(mode="json", by_alias=True) for s in pipeline.steps]},
+        "config": json.loads(cfg.model_dump_json())
+        | {"steps": [s.model_dump(mode="json", by_alias=True) for s in pipeline.steps]},
         "device": str(ctx.device),
         "device_name": device_name(ctx.device),
         "torch": torch.__version__,

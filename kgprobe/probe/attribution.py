@@ -15,12 +15,19 @@ validation then checks the real (not first-order) effect by ablation.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
 from kgprobe.probe.hooks import arch_of, edit
 from kgprobe.probe.qa import answer_logprobs
+
+
+def _keep_into(acts: dict[int, torch.Tensor], layer: int) -> Callable[[torch.Tensor], None]:
+    """A hook that stores what it sees as ``acts[layer]``."""
+    def fn(t: torch.Tensor) -> None:
+        acts[layer] = t
+    return fn
 
 
 def neuron_effects(model, tokenizer, items: Sequence, *, few_shot: str = "", batch_size: int = 16) -> torch.Tensor:
@@ -33,13 +40,7 @@ def neuron_effects(model, tokenizer, items: Sequence, *, few_shot: str = "", bat
     names = [f"blocks.{i}.mlp.hook_post" for i in range(arch.n_layers)]
     for start in range(0, len(items), batch_size):
         acts: dict[int, torch.Tensor] = {}
-
-        def keep(layer: int):
-            def fn(t: torch.Tensor) -> None:
-                acts[layer] = t
-            return fn
-
-        with torch.enable_grad(), edit(model, {n: keep(i) for i, n in enumerate(names)}):
+        with torch.enable_grad(), edit(model, {n: _keep_into(acts, i) for i, n in enumerate(names)}):
             loss = answer_logprobs(model, tokenizer, items[start:start + batch_size], few_shot=few_shot,
                                    batch_size=batch_size).sum()
             layers = sorted(acts)

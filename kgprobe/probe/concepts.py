@@ -151,7 +151,7 @@ def concept_token_ids(concept: Concept, tokenizer, *, min_fragment_chars: int = 
     words = [w.strip() for w in (concept.name, *concept.aliases, *related) if w.strip()]
     forms = [f" {w}" for w in words] + words
     ids: set[int] = set()
-    for form, tokens in zip(forms, tokenizer(forms, add_special_tokens=False)["input_ids"]):
+    for tokens in tokenizer(forms, add_special_tokens=False)["input_ids"]:
         if len(tokens) == 1:
             ids.add(tokens[0])
         elif tokens and len(tokenizer.decode(tokens[:1]).strip()) >= min_fragment_chars:

@@ -81,14 +81,16 @@ class Arch:
         """``layer`` as an int, or a one-line error when it is not a layer of this model."""
         value = _as_int(layer)
         if value is None or not 0 <= value < self.n_layers:
-            raise KgprobeError(f"layer {layer!r} out of range: the model has {self.n_layers} layers (0..{self.n_layers - 1})")
+            raise KgprobeError(f"layer {layer!r} out of range: the model has {self.n_layers} layers "
+                               f"(0..{self.n_layers - 1})")
         return value
 
     def check_index(self, index: int) -> int:
         """``index`` as an int, or a one-line error when it is not a neuron of the MLPs."""
         value = _as_int(index)
         if value is None or not 0 <= value < self.n_neurons:
-            raise KgprobeError(f"neuron index {index!r} out of range: each MLP has {self.n_neurons} neurons (0..{self.n_neurons - 1})")
+            raise KgprobeError(f"neuron index {index!r} out of range: each MLP has {self.n_neurons} neurons "
+                               f"(0..{self.n_neurons - 1})")
         return value
 
 
@@ -117,7 +119,8 @@ def arch_of(model: nn.Module) -> Arch:
         base = _get_path(model, base_path)
         if not isinstance(base, nn.Module):
             continue
-        layers = next((getattr(base, n) for n in _LAYER_LISTS if isinstance(getattr(base, n, None), nn.ModuleList)), None)
+        layers = next((getattr(base, n) for n in _LAYER_LISTS if isinstance(getattr(base, n, None), nn.ModuleList)),
+                      None)
         norm = next((getattr(base, n) for n in _NORMS if isinstance(getattr(base, n, None), nn.Module)), None)
         if not layers or norm is None:
             continue

@@ -22,8 +22,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from kgprobe.atomic import atomic_path
+from kgprobe.checkpoint import ChunkLog
 from kgprobe.errors import KgprobeError
-from kgprobe.harvest.checkpoint import ChunkLog
 from kgprobe.probe.concepts import QA, Concept, concept_token_ids, load_concepts
 
 SCAN_FILE, KNOWN_FILE, CANDIDATES_FILE, EFFECTS_FILE = "scan.pt", "known.json", "candidates.jsonl", "effects.jsonl"
@@ -224,7 +224,8 @@ def validate(model, tokenizer, concepts: Sequence[Concept], out: Path, *,
     }
     summary["diagnosis"] = _diagnosis(summary)
     _write_json(out / VALIDATION_JSON, summary)
-    echo(f"validated {summary['validated']} of {len(records)} concepts ({len(tested)} tested) -> {out / VALIDATION_TSV}")
+    echo(f"validated {summary['validated']} of {len(records)} concepts ({len(tested)} tested) "
+         f"-> {out / VALIDATION_TSV}")
     return summary
 
 
@@ -253,7 +254,8 @@ def _set_table(records: list[dict]) -> dict[str, dict]:
     for r in records:
         for row in r.get("candidates", []):
             if row.get("kind") == "effect":
-                t = table.setdefault(str(len(row["vectors"])), {"concepts": 0, "concept_drop": 0.0, "unrelated_drop": 0.0})
+                t = table.setdefault(str(len(row["vectors"])),
+                                     {"concepts": 0, "concept_drop": 0.0, "unrelated_drop": 0.0})
                 t["concepts"] += 1
                 t["concept_drop"] += row["concept_drop"]
                 t["unrelated_drop"] += row["unrelated_drop"]

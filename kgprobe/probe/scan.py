@@ -53,7 +53,8 @@ class ScanResult:
 
     def row(self, layer: int, index: int) -> int:
         if not (0 <= layer < self.n_layers and 0 <= index < self.n_neurons):
-            raise KgprobeError(f"(layer {layer}, index {index}) is outside the scan ({self.n_layers} layers x {self.n_neurons} neurons)")
+            raise KgprobeError(f"(layer {layer}, index {index}) is outside the scan "
+                               f"({self.n_layers} layers x {self.n_neurons} neurons)")
         return layer * self.n_neurons + index
 
     def layer_index(self, row: int) -> tuple[int, int]:
@@ -94,9 +95,11 @@ class ScanResult:
         except KgprobeError:
             raise
         except Exception as err:  # a truncated/foreign file: one line, not a traceback
-            raise KgprobeError(f"{path}: not a scan file ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
+            first_line = str(err).splitlines()[0] if str(err) else ""
+            raise KgprobeError(f"{path}: not a scan file ({type(err).__name__}: {first_line})") from None
         if ids.shape != (result.n_layers * result.n_neurons, result.k) or logits.shape != ids.shape:
-            raise KgprobeError(f"{path}: arrays of shape {tuple(ids.shape)} do not match {result.n_layers} layers x {result.n_neurons} neurons, k={result.k}")
+            raise KgprobeError(f"{path}: arrays of shape {tuple(ids.shape)} do not match {result.n_layers} layers "
+                               f"x {result.n_neurons} neurons, k={result.k}")
         return result
 
 
@@ -264,7 +267,8 @@ def membership_matrix(concept_token_ids: Sequence[Sequence[int]], *, vocab_size:
     flat = torch.as_tensor([t for ids in concept_token_ids for t in ids], dtype=torch.long)
     if flat.numel() and (int(flat.min()) < 0 or int(flat.max()) >= vocab_size):
         bad = int(flat.min()) if int(flat.min()) < 0 else int(flat.max())
-        raise KgprobeError(f"concept token id {bad} outside the vocabulary (0..{vocab_size - 1}): wrong tokenizer for this model?")
+        raise KgprobeError(f"concept token id {bad} outside the vocabulary (0..{vocab_size - 1}): "
+                           "wrong tokenizer for this model?")
     concept = torch.repeat_interleave(torch.arange(len(lengths)), torch.as_tensor(lengths, dtype=torch.long))
     member = torch.zeros(len(lengths), vocab_size, dtype=torch.bool)
     member[concept, flat] = True

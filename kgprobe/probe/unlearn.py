@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Callable, ClassVar, Iterator, Literal, Sequence
 
 import torch
@@ -261,6 +262,26 @@ def unlearn(model: nn.Module, tokenizer, *, method: str | Unlearner, forget: Seq
         log["seconds"] = time.perf_counter() - start
         return log
 
+    _check_training(unlearner, steps=steps, lr=lr, batch_size=batch_size, forget=forget, retain=retain)
+    params = _trainable(model, train)
+    if optimizer not in OPTIMIZERS:
+        raise KgprobeError(f"unlearning: unknown optimizer {optimizer!r}; known: {', '.join(OPTIMIZERS)}")
+    log.update(steps=int(steps), lr=float(lr), train=train, optimizer=optimizer,
+               n_trainable=sum(p.numel() for p in params))
+    generator = torch.Generator().manual_seed(int(seed))
+    with _training_only(model, params):
+        log["losses"] = _descend(model, tokenizer, unlearner, params, forget=forget,
+                                 retain=retain if unlearner.retain_weight > 0 else None, steps=int(steps),
+                                 optimizer=optimizer, lr=float(lr), batch_size=batch_size,
+                                 max_grad_norm=max_grad_norm, generator=generator, few_shot=few_shot,
+                                 on_step=on_step)
+    log["seconds"] = time.perf_counter() - start
+    return log
+
+
+def _check_training(unlearner: Unlearner, *, steps, lr, batch_size: int, forget: Sequence, retain: Sequence) -> None:
+    """The settings a training method needs: whole steps, a positive lr and batch size, a forget
+    set, and a retain set when the method weighs one."""
     if int(steps) != steps or steps < 0:
         raise KgprobeError(f"unlearning: steps must be a whole number >= 0, got {steps}")
     if not lr > 0:
@@ -269,55 +290,61 @@ def unlearn(model: nn.Module, tokenizer, *, method: str | Unlearner, forget: Seq
         raise KgprobeError(f"unlearning: batch_size must be >= 1, got {batch_size}")
     if not forget:
         raise KgprobeError(f"unlearning method {unlearner.name!r} needs a non-empty forget set")
-    use_retain = unlearner.retain_weight > 0
-    if use_retain and not retain:
+    if unlearner.retain_weight > 0 and not retain:
         raise KgprobeError(f"unlearning method {unlearner.name!r} has retain_weight "
                            f"{unlearner.retain_weight} but the retain set is empty")
-    params = _trainable(model, train)
-    if optimizer not in OPTIMIZERS:
-        raise KgprobeError(f"unlearning: unknown optimizer {optimizer!r}; known: {', '.join(OPTIMIZERS)}")
-    log.update(steps=int(steps), lr=float(lr), train=train, optimizer=optimizer,
-               n_trainable=sum(p.numel() for p in params))
 
+
+@contextmanager
+def _training_only(model: nn.Module, params: list[nn.Parameter]) -> Iterator[None]:
+    """The model in eval mode (no dropout: the NPO reference and every step see the same function)
+    with gradients for ``params`` alone; afterwards every parameter's ``requires_grad`` and the
+    model's mode are as before and no gradient is left behind."""
     was_training = model.training
     flags = [(p, p.requires_grad) for p in model.parameters()]
-    generator = torch.Generator().manual_seed(int(seed))
     try:
         model.eval()
         for p, _ in flags:
             p.requires_grad_(False)
         for p in params:
             p.requires_grad_(True)
-        ref = None
-        if unlearner.needs_reference:
-            with torch.no_grad():
-                ref = answer_logprobs(model, tokenizer, forget, few_shot=few_shot, batch_size=batch_size).detach()
-        optimiser = _optimizer(optimizer, params, float(lr))
-        forget_batches = _batches(len(forget), batch_size, generator)
-        retain_batches = _batches(len(retain), batch_size, generator) if use_retain else None
-        losses = []
-        for _ in range(int(steps)):
-            rows = next(forget_batches)
-            logp_f = answer_logprobs(model, tokenizer, [forget[i] for i in rows.tolist()],
-                                     few_shot=few_shot, batch_size=batch_size)
-            logp_r = None
-            if retain_batches is not None:
-                logp_r = answer_logprobs(model, tokenizer, [retain[i] for i in next(retain_batches).tolist()],
-                                         few_shot=few_shot, batch_size=batch_size)
-            loss = unlearner.loss(logp_f, ref=None if ref is None else ref[rows.to(ref.device)], logp_retain=logp_r)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            if max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(params, float(max_grad_norm))
-            optimiser.step()
-            losses.append(float(loss.detach()))
-            if on_step is not None:
-                on_step(len(losses), losses[-1])
-        log["losses"] = losses
+        yield
     finally:
         for p, flag in flags:
             p.requires_grad_(flag)
             p.grad = None
         model.train(was_training)
-    log["seconds"] = time.perf_counter() - start
-    return log
+
+
+def _descend(model: nn.Module, tokenizer, unlearner: Unlearner, params: list[nn.Parameter], *,
+             forget: Sequence["QA"], retain: Sequence["QA"] | None, steps: int, optimizer: str, lr: float,
+             batch_size: int, max_grad_norm: float | None, generator: torch.Generator, few_shot: str,
+             on_step: Callable[[int, float], None] | None) -> list[float]:
+    """``steps`` steps of ``optimizer`` on the unlearner's loss, each on one forget batch (and one
+    retain batch when ``retain`` is given), drawn from ``generator``; the loss of every step."""
+    ref = None
+    if unlearner.needs_reference:  # NPO: the forget items under the weights before any step
+        with torch.no_grad():
+            ref = answer_logprobs(model, tokenizer, forget, few_shot=few_shot, batch_size=batch_size).detach()
+    optimiser = _optimizer(optimizer, params, lr)
+    forget_batches = _batches(len(forget), batch_size, generator)
+    retain_batches = _batches(len(retain), batch_size, generator) if retain is not None else None
+    losses = []
+    for _ in range(steps):
+        rows = next(forget_batches)
+        logp_f = answer_logprobs(model, tokenizer, [forget[i] for i in rows.tolist()],
+                                 few_shot=few_shot, batch_size=batch_size)
+        logp_r = None
+        if retain_batches is not None:
+            logp_r = answer_logprobs(model, tokenizer, [retain[i] for i in next(retain_batches).tolist()],
+                                     few_shot=few_shot, batch_size=batch_size)
+        loss = unlearner.loss(logp_f, ref=None if ref is None else ref[rows.to(ref.device)], logp_retain=logp_r)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        if max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(params, float(max_grad_norm))
+        optimiser.step()
+        losses.append(float(loss.detach()))
+        if on_step is not None:
+            on_step(len(losses), losses[-1])
+    return losses

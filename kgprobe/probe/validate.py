@@ -18,7 +18,7 @@ far from one vector the model is, ``set_sizes`` also damages the ``m`` vectors w
 concept-specific first-order effect (see :mod:`kgprobe.probe.attribution`) for each ``m``; the
 record's ``smallest_set`` is the least ``m`` that meets the criterion.
 
-Results go to a :class:`~kgprobe.harvest.checkpoint.ChunkLog` (one line per concept), so a killed
+Results go to a :class:`~kgprobe.checkpoint.ChunkLog` (one line per concept), so a killed
 validation resumes where it stopped.
 """
 from __future__ import annotations
@@ -30,8 +30,8 @@ from typing import Callable, Sequence
 
 import torch
 
+from kgprobe.checkpoint import ChunkLog
 from kgprobe.errors import KgprobeError
-from kgprobe.harvest.checkpoint import ChunkLog
 from kgprobe.probe.concepts import QA, Concept
 from kgprobe.probe.hooks import damage_value_vectors
 from kgprobe.probe.qa import score_qa
