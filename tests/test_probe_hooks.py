@@ -100,13 +100,13 @@ def test_hook_names(llama):
     names = hook_names(llama)
     assert len(names) == 2 * len(HOOK_POINTS)
     assert names[:4] == ["blocks.0.hook_resid_pre", "blocks.0.hook_resid_post", "blocks.0.mlp.hook_post",
-                         "blocks.0.mlp.hook_out"]
+                         "blocks.0.hook_mlp_out"]
 
 
 # ------------------------------------------------------------------ hook placement
 def test_hook_placement(model):
-    """resid_pre/post line up with output_hidden_states; mlp.hook_out = down_proj(hook_post);
-    resid_post = resid_pre + attention output + mlp.hook_out."""
+    """resid_pre/post line up with output_hidden_states; hook_mlp_out = down_proj(hook_post);
+    resid_post = resid_pre + attention output + hook_mlp_out."""
     arch = arch_of(model)
     x = tokens()
     with torch.no_grad():
@@ -132,7 +132,7 @@ def test_hook_placement(model):
             assert torch.allclose(arch.final_norm(post), hs[-1], atol=1e-6)
         act = got[f"blocks.{i}.mlp.hook_post"]
         assert act.shape == (2, 6, arch.n_neurons)
-        mlp_out = got[f"blocks.{i}.mlp.hook_out"]
+        mlp_out = got[f"blocks.{i}.hook_mlp_out"]
         assert mlp_out.shape == (2, 6, arch.d_model)
         assert torch.allclose(arch.down_proj(i)(act), mlp_out, atol=1e-6)
         if not hasattr(arch.layers[i], "post_feedforward_layernorm"):  # Gemma 2 norms each branch output
@@ -197,7 +197,7 @@ def test_edit_resid_pre_changes_downstream(gpt2):
 
 def test_edit_wrong_shape_is_one_line(llama):
     with pytest.raises(KgprobeError, match="must return a tensor of shape"):
-        with torch.no_grad(), edit(llama, {"blocks.0.mlp.hook_out": lambda t: t[..., :3]}):
+        with torch.no_grad(), edit(llama, {"blocks.0.hook_mlp_out": lambda t: t[..., :3]}):
             llama(tokens())
 
 

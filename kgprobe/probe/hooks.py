@@ -10,12 +10,12 @@ vector* that neuron ``j`` writes, scaled by ``a_j``.  Projecting a vector ``v`` 
 final norm and the unembedding, ``logits = W_U · norm(v)``, shows the tokens it promotes (the
 logit lens).
 
-Hook point names follow TransformerLens:
+Hook point names are TransformerLens's (the same strings, the same tensors):
 
 - ``blocks.{i}.hook_resid_pre``   input hidden state of block ``i``            [b, t, d_model]
 - ``blocks.{i}.hook_resid_post``  output hidden state of block ``i``           [b, t, d_model]
 - ``blocks.{i}.mlp.hook_post``    the activation ``a`` (input of down_proj)    [b, t, n_neurons]
-- ``blocks.{i}.mlp.hook_out``     MLP output ``W_down · a``                    [b, t, d_model]
+- ``blocks.{i}.hook_mlp_out``     MLP output ``W_down · a``                    [b, t, d_model]
 
 The architecture is found by structure (a list of decoder blocks whose ``mlp`` has a
 down projection, a final norm next to it, and output embeddings), so Llama, Mistral, Qwen2,
@@ -38,7 +38,7 @@ HOOK_POINTS = (
     "blocks.{i}.hook_resid_pre",
     "blocks.{i}.hook_resid_post",
     "blocks.{i}.mlp.hook_post",
-    "blocks.{i}.mlp.hook_out",
+    "blocks.{i}.hook_mlp_out",
 )
 
 # Where the decoder stack, the final norm and the MLP down projection live, tried in order.
@@ -46,7 +46,7 @@ _BASES = ("model", "model.language_model", "language_model", "transformer", "gpt
 _LAYER_LISTS = ("layers", "h")
 _NORMS = ("norm", "ln_f", "final_layer_norm", "final_norm")
 _DOWN_PROJS = ("down_proj", "c_proj", "dense_4h_to_h")
-_NAME_RE = re.compile(r"^blocks\.(\d+)\.(hook_resid_pre|hook_resid_post|mlp\.hook_post|mlp\.hook_out)$")
+_NAME_RE = re.compile(r"^blocks\.(\d+)\.(hook_resid_pre|hook_resid_post|mlp\.hook_post|hook_mlp_out)$")
 
 
 @dataclass(frozen=True)
