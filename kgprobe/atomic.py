@@ -23,6 +23,8 @@ from kgprobe.errors import KgprobeError
 
 # what a crashed write can leave next to its target: a temporary or a replaced old version
 _LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?P<host>[0-9a-f]{8})-(?P<pid>\d+)(?:-.*)?$")
+# the same, also as older versions named them (".NAME.tmp-RANDOM": no host or PID to prove whose)
+_ANY_LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-[A-Za-z0-9_-]+$")
 
 
 def host_tag() -> str:
@@ -35,9 +37,16 @@ def temp_prefix(target: Path, kind: str = "tmp") -> str:
     return f".{target.name}.{kind}-{host_tag()}-{os.getpid()}-"
 
 
+def temporary_target(path: str | Path) -> str | None:
+    """The name of the output that ``path`` is a temporary (or replaced old version) of, if it is
+    named like one, by this version of kgprobe or an older one; else None."""
+    match = _ANY_LEFTOVER.match(Path(path).name)
+    return None if match is None else match["name"]
+
+
 def is_temporary(path: str | Path) -> bool:
     """Whether ``path`` is named like a temporary or replaced output of some kgprobe write."""
-    return _LEFTOVER.match(Path(path).name) is not None
+    return temporary_target(path) is not None
 
 
 def _pid_alive(pid: int) -> bool:

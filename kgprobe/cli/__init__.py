@@ -40,17 +40,12 @@ def _fail(message: str) -> None:
 
 def _os_error_line(err: OSError) -> str:
     """``PATH: reason``, naming the path the user gave rather than one of our temporaries."""
-    import re
-
-    from kgprobe.atomic import is_temporary
+    from kgprobe.atomic import temporary_target
 
     def shown(name) -> str:
         path = str(name)
-        base = os.path.basename(path)
-        if is_temporary(base):
-            target = re.sub(r"^\.(.+)\.(?:tmp|old)-[0-9a-f]{8}-\d+.*$", r"\1", base)
-            path = os.path.join(os.path.dirname(path), target)
-        return path
+        target = temporary_target(path)
+        return path if target is None else os.path.join(os.path.dirname(path), target)
 
     reason = err.strerror or str(err) or type(err).__name__
     names = [shown(n) for n in (err.filename, err.filename2) if n is not None]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from kgprobe.cli.options import SEED, OutputPath
+from kgprobe.cli.options import SEED, OutputPath, options_model
 
 
 @click.group()
@@ -83,30 +83,17 @@ def train(data: Path, out: Path, encoder: str, model: str, text: str, pooling: s
 
     check_names(encoder=encoder, scorer=scorer, loss=loss, sampler=sampler)
     resolve_device(device)
-    cfg = _config(LinkPredConfig, data=data, out=out, encoder=encoder, model=model, text=text, pooling=pooling,
-                  scorer=scorer, loss=loss, loss_options=parse_key_values(loss_options, "--loss-option"),
-                  sampler=sampler, sampler_options=parse_key_values(sampler_options, "--sampler-option"), dim=dim,
-                  epochs=epochs, batch_size=batch_size, lr=lr, warmup=warmup,
-                  num_negatives=num_negatives, max_length=max_length, patience=patience, device=device,
-                  seed=seed, resume=resume, checkpoint_minutes=checkpoint_minutes, max_train_triples=max_train_triples)
+    cfg = options_model(LinkPredConfig, data=data, out=out, encoder=encoder, model=model, text=text, pooling=pooling,
+                        scorer=scorer, loss=loss, loss_options=parse_key_values(loss_options, "--loss-option"),
+                        sampler=sampler, sampler_options=parse_key_values(sampler_options, "--sampler-option"), dim=dim,
+                        epochs=epochs, batch_size=batch_size, lr=lr, warmup=warmup,
+                        num_negatives=num_negatives, max_length=max_length, patience=patience, device=device,
+                        seed=seed, resume=resume, checkpoint_minutes=checkpoint_minutes,
+                        max_train_triples=max_train_triples)
     get_loss(cfg.loss, **cfg.loss_options)  # a wrong option fails here, before the data loads
     check_sampler_options(cfg.sampler, cfg.sampler_options)
     summary = run_training(cfg, progress=not quiet, echo=lambda m: click.echo(m, err=True), overwrite=overwrite)
     click.echo(json.dumps(summary, indent=2))
-
-
-def _config(cls, **values):
-    """The pydantic config, with a validation problem as one ``KgprobeError`` line."""
-    from pydantic import ValidationError
-
-    from kgprobe.errors import KgprobeError
-
-    try:
-        return cls(**values)
-    except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(x) for x in first["loc"]).replace("_", "-")
-        raise KgprobeError(f"--{where}: {first['msg']} (got {first.get('input')!r})") from None
 
 
 @linkpred.command()

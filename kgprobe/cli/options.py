@@ -34,3 +34,21 @@ SEED = click.IntRange(0, 2**31 - 1)
 
 #: a positive count that faiss takes as a C int (index and k-means parameters, batch sizes)
 COUNT = click.IntRange(1, 2**31 - 1)
+
+
+def options_model(cls, *, renames: dict[str, str] | None = None, **values):
+    """``cls(**values)`` (a pydantic options model), with a rejected value as one ``KgprobeError``
+    line naming the command-line option: ``--epochs: Input should be ... (got 0)``. ``renames``
+    maps a field to its option where the two are spelled differently."""
+    from pydantic import ValidationError
+
+    from kgprobe.errors import KgprobeError
+
+    try:
+        return cls(**values)
+    except ValidationError as err:
+        first = err.errors()[0]
+        loc = [str(x) for x in first["loc"]]
+        renamed = (renames or {}).get(loc[0]) if loc else None
+        name = renamed or ".".join(loc).replace("_", "-")
+        raise KgprobeError(f"--{name}: {first['msg']} (got {first.get('input')!r})") from None

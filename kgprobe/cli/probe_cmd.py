@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from kgprobe.cli.options import SEED, OutputPath
+from kgprobe.cli.options import SEED, OutputPath, options_model
 
 _CONCEPTS = click.option("--concepts", "concept_files", multiple=True, type=click.Path(path_type=Path),
                          default=["kg_data/concepts/countries.jsonl"], show_default=True,
@@ -46,22 +46,7 @@ def _run_stage(stage, options, *, concept_files, max_concepts, out: Path, model:
         click.echo(json.dumps(result, indent=2))
 
 
-_OPTION_NAMES = {"concepts": "n-concepts", "methods": "method"}
-
-
-def _options(cls, **values):
-    """A stage's options model, with a rejected value (NaN, out of range) as one ``KgprobeError`` line."""
-    from pydantic import ValidationError
-
-    from kgprobe.errors import KgprobeError
-
-    try:
-        return cls(**values)
-    except ValidationError as err:
-        first = err.errors()[0]
-        field = str(first["loc"][0]) if first["loc"] else ""
-        name = _OPTION_NAMES.get(field, field.replace("_", "-"))
-        raise KgprobeError(f"--{name}: {first['msg']} (got {first.get('input')!r})") from None
+_OPTION_NAMES = {"concepts": "n-concepts", "methods": "method"}  # option fields spelled otherwise on the CLI
 
 
 def _load(model: str, device: str, concept_files, few_shot: str | None, max_concepts: int | None):
@@ -106,7 +91,8 @@ def locate(concept_files, max_concepts, out: Path, model: str, device: str, few_
     from kgprobe.probe.run import LocateOptions
     from kgprobe.probe.run import locate as run_locate
 
-    options = _options(LocateOptions, top_tokens=top_tokens, pool=pool, per_concept=per_concept, rank_by=rank_by)
+    options = options_model(LocateOptions, renames=_OPTION_NAMES, top_tokens=top_tokens, pool=pool,
+                            per_concept=per_concept, rank_by=rank_by)
     _run_stage(run_locate, options, concept_files=concept_files, max_concepts=max_concepts, out=out, model=model,
                device=device, few_shot=few_shot, print_json=False)
 
@@ -140,9 +126,9 @@ def validate(concept_files, max_concepts, out: Path, model: str, device: str, fe
                                  param_hint="--set-sizes") from None
     if any(size < 1 for size in sizes):
         raise click.BadParameter(f"{set_sizes!r}: every size must be a positive integer", param_hint="--set-sizes")
-    options = _options(ValidateOptions, mode=mode, noise_std=noise_std, min_concept_drop=min_concept_drop,
-                       max_unrelated_drop=max_unrelated_drop, vectors_per_concept=vectors_per_concept,
-                       set_sizes=sizes)
+    options = options_model(ValidateOptions, renames=_OPTION_NAMES, mode=mode, noise_std=noise_std,
+                            min_concept_drop=min_concept_drop, max_unrelated_drop=max_unrelated_drop,
+                            vectors_per_concept=vectors_per_concept, set_sizes=sizes)
     _run_stage(run_validate, options, concept_files=concept_files, max_concepts=max_concepts, out=out, model=model,
                device=device, few_shot=few_shot, seed=seed)
 
@@ -167,7 +153,8 @@ def unlearn(concept_files, max_concepts, out: Path, model: str, device: str, few
     if unknown:  # before the model loads, not after
         raise click.BadParameter(f"unknown unlearning method(s) {', '.join(map(repr, unknown))}; known: "
                                  f"{', '.join(unlearner_names())}", param_hint="--method")
-    options = _options(UnlearnOptions, methods=list(methods), concepts=n_concepts, steps=steps, lr=lr)
+    options = options_model(UnlearnOptions, renames=_OPTION_NAMES, methods=list(methods), concepts=n_concepts,
+                            steps=steps, lr=lr)
     _run_stage(unlearn_all, options, concept_files=concept_files, max_concepts=max_concepts, out=out, model=model,
                device=device, few_shot=few_shot, seed=seed)
 

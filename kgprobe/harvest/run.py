@@ -33,7 +33,7 @@ from kgprobe.harvest.relation import Relation, Template, load_relation
 from kgprobe.harvest.search import SearchParams, chunks
 from kgprobe.harvest.stopwords import stopwords
 from kgprobe.harvest.weighting import WeightingParams
-from kgprobe.models.loaders import check_model
+from kgprobe.models.loaders import architecture_kind, check_model
 from kgprobe.outdir import OutputDir, check_output_dir, open_output_dir
 
 
@@ -177,11 +177,8 @@ def _model_kind(name: str, kind: str) -> str:
         if MODELS[name].kind not in ("causal-lm", "masked-lm"):
             raise KgprobeError(f"model {name!r} is a {MODELS[name].kind.replace('-', ' ')}, not a causal or masked LM")
         return MODELS[name].kind
-    cfg = Path(name).expanduser() / "config.json"
-    if cfg.is_file():
-        archs = json.loads(cfg.read_text()).get("architectures") or []
-        if any("MaskedLM" in a for a in archs):
-            return "masked-lm"
+    if architecture_kind(Path(name).expanduser() / "config.json") == "masked-lm":
+        return "masked-lm"
     return "causal-lm"
 
 

@@ -15,7 +15,7 @@ import torch
 from kgprobe.errors import KgprobeError
 from kgprobe.models.device import resolve_device
 from kgprobe.models.gguf_cache import ensure_dequantized
-from kgprobe.models.registry import MODELS, ModelKind
+from kgprobe.models.registry import MODELS, ModelKind, ModelSpec
 
 _KIND_WORDS = {"causal-lm": "a causal LM", "masked-lm": "a masked LM", "sentence-encoder": "a sentence encoder"}
 
@@ -27,6 +27,12 @@ def hide_loading_bars() -> None:
     hf_logging.disable_progress_bar()
 
 
+def _check_registry_kind(spec: ModelSpec, kind: ModelKind | None, name: str) -> None:
+    # a masked LM's encoder serves as a sentence encoder too
+    if kind is not None and spec.kind != kind and not (kind == "sentence-encoder" and spec.kind == "masked-lm"):
+        raise KgprobeError(f"model {name!r} is {_KIND_WORDS[spec.kind]}, not {_KIND_WORDS[kind]}")
+
+
 def model_source(name: str, *, kind: ModelKind | None = None) -> str:
     """A path or hub id that ``from_pretrained`` accepts for ``name``.
 
@@ -35,8 +41,7 @@ def model_source(name: str, *, kind: ModelKind | None = None) -> str:
     """
     spec = MODELS.get(name)
     if spec is not None:
-        if kind is not None and spec.kind != kind and not (kind == "sentence-encoder" and spec.kind == "masked-lm"):
-            raise KgprobeError(f"model {name!r} is {_KIND_WORDS[spec.kind]}, not {_KIND_WORDS[kind]}")
+        _check_registry_kind(spec, kind, name)
         path = spec.weights_path()
         if path is None:
             if spec.hub_id is not None:
@@ -79,7 +84,7 @@ def hub_unreachable() -> bool:
     return False
 
 
-def _architecture_kind(config_file: Path) -> str | None:
+def architecture_kind(config_file: Path) -> str | None:
     """``causal-lm`` / ``masked-lm`` from a model's config.json, None when it does not say."""
     try:
         archs = json.loads(config_file.read_text(encoding="utf-8")).get("architectures") or []
@@ -93,7 +98,7 @@ def _architecture_kind(config_file: Path) -> str | None:
 
 
 def _check_architecture(config_file: Path, kind: ModelKind | None, name: str) -> None:
-    found = _architecture_kind(config_file)
+    found = architecture_kind(config_file)
     if kind in ("causal-lm", "masked-lm") and found is not None and found != kind:
         raise KgprobeError(f"model {name!r} is {_KIND_WORDS[found]}, not {_KIND_WORDS[kind]}")
 
@@ -104,8 +109,7 @@ def check_model(name: str, *, kind: ModelKind | None = None) -> None:
     without config.json, or a hub id that is neither cached nor reachable."""
     spec = MODELS.get(name)
     if spec is not None:
-        if kind is not None and spec.kind != kind and not (kind == "sentence-encoder" and spec.kind == "masked-lm"):
-            raise KgprobeError(f"model {name!r} is {_KIND_WORDS[spec.kind]}, not {_KIND_WORDS[kind]}")
+        _check_registry_kind(spec, kind, name)
         if spec.weights_path() is None:
             if spec.hub_id is None or hub_unreachable():
                 raise KgprobeError(f"model {name!r} is not installed: {spec.install_hint}")

@@ -17,9 +17,9 @@ file (and line, where there is one).
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
+from kgprobe.atomic import is_temporary
 from kgprobe.errors import KgprobeError, warn
 from kgprobe.kg.formats.graphml import from_networkx, load_graphml, save_graphml, to_networkx
 from kgprobe.kg.formats.jsonl import load_jsonl, save_jsonl
@@ -35,10 +35,6 @@ SUFFIXES = {".tsv": "tsv", ".txt": "tsv", ".jsonl": "jsonl", ".ttl": "turtle", "
 _FILE_FORMATS = "tsv (.tsv, .txt), jsonl (.jsonl), turtle (.ttl), ntriples (.nt), graphml (.graphml)"
 _KNOWN = f"dir (a directory), {_FILE_FORMATS}"
 KG_DIR_FILES = ("entities.tsv", "relations.tsv", "triples.tsv")
-# kgprobe.atomic.atomic_path writes every output as '.NAME.tmp-HOST-PID-XXXXXXXX' next to NAME
-# first, and moves a replaced directory to '.NAME.old-HOST-PID-0' (older versions: '.NAME.tmp-XXXXXXXX');
-# one left behind means a run was killed mid-write.
-_TEMPORARY = re.compile(r"\..+\.(?:tmp|old)-[A-Za-z0-9_-]+")
 
 
 def format_for(path: str | Path) -> str:
@@ -96,8 +92,9 @@ def load_kg(path: str | Path, *, format: str | None = None, progress: bool = Tru
 def _check_readable(path: Path) -> None:
     if not path.exists():
         raise KgprobeError(f"no such file or directory (expected a KG in one of: {_KNOWN})", path=path)
-    for part in (path.name, path.parent.name):  # the output itself, or a file inside a KG directory
-        if _TEMPORARY.fullmatch(part):
+    # a write killed midway leaves its temporary (kgprobe.atomic): the output itself, or a KG directory's file
+    for part in (path, path.parent):
+        if is_temporary(part):
             raise KgprobeError("is an unfinished temporary output of an interrupted kgprobe run (it is "
                                "removed by the next run of that command)", path=path)
 
