@@ -27,7 +27,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from kgprobe.atomic import atomic_path  # noqa: E402
+from kgprobe.atomic import write_json  # noqa: E402
 from kgprobe.linkpred.evaluator import Ranks, SideRanks, evaluate_model, rank_metrics  # noqa: E402
 from kgprobe.linkpred.run import load_for_evaluation  # noqa: E402
 from kgprobe.linkpred.samplers import SYMMETRIC_SHARE, mutual_share  # noqa: E402
@@ -134,8 +134,7 @@ def main() -> None:
                                                    device=args.device)}
     out = args.out or args.run_dir / "candidates.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp:
-        tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_json(out, result)
     print(json.dumps(result["candidates"], indent=2))
 
 

@@ -57,7 +57,7 @@ def main() -> None:
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    from kgprobe.atomic import atomic_path
+    from kgprobe.atomic import write_json
     from kgprobe.harvest.evaluate import evaluate_run
     from kgprobe.harvest.run import HarvestOptions, harvest
     from kgprobe.models import load_causal_lm, resolve_device
@@ -102,8 +102,7 @@ def main() -> None:
         "wrong_in_top_50": quality["wrong_in_top_50"],
     }
     out = Path(args.out)
-    with atomic_path(out) as tmp_file:
-        tmp_file.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    write_json(out, result)
     print(json.dumps({k: v for k, v in result.items() if k != "wrong_in_top_50"}, indent=2))
 
 

@@ -25,7 +25,6 @@ vectors (10k rows as queries, the rest as the base).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -39,7 +38,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from kgprobe.atomic import atomic_path  # noqa: E402
+from kgprobe.atomic import write_json  # noqa: E402
 from kgprobe.index.knn import VectorIndex, faiss_has_gpu  # noqa: E402
 from machine import machine_info  # noqa: E402  (eval/machine.py, beside this script)
 
@@ -222,8 +221,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     if hasattr(os, "getloadavg"):
         result["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    with atomic_path(out) as tmp:
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(out, result)
     log(f"wrote {out}")
     return result
 

@@ -64,10 +64,11 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from kgprobe.atomic import atomic_path  # noqa: E402
+from kgprobe.atomic import write_json  # noqa: E402
 from kgprobe.kg.datasets.pykeen_tsv import load_splits  # noqa: E402
 from kgprobe.linkpred import evaluate_model, get_loss, get_scorer  # noqa: E402
 from kgprobe.models.device import resolve_device  # noqa: E402
+from kgprobe.seeding import seed_everything  # noqa: E402
 from machine import machine_info  # noqa: E402  (eval/machine.py, beside this script)
 
 DEFAULT_OUT = ROOT / "eval" / "results" / "linkpred.json"
@@ -117,7 +118,7 @@ def train_embeddings(train: torch.Tensor, num_entities: int, num_relations: int,
     DistMult: softplus loss; TransE: margin ranking loss (margin 1). Seeded; returns the
     entity and relation tables and the loss every 50 steps."""
     gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
+    seed_everything(seed)  # the initialisation below draws from torch's global generator
     scorer = get_scorer(scorer_name)
     ent = torch.nn.Parameter(torch.empty(num_entities, dim))
     rel = torch.nn.Parameter(torch.empty(num_relations, scorer.relation_dim(dim)))
@@ -261,7 +262,7 @@ def _reset_peak_memory() -> bool:
 def scaling_worker(args) -> dict:
     """Runs in a fresh process: synthetic data, one timed evaluation, peak RSS."""
     device = resolve_device(args.device)
-    torch.manual_seed(args.seed)
+    seed_everything(args.seed)
     n_e, n_t, dim, n_r, n_known = args.scale_entities, args.scale_triples, args.scale_dim, 100, args.scale_known
     gen = torch.Generator().manual_seed(args.seed)
     ent = torch.randn(n_e, dim, generator=gen) / dim ** 0.5
@@ -460,7 +461,7 @@ def _mean_sd(values: list[float]) -> dict:
 
 def part_c(args) -> dict:
     from kgprobe.linkpred.run import LinkPredConfig, load_split_data, run_training
-    from kgprobe.linkpred.samplers import get_sampler
+    from kgprobe.linkpred.samplers import build_sampler
 
     data = Path(args.c_data)
     work = Path(args.work_dir)
@@ -491,9 +492,7 @@ def part_c(args) -> dict:
     gen = torch.Generator().manual_seed(seed)
     negatives = {}
     for name, extra in arms.items():
-        sampler = get_sampler(name, num_entities=split.graph.num_entities, num_relations=split.graph.num_relations,
-                              triples=train, entities=split.entities["train"],
-                              **({"kg": split.graph} | extra.get("sampler_options", {}) if name == "lemon" else {}))
+        sampler = build_sampler(name, split, extra.get("sampler_options", {}))  # as run_training builds it
         negatives[name] = sampler.sample_negatives(triples, args.c_negatives, generator=gen).triples
     hardness = {f"model_trained_with_{m}": _score_negatives(work / f"{m}_seed{seed}", triples, negatives, 1.0)
                 for m in arms}
@@ -540,8 +539,7 @@ def write_sections(path: Path, sections: dict) -> None:
         except json.JSONDecodeError:
             data = {}
     data.update(sections)
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
+    write_json(path, data, indent=2)
     log(f"wrote {path}")
 
 

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "eval"))
 
-from kgprobe.atomic import atomic_path  # noqa: E402
+from kgprobe.atomic import write_json  # noqa: E402
 from kgprobe.probe.scan import bare_matmul_seconds, scan_value_vectors  # noqa: E402
 from machine import machine_info  # noqa: E402
 
@@ -86,8 +86,7 @@ def main() -> None:
             raise SystemExit("--no-scan needs --run and an existing --out to update")
         result = json.loads(args.out.read_text())
         result["concept_vectors"] = run_results(args.run)
-        with atomic_path(args.out) as tmp:
-            tmp.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.out, result)
         print(f"updated the concept_vectors section of {args.out}")
         return
     result: dict = {"benchmark": "probe", "machine": machine_info(torch.device("cpu"))}
@@ -109,8 +108,7 @@ def main() -> None:
     if args.run is not None:
         result["concept_vectors"] = run_results(args.run)
     if not args.quick:
-        with atomic_path(args.out) as tmp:
-            tmp.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.out, result)
         print(f"wrote {args.out}")
 
 

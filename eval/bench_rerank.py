@@ -35,7 +35,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from kgprobe.atomic import atomic_path  # noqa: E402
+from kgprobe.atomic import write_json  # noqa: E402
 from kgprobe.index.embed import embed_kg, encode_texts  # noqa: E402
 from kgprobe.index.rerank import combine, score_names  # noqa: E402
 from kgprobe.kg.datasets import build_dataset  # noqa: E402
@@ -166,8 +166,7 @@ def main() -> None:
         "queries": rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(args.out) as tmp:
-        tmp.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_json(args.out, result)
     print(json.dumps({k: result[k] for k in ("embedding", "embedding_within_depth", "lm_rerank", "recall_at_depth",
                                             "lm_seconds_per_query", "example")}, indent=2, ensure_ascii=False))
 

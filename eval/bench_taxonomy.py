@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench_rerank import EXAMPLE, definition  # noqa: E402
 from bench_rerank import metrics as rank_metrics  # noqa: E402
-from kgprobe.atomic import atomic_path  # noqa: E402
+from kgprobe.atomic import write_json  # noqa: E402
 from kgprobe.index.embed import embed_kg, encode_texts  # noqa: E402
 from kgprobe.index.taxonomy import FLOOR, OWN_WEIGHT, TOP, Taxonomy, named_classes, taxonomy_search  # noqa: E402
 from kgprobe.kg.datasets import build_dataset  # noqa: E402
@@ -260,8 +260,7 @@ def main() -> None:
         "seconds": round(time.perf_counter() - started, 1),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(args.out) as tmp:
-        tmp.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_json(args.out, result)
     print(json.dumps({k: result[k] for k in ("chosen_on_validation", "chosen_by_each_set_alone", "library_defaults",
                                             "test",
                                             "test_random_first_60 (bench_rerank's queries)", "library_check",

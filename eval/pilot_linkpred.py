@@ -4,10 +4,12 @@ inductive split's training triples, validation ranks against a subset of the can
 A whole run on the WordNet split takes hours on a 2-core CPU (one InfoNCE epoch: 1 h 44 min; the
 pipeline's eight: about 12 hours; BLP's 16 margin epochs: about 35 hours), so settings are screened
 here first and only the promising ones get a whole run, on the CPU or a GPU. A pilot trains one
-epoch on ``--train-triples`` random training triples (the sampler still sees the whole training
-part: relation statistics and known positives), then ranks ``--valid-triples`` random validation
-triples, filtered by every known triple, against their own entities plus
-``--extra-candidates`` random train/valid entities (realistic ranks, head and tail pooled).
+epoch on ``--train-triples`` random training triples (encoder and sampler are built as a training
+run builds them, ``build_encoder`` and ``build_sampler``: the sampler still sees the whole training
+part, relation statistics and known positives, and replaces with training entities), then ranks
+``--valid-triples`` random validation triples, filtered by every known triple, against their own
+entities plus ``--extra-candidates`` random train/valid entities (realistic ranks, head and tail
+pooled).
 Defaults (15,000 triples, batch 128, 400 validation triples, 4,000 extra candidates: about 9
 minutes on 2 cores with MiniLM-L6) make figures comparable with each other, not with the
 pipeline's, whose candidates are all 117,659 synsets; ``--extra-candidates 200000`` ranks against
@@ -36,12 +38,15 @@ sys.path.insert(0, str(ROOT))
 
 from kgprobe.atomic import atomic_path  # noqa: E402
 from kgprobe.errors import KgprobeError  # noqa: E402
+from kgprobe.linkpred.config import TrainConfig, parse_key_values  # noqa: E402
+from kgprobe.linkpred.encoders import build_encoder  # noqa: E402
 from kgprobe.linkpred.evaluator import evaluate_model  # noqa: E402
 from kgprobe.linkpred.losses import get_loss  # noqa: E402
-from kgprobe.linkpred.run import _build_encoder, entity_texts_of, load_split_data, parse_key_values  # noqa: E402
-from kgprobe.linkpred.samplers import check_sampler_options, get_sampler  # noqa: E402
+from kgprobe.linkpred.run import entity_texts_of, load_split_data  # noqa: E402
+from kgprobe.linkpred.samplers import build_sampler, check_sampler_options  # noqa: E402
 from kgprobe.linkpred.scorers import get_scorer  # noqa: E402
-from kgprobe.linkpred.trainer import TrainConfig, Trainer  # noqa: E402
+from kgprobe.linkpred.trainer import Trainer  # noqa: E402
+from kgprobe.seeding import seed_everything  # noqa: E402
 from machine import machine_info  # noqa: E402
 
 DEFAULT_OUT = ROOT / "eval" / "results" / "linkpred_pilots.jsonl"
@@ -71,10 +76,10 @@ def run_pilot(setting: dict, data_dir: str | Path) -> dict:
     pool = torch.cat([data.entities["train"], data.entities["valid"]])
     extra = pool[torch.randperm(len(pool), generator=gen)[:setting["extra_candidates"]]]
     candidates = torch.unique(torch.cat([valid[:, 0], valid[:, 2], extra]))
-    torch.manual_seed(seed)
-    encoder = _build_encoder(setting, texts, data.entities["train"])
-    sampler = get_sampler(setting["sampler"], num_entities=graph.num_entities, num_relations=graph.num_relations,
-                          triples=data.triples["train"], **setting["sampler_options"])
+    seed_everything(seed)
+    # encoder and sampler built as a training run builds them (kgprobe.linkpred.run.run_training)
+    encoder = build_encoder(setting["encoder"], texts, setting, train_entities=data.entities["train"], seed=seed)
+    sampler = build_sampler(setting["sampler"], data, setting["sampler_options"])
     config = TrainConfig(batch_size=setting["batch_size"], epochs=1, lr=setting["lr"], warmup=setting["warmup"],
                          num_negatives=setting["negatives"], seed=seed)
     trainer = Trainer(encoder=encoder, scorer=get_scorer(setting["scorer"]),
@@ -151,6 +156,8 @@ def main(argv=None) -> dict:
         p.error("--data is required (unless --table)")
     try:
         setting = pilot_setting(args)
+        if not 0 <= args.seed < 2**32:  # what seed_everything (numpy's global seeding) takes
+            raise KgprobeError(f"--seed must be between 0 and 2**32 - 1, got {args.seed}")
         # a bad option fails here, before the data loads
         get_loss(setting["loss"], **setting["loss_options"])
         check_sampler_options(setting["sampler"], setting["sampler_options"])

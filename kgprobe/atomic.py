@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -133,3 +134,11 @@ def replace_directory(target: Path, new: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         old.unlink(missing_ok=True)
+
+
+def write_json(path: str | Path, data: object, *, indent: int | None = 2) -> None:
+    """Write ``data`` as UTF-8 JSON (non-ASCII kept as is, one trailing newline) to ``path`` in one
+    rename: a reader sees the old file or the whole new one, never half of it."""
+    text = json.dumps(data, indent=indent, ensure_ascii=False)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text + "\n", encoding="utf-8")

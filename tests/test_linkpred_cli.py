@@ -188,6 +188,48 @@ def test_pooling_and_loss_options_reach_the_run(split_dir, tmp_path, capsys):
     assert sampler["relations_without_self_negatives"] == symmetric.tolist()
 
 
+def test_eval_options_scorer_options_and_set_reach_the_run(split_dir, tmp_path, capsys):
+    out = tmp_path / "r"
+    _ok(["linkpred", "train", "--data", str(split_dir), "--out", str(out), "--encoder", "bow", "--epochs", "2",
+         "--max-train-triples", "200", "--device", "cpu", "--quiet", "--eval-every", "2", "--eval-batch-size", "32",
+         "--scorer-option", "p=2", "--set", "weight_decay=0.01", "--set", "grad_accumulation=2",
+         "--set", "normalize_entities=false", "--set", "metric=both.realistic.hits_at_10"], capsys)
+    record = json.loads((out / "linkpred.json").read_text())
+    config = record["config"]
+    assert config["eval_every"] == 2 and config["eval_batch_size"] == 32 and config["scorer_options"] == {"p": 2}
+    assert config["weight_decay"] == 0.01 and config["grad_accumulation"] == 2
+    assert config["normalize_entities"] is False and config["metric"] == "both.realistic.hits_at_10"
+    assert record["normalize_entities"] is False  # TransE, told not to normalise
+    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert ["valid" in r for r in history] == [False, True]  # validated after epoch 2 only
+    assert history[1]["metric"] == history[1]["valid"]["both.realistic.hits_at_10"]
+    trained = torch.load(out / "checkpoint.pt", weights_only=True)["fingerprint"]
+    assert trained["scorer"] == "transe"
+    assert trained["config"]["weight_decay"] == 0.01 and trained["config"]["grad_accumulation"] == 2
+    assert "eval_batch_size" not in trained["config"]  # may change when a run resumes
+
+
+@pytest.mark.parametrize("args, line", [
+    (["--set", "nope=1"], "kgprobe: error: --set: unknown setting 'nope'; known: amp, drop_last, grad_accumulation, "
+                          "max_grad_norm, metric, min_delta, normalize_entities, regularization, restore_best, "
+                          "weight_decay"),
+    (["--set", "epochs=3"], "kgprobe: error: --set epochs: it has an option of its own, --epochs"),
+    (["--set", "weight_decay=-1"],
+     "kgprobe: error: --set weight_decay: Input should be greater than or equal to 0 (got '-1')"),
+    (["--set", "amp"], "kgprobe: error: --set wants KEY=VALUE, got 'amp'"),
+    (["--eval-every", "0"], "kgprobe: error: --eval-every: Input should be greater than or equal to 1 (got 0)"),
+    (["--scorer-option", "p=3"], "kgprobe: error: transe: p must be 1 or 2, got 3"),
+    (["--scorer-option", "clamp=1"],
+     "kgprobe: error: the scorer 'transe' does not take clamp (it takes: fast_l2, p)"),
+    (["--loss-option", "margin=x"],
+     "kgprobe: error: margin: bad option value (could not convert string to float: 'x')"),
+])
+def test_set_and_scorer_option_errors(split_dir, tmp_path, capsys, args, line):
+    assert _fails(["linkpred", "train", "--data", str(split_dir), "--out", str(tmp_path / "r"), "--encoder", "bow",
+                   *args], capsys) == line
+    assert not (tmp_path / "r").exists()
+
+
 def test_missing_directories_are_one_line_errors(run_dir, split_dir, tmp_path, capsys):
     _fails(["linkpred", "train", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "r"), "--encoder", "bow"],
            capsys, "no such split directory")
@@ -207,6 +249,21 @@ def test_help_texts(capsys):
     out = _ok(["linkpred", "train", "--help"], capsys)
     for option in ("--encoder", "--sampler", "--max-train-triples", "--resume / --no-resume"):
         assert option in out
+
+
+def test_train_help_explains_every_setting(capsys):
+    """The options come from the configuration model: each with its help, and --set lists the rest."""
+    from kgprobe.linkpred.config import LinkPredConfig
+
+    out = " ".join(_ok(["linkpred", "train", "--help"], capsys).split())
+    for option in ("--eval-every", "--eval-batch-size", "--scorer-option KEY=VALUE", "--loss-option KEY=VALUE",
+                   "--sampler-option KEY=VALUE", "--set KEY=VALUE", "--quiet", "--overwrite"):
+        assert option in out
+    packed = "".join(out.split())  # as wrapped at any width
+    for name, field in LinkPredConfig.model_fields.items():
+        assert field.description and "".join(field.description.split()) in packed, name
+    for name in LinkPredConfig.ADVANCED:
+        assert f"{name} (" in out and f"--{name.replace('_', '-')} " not in out
 
 
 @pytest.mark.parametrize("name", ["linkpred_wordnet.yaml", "linkpred_lemon.yaml"])

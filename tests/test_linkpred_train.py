@@ -934,3 +934,55 @@ def test_lemon_and_blp_with_minilm_on_wordnet(tmp_path):
                    out_dir=tmp_path / "blp")
     assert result.model.normalize_entities  # TransE: unit entity vectors, as BLP
     assert result.history[0]["step"] == 3 and 0 < result.history[0]["metric"] <= 1
+
+
+# --------------------------------------------------------------------------- one configuration, self-building parts
+def test_train_config_is_checked_and_its_resume_key_is_the_checkpoints():
+    """TrainConfig validates itself (one line naming the field) and its resume key has exactly the
+    settings checkpoints have always stored."""
+    from kgprobe.linkpred.config import LinkPredConfig
+
+    with pytest.raises(KgprobeError, match=r"^warmup: Input should be less than 1 \(got 1.5\)$"):
+        TrainConfig(warmup=1.5)
+    with pytest.raises(KgprobeError, match="^nope: Extra inputs are not permitted"):
+        TrainConfig(nope=1)
+    assert set(TrainConfig().resume_key()) == {
+        "batch_size", "epochs", "lr", "weight_decay", "warmup", "grad_accumulation", "num_negatives", "max_grad_norm",
+        "regularization", "normalize_entities", "seed", "amp", "eval_every", "metric", "drop_last"}
+    assert TrainConfig(lr=0.5).replace(epochs=3).resume_key() == {**TrainConfig().resume_key(), "lr": 0.5, "epochs": 3}
+    cfg = LinkPredConfig(data="d", out="o", seed=7, epochs=3, eval_every=2, weight_decay=0.1)
+    assert cfg.train_config(cfg.seed) == TrainConfig(seed=7, epochs=3, eval_every=2, weight_decay=0.1)
+
+
+def test_components_build_themselves_from_a_split(kg):
+    from kgprobe.linkpred.data import SplitData
+    from kgprobe.linkpred.encoders import build_encoder
+    from kgprobe.linkpred.samplers import KnnHardSampler, build_sampler
+    from kgprobe.linkpred.scorers import get_scorer, normalizes_entities
+
+    train_entities = torch.arange(0, 40)
+    split = SplitData(graph=kg, triples={"train": kg.triples[:60], "valid": kg.triples[60:70], "test": kg.triples[70:]},
+                      entities={"train": train_entities, "valid": torch.arange(40, 44), "test": torch.arange(44, 48)})
+    in_batch = build_sampler("in-batch", split, {"self_negatives": 1})
+    assert len(in_batch.entities) == kg.num_entities and in_batch.self_negatives == 1  # the batch decides
+    uniform = build_sampler("uniform", split)
+    assert torch.equal(uniform.entities, train_entities) and torch.equal(uniform.triples, kg.triples[:60])
+    assert KnnHardSampler.split_inputs(split, progress=True)["kg"] is kg
+    texts = [f"entity {i}" for i in range(kg.num_entities)]
+    bow = build_encoder("bow", texts, {"dim": 8, "max_length": 4}, train_entities=torch.tensor([0]), seed=0)
+    assert isinstance(bow, BowEncoder) and set(bow.vocab) == {"entity", "0"}  # the training entity's words
+    table = build_encoder("embedding", texts, {"dim": 8}, seed=0)
+    assert isinstance(table, EmbeddingEncoder) and table.num_entities == kg.num_entities
+    assert normalizes_entities(get_scorer("transe")) and not normalizes_entities(get_scorer("distmult"))
+    assert not normalizes_entities(get_scorer("transe"), False) and normalizes_entities(get_scorer("rotate"), True)
+
+
+def test_as_triples_one_converter():
+    from kgprobe.linkpred.data import as_triples
+
+    assert as_triples([]).shape == (0, 3) and as_triples(np.array([[1, 0, 2]])).dtype == torch.long
+    for bad, message in ((torch.zeros(2, 3), "must be integer indices"), (torch.zeros(2, 3, dtype=torch.bool),
+                                                                           "must be integer indices"),
+                         (torch.zeros(2, 2, dtype=torch.long), r"must have shape \(n, 3\)")):
+        with pytest.raises(KgprobeError, match=f"^filter triples {message}"):
+            as_triples(bad, what="filter triples")

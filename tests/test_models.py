@@ -90,3 +90,39 @@ def test_real_default_models_load_and_know_a_fact():
 
     bert, btok = load_text_encoder("minilm-l6", device="cpu")
     assert bert.config.hidden_size == 384 and any(p.requires_grad for p in bert.parameters())
+
+
+def test_prefix_cache_expanded_over_a_batch_equals_the_full_sequences():
+    """Causality: the prefix's keys and values, computed once and expanded over a batch, give every
+    continuation the logits of ``prefix + continuation`` run in one pass, and are left unchanged."""
+    from kgprobe.models.lm import cache_keyword, expand_cache, forward_parameters, prefix_cache
+    from tiny_models import smollm2_tokenizer, tiny_gpt2, tiny_llama
+
+    tok = smollm2_tokenizer()
+    prefix = tok("Rome is the capital of Italy.\n")["input_ids"]
+    rows = [tok(t, add_special_tokens=False)["input_ids"] for t in ("Oslo is the capital of", "Lima is the")]
+    rows = [r[:4] for r in rows]  # equal lengths: no padding needed
+    for model in (tiny_llama(tok), tiny_gpt2(tok)):
+        assert cache_keyword(model) in forward_parameters(model)
+        with torch.no_grad():
+            kv = prefix_cache(model, prefix)
+            before = [(k.clone(), v.clone()) for k, v in kv]
+            positions = torch.arange(len(prefix), len(prefix) + 4).repeat(2, 1)
+            want = model(input_ids=torch.tensor([prefix + r for r in rows]), use_cache=False).logits
+            for contiguous in (False, True):
+                cache = expand_cache(kv, 2, model.config, contiguous=contiguous)
+                got = model(input_ids=torch.tensor(rows), position_ids=positions, use_cache=True,
+                            **{cache_keyword(model): cache}).logits
+                assert torch.allclose(got, want[:, len(prefix):], atol=1e-4)
+        assert all(torch.equal(k, k0) and torch.equal(v, v0) for (k, v), (k0, v0) in zip(kv, before))
+        assert kv[0][0].shape[0] == 1 and kv[0][0].shape[-2] == len(prefix)
+
+
+def test_cache_keyword_without_a_readable_signature():
+    from kgprobe.models.lm import cache_keyword, forward_parameters
+
+    class NoSignature:
+        forward = None  # inspect.signature raises TypeError
+
+    assert isinstance(forward_parameters(NoSignature()), frozenset)
+    assert cache_keyword(NoSignature()) == "past_key_values"

@@ -151,6 +151,28 @@ def test_cached_few_shot_prefix_matches_the_joint_sequence(which, request, tok):
     assert torch.allclose(with_grad.detach(), cached.logprob, atol=1e-4)
 
 
+@pytest.mark.parametrize("which", ["llama", "gpt2"])
+def test_shared_prefix_cache_equals_no_cache_scores_and_gradients(which, request, tok):
+    """The few-shot key/value cache (kgprobe.models.lm) gives the numbers, and the gradients, of
+    running the full prompt in every row with no cache at all."""
+    from kgprobe.probe.concepts import FEW_SHOT
+
+    model = request.getfixturevalue(which)
+    cached = score_qa(model, tok, ITEMS, few_shot=FEW_SHOT, batch_size=2)
+    full = score_qa(model, tok, ITEMS, few_shot=FEW_SHOT, batch_size=2, cache_prefix=False)
+    assert torch.allclose(cached.logprob, full.logprob, atol=1e-4)
+    assert torch.equal(cached.correct, full.correct) and torch.equal(cached.n_tokens, full.n_tokens)
+    grads = []
+    for cache_prefix in (True, False):
+        model.zero_grad(set_to_none=True)
+        answer_logprobs(model, tok, ITEMS, few_shot=FEW_SHOT, batch_size=2, cache_prefix=cache_prefix).sum().backward()
+        grads.append({name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None})
+    model.zero_grad(set_to_none=True)
+    assert grads[0].keys() == grads[1].keys()
+    for name, grad in grads[0].items():  # the loss also differentiates through the cached prefix
+        assert torch.allclose(grad, grads[1][name], atol=1e-5, rtol=1e-3), name
+
+
 def test_gradient_path_matches_inference_path(tok, llama):
     scores = score_qa(llama, tok, ITEMS, batch_size=2)
     logprobs = answer_logprobs(llama, tok, ITEMS, batch_size=2)

@@ -1,4 +1,5 @@
-"""``kgprobe harvest`` and ``kgprobe harvest-eval``."""
+"""``kgprobe harvest`` and ``kgprobe harvest-eval``: each parses its options, calls one library
+function (:func:`kgprobe.harvest.run.harvest`, :func:`kgprobe.harvest.run.evaluate_harvest`) and prints."""
 from __future__ import annotations
 
 import json
@@ -61,38 +62,7 @@ def harvest(relation: Path, out: Path, model: str, top_k: int, paraphrases: int,
 @click.option("--tail-slot", type=click.IntRange(min=0), default=None, help="Slot that is the reference triple's tail.")
 def harvest_eval(run_dir: Path, reference: str | None, head_slot: int | None, tail_slot: int | None) -> None:
     """Precision@10/50/100 and coverage of a harvest run against a reference KG (writes eval.json)."""
-    from kgprobe.errors import KgprobeError
-    from kgprobe.harvest.evaluate import evaluate_run
+    from kgprobe.harvest.run import evaluate_harvest
 
-    cfg_path = run_dir / "config.json"
-    ref = _recorded_reference(cfg_path) if cfg_path.is_file() else None
-    if reference is None:
-        if not ref:
-            raise KgprobeError(f"{run_dir}: the relation has no reference; pass --reference DATASET:RELATION")
-        reference = f"{ref['kg']}:{ref['relation']}"
-    if ref and reference == f"{ref['kg']}:{ref['relation']}":
-        head_slot = ref["head"] if head_slot is None else head_slot
-        tail_slot = ref["tail"] if tail_slot is None else tail_slot
-    result = evaluate_run(run_dir, reference, head_slot=0 if head_slot is None else head_slot,
-                          tail_slot=1 if tail_slot is None else tail_slot)
+    result = evaluate_harvest(run_dir, reference, head_slot=head_slot, tail_slot=tail_slot)
     click.echo(json.dumps(result, indent=2, ensure_ascii=False))
-
-
-def _recorded_reference(cfg_path: Path) -> dict | None:
-    """The reference (``kg``, ``relation``, ``head``, ``tail``) a harvest run's config.json records."""
-    from kgprobe.errors import KgprobeError
-
-    try:
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:  # ValueError: bad JSON or bad UTF-8
-        raise KgprobeError(f"not a harvest run record: {err}", path=cfg_path) from None
-    relation = cfg.get("relation") if isinstance(cfg, dict) else None
-    ref = relation.get("reference") if isinstance(relation, dict) else None
-    if ref is None:
-        return None
-    slots_ok = all(isinstance(ref.get(k), int) and not isinstance(ref.get(k), bool) and ref.get(k) >= 0
-                   for k in ("head", "tail")) if isinstance(ref, dict) else False
-    if not (slots_ok and isinstance(ref.get("kg"), str) and isinstance(ref.get("relation"), str)):
-        raise KgprobeError("relation.reference must be {kg, relation, head, tail} (slots as integers >= 0)",
-                           path=cfg_path)
-    return ref

@@ -1,42 +1,16 @@
-"""``kgprobe embed`` and ``kgprobe neighbors``: entity embeddings and nearest-neighbour search."""
+"""``kgprobe embed`` and ``kgprobe neighbors``: entity embeddings and nearest-neighbour search.
+
+Each parses its options, calls one library function and prints: ``embed`` ->
+:func:`kgprobe.index.build.build_embeddings`, ``neighbors`` -> :func:`kgprobe.index.neighbors.nearest_neighbors`.
+"""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import click
 
 from kgprobe.cli.options import COUNT, SEED, OutputPath
-
-DATASET_PREFIX = "dataset:"
-
-
-def load_kg_source(source: str):
-    """A KG from a path ``load_kg`` reads, or ``dataset:NAME`` built on the fly."""
-    if source.startswith(DATASET_PREFIX):
-        from kgprobe.kg.datasets import build_dataset
-
-        return build_dataset(source[len(DATASET_PREFIX):])
-    from kgprobe.kg.formats import load_kg
-
-    return load_kg(Path(source))
-
-
-def _kg_taxonomy(graph, relations: str):
-    """The is-a closure ``--taxonomy`` asks for (None for 'none' or when 'auto' finds no relation)."""
-    if relations.strip().lower() == "none":
-        return None
-    from kgprobe.index.taxonomy import Taxonomy
-
-    if relations.strip().lower() == "auto":
-        return Taxonomy.from_kg(graph)
-    names = [r.strip() for r in relations.split(",") if r.strip()]
-    if not names:
-        from kgprobe.errors import KgprobeError
-
-        raise KgprobeError("--taxonomy names no relation (give ids, 'auto' or 'none')")
-    return Taxonomy.from_kg(graph, names)
 
 
 @click.command()
@@ -98,58 +72,15 @@ def embed(kg: str, out: Path, model: str, text_field: str, batch_size: int, fp16
       kgprobe embed dataset:wordnet --text description --out runs/wn_emb --clusters 64
       kgprobe neighbors runs/wn_emb "a domesticated carnivorous mammal" -k 5
     """
-    from kgprobe.atomic import atomic_path
-    from kgprobe.errors import KgprobeError
-    from kgprobe.index.cluster import kmeans
-    from kgprobe.index.embed import embed_kg
-    from kgprobe.index.knn import VectorIndex
-    from kgprobe.index.store import INDEX_FILE
-    from kgprobe.index.taxonomy import TAXONOMY_FILE
-    from kgprobe.models import check_model
-    from kgprobe.models.device import resolve_device
-    from kgprobe.models.loaders import hide_loading_bars
-    from kgprobe.outdir import check_output_dir, write_marker
+    from kgprobe.index.build import build_embeddings
 
-    resolve_device(device)  # a bad --device, model or --out fails before any work
-    check_model(model, kind="sentence-encoder")
-    check_output_dir(out, command="embed", overwrite=overwrite)
-    if quiet:
-        hide_loading_bars()
-    start = time.perf_counter()
-    graph = load_kg_source(kg)
-    if graph.num_entities == 0:
-        raise KgprobeError("the KG has no entities to embed", path=kg)
-    if clusters is not None and clusters > graph.num_entities:
-        raise KgprobeError(f"--clusters {clusters} is more than the {graph.num_entities} entities")
-    if index_kind == "ivf" and nlist is not None and nlist > graph.num_entities:
-        raise KgprobeError(f"--nlist {nlist} is more than the {graph.num_entities} entities to train on")
-    taxonomy = _kg_taxonomy(graph, taxonomy_relations)  # a bad relation name fails before encoding
-    emb = embed_kg(graph, model=model, text=text_field, device=device, batch_size=batch_size,
-                   normalize=not no_normalize, cache=not no_cache, progress=not quiet)
-    emb.meta["source"] = kg
-    with atomic_path(out, directory=True) as tmp:
-        write_marker(tmp, "embed")
-        if index_kind != "none":
-            t0 = time.perf_counter()
-            index = VectorIndex(emb.dim, kind=index_kind, metric=metric, nlist=nlist, nprobe=nprobe, m=hnsw_m,
-                                ef_search=ef_search, device=device)
-            index.add(emb.vectors)
-            index.save(tmp / INDEX_FILE)
-            emb.meta["index"] = {"file": INDEX_FILE, "kind": index_kind, "metric": metric,
-                                 "build_seconds": round(time.perf_counter() - t0, 3)}
-        if clusters is not None:
-            clustering = kmeans(emb.vectors, clusters, seed=seed, spherical=not no_normalize)
-            clustering.save(tmp)
-            emb.meta["clusters"] = {"n_clusters": clusters, "seed": seed, "objective": clustering.objective}
-        if taxonomy is not None:
-            taxonomy.save(tmp / TAXONOMY_FILE)
-            emb.meta["taxonomy"] = {"file": TAXONOMY_FILE, "relations": taxonomy.relations,
-                                    "pairs": int(taxonomy.descendants.nnz)}
-        emb.meta["total_seconds"] = round(time.perf_counter() - start, 3)
-        emb.save(tmp, fp16=fp16)
-    cached = " (cache hit)" if emb.meta["cache_hit"] else ""
-    click.echo(f"embedded {len(emb)} entities ({emb.meta['unique_texts']} distinct texts, dim {emb.dim}) with "
-               f"{model}{cached} in {emb.meta['total_seconds']:.1f} s -> {out}")
+    result = build_embeddings(kg, out=out, model=model, text=text_field, batch_size=batch_size, fp16=fp16,
+                              normalize=not no_normalize, device=device, index=index_kind, metric=metric, nlist=nlist,
+                              nprobe=nprobe, hnsw_m=hnsw_m, ef_search=ef_search, clusters=clusters, seed=seed,
+                              taxonomy=taxonomy_relations, cache=not no_cache, progress=not quiet, overwrite=overwrite)
+    cached = " (cache hit)" if result.cache_hit else ""
+    click.echo(f"embedded {result.entities} entities ({result.unique_texts} distinct texts, dim {result.dim}) with "
+               f"{model}{cached} in {result.seconds:.1f} s -> {out}")
 
 
 @click.command()
@@ -221,7 +152,7 @@ def neighbors(directory: Path, query: str | None, k: int, entity_id: str | None,
     if as_json:
         click.echo(json.dumps(found.as_json(), ensure_ascii=False))
         return
-    width = max((len(r["id"]) for r in found.results), default=2)
+    width = max((len(r.id) for r in found.results), default=2)
     for r in found.results:
-        lm = f"  rerank {r['rerank_score']:8.3f} ({r['name']})" if found.rerank else ""
-        click.echo(f"{r['rank']:>3}  {r['id']:<{width}}  {r['score']:.4f}{lm}  {r['label']}")
+        lm = f"  rerank {r.rerank_score:8.3f} ({r.name})" if found.rerank else ""
+        click.echo(f"{r.rank:>3}  {r.id:<{width}}  {r.score:.4f}{lm}  {r.label}")

@@ -1,4 +1,8 @@
-"""``kgprobe kg``: inspect and convert KG files."""
+"""``kgprobe kg``: inspect and convert KG files.
+
+``stats`` prints :func:`kgprobe.kg.formats.load_kg`'s graph's ``statistics()``; ``convert`` calls
+:func:`kgprobe.kg.sources.convert_kg`.
+"""
 from __future__ import annotations
 
 import json
@@ -38,11 +42,7 @@ def convert(source: Path, target: Path, src_fmt: str | None, dst_fmt: str | None
     An existing TARGET is never replaced without --overwrite (a directory TARGET never: it must
     be new or empty).
     """
-    from kgprobe.kg.formats import format_for, load_kg, save_kg
-    from kgprobe.outdir import check_output_file
+    from kgprobe.kg.sources import convert_kg
 
-    if (dst_fmt or format_for(target)) != "dir":
-        check_output_file(target, overwrite=overwrite)
-    graph = load_kg(source, format=src_fmt)
-    written = save_kg(graph, target, format=dst_fmt)
+    graph, written = convert_kg(source, target, source_format=src_fmt, target_format=dst_fmt, overwrite=overwrite)
     click.echo(f"wrote {graph.num_triples} triples to {written}")

@@ -1,4 +1,8 @@
-"""``kgprobe probe ...``: concept vectors in an LM's MLP weights, their validation, unlearning."""
+"""``kgprobe probe ...``: concept vectors in an LM's MLP weights, their validation, unlearning.
+
+Each command parses its options, calls one function of :mod:`kgprobe.probe.run` (``run_locate``,
+``run_validate``, ``run_unlearn``, ``lens``) and prints its result.
+"""
 from __future__ import annotations
 
 import json
@@ -20,6 +24,11 @@ _DEVICE = click.option("--device", default="auto", show_default=True, help="auto
 _FEW_SHOT = click.option("--few-shot", default=None, help="Prefix of every question (default: the concepts' own).")
 
 
+def _echo(line: str) -> None:
+    """A stage's progress lines go to stderr (stdout is for the result)."""
+    click.echo(line, err=True)
+
+
 def _stage_options(fn):
     """The options every stage shares: concepts, run directory, model, device, few-shot prefix."""
     for option in reversed((_CONCEPTS, _MAX, _OUT, _MODEL, _DEVICE, _FEW_SHOT)):
@@ -27,38 +36,7 @@ def _stage_options(fn):
     return fn
 
 
-def _run_stage(stage, options, *, concept_files, max_concepts, out: Path, model: str, device: str, few_shot,
-               print_json: bool = True, **extra) -> None:
-    from kgprobe.errors import KgprobeError
-    from kgprobe.models import check_model, resolve_device
-    from kgprobe.outdir import check_output_dir, open_output_dir
-
-    resolve_device(device)  # every option is checked before the model loads
-    check_model(model, kind="causal-lm")
-    target = check_output_dir(out, command="probe")
-    if stage.__name__ != "locate" and target.state != "own":
-        raise KgprobeError(f"{out} holds no `kgprobe probe locate` output: run the locate stage first, with this --out")
-    lm, tok, concepts, prefix = _load(model, device, concept_files, few_shot, max_concepts)
-    open_output_dir(target)
-    result = stage(lm, tok, concepts, out, options=options, few_shot=prefix, echo=lambda s: click.echo(s, err=True),
-                   **extra)
-    if print_json:
-        click.echo(json.dumps(result, indent=2))
-
-
 _OPTION_NAMES = {"concepts": "n-concepts", "methods": "method"}  # option fields spelled otherwise on the CLI
-
-
-def _load(model: str, device: str, concept_files, few_shot: str | None, max_concepts: int | None):
-    from kgprobe.models import load_causal_lm
-    from kgprobe.models.loaders import hide_loading_bars
-    from kgprobe.probe.concepts import FEW_SHOT
-    from kgprobe.probe.run import load_concept_files
-
-    hide_loading_bars()
-    concepts = load_concept_files(concept_files)[:max_concepts]
-    lm, tok = load_causal_lm(model, device=device)
-    return lm, tok, concepts, FEW_SHOT if few_shot is None else few_shot
 
 
 @click.group()
@@ -88,13 +66,12 @@ def probe() -> None:
 def locate(concept_files, max_concepts, out: Path, model: str, device: str, few_shot, top_tokens: int, pool: int,
            per_concept: int, rank_by: str) -> None:
     """Scan every value vector through the logit lens and pick candidates for each concept."""
-    from kgprobe.probe.run import LocateOptions
-    from kgprobe.probe.run import locate as run_locate
+    from kgprobe.probe.run import LocateOptions, run_locate
 
     options = options_model(LocateOptions, renames=_OPTION_NAMES, top_tokens=top_tokens, pool=pool,
                             per_concept=per_concept, rank_by=rank_by)
-    _run_stage(run_locate, options, concept_files=concept_files, max_concepts=max_concepts, out=out, model=model,
-               device=device, few_shot=few_shot, print_json=False)
+    run_locate(out, concept_files=concept_files, max_concepts=max_concepts, model=model, device=device,
+               few_shot=few_shot, options=options, echo=_echo, loading_bars=False)
 
 
 @probe.command()
@@ -116,8 +93,7 @@ def validate(concept_files, max_concepts, out: Path, model: str, device: str, fe
              min_concept_drop: float, max_unrelated_drop: float, vectors_per_concept: int, set_sizes: str,
              seed: int) -> None:
     """Damage each candidate and measure concept vs unrelated QA (needs `probe locate` first)."""
-    from kgprobe.probe.run import ValidateOptions
-    from kgprobe.probe.run import validate as run_validate
+    from kgprobe.probe.run import ValidateOptions, run_validate
 
     try:
         sizes = [int(x) for x in set_sizes.split(",") if x.strip()]
@@ -129,8 +105,9 @@ def validate(concept_files, max_concepts, out: Path, model: str, device: str, fe
     options = options_model(ValidateOptions, renames=_OPTION_NAMES, mode=mode, noise_std=noise_std,
                             min_concept_drop=min_concept_drop, max_unrelated_drop=max_unrelated_drop,
                             vectors_per_concept=vectors_per_concept, set_sizes=sizes)
-    _run_stage(run_validate, options, concept_files=concept_files, max_concepts=max_concepts, out=out, model=model,
-               device=device, few_shot=few_shot, seed=seed)
+    summary = run_validate(out, concept_files=concept_files, max_concepts=max_concepts, model=model, device=device,
+                           few_shot=few_shot, options=options, seed=seed, echo=_echo, loading_bars=False)
+    click.echo(json.dumps(summary, indent=2))
 
 
 @probe.command()
@@ -146,7 +123,7 @@ def validate(concept_files, max_concepts, out: Path, model: str, device: str, fe
 def unlearn(concept_files, max_concepts, out: Path, model: str, device: str, few_shot, methods, n_concepts: int,
             steps: int, lr: float, seed: int) -> None:
     """Run each unlearning method per concept and measure behaviour and weights (needs `probe validate`)."""
-    from kgprobe.probe.run import UnlearnOptions, unlearn_all
+    from kgprobe.probe.run import UnlearnOptions, run_unlearn
     from kgprobe.probe.unlearn import unlearner_names
 
     unknown = [m for m in methods if m not in unlearner_names()]
@@ -155,8 +132,9 @@ def unlearn(concept_files, max_concepts, out: Path, model: str, device: str, few
                                  f"{', '.join(unlearner_names())}", param_hint="--method")
     options = options_model(UnlearnOptions, renames=_OPTION_NAMES, methods=list(methods), concepts=n_concepts,
                             steps=steps, lr=lr)
-    _run_stage(unlearn_all, options, concept_files=concept_files, max_concepts=max_concepts, out=out, model=model,
-               device=device, few_shot=few_shot, seed=seed)
+    summary = run_unlearn(out, concept_files=concept_files, max_concepts=max_concepts, model=model, device=device,
+                          few_shot=few_shot, options=options, seed=seed, echo=_echo, loading_bars=False)
+    click.echo(json.dumps(summary, indent=2))
 
 
 @probe.command()
@@ -167,17 +145,7 @@ def unlearn(concept_files, max_concepts, out: Path, model: str, device: str, few
 @click.option("-k", "k", type=click.IntRange(min=1), default=20, show_default=True)
 def lens(model: str, device: str, layer: int, index: int, k: int) -> None:
     """Print the top tokens one value vector promotes (logit lens)."""
-    from kgprobe.models import check_model, load_causal_lm, resolve_device
-    from kgprobe.models.loaders import hide_loading_bars
-    from kgprobe.probe.hooks import arch_of, logit_lens, value_vectors
+    from kgprobe.probe.run import lens as run_lens
 
-    resolve_device(device)  # a bad --device or model fails before the model loads
-    check_model(model, kind="causal-lm")
-    hide_loading_bars()
-    lm, tok = load_causal_lm(model, device=device)
-    vectors = value_vectors(lm, layer)
-    arch_of(lm).check_index(index)
-    values, ids = logit_lens(lm, vectors[index:index + 1], k=k)
-    click.echo(json.dumps({"layer": layer, "index": index,
-                           "tokens": [tok.decode([i]) for i in ids[0].tolist()],
-                           "logits": [round(v, 4) for v in values[0].tolist()]}, ensure_ascii=False))
+    click.echo(json.dumps(run_lens(model, layer=layer, index=index, k=k, device=device, loading_bars=False),
+                          ensure_ascii=False))

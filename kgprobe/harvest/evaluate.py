@@ -15,7 +15,7 @@ import re
 import unicodedata
 from pathlib import Path
 
-from kgprobe.atomic import atomic_path
+from kgprobe.atomic import write_json
 from kgprobe.errors import KgprobeError
 from kgprobe.kg.graph import KnowledgeGraph
 
@@ -135,6 +135,5 @@ def evaluate_run(
         **{f"judged_precision@{k}": _judged_at(hits, judged, k) for k in ks},
         "wrong_in_top_50": [ents for ents, hit in zip(tuples[:50], hits[:50]) if not hit],
     }
-    with atomic_path(run_dir / "eval.json") as tmp:
-        tmp.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_json(run_dir / "eval.json", result)
     return result

@@ -25,7 +25,7 @@ from typing import Callable, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
-from kgprobe.atomic import atomic_path
+from kgprobe.atomic import atomic_path, write_json
 from kgprobe.checkpoint import ChunkLog
 from kgprobe.errors import KgprobeError
 from kgprobe.harvest.filters import diversity_cap
@@ -135,10 +135,6 @@ def rank_scores(
     return least + share_weight * base
 
 
-def _write_json(path: Path, data) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
 
 def _check_out(out: Path, config: dict, *, resume: bool, overwrite: bool) -> OutputDir:
     """What writing the run to ``out`` means (see :mod:`kgprobe.outdir`); writes nothing."""
@@ -164,7 +160,7 @@ def _check_out(out: Path, config: dict, *, resume: bool, overwrite: bool) -> Out
 def _open_out(target: OutputDir, config: dict) -> None:
     open_output_dir(target)
     if target.state != "own":
-        _write_json(target.path / "config.json", config)
+        write_json(target.path / "config.json", config)
 
 
 def _model_kind(name: str, kind: str) -> str:
@@ -244,7 +240,7 @@ def harvest(
     _write_candidates(out / "candidates.jsonl", candidates, scores, per_prompt, ranked)
     timings["total"] = time.perf_counter() - t0
     stats = backend.stats
-    _write_json(out / "run.json", {
+    write_json(out / "run.json", {
         "relation": rel.name, "model": options.model, "model_kind": kind, "device": str(backend.device),
         "candidates": len(candidates), "tuples": len(rows), "lm": stats.as_dict(),
         "forward_passes_per_tuple": round(stats.forward_calls / max(len(rows), 1), 3),
@@ -298,7 +294,7 @@ def _prompt_rows(backend, model, tokenizer, rel: Relation, options: HarvestOptio
     templates = [Template.parse(p) for p in prompts[: options.max_prompts]]
     echo(f"weighting {len(templates)} prompts on {len(rel.seeds)} seeds")
     prompt_rows = backend.weigh(templates, options.weighting_params())
-    _write_json(prompts_path, {"relation": rel.name, "prompts": prompt_rows})
+    write_json(prompts_path, {"relation": rel.name, "prompts": prompt_rows})
     return prompt_rows
 
 
@@ -384,7 +380,7 @@ def _typed(candidates, rel: Relation, out: Path, lm, echo: Callable[[str], None]
             values = sorted({c[slot] for c in candidates})
             names = assign_types(lm, spec, values, [s[slot] for s in rel.seeds])
             assigned[str(slot)] = dict(zip(values, names))
-        _write_json(path, assigned)
+        write_json(path, assigned)
     keep = [c for c in candidates
             if all(assigned[str(slot)].get(c[slot]) == spec.type for slot, spec in rel.constraints.types.items())]
     for slot, spec in sorted(rel.constraints.types.items()):
@@ -407,3 +403,50 @@ def _write_outputs(out: Path, rel: Relation, options: HarvestOptions, rows: list
             name=rel.name,
         )
         save_kg(kg, out / "kg.ttl")
+
+
+def recorded_reference(run_dir: str | Path) -> dict | None:
+    """The reference KG relation (``kg``, ``relation``, ``head``, ``tail``) that the relation file of
+    the harvest run in ``run_dir`` names, as its config.json records it; None when the run has no
+    config.json or the relation no reference. A malformed record is a ``KgprobeError``."""
+    cfg_path = Path(run_dir) / "config.json"
+    if not cfg_path.is_file():
+        return None
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:  # ValueError: bad JSON or bad UTF-8
+        raise KgprobeError(f"not a harvest run record: {err}", path=cfg_path) from None
+    relation = cfg.get("relation") if isinstance(cfg, dict) else None
+    ref = relation.get("reference") if isinstance(relation, dict) else None
+    if ref is None:
+        return None
+    slots_ok = all(isinstance(ref.get(k), int) and not isinstance(ref.get(k), bool) and ref.get(k) >= 0
+                   for k in ("head", "tail")) if isinstance(ref, dict) else False
+    if not (slots_ok and isinstance(ref.get("kg"), str) and isinstance(ref.get("relation"), str)):
+        raise KgprobeError("relation.reference must be {kg, relation, head, tail} (slots as integers >= 0)",
+                           path=cfg_path)
+    return ref
+
+
+def evaluate_harvest(run_dir: str | Path, reference: str | None = None, *, head_slot: int | None = None,
+                     tail_slot: int | None = None) -> dict:
+    """``kgprobe harvest-eval``: :func:`kgprobe.harvest.evaluate.evaluate_run` of the harvest run in
+    ``run_dir`` (precision@10/50/100 and coverage; writes run_dir/eval.json and returns it).
+
+    ``reference`` is ``DATASET:RELATION`` or ``KG_PATH:RELATION`` (default: the one the run's
+    relation file names, :func:`recorded_reference`). The slots default to that recorded
+    reference's when ``reference`` is it, else to 0 (head) and 1 (tail).
+    """
+    from kgprobe.harvest.evaluate import evaluate_run
+
+    run_dir = Path(run_dir)
+    ref = recorded_reference(run_dir)
+    if reference is None:
+        if not ref:
+            raise KgprobeError(f"{run_dir}: the relation has no reference; pass --reference DATASET:RELATION")
+        reference = f"{ref['kg']}:{ref['relation']}"
+    if ref and reference == f"{ref['kg']}:{ref['relation']}":
+        head_slot = ref["head"] if head_slot is None else head_slot
+        tail_slot = ref["tail"] if tail_slot is None else tail_slot
+    return evaluate_run(run_dir, reference, head_slot=0 if head_slot is None else head_slot,
+                        tail_slot=1 if tail_slot is None else tail_slot)

@@ -11,21 +11,25 @@
   names (:class:`~kgprobe.index.taxonomy.Taxonomy`, :func:`~kgprobe.index.taxonomy.taxonomy_search`).
 * :mod:`~kgprobe.index.rerank` — re-rank retrieved entities with a causal LM read as a
   reverse dictionary (:func:`~kgprobe.index.rerank.lm_rerank`; ``kgprobe neighbors --rerank``).
+* :mod:`~kgprobe.index.build` — the directory behind ``kgprobe embed``, all of the above in one
+  call: :func:`build_embeddings` returns :class:`EmbedResult`.
 * :mod:`~kgprobe.index.neighbors` — the search behind ``kgprobe neighbors``, all of the above in one
-  call: :func:`nearest_neighbors` returns :class:`Neighbors`.
+  call: :func:`nearest_neighbors` returns :class:`Neighbors` (rows: :class:`Neighbor`).
 """
+from kgprobe.index.build import EmbedResult, build_embeddings, kg_taxonomy
 from kgprobe.index.cache import EmbeddingCache
 from kgprobe.index.cluster import Clustering, kmeans, nearest_clusters
 from kgprobe.index.embed import embed_kg, encode_texts
 from kgprobe.index.exact import exact_search
 from kgprobe.index.knn import VectorIndex, build_index, faiss_has_gpu
-from kgprobe.index.neighbors import Neighbors, nearest_neighbors
+from kgprobe.index.neighbors import Neighbor, Neighbors, nearest_neighbors
 from kgprobe.index.store import EntityEmbeddings
 from kgprobe.index.taxonomy import Taxonomy, taxonomy_search
 from kgprobe.kg.texts import TEXT_FIELDS, entity_texts
 
 __all__ = [
-    "Clustering", "EmbeddingCache", "EntityEmbeddings", "Neighbors", "TEXT_FIELDS", "VectorIndex", "build_index",
-    "Taxonomy", "embed_kg", "encode_texts", "entity_texts", "exact_search", "faiss_has_gpu", "kmeans",
-    "nearest_clusters", "nearest_neighbors", "taxonomy_search",
+    "Clustering", "EmbedResult", "EmbeddingCache", "EntityEmbeddings", "Neighbor", "Neighbors", "TEXT_FIELDS",
+    "VectorIndex", "build_embeddings", "build_index", "Taxonomy", "embed_kg", "encode_texts", "entity_texts",
+    "exact_search", "faiss_has_gpu", "kg_taxonomy", "kmeans", "nearest_clusters", "nearest_neighbors",
+    "taxonomy_search",
 ]

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from kgprobe.atomic import atomic_path
+from kgprobe.atomic import atomic_path, write_json
 from kgprobe.errors import KgprobeError
 from kgprobe.index.knn import as_float32_matrix, faiss_has_gpu
 
@@ -59,8 +59,7 @@ class Clustering:
         meta = {"n_clusters": self.n_clusters, "count": int(len(self.assignments)), "seed": self.seed,
                 "niter": self.niter, "spherical": self.spherical, "objective": self.objective,
                 "sizes": self.sizes().tolist()}
-        with atomic_path(directory / CLUSTERS_META) as tmp:
-            tmp.write_text(json.dumps(meta, indent=2) + "\n")
+        write_json(directory / CLUSTERS_META, meta)
         return directory
 
     @classmethod

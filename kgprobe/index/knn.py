@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from kgprobe.atomic import atomic_path
+from kgprobe.atomic import atomic_path, write_json
 from kgprobe.errors import KgprobeError
 from kgprobe.index.exact import DEFAULT_QUERY_CHUNK, exact_search, squared_norms
 
@@ -386,8 +386,7 @@ class VectorIndex:
         index = self._cpu_index()
         with atomic_path(path) as tmp:
             _faiss().write_index(index, str(tmp))
-        with atomic_path(sidecar_path(path)) as tmp:
-            tmp.write_text(json.dumps(self.settings(), indent=2) + "\n")
+        write_json(sidecar_path(path), self.settings())
         return path
 
     @classmethod

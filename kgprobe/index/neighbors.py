@@ -3,11 +3,12 @@
 The search is plain (the index's own scores), or taxonomy-aware when the query is a text and the
 directory holds a taxonomy (:mod:`kgprobe.index.taxonomy`); with a causal LM the nearest
 entities are then re-ordered by :mod:`kgprobe.index.rerank`. :func:`nearest_neighbors` does all
-of it and returns a :class:`Neighbors`.
+of it and returns a :class:`Neighbors`, its rows :class:`Neighbor` objects (``as_json()`` gives what
+``kgprobe neighbors --json`` prints).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,13 +25,45 @@ from kgprobe.models.loaders import hide_loading_bars
 
 
 @dataclass
+class Neighbor:
+    """One result of :func:`nearest_neighbors`.
+
+    ``score`` is the retrieval score: the index's (cosine / inner product, or squared L2 distance
+    for an l2 index), or the taxonomy-aware score, which adds the entity's own ``cosine`` and the
+    named classes it is ``under``; LM re-ranking adds ``retrieval_rank``, ``rerank_score`` and the
+    ``name`` that earned it (``rank`` is then the re-ranked place). Fields a search does not set stay None.
+    """
+
+    rank: int
+    id: str
+    score: float
+    label: str
+    cosine: float | None = None
+    under: list[str] | None = None
+    retrieval_rank: int | None = None
+    rerank_score: float | None = None
+    name: str | None = None
+
+    def as_json(self) -> dict:
+        """The row of ``kgprobe neighbors --json``: the fields that are set, in this order: rank, id,
+        score, [cosine], label, [under], [retrieval_rank, rerank_score, name]."""
+        row: dict = {"rank": self.rank, "id": self.id, "score": self.score}
+        if self.cosine is not None:
+            row["cosine"] = self.cosine
+        row["label"] = self.label
+        if self.under is not None:
+            row["under"] = self.under
+        if self.rerank_score is not None:
+            row.update(retrieval_rank=self.retrieval_rank, rerank_score=self.rerank_score, name=self.name)
+        return row
+
+
+@dataclass
 class Neighbors:
     """What :func:`nearest_neighbors` found, best first, and how it searched.
 
-    Each result is ``{"rank", "id", "score", "label"}``; a taxonomy-aware search adds the entity's
-    own ``cosine`` and the named classes it is ``under`` (after ``label``), re-ranking adds
-    ``retrieval_rank``, ``rerank_score`` and the ``name`` that earned it (``score`` stays the
-    retrieval score).
+    Each result is a :class:`Neighbor`: a taxonomy-aware search sets its ``cosine`` and ``under``,
+    re-ranking its ``retrieval_rank``, ``rerank_score`` and ``name``.
     """
 
     query: str | None
@@ -38,7 +71,7 @@ class Neighbors:
     model: str | None  # the sentence encoder of the directory
     k: int
     metric: str
-    results: list[dict]
+    results: list[Neighbor]
     #: ``relations``, ``classes``, ``class_floor``, ``own_weight`` of a taxonomy-aware search, else None
     taxonomy: dict | None = None
     #: ``model``, ``depth``, ``prior_weight``, ``cosine_weight`` of the LM re-ranking, else None
@@ -51,7 +84,7 @@ class Neighbors:
     def as_json(self) -> dict:
         """The object ``kgprobe neighbors --json`` prints."""
         payload = {"query": self.query, "entity": self.entity, "model": self.model, "k": self.k,
-                   "metric": self.metric, "search": self.search, "results": self.results}
+                   "metric": self.metric, "search": self.search, "results": [r.as_json() for r in self.results]}
         if self.taxonomy is not None:
             payload["taxonomy"] = self.taxonomy
         if self.rerank is not None:
@@ -101,7 +134,7 @@ def nearest_neighbors(directory: str | Path, query: str | None = None, *, entity
         found.taxonomy = {"relations": taxonomy.relations, "classes": classes, "class_floor": class_floor,
                           "own_weight": own_weight}
     else:
-        results = [{"rank": i + 1, "id": emb.ids[r], "score": round(s, 6), "label": emb.labels[r]}
+        results = [Neighbor(rank=i + 1, id=emb.ids[r], score=round(s, 6), label=emb.labels[r])
                    for i, (r, s) in enumerate(hits[:depth])]
     if rerank_model:
         prior_weight = PRIOR_WEIGHT if prior_weight is None else prior_weight
@@ -175,7 +208,7 @@ def _stored_taxonomy(directory: Path, emb: EntityEmbeddings, index: VectorIndex)
 
 
 def _by_taxonomy(query, hits: list[tuple[int, float]], emb, taxonomy, depth: int, *, classes: int, floor: float,
-                 own_weight: float) -> list[dict]:
+                 own_weight: float) -> list[Neighbor]:
     """The best ``depth`` entities by :func:`kgprobe.index.taxonomy.taxonomy_search`, with each one's
     own ``cosine`` and the named classes it is ``under``."""
     hit_rows = np.array([r for r, _ in hits], dtype=np.int64)
@@ -184,22 +217,20 @@ def _by_taxonomy(query, hits: list[tuple[int, float]], emb, taxonomy, depth: int
                             taxonomy=taxonomy, top=classes, floor=floor, own_weight=own_weight, k=depth)
     named, _ = named_classes(hit_rows, hit_scores, top=classes, floor=floor)
     under = taxonomy.descendants[named][:, found.rows].toarray() > 0  # (named classes, results)
-    return [{"rank": i + 1, "id": emb.ids[r], "score": round(float(s), 6), "cosine": round(float(c), 6),
-             "label": emb.labels[r], "under": [emb.ids[c] for c in named[under[:, i]]]}
+    return [Neighbor(rank=i + 1, id=emb.ids[r], score=round(float(s), 6), cosine=round(float(c), 6),
+                     label=emb.labels[r], under=[emb.ids[c] for c in named[under[:, i]]])
             for i, (r, s, c) in enumerate(zip(found.rows, found.scores, found.cosine))]
 
 
-def _reranked(query: str, results: list[dict], model: str, device: str, *, prior_weight: float,
-              cosine_weight: float) -> list[dict]:
+def _reranked(query: str, results: list[Neighbor], model: str, device: str, *, prior_weight: float,
+              cosine_weight: float) -> list[Neighbor]:
     """``results`` re-ordered by :mod:`kgprobe.index.rerank`, with ``rerank_score`` and ``name``."""
     from kgprobe.models.loaders import load_causal_lm  # looked up when called: tests replace the loaders
 
     lm, tokenizer = load_causal_lm(model, device=device)
-    names = score_names(query, [r["label"] for r in results], runner=CausalLMRunner(lm, tokenizer),
+    names = score_names(query, [r.label for r in results], runner=CausalLMRunner(lm, tokenizer),
                         prior=bool(prior_weight))
-    ranked = combine(names, prior_weight, retrieval=[r["score"] for r in results], retrieval_weight=cosine_weight)
-    out = []
-    for new_rank, i in enumerate(ranked.order(), 1):
-        out.append({**results[i], "rank": new_rank, "retrieval_rank": results[i]["rank"],
-                    "rerank_score": round(float(ranked.scores[i]), 4), "name": ranked.names[i]})
-    return out
+    ranked = combine(names, prior_weight, retrieval=[r.score for r in results], retrieval_weight=cosine_weight)
+    return [replace(results[i], rank=new_rank, retrieval_rank=results[i].rank,
+                    rerank_score=round(float(ranked.scores[i]), 4), name=ranked.names[i])
+            for new_rank, i in enumerate(ranked.order(), 1)]

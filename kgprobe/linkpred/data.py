@@ -1,4 +1,6 @@
-"""Triples as tensors for training: relation statistics, batching, user-supplied negatives.
+"""Triples as tensors for training: the one triple converter (:func:`as_triples`), an inductive
+split on one entity table (:class:`SplitData`), relation statistics, batching, user-supplied
+negatives.
 
 Everything here is vectorised: relation statistics are two ``unique`` calls, a batch is a slice
 of one seeded permutation, and the lookup of given negatives is a ``searchsorted`` over sorted
@@ -11,6 +13,7 @@ Key of a triple ``(h, r, t)`` over ``E`` entities and ``R`` relations::
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -19,22 +22,46 @@ import torch
 
 from kgprobe.errors import KgprobeError
 
+#: the parts of an inductive split, in order
+PARTS = ("train", "valid", "test")
 
-def as_triples(triples: Any, *, what: str = "triples") -> torch.Tensor:
-    """An ``(n, 3)`` CPU long tensor from a tensor, an array, nested lists or a ``KnowledgeGraph``."""
+
+@dataclass
+class SplitData:
+    """An inductive split on one entity table (``graph``: the whole KG); ``triples[part]`` are
+    indices into its tables and ``entities[part]`` the part's entities (see
+    :func:`kgprobe.linkpred.run.load_split_data`)."""
+
+    graph: Any
+    triples: dict[str, torch.Tensor]
+    entities: dict[str, torch.Tensor]
+
+    @property
+    def all_triples(self) -> torch.Tensor:
+        return torch.cat([self.triples[p] for p in PARTS])
+
+
+def as_triples(triples: Any, *, what: str = "triples", keep_device: bool = False) -> torch.Tensor:
+    """An ``(n, 3)`` long tensor from a tensor, an array, nested lists or a ``KnowledgeGraph``.
+
+    On the CPU, or with ``keep_device`` where a given tensor already is (the evaluator and the
+    filter index, which work on a GPU too). Floating, complex and boolean values are refused, and
+    so is any other shape; ``what`` names the triples in the error. Nothing at all gives ``(0, 3)``.
+    """
     if hasattr(triples, "triples") and not isinstance(triples, torch.Tensor):
         triples = triples.triples
     if isinstance(triples, np.ndarray):
         triples = torch.from_numpy(triples)
     tensor = torch.as_tensor(triples)
-    if tensor.is_floating_point():
-        raise KgprobeError(f"{what} must be integer indices, got {tensor.dtype}")
-    tensor = tensor.to(device="cpu", dtype=torch.long)
+    if not keep_device:
+        tensor = tensor.cpu()
     if tensor.numel() == 0:
-        return tensor.reshape(0, 3)
+        return torch.zeros((0, 3), dtype=torch.long, device=tensor.device)
     if tensor.ndim != 2 or tensor.shape[1] != 3:
         raise KgprobeError(f"{what} must have shape (n, 3), got {tuple(tensor.shape)}")
-    return tensor
+    if tensor.is_floating_point() or tensor.is_complex() or tensor.dtype == torch.bool:
+        raise KgprobeError(f"{what} must be integer indices, got {tensor.dtype}")
+    return tensor.long()
 
 
 def triple_keys(triples: torch.Tensor, num_entities: int, num_relations: int) -> torch.Tensor:

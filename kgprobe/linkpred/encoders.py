@@ -9,7 +9,8 @@ tokenised a single time into padded tensors held as buffers, never per batch), a
   batches, in eval mode under ``torch.no_grad()``, for evaluation and export;
 * ``dim`` and ``num_entities``.
 
-Registered names (``get_encoder(name, **kwargs)``):
+Registered names (``get_encoder(name, **kwargs)``; ``build_encoder(name, texts, options)`` lets the
+class pick what it needs from a run's options, see :meth:`EntityEncoder.from_texts`):
 
 ``transformer``
     BLP (Daza et al. 2021): a pre-trained transformer encoder reads the entity text (truncated to
@@ -31,7 +32,7 @@ from __future__ import annotations
 import copy
 import re
 from collections import Counter
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -65,6 +66,23 @@ class EntityEncoder(nn.Module):
 
     num_entities: int
     dim: int
+
+    @classmethod
+    def from_texts(cls, texts: Sequence[str], options: Mapping[str, Any], *, train_entities: Any = None,
+                   seed: int | None = None) -> "EntityEncoder":
+        """The encoder of a run over the entity table ``texts``: each class takes from ``options`` (a
+        run's settings: ``model``, ``dim``, ``pooling``, ``max_length``, ...) and from the training
+        entities what it needs."""
+        raise NotImplementedError  # pragma: no cover - every registered encoder has one
+
+    @classmethod
+    def preflight(cls, options: Mapping[str, Any]) -> None:
+        """Checks of ``options`` that need no data (run before anything loads or is written)."""
+
+    @classmethod
+    def loads_model(cls, options: Mapping[str, Any]) -> str | None:
+        """The pretrained model (registry name, directory or hub id) the encoder is built on, if any."""
+        return None
 
     def encode(self, entities: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -160,6 +178,11 @@ class EmbeddingEncoder(EntityEncoder):
         self.table = nn.Embedding(self.num_entities, self.dim)
         nn.init.xavier_uniform_(self.table.weight, generator=_generator(seed))
 
+    @classmethod
+    def from_texts(cls, texts, options, *, train_entities=None, seed=None):
+        """One row per entity of ``texts`` (which it does not read), ``options["dim"]`` wide."""
+        return cls(num_entities=len(texts), dim=options["dim"], seed=seed)
+
     def encode(self, entities: torch.Tensor) -> torch.Tensor:
         return self.table(host_to_device(entities, self.table.weight.device))
 
@@ -205,6 +228,12 @@ class BowEncoder(EntityEncoder):
             self.words.weight[0].zero_()
         self.proj = nn.Linear(self.word_dim, self.dim, bias=False)
         nn.init.xavier_uniform_(self.proj.weight, generator=gen)
+
+    @classmethod
+    def from_texts(cls, texts, options, *, train_entities=None, seed=None):
+        """The vocabulary of the training entities' texts (all entities' when not given)."""
+        return cls(texts=list(texts), dim=options["dim"], max_length=max(options["max_length"], 1),
+                   vocab_entities=train_entities, seed=seed)
 
     def _token_table(self, texts: Sequence[str]) -> torch.Tensor:
         """``(N, width)`` vocabulary ids of every text's known words, 0-padded."""
@@ -269,6 +298,23 @@ class TransformerEncoder(EntityEncoder):
         self.lengths = table.pop("lengths")
         for name, value in table.items():
             self.register_buffer(name, value, persistent=False)
+
+    @classmethod
+    def from_texts(cls, texts, options, *, train_entities=None, seed=None):
+        """``options["model"]`` over the texts, ``pooling``, ``max_length`` and ``dim`` as the run says."""
+        return cls(texts=list(texts), model=options["model"], dim=options["dim"], pooling=options["pooling"],
+                   max_length=options["max_length"], seed=seed)
+
+    @classmethod
+    def loads_model(cls, options):
+        return options["model"]
+
+    @classmethod
+    def preflight(cls, options):
+        """The model exists and is a sentence encoder."""
+        from kgprobe.models.loaders import check_model
+
+        check_model(options["model"], kind="sentence-encoder")
 
     def _token_table(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """Token ids, attention mask and length of every text (truncated, padded to the longest).
@@ -344,5 +390,15 @@ def get_encoder(name: str | type[EntityEncoder] | EntityEncoder, **kwargs: Any) 
     return ENCODER_REGISTRY.make(name, **kwargs)
 
 
-__all__ = ["ENCODERS", "BowEncoder", "EmbeddingEncoder", "EntityEncoder", "POOLING_CHOICES", "TEXT_CHOICES",
-           "TransformerEncoder", "get_encoder", "words_of"]
+def build_encoder(name: str | type[EntityEncoder], texts: Sequence[str], options: Mapping[str, Any], *,
+                  train_entities: Any = None, seed: int | None = None) -> EntityEncoder:
+    """The encoder ``name`` of a run, built by its class from the run's ``options`` (see
+    :meth:`EntityEncoder.from_texts`): the one way training and a reloaded run build it.
+
+    >>> enc = build_encoder("bow", texts, {"dim": 128, "max_length": 32}, train_entities=split.entities["train"])
+    """
+    return ENCODER_REGISTRY.lookup(name).from_texts(texts, options, train_entities=train_entities, seed=seed)
+
+
+__all__ = ["ENCODERS", "ENCODER_REGISTRY", "BowEncoder", "EmbeddingEncoder", "EntityEncoder", "POOLING_CHOICES",
+           "TEXT_CHOICES", "TransformerEncoder", "build_encoder", "get_encoder", "words_of"]

@@ -49,7 +49,8 @@ import torch
 from torch import Tensor
 
 from kgprobe.errors import KgprobeError
-from kgprobe.linkpred.filters import FilterIndex, as_triples
+from kgprobe.linkpred.data import as_triples
+from kgprobe.linkpred.filters import FilterIndex
 from kgprobe.linkpred.scorers import Scorer, get_scorer
 from kgprobe.models.device import resolve_device
 
@@ -345,7 +346,7 @@ def compute_ranks(
       budget (default 2**24 on CPU, 2**26 on CUDA).
     """
     dev = resolve_device(device) if device is not None else None
-    triples_t = as_triples(triples)
+    triples_t = as_triples(triples, keep_device=True)
     dev = dev or triples_t.device
     triples_t = triples_t.to(dev)
     _check_evaluation(triples_t, num_entities, num_relations, sides=(score_tails, score_heads))
@@ -411,7 +412,7 @@ def _candidate_positions(candidates, triples: Tensor, num_entities: int,
 def _filter_sets(filter_triples, dev: torch.device) -> list[Tensor]:
     """``filter_triples`` (one set, a list of them, or None) as triple tensors on ``dev``."""
     sets = filter_triples if isinstance(filter_triples, (list, tuple)) else [filter_triples]
-    return [as_triples(x).to(dev) for x in sets if x is not None]
+    return [as_triples(x, keep_device=True).to(dev) for x in sets if x is not None]
 
 
 def _known_triples(filter_triples, triples: Tensor, num_entities: int, dev: torch.device) -> Tensor:

@@ -19,25 +19,11 @@ import torch
 from torch import Tensor
 
 from kgprobe.errors import KgprobeError
+from kgprobe.linkpred.data import as_triples
 
-__all__ = ["FilterIndex", "as_triples"]
+__all__ = ["FilterIndex"]
 
 _INT64_MAX = (1 << 63) - 1
-
-
-def as_triples(triples) -> Tensor:
-    """An ``(n, 3)`` long tensor from a tensor, a :class:`KnowledgeGraph`, an array or a list."""
-    if hasattr(triples, "triples") and not isinstance(triples, Tensor):
-        triples = triples.triples
-    t = torch.as_tensor(triples)
-    if t.numel() == 0:
-        return torch.zeros((0, 3), dtype=torch.long, device=t.device)
-    if t.dim() != 2 or t.shape[1] != 3:
-        raise KgprobeError("triples must be an (n, 3) array of (head, relation, tail) indices, "
-                           f"got shape {tuple(t.shape)}")
-    if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
-        raise KgprobeError(f"triples must hold integer indices, got dtype {t.dtype}")
-    return t.long()
 
 
 def _sorted_unique(keys: Tensor) -> Tensor:
@@ -80,7 +66,7 @@ class FilterIndex:
     """
 
     def __init__(self, triples, *, num_entities: int, num_relations: int | None = None):
-        t = as_triples(triples)
+        t = as_triples(triples, keep_device=True)
         lo = t.amin(dim=0).tolist() if len(t) else [0, 0, 0]
         hi = t.amax(dim=0).tolist() if len(t) else [0, 0, 0]
         self.num_entities = int(num_entities)
@@ -100,7 +86,7 @@ class FilterIndex:
     @classmethod
     def from_triples(cls, *triple_sets, num_entities: int, num_relations: int | None = None) -> "FilterIndex":
         """The union of several triple sets (tensors, graphs, arrays); ``None`` entries are skipped."""
-        sets = [as_triples(s) for s in triple_sets if s is not None]
+        sets = [as_triples(s, keep_device=True) for s in triple_sets if s is not None]
         if not sets:
             return cls(torch.zeros((0, 3), dtype=torch.long), num_entities=num_entities, num_relations=num_relations)
         device = sets[0].device
@@ -168,7 +154,7 @@ class FilterIndex:
 
     def contains(self, triples) -> Tensor:
         """``(n,)`` bool: which of the ``(n, 3)`` triples are known."""
-        t = as_triples(triples).to(self.device)
+        t = as_triples(triples, keep_device=True).to(self.device)
         keys = self.tail_keys
         if len(keys) == 0 or len(t) == 0:
             return torch.zeros(len(t), dtype=torch.bool, device=self.device)

@@ -4,11 +4,15 @@
 * :func:`load_split_data` reads an inductive split directory as ``kgprobe data build NAME
   --inductive --out DIR`` writes it (``DIR`` is the whole graph, ``DIR/{train,valid,test}`` the
   parts, ``DIR/{train,valid,test}_entities.txt`` the held-out entity sets) onto one entity table.
-* :func:`run_training` builds encoder / scorer / loss / sampler by name from a
-  :class:`LinkPredConfig`, trains with :class:`~kgprobe.linkpred.trainer.Trainer` into ``OUT``
-  (checkpoints, ``metrics.jsonl``, ``best.pt``; re-running resumes), then evaluates the best model
-  on the test triples with BLP's candidate sets (validation: train + valid entities; test: every
-  entity; known triples of all three parts filtered) and writes ``OUT/test_metrics.json``.
+* :func:`run_training` takes a :class:`~kgprobe.linkpred.config.LinkPredConfig` (the one
+  configuration: defaults, bounds and help of every setting), has each component's class build
+  it from the config and the split (:func:`~kgprobe.linkpred.encoders.build_encoder`,
+  :func:`~kgprobe.linkpred.scorers.get_scorer`, :func:`~kgprobe.linkpred.losses.get_loss`,
+  :func:`~kgprobe.linkpred.samplers.build_sampler`), trains with
+  :class:`~kgprobe.linkpred.trainer.Trainer` into ``OUT`` (checkpoints, ``metrics.jsonl``,
+  ``best.pt``; re-running resumes), then evaluates the best model on the test triples with BLP's
+  candidate sets (validation: train + valid entities; test: every entity; known triples of all
+  three parts filtered) and writes ``OUT/test_metrics.json``.
 * :func:`load_trained` rebuilds a trained model from ``OUT``; :func:`evaluate_run` and
   :func:`encode_texts` (unseen entities from their text) use it.
 
@@ -20,62 +24,22 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
-from kgprobe.atomic import atomic_path
+from kgprobe.atomic import atomic_path, write_json
 from kgprobe.errors import KgprobeError
 from kgprobe.kg.texts import read_texts_tsv
-from kgprobe.models.loaders import check_model
+from kgprobe.linkpred.config import LinkPredConfig, LinkPredOptions, parse_key_values
+from kgprobe.linkpred.data import PARTS, SplitData
 from kgprobe.outdir import check_output_dir, open_output_dir, write_marker
 from kgprobe.seeding import seed_everything
 
-PARTS = ("train", "valid", "test")
 RUN_FILE = "linkpred.json"
 TEST_METRICS_FILE = "test_metrics.json"
 COMMAND = "linkpred train"
-
-
-class LinkPredOptions(BaseModel):
-    """The model and training options of a job (BLP's defaults), shared with the pipeline step."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    encoder: str = "transformer"
-    model: str = "minilm-l6"
-    text: Literal["description", "label", "both"] = "description"
-    pooling: Literal["cls", "mean"] = "cls"
-    scorer: str = "transe"
-    loss: str = "margin"
-    sampler: str = "in-batch"
-    dim: int = Field(default=128, ge=1)
-    max_length: int = Field(default=32, ge=2)
-    epochs: int = Field(default=40, ge=1)
-    batch_size: int = Field(default=64, ge=1)
-    lr: float = Field(default=2e-5, gt=0)
-    warmup: float = Field(default=0.2, ge=0, lt=1)
-    num_negatives: int = Field(default=64, ge=1)
-    patience: int | None = Field(default=None, ge=1)
-    eval_every: int = Field(default=1, ge=1)  # validate every n epochs (and after the last)
-    eval_batch_size: int = Field(default=256, ge=1)
-    resume: bool = True
-    checkpoint_minutes: float | None = Field(default=10.0, ge=0)  # also inside an epoch, this often
-    max_train_triples: int | None = Field(default=None, ge=1)
-    scorer_options: dict[str, Any] = Field(default_factory=dict)
-    loss_options: dict[str, Any] = Field(default_factory=dict)
-    sampler_options: dict[str, Any] = Field(default_factory=dict)
-
-
-class LinkPredConfig(LinkPredOptions):
-    """Everything a training job needs: the options plus where to read, write and run."""
-
-    data: Path
-    out: Path
-    device: str = "auto"
-    seed: int = 0
 
 
 def check_names(*, encoder: str | None = None, scorer: str | None = None, loss: str | None = None,
@@ -92,41 +56,28 @@ def check_names(*, encoder: str | None = None, scorer: str | None = None, loss: 
             registry.lookup(name)
 
 
-def parse_key_values(items: Sequence[str], option: str) -> dict:
-    """``("gamma=9.5", "n=3", "adversarial=false")`` -> ``{"gamma": 9.5, "n": 3, "adversarial": False}``
-    (numbers and booleans parsed, anything else kept as text); ``option`` names the flag in errors."""
-    out: dict = {}
-    for item in items or ():
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise KgprobeError(f"{option} wants KEY=VALUE, got {item!r}")
-        raw = raw.strip()
-        value: object = raw
-        if raw.lower() in ("true", "false"):
-            value = raw.lower() == "true"
-        else:
-            for number in (int, float):
-                try:
-                    value = number(raw)
-                    break
-                except ValueError:
-                    pass
-        out[key.strip()] = value
-    return out
+def check_component_option_values(component: str, name: str, options: Mapping[str, Any]) -> None:
+    """Raise a :class:`KgprobeError` for an option of ``component`` (``scorer``, ``loss`` or
+    ``sampler``) ``name`` that is unknown or has a bad value, before any data loads: a scorer or
+    loss is built (they are small), a sampler's options checked by
+    :func:`~kgprobe.linkpred.samplers.check_sampler_options`."""
+    from kgprobe.linkpred.losses import get_loss
+    from kgprobe.linkpred.samplers import check_sampler_options
+    from kgprobe.linkpred.scorers import get_scorer
+
+    if component == "sampler":
+        check_sampler_options(name, options)
+        return
+    try:
+        {"scorer": get_scorer, "loss": get_loss}[component](name, **options)
+    except (TypeError, ValueError) as err:  # a value of the wrong type, e.g. margin=x
+        raise KgprobeError(f"{name}: bad option value ({err})") from None
 
 
-# ------------------------------------------------------------------ data
-@dataclass
-class SplitData:
-    """An inductive split on one entity table (``graph``: the whole KG)."""
-
-    graph: Any
-    triples: dict[str, torch.Tensor]
-    entities: dict[str, torch.Tensor]
-
-    @property
-    def all_triples(self) -> torch.Tensor:
-        return torch.cat([self.triples[p] for p in PARTS])
+def check_component_options(cfg: LinkPredOptions) -> None:
+    """:func:`check_component_option_values` for the scorer, the loss and the sampler of ``cfg``."""
+    for component in ("scorer", "loss", "sampler"):
+        check_component_option_values(component, getattr(cfg, component), getattr(cfg, f"{component}_options"))
 
 
 def _read_ids(path: Path, graph: Any) -> torch.Tensor:
@@ -186,23 +137,34 @@ def entity_texts_of(graph: Any, text: str) -> list[str]:
 
 
 # ------------------------------------------------------------------ model
-def _build_encoder(cfg: dict, texts: Sequence[str], train_entities: Any) -> Any:
-    from kgprobe.linkpred.encoders import get_encoder
-
-    name = cfg["encoder"]
-    if name == "transformer":
-        return get_encoder(name, texts=list(texts), model=cfg["model"], dim=cfg["dim"], pooling=cfg["pooling"],
-                           max_length=cfg["max_length"], seed=cfg["seed"])
-    if name == "bow":
-        return get_encoder(name, texts=list(texts), dim=cfg["dim"], max_length=max(cfg["max_length"], 1),
-                           vocab_entities=train_entities, seed=cfg["seed"])
-    return get_encoder(name, num_entities=len(texts), dim=cfg["dim"], seed=cfg["seed"])
-
-
 def _echo_default(message: str) -> None:
     import click
 
     click.echo(message, err=True)
+
+
+def _training_triples(data: SplitData, cfg: LinkPredConfig) -> torch.Tensor:
+    """The training part, or a seeded random subset of ``max_train_triples`` of it (in split order)."""
+    train_triples = data.triples["train"]
+    if cfg.max_train_triples is not None and cfg.max_train_triples < len(train_triples):
+        pick = torch.randperm(len(train_triples), generator=torch.Generator().manual_seed(cfg.seed))
+        train_triples = train_triples[torch.sort(pick[:cfg.max_train_triples]).values]
+    return train_triples
+
+
+def _components(options: dict, data: SplitData, texts: Sequence[str], *, progress: bool) -> tuple:
+    """Encoder, scorer, loss and sampler of a run, each built by its class from the run's options."""
+    from kgprobe.linkpred.encoders import build_encoder
+    from kgprobe.linkpred.losses import get_loss
+    from kgprobe.linkpred.samplers import build_sampler
+    from kgprobe.linkpred.scorers import get_scorer
+
+    encoder = build_encoder(options["encoder"], texts, options, train_entities=data.entities["train"],
+                            seed=options["seed"])
+    scorer = get_scorer(options["scorer"], **options["scorer_options"])
+    loss = get_loss(options["loss"], **options["loss_options"])
+    sampler = build_sampler(options["sampler"], data, options["sampler_options"], progress=progress)
+    return encoder, scorer, loss, sampler
 
 
 def run_training(config: LinkPredConfig | dict, *, progress: bool = True,
@@ -210,61 +172,39 @@ def run_training(config: LinkPredConfig | dict, *, progress: bool = True,
     """Train, evaluate the best checkpoint on test, write ``OUT/test_metrics.json``; return those metrics.
 
     ``OUT`` may be new, empty or a run of this command (resumed); anything else is refused unless
-    ``overwrite`` (see :mod:`kgprobe.outdir`), before any data or model is loaded.
+    ``overwrite`` (see :mod:`kgprobe.outdir`), before any data or model is loaded. So are unknown
+    component names and bad component options.
     """
-    from kgprobe.linkpred.losses import get_loss
-    from kgprobe.linkpred.samplers import get_sampler
-    from kgprobe.linkpred.scorers import get_scorer
-    from kgprobe.linkpred.trainer import TrainConfig, Trainer
+    from kgprobe.linkpred.encoders import ENCODER_REGISTRY
+    from kgprobe.linkpred.trainer import Trainer
     from kgprobe.models.device import resolve_device
 
     cfg = config if isinstance(config, LinkPredConfig) else LinkPredConfig(**config)
     echo = echo or _echo_default
     check_names(encoder=cfg.encoder, scorer=cfg.scorer, loss=cfg.loss, sampler=cfg.sampler)
     device = resolve_device(cfg.device)
-    if cfg.encoder == "transformer":
-        check_model(cfg.model, kind="sentence-encoder")
+    check_component_options(cfg)
+    ENCODER_REGISTRY.lookup(cfg.encoder).preflight(cfg.model_dump())
     target = check_output_dir(cfg.out, command=COMMAND, overwrite=overwrite)
     data = load_split_data(cfg.data)
     graph = data.graph
     texts = entity_texts_of(graph, cfg.text)
-    train_triples = data.triples["train"]
-    if cfg.max_train_triples is not None and cfg.max_train_triples < len(train_triples):
-        pick = torch.randperm(len(train_triples), generator=torch.Generator().manual_seed(cfg.seed))
-        train_triples = train_triples[torch.sort(pick[:cfg.max_train_triples]).values]
+    train_triples = _training_triples(data, cfg)
     record = {"config": json.loads(cfg.model_dump_json()), "entity_ids": list(graph.entity_ids),
               "relation_ids": list(graph.relation_ids), "texts": texts,
               "train_entities": data.entities["train"].tolist(), "normalize_entities": None}
 
     seed_everything(cfg.seed)
-    encoder = _build_encoder(record["config"], texts, data.entities["train"])
-    scorer = get_scorer(cfg.scorer, **cfg.scorer_options)
-    loss = get_loss(cfg.loss, **cfg.loss_options)
-    # the whole training part, also under max_train_triples: known positives and relation
-    # statistics (bernoulli, which relations are symmetric) are facts of the split, not of the subset
-    sampler_options = {"num_entities": graph.num_entities, "num_relations": graph.num_relations,
-                       "triples": data.triples["train"]}
-    if cfg.sampler != "in-batch":
-        sampler_options["entities"] = data.entities["train"]
-    if cfg.sampler in ("lemon", "knn-hard"):
-        sampler_options.update(kg=graph, progress=progress)
-    sampler_options.update(cfg.sampler_options)
-    sampler = get_sampler(cfg.sampler, **sampler_options)
-
-    valid_candidates = torch.cat([data.entities["train"], data.entities["valid"]])
-    known = data.all_triples
-    train_cfg = TrainConfig(batch_size=cfg.batch_size, epochs=cfg.epochs, lr=cfg.lr, warmup=cfg.warmup,
-                            num_negatives=cfg.num_negatives, patience=cfg.patience, seed=cfg.seed,
-                            eval_every=cfg.eval_every, eval_batch_size=cfg.eval_batch_size,
-                            checkpoint_minutes=cfg.checkpoint_minutes)
+    # the sampler sees the whole training part, also under max_train_triples: known positives and
+    # relation statistics (bernoulli, which relations are symmetric) are facts of the split, not of the subset
+    encoder, scorer, loss, sampler = _components(cfg.model_dump(), data, texts, progress=progress)
     out = open_output_dir(target)
-    with atomic_path(out / RUN_FILE) as tmp:
-        tmp.write_text(json.dumps(record) + "\n", encoding="utf-8")
+    write_json(out / RUN_FILE, record, indent=None)
     trainer = Trainer(encoder=encoder, scorer=scorer, loss=loss, sampler=sampler, train_triples=train_triples,
                       num_relations=graph.num_relations, valid_triples=data.triples["valid"],
-                      valid_candidates=valid_candidates,
+                      valid_candidates=torch.cat([data.entities["train"], data.entities["valid"]]),
                       filter_triples=torch.cat([data.triples["train"], data.triples["valid"]]),
-                      config=train_cfg, out_dir=out, device=device, progress=progress)
+                      config=cfg.train_config(cfg.seed), out_dir=out, device=device, progress=progress)
     echo(f"training {cfg.encoder} + {cfg.scorer} ({cfg.sampler} negatives) on {len(train_triples)} triples, "
          f"{graph.num_entities} entities, {cfg.epochs} epochs on {device}")
     result = trainer.fit(resume=cfg.resume)
@@ -273,13 +213,11 @@ def run_training(config: LinkPredConfig | dict, *, progress: bool = True,
         echo(f"resumed after epoch {result.resumed_from}"
              + (f" and {inside} batches of epoch {result.resumed_from + 1}" if inside else ""))
     record["normalize_entities"] = trainer.model.normalize_entities
-    with atomic_path(out / RUN_FILE) as tmp:
-        tmp.write_text(json.dumps(record) + "\n", encoding="utf-8")
-    metrics = trainer.evaluate(data.triples["test"], candidates=None, filter_triples=known)
+    write_json(out / RUN_FILE, record, indent=None)
+    metrics = trainer.evaluate(data.triples["test"], candidates=None, filter_triples=data.all_triples)
     summary = {"split": "test", "best_epoch": result.best_epoch, "best_valid_metric": result.best_metric,
                "epochs_run": result.epochs_run, "stopped_early": result.stopped_early, **metrics}
-    with atomic_path(out / TEST_METRICS_FILE) as tmp:
-        tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    write_json(out / TEST_METRICS_FILE, summary, indent=2)
     mrr = metrics.get("both.realistic.mrr")
     echo(f"test MRR {mrr:.4f} (best epoch {result.best_epoch}); wrote {out / TEST_METRICS_FILE}"
          if mrr is not None else f"wrote {out / TEST_METRICS_FILE}")
@@ -300,6 +238,7 @@ class TrainedRun:
 
 def load_trained(run_dir: str | Path, *, device: str = "auto") -> TrainedRun:
     """Rebuild the best model of a run directory written by :func:`run_training`."""
+    from kgprobe.linkpred.encoders import build_encoder
     from kgprobe.linkpred.scorers import get_scorer
     from kgprobe.linkpred.trainer import BEST_FILE, CHECKPOINT_FILE, LinkPredictionModel
     from kgprobe.models.device import resolve_device
@@ -323,12 +262,13 @@ def load_trained(run_dir: str | Path, *, device: str = "auto") -> TrainedRun:
     except Exception as err:
         raise KgprobeError(f"unreadable checkpoint: {str(err).splitlines()[0] if str(err) else err}",
                            path=weights) from None
-    encoder = _build_encoder(cfg, record["texts"], torch.tensor(record["train_entities"], dtype=torch.long))
+    encoder = build_encoder(cfg["encoder"], record["texts"], cfg,
+                            train_entities=torch.tensor(record["train_entities"], dtype=torch.long), seed=cfg["seed"])
     scorer = get_scorer(cfg["scorer"], **cfg.get("scorer_options", {}))
+    # None in the record of a run that has not finished: the config's setting, else the scorer's default
     normalize = record.get("normalize_entities")
-    if normalize is None:
-        normalize = str(getattr(scorer, "name", "")).lower() == "transe"
-    model = LinkPredictionModel(encoder, scorer, len(record["relation_ids"]), normalize_entities=normalize)
+    model = LinkPredictionModel(encoder, scorer, len(record["relation_ids"]),
+                                normalize_entities=cfg.get("normalize_entities") if normalize is None else normalize)
     model.load_state_dict(state)
     model.to(resolve_device(device)).eval()
     _say_which_epoch(run_dir, weights, payload.get("epoch"), cfg.get("epochs"))
@@ -433,5 +373,6 @@ def encode_file(run_dir: str | Path, tsv: str | Path, out: str | Path, *, device
     return result
 
 
-__all__ = ["LinkPredConfig", "SplitData", "TrainedRun", "check_names", "encode_file", "encode_texts",
-           "evaluate_run", "load_split_data", "load_trained", "read_texts_tsv", "run_training"]
+__all__ = ["PARTS", "LinkPredConfig", "LinkPredOptions", "SplitData", "TrainedRun", "check_component_option_values",
+           "check_component_options", "check_names", "encode_file", "encode_texts", "evaluate_run",
+           "load_split_data", "load_trained", "parse_key_values", "read_texts_tsv", "run_training"]

@@ -8,7 +8,8 @@ entities. Sampling is pure tensor work: no Python loop runs over the triples of 
 everything a sampler needs (cluster pools, neighbour lists, relation statistics, known triples)
 is computed once in its constructor.
 
-Registered names (``get_sampler(name, **kwargs)``):
+Registered names (``get_sampler(name, **kwargs)``; ``build_sampler(name, split, options)`` lets
+the class take what it needs from an inductive split, see :meth:`NegativeSampler.from_split`):
 
 ``in-batch``  BLP: the replacement comes from the *other* triples of the batch (never the
               triple's own head or tail), so training needs no extra encoder passes;
@@ -45,14 +46,15 @@ LEMON), ``head``, ``tail`` or ``bernoulli``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, Mapping
 
 import numpy as np
 import torch
 
 from kgprobe.errors import KgprobeError
-from kgprobe.linkpred.data import as_triples, head_corruption_probability, load_negatives, triple_keys
+from kgprobe.linkpred.data import SplitData, as_triples, head_corruption_probability, load_negatives, triple_keys
 from kgprobe.linkpred.filters import FilterIndex
+from kgprobe.models.registry import DEFAULT_SENTENCE_ENCODER
 from kgprobe.registry import Registry
 
 SIDES = ("both", "head", "tail", "bernoulli")
@@ -94,6 +96,14 @@ class NegativeSampler:
     name = "base"
     #: whether entries without a candidate or a true negative get a uniform draw
     uniform_fallback = True
+    #: whether :func:`check_sampler_options` may build one over a 2-entity graph to check option
+    #: values (not when building needs a frozen encoder or data of its own)
+    cheap_to_check: ClassVar[bool] = True
+
+    @classmethod
+    def loads_model(cls, options: Mapping[str, Any]) -> str | None:
+        """The pretrained model (registry name, directory or hub id) building the sampler loads, if any."""
+        return None
 
     def __init__(
         self,
@@ -146,6 +156,21 @@ class NegativeSampler:
                 raise KgprobeError("filtered sampling needs known triples (triples=..., kg=... or filter_triples=...)")
             self.known = FilterIndex.from_triples(*parts, num_entities=self.num_entities,
                                                   num_relations=self.num_relations)
+
+    @classmethod
+    def split_inputs(cls, split: SplitData, *, progress: bool = False) -> dict[str, Any]:
+        """What this sampler takes from an inductive split: the entity and relation counts and the
+        whole training part (known positives and relation statistics are facts of the split, also
+        when a run trains on a subset), and the training entities as the allowed replacements."""
+        graph = split.graph
+        return {"num_entities": graph.num_entities, "num_relations": graph.num_relations,
+                "triples": split.triples["train"], "entities": split.entities["train"]}
+
+    @classmethod
+    def from_split(cls, split: SplitData, options: Mapping[str, Any] | None = None, *,
+                   progress: bool = False) -> "NegativeSampler":
+        """The sampler of a run on ``split``: :meth:`split_inputs`, then the run's ``options`` on top."""
+        return cls(**{**cls.split_inputs(split, progress=progress), **dict(options or {})})
 
     # ----------------------------------------------------------------- public API
     def sample(self, batch: Any, num_negatives: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -296,6 +321,13 @@ class InBatchSampler(NegativeSampler):
     name = "in-batch"
     uniform_fallback = False
 
+    @classmethod
+    def split_inputs(cls, split, *, progress=False):
+        """As every sampler, without the allowed entities: the batch decides."""
+        inputs = super().split_inputs(split, progress=progress)
+        del inputs["entities"]
+        return inputs
+
     def __init__(self, *, self_negatives: int = 0, self_relations: str = "all", replacement: bool = True,
                  **kwargs: Any):
         super().__init__(**kwargs)
@@ -346,6 +378,22 @@ class InBatchSampler(NegativeSampler):
         return pool[pos], pos
 
 
+class _FrozenVectorSampler(NegativeSampler):
+    """A sampler whose replacements come from frozen text embeddings of the entities."""
+
+    cheap_to_check = False
+
+    @classmethod
+    def loads_model(cls, options: Mapping[str, Any]) -> str | None:
+        """The sentence encoder that embeds the entities: the ``model`` option or the default."""
+        return options.get("model", DEFAULT_SENTENCE_ENCODER)
+
+    @classmethod
+    def split_inputs(cls, split, *, progress=False):
+        """As every sampler, plus the whole graph to embed (with a progress bar when ``progress``)."""
+        return {**super().split_inputs(split, progress=progress), "kg": split.graph, "progress": progress}
+
+
 def _frozen_vectors(*, vectors: Any, kg: Any, num_entities: int, model: str, text: str, encoder: Any,
                     device: Any, cache: Any, progress: bool) -> torch.Tensor:
     """Unit-norm ``(num_entities, d)`` float32 vectors: given, or embedded from ``kg`` once."""
@@ -367,7 +415,7 @@ def _frozen_vectors(*, vectors: Any, kg: Any, num_entities: int, model: str, tex
     return torch.nn.functional.normalize(tensor, dim=1)
 
 
-class LemonSampler(NegativeSampler):
+class LemonSampler(_FrozenVectorSampler):
     """LEMON negatives: replacements from the k-means clusters nearest to the kept entity.
 
     Built once: the allowed entities' vectors are clustered (spherical k-means, ``n_clusters``,
@@ -385,7 +433,7 @@ class LemonSampler(NegativeSampler):
     name = "lemon"
 
     def __init__(self, *, vectors: Any = None, n_clusters: int = 15, n_nearest: int = 3,
-                 threshold: float | None = None, model: str = "minilm-l6", text: str = "both",
+                 threshold: float | None = None, model: str = DEFAULT_SENTENCE_ENCODER, text: str = "both",
                  encoder: Any = None, device: Any = "auto", cache: Any = True, seed: int = 0,
                  niter: int = 20, progress: bool = False, **kwargs: Any):
         # LEMON removes known true triples from its negatives: on by default when triples are known
@@ -454,7 +502,7 @@ class LemonSampler(NegativeSampler):
                 "mean_pool_size": round(float(sizes.mean()), 2) if len(sizes) else 0.0}
 
 
-class KnnHardSampler(NegativeSampler):
+class KnnHardSampler(_FrozenVectorSampler):
     """Hard negatives: one of the ``k`` nearest allowed entities of the kept entity.
 
     Neighbours come from one exact cosine search of every entity against the allowed entities
@@ -464,7 +512,7 @@ class KnnHardSampler(NegativeSampler):
 
     name = "knn-hard"
 
-    def __init__(self, *, vectors: Any = None, k: int = 32, model: str = "minilm-l6", text: str = "both",
+    def __init__(self, *, vectors: Any = None, k: int = 32, model: str = DEFAULT_SENTENCE_ENCODER, text: str = "both",
                  encoder: Any = None, device: Any = "auto", cache: Any = True, index_kind: str = "flat",
                  progress: bool = False, **kwargs: Any):
         super().__init__(**kwargs)
@@ -509,6 +557,7 @@ class GivenSampler(NegativeSampler):
     """
 
     name = "given"
+    cheap_to_check = False
 
     def __init__(self, *, negatives: Any, **kwargs: Any):
         super().__init__(**kwargs)
@@ -575,14 +624,25 @@ def get_sampler(name: str | type[NegativeSampler] | NegativeSampler, **kwargs: A
     return SAMPLER_REGISTRY.make(name, **kwargs)
 
 
+def build_sampler(name: str | type[NegativeSampler], split: SplitData, options: Mapping[str, Any] | None = None, *,
+                  progress: bool = False) -> NegativeSampler:
+    """The sampler ``name`` of a run on ``split``, built by its class (see
+    :meth:`NegativeSampler.from_split`): the one way training and the benchmarks build it.
+
+    >>> build_sampler("lemon", split, {"n_clusters": 15, "n_nearest": 3})
+    """
+    return SAMPLER_REGISTRY.lookup(name).from_split(split, options, progress=progress)
+
+
 def check_sampler_options(name: str, options: dict[str, Any]) -> None:
     """Fail before any data loads on options ``name`` does not take, and, for the samplers that
-    are cheap to build (no frozen encoder), on bad values: build one over a 2-entity graph."""
-    SAMPLER_REGISTRY.check_options(name, options)
-    if name in ("in-batch", "uniform", "bernoulli"):
-        get_sampler(name, **{"num_entities": 2, "num_relations": 1, "triples": torch.tensor([[0, 0, 1]]), **options})
+    are cheap to build (``cheap_to_check``: no frozen encoder), on bad values: build one over a
+    2-entity graph."""
+    cls = SAMPLER_REGISTRY.check_options(name, options)
+    if cls.cheap_to_check:
+        cls(**{"num_entities": 2, "num_relations": 1, "triples": torch.tensor([[0, 0, 1]]), **options})
 
 
 __all__ = ["BernoulliSampler", "GivenSampler", "InBatchSampler", "KnnHardSampler", "LemonSampler", "Negatives",
-           "NegativeSampler", "SAMPLERS", "SIDES", "UniformSampler", "check_sampler_options", "get_sampler",
-           "mutual_share"]
+           "NegativeSampler", "SAMPLERS", "SAMPLER_REGISTRY", "SIDES", "UniformSampler", "build_sampler",
+           "check_sampler_options", "get_sampler", "mutual_share"]

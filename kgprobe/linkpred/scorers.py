@@ -29,7 +29,7 @@ rotate     -sum_i |h_i e^{i theta_i} - t_i|   (p = 1)   d / 2         even
 """
 from __future__ import annotations
 
-from typing import Callable, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -38,7 +38,8 @@ from kgprobe.errors import KgprobeError
 from kgprobe.registry import Registry
 
 __all__ = [
-    "SCORERS", "Scorer", "TransE", "DistMult", "ComplEx", "SimplE", "RotatE", "get_scorer", "scorer_names",
+    "SCORERS", "Scorer", "TransE", "DistMult", "ComplEx", "SimplE", "RotatE", "get_scorer", "normalizes_entities",
+    "scorer_names",
 ]
 
 # Elements of one (B, C, d) temporary in the distance scorers: 8 MB on a CPU (measured on par
@@ -103,6 +104,9 @@ class Scorer(nn.Module):
     name: ClassVar[str] = ""
     #: entity vectors are read as ``[real | imaginary]`` halves (so ``d`` must be even)
     complex_valued: ClassVar[bool] = False
+    #: a model with this scorer L2-normalises its entity vectors unless told otherwise
+    #: (:func:`normalizes_entities`)
+    normalize_entities: ClassVar[bool] = False
 
     @classmethod
     def relation_dim(cls, entity_dim: int) -> int:
@@ -146,8 +150,9 @@ class TransE(Scorer):
 
     .. math:: f(h, r, t) = -\lVert h + r - t \rVert_p
 
-    ``p = 1`` by default, as in BLP and PyKEEN; no normalisation happens here (normalise the
-    entity vectors beforehand if the model wants unit vectors). All-candidates scores are
+    ``p = 1`` by default, as in BLP and PyKEEN; no normalisation happens here, but a model with
+    this scorer normalises its entity vectors to unit length by default (``normalize_entities``,
+    as BLP does for TransE). All-candidates scores are
     ``-||(h + r) - c||_p`` for tails and ``-||c - (t - r)||_p`` for heads, computed on
     cache-sized blocks of ``(queries, candidates, d)`` differences (faster than ``torch.cdist``
     with ``p = 1`` on a CPU, and never a full ``B x C x d`` tensor). For ``p = 2``, ``fast_l2=True``
@@ -157,6 +162,7 @@ class TransE(Scorer):
     """
 
     name = "transe"
+    normalize_entities = True
 
     def __init__(self, p: int | float = 1, *, fast_l2: bool = False):
         super().__init__()
@@ -344,6 +350,12 @@ class RotatE(Scorer):
 
 SCORERS: dict[str, type[Scorer]] = {cls.name: cls for cls in (TransE, DistMult, ComplEx, SimplE, RotatE)}
 SCORER_REGISTRY = Registry("scorer", Scorer, SCORERS, fold=True)
+
+
+def normalizes_entities(scorer: Any, setting: bool | None = None) -> bool:
+    """Whether a model L2-normalises its entity vectors before ``scorer``: ``setting`` when given,
+    else the scorer's own default (its ``normalize_entities``: TransE yes, the others no)."""
+    return bool(getattr(scorer, "normalize_entities", False) if setting is None else setting)
 
 
 def scorer_names() -> list[str]:

@@ -10,7 +10,8 @@ training step, for a batch of ``B`` positive triples:
    encoder pass;
 3. ``loss(pos (B,), neg (B, K), mask)`` (+ ``regularization`` x mean squared embedding of the
    positives, BLP's optional L2 term); entity vectors are L2-normalised first when
-   ``normalize_entities`` (BLP does so for TransE; ``None`` = only for TransE).
+   ``normalize_entities`` (``None``: as the scorer's own ``normalize_entities`` says, true for
+   TransE as in BLP).
 
 Optimisation: AdamW, linear warm-up over the first ``warmup`` fraction of the optimiser steps
 then linear decay to zero (BLP: 20 %), gradient accumulation over ``grad_accumulation``
@@ -46,7 +47,6 @@ text (most of the 8 minutes of WordNet's test evaluation on a 2-core CPU).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import inspect
 import json
@@ -62,9 +62,11 @@ from torch import nn
 
 from kgprobe.atomic import atomic_path
 from kgprobe.errors import KgprobeError
+from kgprobe.linkpred.config import TrainConfig
 from kgprobe.linkpred.data import as_triples, batch_slices, num_batches
 from kgprobe.linkpred.encoders import EntityEncoder
 from kgprobe.linkpred.samplers import NegativeSampler
+from kgprobe.linkpred.scorers import normalizes_entities
 from kgprobe.models.device import host_to_device
 from kgprobe.stopping import StopNow, Stopped, StopRequests, signal_name
 
@@ -83,64 +85,14 @@ EvaluateFn = Callable[..., Mapping[str, float]]
 Callback = Callable[["Trainer", dict], Any]
 
 
-@dataclass
-class TrainConfig:
-    """Training settings (BLP's defaults where BLP has one)."""
-
-    batch_size: int = 64
-    epochs: int = 40
-    lr: float = 2e-5
-    weight_decay: float = 0.0
-    warmup: float = 0.2
-    grad_accumulation: int = 1
-    num_negatives: int = 64
-    max_grad_norm: float | None = None
-    regularization: float = 0.0
-    normalize_entities: bool | None = None
-    seed: int = 0
-    amp: bool = True
-    patience: int | None = None
-    min_delta: float = 0.0
-    eval_every: int = 1
-    eval_batch_size: int = 256
-    metric: str = "both.realistic.mrr"
-    drop_last: bool = False
-    restore_best: bool = True
-    checkpoint_minutes: float | None = 10.0  # also checkpoint inside an epoch this often (None: epoch ends only)
-
-    def check(self) -> None:
-        positive = {"batch_size": self.batch_size, "epochs": self.epochs, "grad_accumulation": self.grad_accumulation,
-                    "num_negatives": self.num_negatives, "eval_every": self.eval_every,
-                    "eval_batch_size": self.eval_batch_size}
-        for name, value in positive.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise KgprobeError(f"{name} must be a positive integer, got {value!r}")
-        if not self.lr > 0:
-            raise KgprobeError(f"lr must be positive, got {self.lr}")
-        if not 0 <= self.warmup < 1:
-            raise KgprobeError(f"warmup is a fraction of the steps in [0, 1), got {self.warmup}")
-        if self.weight_decay < 0 or self.regularization < 0 or self.min_delta < 0:
-            raise KgprobeError("weight_decay, regularization and min_delta must not be negative")
-        if self.patience is not None and (isinstance(self.patience, bool) or int(self.patience) <= 0):
-            raise KgprobeError(f"patience must be a positive integer or None, got {self.patience!r}")
-        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
-            raise KgprobeError(f"max_grad_norm must be positive or None, got {self.max_grad_norm}")
-        if self.checkpoint_minutes is not None and not self.checkpoint_minutes >= 0:
-            raise KgprobeError(f"checkpoint_minutes must be >= 0 or None, got {self.checkpoint_minutes}")
-
-    def resume_key(self) -> dict:
-        """The settings a resumed run must share with the run that wrote the checkpoint."""
-        keep = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        for name in ("patience", "min_delta", "eval_batch_size", "restore_best", "checkpoint_minutes"):
-            keep.pop(name)  # these may change between runs without changing any finished epoch
-        return keep
-
-
 class LinkPredictionModel(nn.Module):
-    """Encoder + relation table + scorer; the one module the trainer optimises and saves."""
+    """Encoder + relation table + scorer; the one module the trainer optimises and saves.
+
+    ``normalize_entities``: L2-normalise the entity vectors (``None``: as the scorer does by
+    default, :func:`~kgprobe.linkpred.scorers.normalizes_entities`)."""
 
     def __init__(self, encoder: EntityEncoder, scorer: Any, num_relations: int, *,
-                 relation_dim: int | None = None, normalize_entities: bool = False, seed: int = 0):
+                 relation_dim: int | None = None, normalize_entities: bool | None = False, seed: int = 0):
         super().__init__()
         self.encoder = encoder
         self.scorer = scorer
@@ -148,7 +100,7 @@ class LinkPredictionModel(nn.Module):
             relation_dim = scorer.relation_dim(encoder.dim) if hasattr(scorer, "relation_dim") else encoder.dim
         self.relations = nn.Embedding(int(num_relations), int(relation_dim))
         nn.init.xavier_uniform_(self.relations.weight, generator=torch.Generator().manual_seed(int(seed)))
-        self.normalize_entities = bool(normalize_entities)
+        self.normalize_entities = normalizes_entities(scorer, normalize_entities)
 
     def entity_vectors(self, entities: torch.Tensor) -> torch.Tensor:
         vectors = self.encoder.encode(entities)
@@ -232,7 +184,8 @@ class Trainer:
     built once) and returns a flat dict of metrics.
     ``valid_candidates`` restricts the ranked entities (BLP, inductive: train + valid
     entities); ``filter_triples`` are the known triples filtered from the ranking (default:
-    train + valid). Config fields may be given as keyword arguments instead of ``config``.
+    train + valid). Config fields (:class:`~kgprobe.linkpred.config.TrainConfig`) may be given as
+    keyword arguments instead of ``config``, or on top of it.
     """
 
     def __init__(
@@ -257,9 +210,8 @@ class Trainer:
     ):
         from kgprobe.models.device import resolve_device
 
-        config = dataclasses.replace(config or TrainConfig(), **overrides) if overrides else (config or TrainConfig())
-        config.check()
-        self.config = config
+        config = config or TrainConfig()
+        self.config = config.replace(**overrides) if overrides else config
         self.device = resolve_device(device)
         self._set_triples(encoder, train_triples, num_relations, valid_triples, valid_candidates, filter_triples)
         self.evaluate_fn = evaluate
@@ -306,13 +258,11 @@ class Trainer:
         self.filter_triples = None if filter_triples is None else as_triples(filter_triples, what="filter triples")
 
     def _build_model(self, encoder: EntityEncoder, scorer: Any) -> None:
-        """The encoder, relation table and scorer as one model on the device (TransE normalises the
-        entity vectors unless the config says otherwise)."""
+        """The encoder, relation table and scorer as one model on the device (entity vectors
+        normalised as the config says, by default as the scorer does: TransE)."""
         config = self.config
-        normalize = config.normalize_entities
-        if normalize is None:
-            normalize = _scorer_name(scorer) == "transe"
-        self.model = LinkPredictionModel(encoder, scorer, self.num_relations, normalize_entities=normalize,
+        self.model = LinkPredictionModel(encoder, scorer, self.num_relations,
+                                         normalize_entities=config.normalize_entities,
                                          seed=config.seed).to(self.device)
 
     def _build_optimizer(self) -> None:
@@ -389,7 +339,10 @@ class Trainer:
         cfg = self.config
         seed = self._epoch_seed(epoch)
         generator = torch.Generator().manual_seed(seed)
-        torch.manual_seed(seed)  # dropout and anything else drawing from the global RNG
+        # dropout and anything else drawing from the global RNGs. Not seed_everything: the epoch
+        # seed is a 63-bit number (numpy's global seeding takes < 2**32), and numpy's global state is
+        # part of every checkpoint; seeding it here would change what those hold.
+        torch.manual_seed(seed)
         random.seed(seed)
         n_batches = num_batches(len(self.train_triples), cfg.batch_size, drop_last=cfg.drop_last)
         # drawn whole now, so that the generator's state after the shuffle is the one negatives start from

@@ -1,9 +1,25 @@
 """Run a causal LM on many short continuations of a few shared prefixes.
 
-Harvesting scores thousands of short sentences that all follow the same few-shot prefix. The
-prefix is run once and its key/value cache reused for every batch of continuations, so a batch
-costs only its own tokens. Continuations are right-padded: under a causal mask the padding sits
-after every real token and cannot change their outputs, so no attention mask is needed.
+Harvesting scores thousands of short sentences that all follow the same few-shot prefix, and the
+probe's QA scoring thousands of questions after one few-shot block. The prefix is run once and
+its key/value cache reused for every batch of continuations, so a batch costs only its own tokens.
+
+Why sharing is exact: under causal attention the hidden state of position ``t``, in every layer,
+is computed from positions ``0..t`` only, so the keys and values of the prefix positions ``< p``
+do not depend on any later token. Running ``prefix + continuation`` in one pass therefore equals
+running the prefix alone once, keeping its per-layer keys and values (:func:`prefix_cache`), and
+then running only the continuation, with those keys and values as its cache (:func:`expand_cache`
+gives each row of a batch the same prefix) and position ids that carry on from ``p``. The
+numbers agree up to float rounding (a different order of summation), and a batch of ``b``
+continuations costs their own tokens instead of ``b`` more copies of the prefix.
+
+Continuations are right-padded in :meth:`CausalLMRunner.token_logprobs`: under a causal mask the
+padding sits after every real token and cannot change their outputs, so no attention mask is
+needed. Left-padded batches (the last-position and beam paths, QA scoring) mask the padding out.
+
+This module holds the only copy of this machinery: the shim for the cache argument's name
+(:func:`cache_keyword`), the reading of a cache from a model output (:func:`cache_layers`) and the
+expansion of one prefix's cache over a batch (:func:`expand_cache`).
 """
 from __future__ import annotations
 
@@ -13,6 +29,61 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 import torch
+
+KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values [batch, heads, length, head_dim]
+
+
+def forward_parameters(model) -> frozenset[str]:
+    """Names of the arguments of ``model.forward`` (empty when they cannot be read)."""
+    try:
+        return frozenset(inspect.signature(model.forward).parameters)
+    except (TypeError, ValueError):
+        return frozenset()
+
+
+def cache_keyword(model) -> str:
+    """The name of ``model.forward``'s key/value cache argument: transformers 5 renamed
+    ``past_key_values`` to ``cache``; accept either version."""
+    return "cache" if "cache" in forward_parameters(model) else "past_key_values"
+
+
+def cache_layers(out) -> KV:
+    """Per-layer (keys, values) of the cache a forward pass with ``use_cache=True`` returned
+    (``out.cache`` in transformers 5, ``out.past_key_values`` before)."""
+    cache = out.cache if hasattr(out, "cache") else out.past_key_values
+    return [(keys, values) for keys, values, *_ in cache]
+
+
+def prefix_cache(model, ids: list[int]) -> KV:
+    """Run one prefix ``ids`` alone and return its per-layer keys and values (batch of one).
+
+    By causality these are exactly the keys and values that the prefix positions have inside any
+    longer sequence that starts with ``ids``, so :func:`expand_cache` can hand them to every
+    continuation. Only one position of logits is computed where the model allows
+    (``logits_to_keep=1``) instead of the prefix's ``[P, vocab]``. Runs in the caller's grad mode:
+    under autograd the keys and values keep their graph, so a loss on the continuations also
+    differentiates through the prefix.
+    """
+    kwargs = {"logits_to_keep": 1} if "logits_to_keep" in forward_parameters(model) else {}
+    device = next(model.parameters()).device
+    out = model(input_ids=torch.tensor([list(ids)], device=device), use_cache=True, **kwargs)
+    return cache_layers(out)
+
+
+def expand_cache(kv: KV, batch: int, config, *, contiguous: bool = False):
+    """A fresh ``DynamicCache`` holding one prefix's keys and values for each of ``batch`` rows.
+
+    The rows are ``expand`` views of the single stored copy (some transformers versions copy
+    them on storing). The cache grows by concatenation and never writes into ``kv``, so one
+    prefix's ``kv`` serves every batch. ``contiguous`` materialises the rows up front, for the
+    beam search (:func:`begin_beam`), whose cache is reordered and grown step after step.
+    """
+    from transformers import DynamicCache
+
+    rows = [(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in kv]
+    if contiguous:
+        rows = [(k.contiguous(), v.contiguous()) for k, v in rows]
+    return DynamicCache(ddp_cache_data=rows, config=config)
 
 
 @dataclass
@@ -28,7 +99,7 @@ class LMStats:
 @dataclass
 class _Prefix:
     length: int
-    kv: list[tuple[torch.Tensor, torch.Tensor]]
+    kv: KV
     last_logprobs: torch.Tensor  # (V,) distribution of the first continuation token
 
 
@@ -45,9 +116,7 @@ class CausalLMRunner:
         self.device = next(self.model.parameters()).device
         self._prefixes: dict[str, _Prefix] = {}
         self.encode = lru_cache(maxsize=200_000)(self._encode)
-        # transformers 5 renamed the cache argument; accept either version
-        params = inspect.signature(self.model.forward).parameters
-        self._cache_arg = "cache" if "cache" in params else "past_key_values"
+        self._cache_arg = cache_keyword(self.model)
 
     def _encode(self, text: str) -> tuple[int, ...]:
         return tuple(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -83,8 +152,7 @@ class CausalLMRunner:
                 x[i, : len(encoded[t])] = torch.tensor(encoded[t])
             out = self._timed_forward(input_ids=x.to(self.device), use_cache=True)
             self.stats.tokens += sum(len(encoded[t]) for t in batch)
-            cache = out.cache if hasattr(out, "cache") else out.past_key_values
-            layers = [(k, v) for k, v, *_ in cache]
+            layers = cache_layers(out)
             for i, t in enumerate(batch):
                 n = len(encoded[t])
                 kv = [(k[i:i + 1, :, :n].clone(), v[i:i + 1, :, :n].clone()) for k, v in layers]
@@ -98,8 +166,6 @@ class CausalLMRunner:
         (pads masked out, positions continuing the prefix) and only the final position goes
         through the output layer: ``(B, V)``, which saves most of the vocabulary projection.
         """
-        from transformers import DynamicCache
-
         b, width = len(seqs), max(len(s) for s in seqs)
         x = torch.zeros((b, width), dtype=torch.long)
         positions = torch.arange(pre.length, pre.length + width).repeat(b, 1)
@@ -113,8 +179,7 @@ class CausalLMRunner:
             else:
                 x[i, : len(s)] = torch.tensor(s)
         x = x.to(self.device)
-        cache = DynamicCache(ddp_cache_data=[(k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)) for k, v in pre.kv],
-                             config=self.model.config)
+        cache = expand_cache(pre.kv, b, self.model.config)
         kwargs = dict(input_ids=x, **{self._cache_arg: cache}, position_ids=positions.to(self.device), use_cache=True)
         if last_only:
             kwargs.update(attention_mask=mask.to(self.device), logits_to_keep=1)
@@ -172,13 +237,10 @@ class Beam:
 @torch.no_grad()
 def begin_beam(runner: CausalLMRunner, prefix: str, seqs: list[tuple[int, ...]]) -> Beam:
     """Run the (left-padded) continuations once after the cached prefix."""
-    from transformers import DynamicCache
-
     pre = runner.prefix(prefix)
     b = len(seqs)
     width = max((len(s) for s in seqs), default=0)
-    kv = [(k.expand(b, -1, -1, -1).contiguous(), v.expand(b, -1, -1, -1).contiguous()) for k, v in pre.kv]
-    cache = DynamicCache(ddp_cache_data=kv, config=runner.model.config)
+    cache = expand_cache(pre.kv, b, runner.model.config, contiguous=True)
     if width == 0:
         mask = torch.ones((b, pre.length), dtype=torch.long, device=runner.device)
         pos = torch.full((b,), pre.length, device=runner.device)

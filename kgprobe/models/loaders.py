@@ -17,7 +17,7 @@ from kgprobe.models.device import resolve_device
 from kgprobe.models.gguf_cache import ensure_dequantized
 from kgprobe.models.registry import MODELS, ModelKind, ModelSpec
 
-_KIND_WORDS = {"causal-lm": "a causal LM", "masked-lm": "a masked LM", "sentence-encoder": "a sentence encoder"}
+KIND_WORDS = {"causal-lm": "a causal LM", "masked-lm": "a masked LM", "sentence-encoder": "a sentence encoder"}
 
 
 def hide_loading_bars() -> None:
@@ -30,7 +30,7 @@ def hide_loading_bars() -> None:
 def _check_registry_kind(spec: ModelSpec, kind: ModelKind | None, name: str) -> None:
     # a masked LM's encoder serves as a sentence encoder too
     if kind is not None and spec.kind != kind and not (kind == "sentence-encoder" and spec.kind == "masked-lm"):
-        raise KgprobeError(f"model {name!r} is {_KIND_WORDS[spec.kind]}, not {_KIND_WORDS[kind]}")
+        raise KgprobeError(f"model {name!r} is {KIND_WORDS[spec.kind]}, not {KIND_WORDS[kind]}")
 
 
 def model_source(name: str, *, kind: ModelKind | None = None) -> str:
@@ -100,7 +100,7 @@ def architecture_kind(config_file: Path) -> str | None:
 def _check_architecture(config_file: Path, kind: ModelKind | None, name: str) -> None:
     found = architecture_kind(config_file)
     if kind in ("causal-lm", "masked-lm") and found is not None and found != kind:
-        raise KgprobeError(f"model {name!r} is {_KIND_WORDS[found]}, not {_KIND_WORDS[kind]}")
+        raise KgprobeError(f"model {name!r} is {KIND_WORDS[found]}, not {KIND_WORDS[kind]}")
 
 
 def check_model(name: str, *, kind: ModelKind | None = None) -> None:

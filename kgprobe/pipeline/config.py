@@ -6,7 +6,6 @@ options. Errors point at the YAML line of the offending value: ``demo.yaml:7: st
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kgprobe.errors import KgprobeError, warn
 from kgprobe.models import DEVICE_CHOICES
-from kgprobe.pipeline.base import StepConfig
+from kgprobe.pipeline.registry import DEVICE_NAME, CheckContext, StepCheckError, StepConfig
 from kgprobe.pipeline.steps import STEPS
 from kgprobe.yamlconf import config_error, read_yaml, validate, yaml_line
-
-_DEVICE = re.compile(r"(auto|cpu|cuda(:\d+)?)")
 
 
 class PipelineConfig(BaseModel):
@@ -86,7 +83,7 @@ def _check_device(device: str, path: Path | None, root: yaml.Node | None, *, str
 
     where = ("device",) if path is not None else ()
     name = device.strip().lower()
-    if not _DEVICE.fullmatch(name):
+    if not DEVICE_NAME.fullmatch(name):
         if name.split(":")[0] not in DEVICE_CHOICES and path is not None:
             raise config_error(f"{device!r} is not one of {', '.join(DEVICE_CHOICES)}", path, root, where)
         raise config_error(f"bad device {device!r}: use auto, cpu, cuda or cuda:N", path, root, where)
@@ -119,18 +116,15 @@ def _check_names(steps: list[StepConfig], path: Path, root: yaml.Node) -> None:
 
 
 def _check_references(steps: list[StepConfig], path: Path, root: yaml.Node, *, out_dir: Path, seed: int) -> None:
-    """Semantic checks that need no heavy work: names used before defined, unavailable sources."""
+    """Each step's check (names used before defined, unavailable sources, ...): its
+    :class:`StepCheckError` becomes ``file:line: steps[i].key: message``, at the option it names."""
     defined: set[str] = set()
     for i, step in enumerate(steps):
         spec = STEPS[step.type]
-        if spec.check is None:
-            problem = None
-        elif spec.check_sees_run:
-            problem = spec.check(step, defined, out_dir=out_dir, seed=seed, earlier=steps[:i])
-        else:
-            problem = spec.check(step, defined)
-        if problem is not None:
-            key, message = problem  # key: an option name, a path into the step's options, or None
-            key = () if key is None else (key,) if isinstance(key, str) else tuple(key)
-            raise config_error(message, path, root, ("steps", i) + key)
+        if spec.check is not None:
+            ctx = CheckContext(defined=frozenset(defined), out_dir=out_dir, seed=seed, earlier=tuple(steps[:i]))
+            try:
+                spec.check(step, ctx)
+            except StepCheckError as err:
+                raise config_error(err.message, path, root, ("steps", i) + err.loc) from None
         defined |= set(spec.defines(step)) if spec.defines else set()

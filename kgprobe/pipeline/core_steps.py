@@ -1,38 +1,32 @@
 """The steps any pipeline may use, whatever the capability: ``load_model``, ``build_dataset``,
-``load_kg``, ``kg_stats`` and ``save_kg``."""
+``load_kg``, ``kg_stats`` and ``save_kg``.
+
+Each is registered with :func:`kgprobe.pipeline.registry.step` (see there how to add one)."""
 from __future__ import annotations
 
 import inspect
 import json
 import time
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 from pydantic import Field
 
 from kgprobe.atomic import atomic_path
-from kgprobe.errors import KgprobeError
-from kgprobe.kg.formats import FORMATS, format_for, load_kg, save_kg
+from kgprobe.kg.formats import format_for, load_kg, save_kg
 from kgprobe.models import MODELS
-from kgprobe.pipeline.base import RunContext, StepConfig, StepSpec, _check_model, register
-
-
-def _check_kg_ref(key: str, name: str, defined: set[str]) -> tuple[str, str] | None:
-    if name not in defined:
-        known = ", ".join(sorted(defined)) or "none yet"
-        return key, f"KG {name!r} is not defined by an earlier step (defined: {known})"
-    return None
-
-
-def _check_format(key: str, path: Path, fmt: str | None) -> tuple[str, str] | None:
-    """``("format", why)`` for an unknown format name, ``(key, why)`` for an unusable suffix."""
-    if fmt is not None:
-        return None if fmt in FORMATS else ("format", f"unknown format {fmt!r} (known: {', '.join(FORMATS)})")
-    try:
-        format_for(path)
-    except KgprobeError as err:
-        return key, str(err)
-    return None
+from kgprobe.pipeline.registry import (
+    CheckContext,
+    RunContext,
+    StepCheckError,
+    StepConfig,
+    check_kg_defined,
+    check_kg_format,
+    check_model,
+    problem_at,
+    reused_build,
+    step,
+)
 
 
 # ------------------------------------------------------------------ load_model
@@ -43,6 +37,15 @@ class LoadModel(StepConfig):
     as_: str | None = Field(default=None, alias="as")
 
 
+def _check_load_model(step: LoadModel, ctx: CheckContext) -> None:
+    check_model(step.model)
+    spec = MODELS.get(step.model)
+    if spec is not None and step.kind is not None and step.kind != spec.kind:
+        raise StepCheckError("kind", f"model {step.model!r} is a {spec.kind}, not a {step.kind}")
+
+
+@step("load_model", config=LoadModel, check=_check_load_model,
+      description="load a model by registry name, local directory or hub id")
 def _run_load_model(step: LoadModel, ctx: RunContext) -> None:
     from kgprobe.models import load_causal_lm, load_masked_lm, load_sentence_encoder
 
@@ -59,21 +62,6 @@ def _run_load_model(step: LoadModel, ctx: RunContext) -> None:
     ctx.results.setdefault("models", {})[step.as_ or step.model] = {"kind": kind, "parameters": params}
 
 
-def _check_load_model(step: LoadModel, defined: set[str]):
-    if (problem := _check_model(step.model)) is not None:
-        return "model", problem
-    spec = MODELS.get(step.model)
-    if spec is not None and step.kind is not None and step.kind != spec.kind:
-        return "kind", f"model {step.model!r} is a {spec.kind}, not a {step.kind}"
-    return None
-
-
-register("load_model", StepSpec(
-    config=LoadModel, run=_run_load_model, check=_check_load_model,
-    description="load a model by registry name, local directory or hub id",
-))
-
-
 # ------------------------------------------------------------------ build_dataset
 class BuildDataset(StepConfig):
     type: Literal["build_dataset"] = "build_dataset"
@@ -86,33 +74,24 @@ class BuildDataset(StepConfig):
     reuse: bool = True  # an ``out`` directory holding this very build (build.json) is loaded, not rebuilt
 
 
-def _reusable(step: BuildDataset, out_dir: Path | None, seed: int) -> Path | None:
-    from kgprobe.kg.build import find_built
-
-    if step.out is None or out_dir is None or not step.reuse:
-        return None
-    seed = seed if step.seed is None else step.seed
-    return find_built(step.dataset, out_dir / step.out, inductive=step.inductive, seed=seed, options=step.options)
-
-
-def _check_dataset(step: BuildDataset, defined: set[str], *, out_dir: Path | None = None, seed: int = 0,
-                   earlier: Sequence[Any] = ()):
+def _check_dataset(step: BuildDataset, ctx: CheckContext) -> None:
     from kgprobe.kg.datasets import DATASETS
 
     spec = DATASETS.get(step.dataset)
     if spec is None:
-        return "dataset", f"unknown dataset {step.dataset!r} (known: {', '.join(sorted(DATASETS))})"
+        raise StepCheckError("dataset", f"unknown dataset {step.dataset!r} (known: {', '.join(sorted(DATASETS))})")
     takes = [n for n, p in inspect.signature(spec.build).parameters.items() if p.kind is p.KEYWORD_ONLY]
     for key, value in step.options.items():
         if key not in takes:  # the builder would fail with a TypeError after the earlier steps ran
             known = f"it takes: {', '.join(takes)}" if takes else "it takes none"
-            return ("options", key), f"unknown option for dataset {step.dataset!r} ({known})"
+            raise StepCheckError(("options", key), f"unknown option for dataset {step.dataset!r} ({known})")
         if not isinstance(value, str):
-            return ("options", key), f"must be a path, got {type(value).__name__}"
-    if _reusable(step, out_dir, seed) is not None:
-        return None  # built before: its sources are not needed again
+            raise StepCheckError(("options", key), f"must be a path, got {type(value).__name__}")
+    if reused_build(step, ctx.out_dir, ctx.seed) is not None:
+        return  # built before: its sources are not needed again
     missing = spec.available()
-    return ("dataset", missing) if missing else None
+    if missing:
+        raise StepCheckError("dataset", missing)
 
 
 def _dataset_names(step: BuildDataset) -> list[str]:
@@ -120,6 +99,8 @@ def _dataset_names(step: BuildDataset) -> list[str]:
     return [base] + ([f"{base}.train", f"{base}.valid", f"{base}.test"] if step.inductive else [])
 
 
+@step("build_dataset", config=BuildDataset, check=_check_dataset, defines=_dataset_names,
+      description="build a named dataset (optionally with a BLP inductive split)")
 def _run_build_dataset(step: BuildDataset, ctx: RunContext) -> None:
     from kgprobe.kg.build import build_and_save, load_built, split_parts
     from kgprobe.kg.datasets import build_dataset
@@ -128,7 +109,7 @@ def _run_build_dataset(step: BuildDataset, ctx: RunContext) -> None:
     seed = ctx.seed if step.seed is None else step.seed
     start = time.perf_counter()
     names = _dataset_names(step)
-    built = _reusable(step, ctx.out_dir, ctx.seed)
+    built = reused_build(step, ctx.out_dir, ctx.seed)
     if built is not None:
         kg, parts = load_built(built, inductive=step.inductive)
         ctx.kgs[names[0]] = kg
@@ -151,12 +132,6 @@ def _run_build_dataset(step: BuildDataset, ctx: RunContext) -> None:
              f"{kg.num_triples} triples in {time.perf_counter() - start:.1f}s")
 
 
-register("build_dataset", StepSpec(
-    config=BuildDataset, run=_run_build_dataset, check=_check_dataset, defines=_dataset_names, check_sees_run=True,
-    description="build a named dataset (optionally with a BLP inductive split)",
-))
-
-
 # ------------------------------------------------------------------ load_kg
 class LoadKG(StepConfig):
     type: Literal["load_kg"] = "load_kg"
@@ -165,27 +140,20 @@ class LoadKG(StepConfig):
     format: str | None = None
 
 
-def _check_load_kg(step: LoadKG, defined: set[str]):
+def _check_load_kg(step: LoadKG, ctx: CheckContext) -> None:
     if not step.path.exists():
-        return "path", f"no such file or directory: {step.path}"
-    if (problem := _check_format("path", step.path, step.format)) is not None:
-        return problem
-    try:  # read it now: a malformed file fails the check, with the file's own file:line message
+        raise StepCheckError("path", f"no such file or directory: {step.path}")
+    check_kg_format(step.path, step.format, key="path")
+    # read it now: a malformed file fails the check, with the file's own file:line message
+    with problem_at("path"):
         load_kg(step.path, format=step.format)
-    except KgprobeError as err:
-        return "path", str(err)
-    return None
 
 
+@step("load_kg", config=LoadKG, check=_check_load_kg, defines=lambda s: [s.as_],
+      description="load a KG file or directory (tsv, jsonl, ttl, nt, graphml, KG dir)")
 def _run_load_kg(step: LoadKG, ctx: RunContext) -> None:
     ctx.kgs[step.as_] = load_kg(step.path, format=step.format)
     ctx.echo(f"loaded KG {step.as_} from {step.path}")
-
-
-register("load_kg", StepSpec(
-    config=LoadKG, run=_run_load_kg, check=_check_load_kg, defines=lambda s: [s.as_],
-    description="load a KG file or directory (tsv, jsonl, ttl, nt, graphml, KG dir)",
-))
 
 
 # ------------------------------------------------------------------ kg_stats
@@ -195,6 +163,8 @@ class KGStats(StepConfig):
     out: Path | None = None
 
 
+@step("kg_stats", config=KGStats, check=lambda s, ctx: check_kg_defined(s.kg, ctx, key="kg"),
+      description="print a KG's statistics (and write them as JSON)")
 def _run_kg_stats(step: KGStats, ctx: RunContext) -> None:
     stats = ctx.kgs[step.kg].statistics()
     ctx.echo(json.dumps(stats, indent=2))
@@ -202,12 +172,6 @@ def _run_kg_stats(step: KGStats, ctx: RunContext) -> None:
     if step.out is not None:
         with atomic_path(ctx.out_dir / step.out) as tmp:
             tmp.write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
-
-
-register("kg_stats", StepSpec(
-    config=KGStats, run=_run_kg_stats, check=lambda s, d: _check_kg_ref("kg", s.kg, d),
-    description="print a KG's statistics (and write them as JSON)",
-))
 
 
 # ------------------------------------------------------------------ save_kg
@@ -218,27 +182,21 @@ class SaveKG(StepConfig):
     format: str | None = None
 
 
-def _check_save_kg(step: SaveKG, defined: set[str], *, out_dir: Path, seed: int = 0, earlier: Sequence[Any] = ()):
-    if (ref := _check_kg_ref("kg", step.kg, defined)) is not None:
-        return ref
-    target = out_dir / step.out
-    if (problem := _check_format("out", target, step.format)) is not None:
-        return problem
+def _check_save_kg(step: SaveKG, ctx: CheckContext) -> None:
+    check_kg_defined(step.kg, ctx, key="kg")
+    target = ctx.out_dir / step.out
+    check_kg_format(target, step.format, key="out")
     fmt = step.format or format_for(target)
     if fmt == "dir" and target.exists() and not target.is_dir():
-        return "out", f"{target} is a file; a KG directory cannot replace it"
+        raise StepCheckError("out", f"{target} is a file; a KG directory cannot replace it")
     if fmt != "dir" and target.is_dir():
-        return "out", f"{target} is a directory; cannot write a {fmt} file there"
-    return None
+        raise StepCheckError("out", f"{target} is a directory; cannot write a {fmt} file there")
 
 
+@step("save_kg", config=SaveKG, check=_check_save_kg,
+      description="write a KG as a KG dir, tsv, jsonl, Turtle, N-Triples or GraphML")
 def _run_save_kg(step: SaveKG, ctx: RunContext) -> None:
     start = time.perf_counter()
     path = save_kg(ctx.kgs[step.kg], ctx.out_dir / step.out, format=step.format)
     ctx.echo(f"wrote {step.kg} to {path} in {time.perf_counter() - start:.1f}s")
 
-
-register("save_kg", StepSpec(
-    config=SaveKG, run=_run_save_kg, check=_check_save_kg, check_sees_run=True,
-    description="write a KG as a KG dir, tsv, jsonl, Turtle, N-Triples or GraphML",
-))

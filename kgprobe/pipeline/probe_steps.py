@@ -1,4 +1,5 @@
-"""Pipeline step of the probing capability: ``concept_vectors`` (locate, validate, unlearn)."""
+"""Pipeline step of the probing capability: ``concept_vectors`` (locate, validate, unlearn),
+registered with :func:`kgprobe.pipeline.registry.step`."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,8 +7,16 @@ from typing import Literal
 
 from pydantic import Field
 
-from kgprobe.errors import KgprobeError
-from kgprobe.pipeline.base import RunContext, StepConfig, StepSpec, _check_model, _check_model_kind, register
+from kgprobe.pipeline.registry import (
+    CheckContext,
+    RunContext,
+    StepCheckError,
+    StepConfig,
+    check_model,
+    check_model_kind,
+    problem_at,
+    step,
+)
 from kgprobe.probe.run import LocateOptions, UnlearnOptions, ValidateOptions
 
 STAGES = ("locate", "validate", "unlearn")
@@ -27,24 +36,22 @@ class ConceptVectorsStep(StepConfig):
     unlearn: UnlearnOptions = Field(default_factory=UnlearnOptions)
 
 
-def _check(step: ConceptVectorsStep, defined: set[str]):
+def _check(step: ConceptVectorsStep, ctx: CheckContext) -> None:
     from kgprobe.probe.run import load_concept_files
     from kgprobe.probe.unlearn import unlearner_names
 
-    if (problem := _check_model(step.model)) is not None:
-        return "model", problem
-    if (problem := _check_model_kind(step.model, ("causal-lm",), "a causal LM")) is not None:  # reads its MLPs
-        return "model", problem
-    try:
+    check_model(step.model)
+    check_model_kind(step.model, ("causal-lm",), "a causal LM")  # reads its MLPs
+    with problem_at("concepts"):
         load_concept_files(step.concepts)
-    except KgprobeError as err:
-        return "concepts", str(err)
     unknown = [m for m in step.unlearn.methods if m not in unlearner_names()]
     if unknown:
-        return "unlearn", f"unknown unlearning method(s) {', '.join(unknown)}; known: {', '.join(unlearner_names())}"
-    return None
+        raise StepCheckError("unlearn", f"unknown unlearning method(s) {', '.join(unknown)}; "
+                                        f"known: {', '.join(unlearner_names())}")
 
 
+@step("concept_vectors", config=ConceptVectorsStep, check=_check,
+      description="locate concept vectors in an LM's MLPs, validate them by ablation, compare unlearning methods")
 def _run(step: ConceptVectorsStep, ctx: RunContext) -> None:
     from kgprobe.models import load_causal_lm
     from kgprobe.probe.concepts import FEW_SHOT
@@ -68,8 +75,3 @@ def _run(step: ConceptVectorsStep, ctx: RunContext) -> None:
         results["unlearning"] = unlearn_all(model, tokenizer, concepts, out, options=step.unlearn, seed=ctx.seed,
                                             **common)
 
-
-register("concept_vectors", StepSpec(
-    config=ConceptVectorsStep, run=_run, check=_check,
-    description="locate concept vectors in an LM's MLPs, validate them by ablation, compare unlearning methods",
-))

@@ -10,8 +10,8 @@ import torch
 from kgprobe.atomic import atomic_path
 from kgprobe.models import device_name, resolve_device
 from kgprobe.outdir import check_output_dir, open_output_dir
-from kgprobe.pipeline.base import RunContext
 from kgprobe.pipeline.config import Pipeline
+from kgprobe.pipeline.registry import RunContext
 from kgprobe.pipeline.steps import STEPS
 from kgprobe.seeding import seed_everything
 

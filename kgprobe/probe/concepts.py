@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from kgprobe.atomic import atomic_path
+from kgprobe.atomic import atomic_path, write_json
 from kgprobe.errors import KgprobeError
 
 # Prepended to every prompt when scoring (``score_qa(..., few_shot=FEW_SHOT)``). It shows the
@@ -521,8 +521,7 @@ def _print_measure(model_name: str, concepts: list[Concept], *, out: str | None 
           f"{sum(known)} of {sum(len(v) for v in qa.values())} qa and "
           f"{sum(map(sum, attack.values()))} of {sum(len(v) for v in attack.values())} attack questions known")
     if out:
-        with atomic_path(out) as tmp:
-            tmp.write_text(json.dumps({c.id: {"qa": qa[c.id], "attack": attack[c.id]} for c in concepts}))
+        write_json(out, {c.id: {"qa": qa[c.id], "attack": attack[c.id]} for c in concepts}, indent=None)
 
 
 if __name__ == "__main__":

@@ -13,9 +13,11 @@ answer's tokens (what comes after them is not checked).
 
 A ``few_shot`` prefix is tokenised on its own (with the tokenizer's special tokens; the prompt
 then gets none), run once, and its key/value cache is shared by every row: the prefix is the
-same for all items, so a batch only computes its own prompt and answer tokens. End the prefix
-with a newline: byte-level BPE tokenisers then split ``few_shot + prompt`` exactly there anyway,
-so the ids equal those of the joint string.
+same for all items, and under causal attention its keys and values do not depend on the tokens
+after it, so a batch only computes its own prompt and answer tokens and the numbers equal those
+of the full sequence (the machinery, shared with harvesting, is in :mod:`kgprobe.models.lm`).
+End the prefix with a newline: byte-level BPE tokenisers then split ``few_shot + prompt``
+exactly there anyway, so the ids equal those of the joint string.
 
 Items are sorted by length and cut into batches so rows of one batch need little padding; rows
 are padded on the LEFT (between the shared prefix and the prompt), and the attention mask plus
@@ -25,13 +27,13 @@ sequence alone. Only the last ``max answer length + 1`` positions go through the
 """
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from typing import Iterator, Protocol, Sequence
 
 import torch
 
 from kgprobe.errors import KgprobeError
+from kgprobe.models.lm import KV, cache_keyword, expand_cache, forward_parameters, prefix_cache
 
 
 class _Item(Protocol):
@@ -104,34 +106,17 @@ def _batches(tokenizer, items: Sequence[_Item], *, lead: list[int], prefix_len: 
                      answer.to(device))
 
 
-def _forward_parameters(model) -> set[str]:
-    try:
-        return set(inspect.signature(model.forward).parameters)
-    except (TypeError, ValueError):
-        return set()
-
-
+@dataclass(frozen=True)
 class _Prefix:
-    """The few-shot prefix's per-layer keys and values, computed once and shared by all batches."""
+    """The few-shot prefix's per-layer keys and values, computed once and shared by all batches
+    (:func:`kgprobe.models.lm.prefix_cache`; with autograd on they keep their graph)."""
 
-    def __init__(self, model, ids: list[int], device: torch.device):
-        self.length = len(ids)
-        self.config = model.config
-        params = _forward_parameters(model)
-        # only the cache is wanted; one position of logits instead of the prefix's [P, vocab]
-        kwargs = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
-        out = model(input_ids=torch.tensor([ids], device=device), use_cache=True, **kwargs)
-        # transformers 5 names the cache `cache`; older releases `past_key_values`
-        cache = out.cache if hasattr(out, "cache") else out.past_key_values
-        self.layers = [(keys, values) for keys, values, *_ in cache]
-        self.keyword = "cache" if "cache" in params else "past_key_values"
+    length: int
+    kv: KV
 
-    def cache(self, batch_size: int):
-        """A fresh cache holding the prefix for ``batch_size`` rows (a forward pass appends to it)."""
-        from transformers import DynamicCache
-
-        return DynamicCache([(k.expand(batch_size, -1, -1, -1), v.expand(batch_size, -1, -1, -1))
-                             for k, v in self.layers], config=self.config)
+    @classmethod
+    def run(cls, model, ids: list[int]) -> _Prefix:
+        return cls(len(ids), prefix_cache(model, ids))
 
 
 def _score_batch(model, batch: _Batch, prefix: _Prefix | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -143,11 +128,12 @@ def _score_batch(model, batch: _Batch, prefix: _Prefix | None) -> tuple[torch.Te
     """
     b, width = batch.input_ids.shape
     keep = int(batch.answer_mask.sum(-1).max()) + 1
-    kwargs = {"logits_to_keep": keep} if "logits_to_keep" in _forward_parameters(model) else {}
+    kwargs = {"logits_to_keep": keep} if "logits_to_keep" in forward_parameters(model) else {}
     mask = batch.attention_mask
     if prefix is not None:
+        # every row attends to all prefix positions; its own left padding stays masked out
         mask = torch.cat([mask.new_ones(b, prefix.length), mask], dim=1)
-        kwargs.update({prefix.keyword: prefix.cache(b), "use_cache": True})
+        kwargs.update({cache_keyword(model): expand_cache(prefix.kv, b, model.config), "use_cache": True})
     else:
         kwargs.update(use_cache=False)
     logits = model(input_ids=batch.input_ids, attention_mask=mask,
@@ -175,7 +161,7 @@ def _prepared(model, tokenizer, items: Sequence[_Item], *, few_shot: str, batch_
         raise KgprobeError(f"batch_size must be >= 1, got {batch_size}")
     device = _device(model)
     lead = tokenizer(few_shot, add_special_tokens=True)["input_ids"] if few_shot and items else []
-    prefix = _Prefix(model, lead, device) if lead and cache_prefix else None
+    prefix = _Prefix.run(model, lead) if lead and cache_prefix else None
     for batch in _batches(tokenizer, items, lead=[] if prefix else lead,
                           prefix_len=prefix.length if prefix else 0, batch_size=batch_size, device=device):
         yield batch, prefix

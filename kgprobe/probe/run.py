@@ -9,6 +9,10 @@
               :mod:`kgprobe.probe.report` (JSON, TSV, PNG)
 
 Each stage reads what the previous one wrote, so each can run (and be resumed) on its own.
+:func:`locate`, :func:`validate` and :func:`unlearn_all` take a loaded model and write into ``out``
+(a pipeline step shares one model between them); :func:`run_locate`, :func:`run_validate` and
+:func:`run_unlearn` are the ``kgprobe probe`` commands: they check the options and the run directory,
+load the model and the concepts, then run the stage. :func:`lens` is ``kgprobe probe lens``.
 """
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ from typing import Callable, Sequence
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from kgprobe.atomic import atomic_path
+from kgprobe.atomic import atomic_path, write_json
 from kgprobe.checkpoint import ChunkLog
 from kgprobe.errors import KgprobeError
 from kgprobe.probe.concepts import QA, Concept, concept_token_ids, load_concepts
@@ -66,11 +70,6 @@ class UnlearnOptions(BaseModel):
     top_tokens: int = Field(default=50, ge=1)
 
 
-def _write_json(path: Path, data) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
 def _read_json(path: Path, what: str):
     if not path.is_file():
         raise KgprobeError(f"{path} is missing: run the {what} stage first")
@@ -103,7 +102,7 @@ def locate(model, tokenizer, concepts: Sequence[Concept], out: Path, *, options:
     else:
         answered = known_questions(model, tokenizer, concepts, few_shot=few_shot, batch_size=batch_size)
         known_idx = {c.id: [i for i, ok in enumerate(answered[c.id]) if ok] for c in concepts}
-        _write_json(out / KNOWN_FILE, known_idx)
+        write_json(out / KNOWN_FILE, known_idx)
     known = _known_items(concepts, known_idx)
     n_ok = sum(len(v) > 0 for v in known.values())
     echo(f"the model answers {sum(map(len, known.values()))} of {sum(len(c.qa) for c in concepts)} questions "
@@ -223,7 +222,7 @@ def validate(model, tokenizer, concepts: Sequence[Concept], out: Path, *,
         "effect_sets": _set_table(records),
     }
     summary["diagnosis"] = _diagnosis(summary)
-    _write_json(out / VALIDATION_JSON, summary)
+    write_json(out / VALIDATION_JSON, summary)
     echo(f"validated {summary['validated']} of {len(records)} concepts ({len(tested)} tested) "
          f"-> {out / VALIDATION_TSV}")
     return summary
@@ -343,3 +342,101 @@ def load_concept_files(paths: Sequence[str | Path]) -> list[Concept]:
         raise KgprobeError(f"concept ids appear twice: {', '.join(dup[:5])}")
     return concepts
 
+
+# ------------------------------------------------------------------ the stages as commands
+#: the concept file the commands use when given none
+DEFAULT_CONCEPT_FILES = ("kg_data/concepts/countries.jsonl",)
+#: the command whose output a run directory is (its ``.kgprobe`` marker; see :mod:`kgprobe.outdir`)
+COMMAND = "probe"
+
+
+def _open_stage(stage: str, out: Path, *, concept_files: Sequence[str | Path], model: str, device: str,
+                few_shot: str | None, max_concepts: int | None, loading_bars: bool):
+    """Check the options and ``out`` (a stage after locate needs locate's output there), load the
+    concepts and the model, then create ``out``: ``(model, tokenizer, concepts, few-shot prefix)``."""
+    # imported when called: the tests replace the loaders
+    from kgprobe.models import check_model, load_causal_lm, resolve_device
+    from kgprobe.models.loaders import hide_loading_bars
+    from kgprobe.outdir import check_output_dir, open_output_dir
+    from kgprobe.probe.concepts import FEW_SHOT
+
+    resolve_device(device)  # every option is checked before the model loads
+    check_model(model, kind="causal-lm")
+    target = check_output_dir(out, command=COMMAND)
+    if stage != "locate" and target.state != "own":
+        raise KgprobeError(f"{out} holds no `kgprobe probe locate` output: run the locate stage first, with this --out")
+    if not loading_bars:
+        hide_loading_bars()
+    concepts = load_concept_files(concept_files)[:max_concepts]
+    lm, tokenizer = load_causal_lm(model, device=device)
+    open_output_dir(target)
+    return lm, tokenizer, concepts, FEW_SHOT if few_shot is None else few_shot
+
+
+def run_locate(out: str | Path, *, concept_files: Sequence[str | Path] = DEFAULT_CONCEPT_FILES,
+               model: str = "smollm2-135m", device: str = "auto", few_shot: str | None = None,
+               max_concepts: int | None = None, options: LocateOptions = LocateOptions(), batch_size: int = 32,
+               echo: Callable[[str], None] = print, loading_bars: bool = True) -> list[dict]:
+    """``kgprobe probe locate``: :func:`locate` with the causal LM ``model`` (loaded here) on the
+    concepts of ``concept_files`` (the first ``max_concepts``), into the run directory ``out``.
+
+    ``out`` must be new, empty or a probe run (see :mod:`kgprobe.outdir`); it is checked, like the
+    device and the model, before anything loads, and created only once the model has loaded.
+    ``few_shot`` prefixes every question (None: the concepts' default). Returns the candidate rows.
+    """
+    out = Path(out)
+    lm, tokenizer, concepts, prefix = _open_stage("locate", out, concept_files=concept_files, model=model,
+                                                  device=device, few_shot=few_shot, max_concepts=max_concepts,
+                                                  loading_bars=loading_bars)
+    return locate(lm, tokenizer, concepts, out, options=options, few_shot=prefix, batch_size=batch_size, echo=echo)
+
+
+def run_validate(out: str | Path, *, concept_files: Sequence[str | Path] = DEFAULT_CONCEPT_FILES,
+                 model: str = "smollm2-135m", device: str = "auto", few_shot: str | None = None,
+                 max_concepts: int | None = None, options: ValidateOptions = ValidateOptions(), seed: int = 0,
+                 batch_size: int = 32, echo: Callable[[str], None] = print, loading_bars: bool = True) -> dict:
+    """``kgprobe probe validate``: :func:`validate` in the run directory ``out``, which must hold
+    :func:`run_locate`'s output (checked before anything loads). Arguments as for :func:`run_locate`
+    (keep ``concept_files`` and ``max_concepts`` the same for every stage). Returns the summary."""
+    out = Path(out)
+    lm, tokenizer, concepts, prefix = _open_stage("validate", out, concept_files=concept_files, model=model,
+                                                  device=device, few_shot=few_shot, max_concepts=max_concepts,
+                                                  loading_bars=loading_bars)
+    return validate(lm, tokenizer, concepts, out, options=options, few_shot=prefix, batch_size=batch_size,
+                    seed=seed, echo=echo)
+
+
+def run_unlearn(out: str | Path, *, concept_files: Sequence[str | Path] = DEFAULT_CONCEPT_FILES,
+                model: str = "smollm2-135m", device: str = "auto", few_shot: str | None = None,
+                max_concepts: int | None = None, options: UnlearnOptions = UnlearnOptions(), seed: int = 0,
+                batch_size: int = 32, echo: Callable[[str], None] = print, loading_bars: bool = True) -> dict:
+    """``kgprobe probe unlearn``: :func:`unlearn_all` in the run directory ``out`` (which must hold
+    a probe run; its validate stage must have run). Arguments as for :func:`run_locate`. Returns the
+    report's summary."""
+    out = Path(out)
+    lm, tokenizer, concepts, prefix = _open_stage("unlearn", out, concept_files=concept_files, model=model,
+                                                  device=device, few_shot=few_shot, max_concepts=max_concepts,
+                                                  loading_bars=loading_bars)
+    return unlearn_all(lm, tokenizer, concepts, out, options=options, few_shot=prefix, batch_size=batch_size,
+                       seed=seed, echo=echo)
+
+
+def lens(model: str = "smollm2-135m", *, layer: int, index: int, k: int = 20, device: str = "auto",
+         loading_bars: bool = True) -> dict:
+    """``kgprobe probe lens``: the ``k`` tokens value vector ``index`` of MLP ``layer`` promotes most
+    (logit lens), as ``{"layer", "index", "tokens", "logits"}`` (logits rounded to 4 places)."""
+    # imported when called: the tests replace the loaders
+    from kgprobe.models import check_model, load_causal_lm, resolve_device
+    from kgprobe.models.loaders import hide_loading_bars
+    from kgprobe.probe.hooks import arch_of, logit_lens, value_vectors
+
+    resolve_device(device)  # a bad device or model fails before the model loads
+    check_model(model, kind="causal-lm")
+    if not loading_bars:
+        hide_loading_bars()
+    lm, tokenizer = load_causal_lm(model, device=device)
+    vectors = value_vectors(lm, layer)
+    arch_of(lm).check_index(index)
+    values, ids = logit_lens(lm, vectors[index:index + 1], k=k)
+    return {"layer": layer, "index": index, "tokens": [tokenizer.decode([i]) for i in ids[0].tolist()],
+            "logits": [round(v, 4) for v in values[0].tolist()]}
