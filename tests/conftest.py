@@ -1,4 +1,7 @@
 import os
+from pathlib import Path
+
+import pytest
 
 # Tests never wait on a model hub; the default models come from installed packages.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -17,3 +20,15 @@ def load_bench(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def split_dir(tmp_path_factory) -> Path:
+    """UMLS with a BLP inductive split, as `kgprobe data build umls --inductive` writes it (~2 s)."""
+    from kgprobe.cli import main
+
+    out = tmp_path_factory.mktemp("data") / "umls"
+    with pytest.raises(SystemExit) as exc:
+        main(["data", "build", "umls", "--inductive", "--out", str(out)])
+    assert exc.value.code == 0
+    return out

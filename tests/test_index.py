@@ -92,6 +92,33 @@ def test_blocked_topk_is_exact(n):
         assert all(len(set(row.tolist())) == 10 for row in idx)
 
 
+def _stable_topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tie rule by a stable sort: largest first, equal values by lowest column."""
+    values, cols = torch.sort(scores, dim=1, descending=True, stable=True)
+    return values[:, :k], cols[:, :k]
+
+
+@pytest.mark.parametrize("n", [5, 300, 64 * 40 + 13, 20_000])
+def test_topk_rows_ties_go_to_the_lowest_column(n):
+    from kgprobe.index.exact import topk_rows
+
+    g = torch.Generator().manual_seed(n)
+    for k in (1, 3, 10):
+        for scores in (torch.randint(0, 4, (5, n), generator=g).float(),
+                       torch.randint(0, 50, (5, n), generator=g).float(), torch.zeros(2, n)):
+            want = _stable_topk(scores, min(k, n))
+            for view in (scores, scores.t().contiguous().t()):  # blocked path, and torch.topk (not contiguous)
+                values, cols = topk_rows(view, min(k, n))
+                assert torch.equal(values, want[0]) and torch.equal(cols, want[1]), (n, k)
+    # a tie for the k-th place inside the kept blocks (settled on the candidates, not the whole row)
+    scores = torch.randn(1, 64 * 50, generator=g)
+    top = torch.topk(scores, 10, dim=1).indices[0]
+    kth = int(top[-1])
+    block = [c for c in range(kth // 64 * 64, kth // 64 * 64 + 64) if c not in top.tolist()]
+    scores[0, block[0]] = scores[0, kth]
+    assert torch.equal(topk_rows(scores, 10)[1], _stable_topk(scores, 10)[1])
+
+
 def test_add_in_pieces_and_1d_query(data):
     base, queries = data
     index = VectorIndex(48, backend="torch")

@@ -39,14 +39,7 @@ def _fails(args: list[str], capsys, *needles: str) -> str:
     return lines[0]
 
 
-@pytest.fixture(scope="module")
-def split_dir(tmp_path_factory) -> Path:
-    """UMLS with a BLP inductive split, as `kgprobe data build umls --inductive` writes it (~2 s)."""
-    out = tmp_path_factory.mktemp("data") / "umls"
-    with pytest.raises(SystemExit) as exc:
-        main(["data", "build", "umls", "--inductive", "--out", str(out)])
-    assert exc.value.code == 0
-    return out
+# split_dir: the UMLS inductive split (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")

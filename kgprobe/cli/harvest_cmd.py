@@ -1,18 +1,24 @@
 """``kgprobe harvest`` and ``kgprobe harvest-eval``: each parses its options, calls one library
-function (:func:`kgprobe.harvest.run.harvest`, :func:`kgprobe.harvest.run.evaluate_harvest`) and prints."""
+function (:func:`kgprobe.harvest.run.harvest`, or :func:`kgprobe.harvest.many.harvest_many` for
+several relations; :func:`kgprobe.harvest.run.evaluate_harvest`) and prints."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from kgprobe.cli.options import SEED, OutputPath
 
+#: the options of a job of several relations (a folder, or several files)
+MANY_ONLY = ("executor", "ray_address", "gpus_per_relation", "cpus_per_relation", "max_retries")
+
 
 @click.command()
-@click.argument("relation", type=click.Path(path_type=Path))
-@click.option("--out", type=OutputPath(), required=True, help="Run directory to write.")
+@click.argument("relations", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="RELATION...")
+@click.option("--out", type=OutputPath(), required=True,
+              help="Run directory to write (several relations: the job's folder, a run directory per relation inside).")
 @click.option("--model", default="smollm2-135m", show_default=True,
               help="Registry name, local model directory, .gguf file or hub id (causal or masked LM).")
 @click.option("--top-k", type=click.IntRange(min=1), default=100, show_default=True, help="Tuples to output.")
@@ -30,16 +36,76 @@ from kgprobe.cli.options import SEED, OutputPath
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out (same options).")
 @click.option("--overwrite", is_flag=True,
               help="Replace whatever --out holds (without it, --out must be new, empty or this command's own run).")
-def harvest(relation: Path, out: Path, model: str, top_k: int, paraphrases: int, first_candidates: int | None,
-            prior_correction: float, device: str, batch_size: int, seed: int, resume: bool,
-            overwrite: bool) -> None:
-    """Harvest a ranked KG for RELATION (a YAML/JSON file with prompts and seed tuples) from an LM.
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="Several relations: one after the other in this process (local), or each as a Ray task "
+                   "(ray; needs pip install 'kgprobe[ray]').")
+@click.option("--ray-address", default=None,
+              help="--executor ray: the Ray cluster, HOST:PORT of its head or ray://HOST:PORT "
+                   "(default: start a local Ray instance on this machine).")
+@click.option("--gpus-per-relation", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="--executor ray: GPUs each relation's task takes; a fraction shares a GPU "
+                   "(0.25: four small-LM relations on one GPU). 0: CPU only.")
+@click.option("--cpus-per-relation", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="--executor ray: CPUs each relation's task takes (and torch threads it uses).")
+@click.option("--max-retries", type=click.IntRange(min=0), default=3, show_default=True,
+              help="--executor ray: how often Ray runs a relation again whose worker died (killed, node lost); "
+                   "it continues from the relation's checkpoints.")
+@click.pass_context
+def harvest(ctx: click.Context, relations: tuple[Path, ...], out: Path, model: str, top_k: int, paraphrases: int,
+            first_candidates: int | None, prior_correction: float, device: str, batch_size: int, seed: int,
+            resume: bool, overwrite: bool, executor: str, ray_address: str | None, gpus_per_relation: float,
+            cpus_per_relation: float, max_retries: int) -> None:
+    """Harvest a ranked KG for each RELATION (a YAML/JSON file with prompts and seed tuples, or a
+    folder of them) from an LM.
 
     \b
-    Writes to --out: tuples.jsonl (best first), prompts.json (prompt weights), kg.ttl,
-    run.json (timings, LM forward passes) and checkpoints that --resume continues from.
+    One relation file: --out is its run directory: tuples.jsonl (best first), prompts.json
+    (prompt weights), kg.ttl, run.json (timings, LM forward passes) and checkpoints that --resume
+    continues from.
+
+    \b
+    Several files or a folder (every *.yaml, *.yml, *.json in it): --out gets relations/NAME/ (a
+    run directory per relation), the merged KG kg/ and kg.ttl (every triple with its relation,
+    score and provenance), summary.tsv and summary.json (tuples, precision@10/50/100 where the
+    relation names a reference, seconds, LM forward passes) and logs/NAME.log. Every file is
+    checked before any relation starts. --executor ray runs each relation as a Ray task; a task
+    whose worker dies is run again and continues from its checkpoints.
+
     See kg_data/relations/ for relation files.
     """
+    from kgprobe.harvest.run import HarvestOptions
+
+    search = {"first_candidates": first_candidates} if first_candidates else {}
+    many = len(relations) > 1 or relations[0].is_dir()
+    if not many:
+        given = [f"--{name.replace('_', '-')}" for name in MANY_ONLY
+                 if ctx.get_parameter_source(name) is not ParameterSource.DEFAULT]
+        if given:
+            from kgprobe.errors import KgprobeError
+
+            raise KgprobeError(f"{', '.join(given)}: only for several relations (a folder or several relation "
+                               "files); one relation runs in this process")
+        _harvest_one(relations[0], out, model=model, top_k=top_k, paraphrases=paraphrases, search=search,
+                     prior_correction=prior_correction, device=device, batch_size=batch_size, seed=seed,
+                     resume=resume, overwrite=overwrite)
+        return
+    from kgprobe.harvest.many import harvest_many
+
+    options = HarvestOptions(model=model, top_k=top_k, paraphrases=paraphrases, seed=seed, search=search,
+                             prior_correction=prior_correction)
+    done = harvest_many(relations, out, options=options, device=device, batch_size=batch_size, executor=executor,
+                        ray_address=ray_address, gpus_per_relation=gpus_per_relation,
+                        cpus_per_relation=cpus_per_relation, max_retries=max_retries, resume=resume,
+                        overwrite=overwrite, echo=click.echo)
+    click.echo(done.table())
+    click.echo(f"{done.triples} triples -> {done.kg_ttl} and {done.kg_dir}; summary in {done.summary_tsv} "
+               f"({done.seconds:.0f}s, {done.executor})")
+
+
+def _harvest_one(relation: Path, out: Path, *, model: str, top_k: int, paraphrases: int, search: dict,
+                 prior_correction: float, device: str, batch_size: int, seed: int, resume: bool,
+                 overwrite: bool) -> None:
+    """One relation file: its run directory in --out, as this command has always written it."""
     from kgprobe.harvest.relation import load_relation
     from kgprobe.harvest.run import HarvestOptions
     from kgprobe.harvest.run import harvest as run_harvest
@@ -47,7 +113,6 @@ def harvest(relation: Path, out: Path, model: str, top_k: int, paraphrases: int,
 
     rel = load_relation(relation)
     resolve_device(device)
-    search = {"first_candidates": first_candidates} if first_candidates else {}
     options = HarvestOptions(model=model, top_k=top_k, paraphrases=paraphrases, seed=seed, search=search,
                              prior_correction=prior_correction)
     run_harvest(rel, out, options=options, device=device, batch_size=batch_size, resume=resume,

@@ -92,6 +92,9 @@ def embed(kg: str, out: Path, model: str, text_field: str, batch_size: int, fp16
 @click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--exact", is_flag=True, help="Ignore DIR/index.faiss and search all vectors exactly.")
+@click.option("--devices", default=None, metavar="LIST",
+              help="Shard the search over these devices, comma-separated (e.g. cuda:0,cuda:1): faiss's "
+                   "sharding with faiss-GPU, else row shards of an exact search, merged (the same results).")
 @click.option("--nprobe", type=COUNT, default=None, help="Override the IVF nprobe of the index.")
 @click.option("--ef-search", type=COUNT, default=None, help="Override the HNSW efSearch of the index.")
 @click.option("--plain", is_flag=True,
@@ -114,8 +117,8 @@ def embed(kg: str, out: Path, model: str, text_field: str, batch_size: int, fp16
 @click.option("--cosine-weight", type=float, default=None, show_default="0",
               help="Re-ranking: add this times the retrieval score (cosine) to the LM score.")
 def neighbors(directory: Path, query: str | None, k: int, entity_id: str | None, as_json: bool, device: str,
-              exact: bool, nprobe: int | None, ef_search: int | None, plain: bool, classes: int | None,
-              class_floor: float | None, own_weight: float | None, rerank_model: str | None,
+              exact: bool, devices: str | None, nprobe: int | None, ef_search: int | None, plain: bool,
+              classes: int | None, class_floor: float | None, own_weight: float | None, rerank_model: str | None,
               rerank_depth: int, prior_weight: float | None, cosine_weight: float | None) -> None:
     """Print the entities of DIR (made by `kgprobe embed`) nearest to QUERY.
 
@@ -142,13 +145,15 @@ def neighbors(directory: Path, query: str | None, k: int, entity_id: str | None,
       kgprobe neighbors runs/wn_emb "a domesticated carnivorous mammal" -k 5 --plain
       kgprobe neighbors runs/wn_emb "a domesticated carnivorous mammal" -k 5 --rerank smollm2-135m
       kgprobe neighbors runs/wn_emb --entity 02084071 --json
+      kgprobe neighbors runs/wn_emb --entity 02084071 --exact --devices cuda:0,cuda:1
     """
     from kgprobe.index.neighbors import nearest_neighbors
 
     found = nearest_neighbors(directory, query, entity_id=entity_id, k=k, device=device, exact=exact, nprobe=nprobe,
                               ef_search=ef_search, plain=plain, classes=classes, class_floor=class_floor,
                               own_weight=own_weight, rerank_model=rerank_model, rerank_depth=rerank_depth,
-                              prior_weight=prior_weight, cosine_weight=cosine_weight, loading_bars=False)
+                              prior_weight=prior_weight, cosine_weight=cosine_weight, loading_bars=False,
+                              devices=devices)
     if as_json:
         click.echo(json.dumps(found.as_json(), ensure_ascii=False))
         return

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ from kgprobe.cli.options import (
     parse_settings,
     settings_option,
 )
+from kgprobe.errors import KgprobeError
+from kgprobe.stopping import Stopped
 
 
 class _LinkpredGroup(click.Group):
@@ -61,22 +64,55 @@ def _train_command() -> click.Command:
     flags, advanced = _train_fields()
     options = model_options(LinkPredConfig, flags, types={"data": click.Path(path_type=Path), "out": OutputPath(),
                                                           "seed": SEED})
-    return click.command("train")(options(settings_option(LinkPredConfig, advanced)(_QUIET(_OVERWRITE(train)))))
+    return click.command("train", cls=_TrainCommand)(
+        options(settings_option(LinkPredConfig, advanced)(_NPROC(_QUIET(_OVERWRITE(train))))))
 
 
+class _TrainCommand(click.Command):
+    """Keeps the arguments as typed (``ctx.meta["argv"]``): ``--nproc`` starts the same command
+    again under torchrun."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["argv"] = list(args)
+        return super().parse_args(ctx, args)
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """``argv`` less its ``--nproc N`` / ``--nproc=N``."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
+
+
+_NPROC = click.option("--nproc", type=click.IntRange(min=1), default=None,
+                      help="Train with N processes on this machine, one per GPU (CPU: one per core at most), "
+                           "gradients all-reduced and in-batch negatives gathered from all of them; --batch-size "
+                           "is each one's. Starts this command again under torchrun (torch.distributed.run "
+                           "--standalone). Under torchrun itself, leave it out.")
 _QUIET = click.option("--quiet", is_flag=True, help="No progress bars.")
 _OVERWRITE = click.option("--overwrite", is_flag=True, help="Replace whatever --out holds (without it, --out must "
                                                             "be new, empty or a run of this command).")
 
 
-def train(quiet: bool, overwrite: bool, settings: tuple[str, ...], **options: Any) -> None:
+def train(nproc: int | None, quiet: bool, overwrite: bool, settings: tuple[str, ...], **options: Any) -> None:
     """Train a link-prediction model on an inductive split and evaluate it on the test set.
 
     \b
     Validation ranks against train + valid entities, test against all entities (BLP);
     the best validation epoch (both.realistic.mrr) is kept and its test metrics written
     to OUT/test_metrics.json. Re-running with the same --out resumes.
+
+    \b
+    Several GPUs:  kgprobe linkpred train --nproc 4 ...
+    or:            torchrun --nproc-per-node 4 -m kgprobe linkpred train ...
     """
+    from kgprobe.linkpred import distributed
     from kgprobe.linkpred.config import LinkPredConfig, parse_key_values
     from kgprobe.linkpred.run import check_names, run_training
     from kgprobe.models import resolve_device
@@ -91,8 +127,45 @@ def train(quiet: bool, overwrite: bool, settings: tuple[str, ...], **options: An
               for name, value in options.items()}
     values.update(parse_settings(settings, LinkPredConfig, advanced))
     cfg = options_model(LinkPredConfig, renames={**names, **{name: f"set {name}" for name in advanced}}, **values)
-    summary = run_training(cfg, progress=not quiet, echo=lambda m: click.echo(m, err=True), overwrite=overwrite)
-    click.echo(json.dumps(summary, indent=2))
+    if nproc is not None and (nproc > 1 or distributed.launched()):
+        _start_or_join(nproc, cfg, overwrite)
+    rank = distributed.launched_rank()
+    try:
+        summary = run_training(cfg, progress=not quiet, echo=lambda m: click.echo(m, err=True), overwrite=overwrite)
+    except (KgprobeError, Stopped) as err:
+        if rank > 0:  # rank 0 says it (every rank meets the same error, or the same stop)
+            sys.exit(getattr(err, "exit_code", 2))
+        raise
+    except Exception as err:
+        if not (distributed.launched() and distributed.lost_peers(err)):
+            raise
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        click.echo(f"kgprobe: error: process {rank} lost the other processes of the run ({first[:200]})", err=True)
+        sys.exit(1)
+    if rank == 0:
+        click.echo(json.dumps(summary, indent=2))
+
+
+def _start_or_join(nproc: int, cfg: Any, overwrite: bool) -> None:
+    """``--nproc N``: outside torchrun, check everything (nothing is written), then start this
+    command under torchrun and exit with its code; under torchrun, N must be what it started."""
+    import os
+
+    from kgprobe.linkpred import distributed
+    from kgprobe.linkpred.run import preflight
+
+    if distributed.launched():
+        started = os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE"))
+        if str(nproc) != started:
+            raise KgprobeError(f"--nproc {nproc}, but torchrun started {started} processes here: leave --nproc "
+                               "out under torchrun")
+        return
+    from kgprobe.models import resolve_device
+
+    distributed.check_nproc(nproc, resolve_device(cfg.device))
+    preflight(cfg, overwrite=overwrite)
+    argv = ["linkpred", "train", *_without_nproc(click.get_current_context().meta["argv"])]
+    sys.exit(distributed.launch(nproc, argv))
 
 
 @linkpred.command()

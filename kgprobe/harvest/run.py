@@ -34,7 +34,7 @@ from kgprobe.harvest.search import SearchParams, chunks
 from kgprobe.harvest.stopwords import stopwords
 from kgprobe.harvest.weighting import WeightingParams
 from kgprobe.models.loaders import architecture_kind, check_model
-from kgprobe.outdir import OutputDir, check_output_dir, open_output_dir
+from kgprobe.outdir import OutputDir, check_output_dir, marker_command, open_output_dir
 
 
 class SearchOptions(BaseModel):
@@ -136,9 +136,48 @@ def rank_scores(
 
 
 
+#: the marker command of a run directory of one relation, and of a job of several (kgprobe.harvest.many)
+COMMAND = "harvest"
+MANY_COMMAND = "harvest-many"
+
+
+def check_harvest_dir(out: Path, *, many: bool, overwrite: bool) -> OutputDir:
+    """:func:`kgprobe.outdir.check_output_dir` for ``kgprobe harvest``: one relation's run directory,
+    or (``many``) a job of several; both are `kgprobe harvest`, so the one refused in the other's
+    directory is said in those words rather than as another command's output."""
+    command, other = (MANY_COMMAND, COMMAND) if many else (COMMAND, MANY_COMMAND)
+    try:
+        return check_output_dir(out, command=command, overwrite=overwrite)
+    except KgprobeError:
+        if marker_command(out) != other:
+            raise
+        held = "the run of one relation" if many else "a harvest of several relations (runs in relations/)"
+        raise KgprobeError(f"{out} holds {held}, not {'several relations' if many else 'one relation'}: "
+                           "choose another --out, or pass --overwrite to replace it") from None
+
+
+def check_run_dir(relation: Relation, out: str | Path, *, options: HarvestOptions, resume: bool = False,
+                  overwrite: bool = False) -> OutputDir:
+    """What :func:`harvest` of ``relation`` into ``out`` will do there (new, resume, replace), or its
+    ``KgprobeError``: checked before anything loads (the model is not looked at)."""
+    config = _run_config(relation, options, _model_kind(options.model, options.model_kind))
+    return _check_out(Path(out), config, resume=resume, overwrite=overwrite)
+
+
+def check_harvest_model(options: HarvestOptions) -> None:
+    """What :func:`harvest` checks of ``options.model`` before loading it (a causal or masked LM that
+    is there), loading nothing."""
+    check_model(options.model, kind=_model_kind(options.model, options.model_kind))
+
+
+def load_harvest_model(options: HarvestOptions, device: str = "auto"):
+    """``(model, tokenizer)`` of ``options.model`` as :func:`harvest` loads it (its ``loaded_model``)."""
+    return _load_model(options.model, _model_kind(options.model, options.model_kind), device)
+
+
 def _check_out(out: Path, config: dict, *, resume: bool, overwrite: bool) -> OutputDir:
     """What writing the run to ``out`` means (see :mod:`kgprobe.outdir`); writes nothing."""
-    target = check_output_dir(out, command="harvest", overwrite=overwrite)
+    target = check_harvest_dir(out, many=False, overwrite=overwrite)
     if target.state != "own":
         return target
     cfg_path = out / "config.json"

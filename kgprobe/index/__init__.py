@@ -6,6 +6,8 @@
 * :mod:`~kgprobe.index.knn` — :class:`VectorIndex` over faiss (flat, IVF, HNSW; GPU when
   available) or plain torch.
 * :mod:`~kgprobe.index.exact` — chunked exact top-k in torch (:func:`exact_search`).
+* :mod:`~kgprobe.index.shards` — exact search over row shards on several devices or processes:
+  :func:`search_shard` per shard, :func:`merge_topk` to combine (``VectorIndex(..., devices=[...])``).
 * :mod:`~kgprobe.index.cluster` — k-means (:func:`kmeans`) and :func:`nearest_clusters`.
 * :mod:`~kgprobe.index.taxonomy` — taxonomy-aware search: rank by the is-a classes a query
   names (:class:`~kgprobe.index.taxonomy.Taxonomy`, :func:`~kgprobe.index.taxonomy.taxonomy_search`).
@@ -23,6 +25,7 @@ from kgprobe.index.embed import embed_kg, encode_texts
 from kgprobe.index.exact import exact_search
 from kgprobe.index.knn import VectorIndex, build_index, faiss_has_gpu
 from kgprobe.index.neighbors import Neighbor, Neighbors, nearest_neighbors
+from kgprobe.index.shards import merge_topk, search_shard
 from kgprobe.index.store import EntityEmbeddings
 from kgprobe.index.taxonomy import Taxonomy, taxonomy_search
 from kgprobe.kg.texts import TEXT_FIELDS, entity_texts
@@ -30,6 +33,6 @@ from kgprobe.kg.texts import TEXT_FIELDS, entity_texts
 __all__ = [
     "Clustering", "EmbedResult", "EmbeddingCache", "EntityEmbeddings", "Neighbor", "Neighbors", "TEXT_FIELDS",
     "VectorIndex", "build_embeddings", "build_index", "Taxonomy", "embed_kg", "encode_texts", "entity_texts",
-    "exact_search", "faiss_has_gpu", "kg_taxonomy", "kmeans", "nearest_clusters", "nearest_neighbors",
-    "taxonomy_search",
+    "exact_search", "faiss_has_gpu", "kg_taxonomy", "kmeans", "merge_topk", "nearest_clusters", "nearest_neighbors",
+    "search_shard", "taxonomy_search",
 ]

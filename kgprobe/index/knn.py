@@ -21,6 +21,18 @@ Backends
     backend on the GPU instead. ``backend="torch"`` is exact search by chunked ``q @ X.T`` +
     ``topk`` (see :mod:`kgprobe.index.exact`), which returns the same results as faiss flat.
 
+Shards
+    ``devices=["cuda:0", "cuda:1"]`` splits the index over several devices. With faiss GPU
+    support and only CUDA devices, faiss shards it itself (``GpuMultipleClonerOptions(shard=True)``
+    through ``index_cpu_to_gpu_multiple``: flat and IVF; the vectors are added to a CPU index,
+    cloned to the GPUs at the first search after an ``add``). Otherwise an exact index runs on the
+    torch backend with one contiguous row shard per device (:class:`kgprobe.index.shards.TorchShards`:
+    each shard searched for its top ``k``, the lists merged; the same ids as one search over all
+    rows, ties to the lowest row). ``backend="faiss"`` over CPU devices gives a faiss
+    ``IndexShards`` of flat sub-indexes (no speed-up: a check of the merge). ``["cpu", "cpu"]``
+    runs the sharded code on a CPU. The shards are a search-time choice: ``save`` writes one
+    unsharded index, and ``load(path, devices=...)`` shards it again.
+
 IVF indexes are trained on the first vectors added (or on ``train(vectors)``); when ``nlist``
 is not given it is chosen at training time as ``4 * sqrt(n)``, capped so that every cell gets
 at least 39 training points (faiss' own rule of thumb), so small KGs work too.
@@ -30,6 +42,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +52,7 @@ import torch
 from kgprobe.atomic import atomic_path, write_json
 from kgprobe.errors import KgprobeError
 from kgprobe.index.exact import DEFAULT_QUERY_CHUNK, exact_search, squared_norms
+from kgprobe.index.shards import TorchShards, resolve_devices, shard_bounds
 
 KINDS = ("flat", "ivf", "hnsw")
 METRICS = ("ip", "l2", "cosine")
@@ -104,7 +118,8 @@ class VectorIndex:
     cosine), ``backend`` (auto, faiss, torch), ``factory`` (a faiss factory string; overrides
     ``kind``), ``nlist`` / ``nprobe`` (IVF), ``m`` / ``ef_search`` / ``ef_construction``
     (HNSW), ``device`` (auto, cpu, cuda: where faiss-GPU or the torch backend runs) and
-    ``query_chunk`` (queries per matmul in the torch backend).
+    ``query_chunk`` (queries per matmul in the torch backend); ``devices`` (a list, or a string
+    ``"cuda:0,cuda:1"``) shards the index over those devices instead of putting it on ``device``.
     """
 
     def __init__(
@@ -122,6 +137,7 @@ class VectorIndex:
         ef_construction: int = 40,
         device: str | torch.device = "auto",
         query_chunk: int = DEFAULT_QUERY_CHUNK,
+        devices: str | Sequence[str | torch.device] | None = None,
     ) -> None:
         if not isinstance(dim, (int, np.integer)) or dim <= 0:
             raise KgprobeError(f"index dimension must be a positive integer, got {dim!r}")
@@ -148,13 +164,17 @@ class VectorIndex:
         self.ef_search = int(ef_search)
         self.ef_construction = int(ef_construction)
         self.query_chunk = int(query_chunk)
-        self.device = self._resolve_device(device)
+        self.devices = None if devices is None else resolve_devices(devices)
+        self.device = self.devices[0] if self.devices else self._resolve_device(device)
         self.requested_backend = backend
         self.backend = self._pick_backend(backend)
-        self._index = None       # the faiss index (faiss backend), built lazily
+        self._index = None       # the faiss index (faiss backend), built lazily; on the CPU when sharded
         self._gpu_res = None     # faiss StandardGpuResources when on the GPU
         self._base: torch.Tensor | None = None   # the vectors (torch backend)
         self._base_sq: torch.Tensor | None = None
+        self._shards: TorchShards | None = None  # the vectors (torch backend with devices)
+        self._sharded = None     # faiss sharded copy of _index (faiss backend with devices), built lazily
+        self._shard_res: list = []   # faiss GPU resources the sharded copy uses
 
     # ----------------------------------------------------------------- set-up
     @staticmethod
@@ -164,6 +184,8 @@ class VectorIndex:
         return resolve_device(device)
 
     def _pick_backend(self, backend: str) -> str:
+        if self.devices is not None:
+            return self._pick_sharded_backend(backend)
         if backend == "torch":
             if self.kind != "flat":
                 raise KgprobeError(f"the torch backend is exact search only (kind='flat'), not {self.kind!r}")
@@ -171,6 +193,28 @@ class VectorIndex:
         if backend == "auto" and self.kind == "flat" and self.device.type == "cuda" and not faiss_has_gpu():
             return "torch"  # a GPU but CPU-only faiss: torch matmul on the GPU beats faiss on the CPU
         return "faiss"
+
+    def _pick_sharded_backend(self, backend: str) -> str:
+        """faiss's own sharding on GPUs when it can; torch row shards for exact search otherwise;
+        faiss ``IndexShards`` on the CPU only when asked for (``backend="faiss"``)."""
+        names = ",".join(str(d) for d in self.devices)
+        all_cuda = all(d.type == "cuda" for d in self.devices)
+        all_cpu = all(d.type == "cpu" for d in self.devices)
+        hnsw = self.kind == "hnsw" or "HNSW" in (self.factory or "")
+        if backend != "torch" and all_cuda and faiss_has_gpu() and not hnsw:
+            return "faiss"
+        if backend == "faiss" and all_cpu:
+            if self.kind != "flat":
+                raise KgprobeError(f"faiss shards over CPU devices hold flat indexes only, not {self.kind!r}")
+            return "faiss"
+        if backend == "faiss":
+            raise KgprobeError(f"faiss shards need faiss with GPU support and only CUDA devices, got devices {names} "
+                               "(backend='torch' shards an exact index over any devices)")
+        if self.kind != "flat":
+            why = "faiss has no GPU HNSW" if hnsw else "that needs faiss with GPU support and only CUDA devices"
+            raise KgprobeError(f"cannot shard a {self.kind!r} index over {names}: {why}; "
+                               "only an exact (flat) index shards on any devices")
+        return "torch"
 
     @property
     def faiss_metric(self) -> int:
@@ -180,14 +224,16 @@ class VectorIndex:
     @property
     def on_gpu(self) -> bool:
         """Whether searches run on a GPU (faiss-GPU or the torch backend on CUDA)."""
-        if self.backend == "torch":
-            return self.device.type == "cuda"
+        if self.backend == "torch" or self.devices is not None:
+            return self.device.type == "cuda" if self.devices is None else any(d.type == "cuda" for d in self.devices)
         return self._gpu_res is not None
 
     @property
     def ntotal(self) -> int:
         """Number of vectors in the index."""
         if self.backend == "torch":
+            if self.devices is not None:
+                return 0 if self._shards is None else self._shards.ntotal
             return 0 if self._base is None else int(self._base.shape[0])
         return 0 if self._index is None else int(self._index.ntotal)
 
@@ -200,6 +246,8 @@ class VectorIndex:
 
     def __repr__(self) -> str:
         where = "gpu" if self.on_gpu else "cpu"
+        if self.devices is not None:
+            where = f"{where}, {len(self.devices)} shards"
         return (f"VectorIndex(dim={self.dim}, kind={self.kind!r}, metric={self.metric!r}, "
                 f"backend={self.backend!r}/{where}, ntotal={self.ntotal})")
 
@@ -226,7 +274,8 @@ class VectorIndex:
         except RuntimeError as err:
             raise KgprobeError(f"cannot build faiss index {self.factory or self.kind!r}: "
                                f"{_faiss_message(err)}") from None
-        use_gpu = self.device.type == "cuda" and faiss_has_gpu() and not self._is_hnsw(index)
+        use_gpu = (self.devices is None and self.device.type == "cuda" and faiss_has_gpu()
+                   and not self._is_hnsw(index))
         if use_gpu:
             self._gpu_res = faiss.StandardGpuResources()
             index = faiss.index_cpu_to_gpu(self._gpu_res, self.device.index or 0, index)
@@ -242,6 +291,7 @@ class VectorIndex:
         """Push ``nprobe`` / ``efSearch`` into the faiss index (whatever built it)."""
         faiss = _faiss()
         index = self._index
+        self._drop_sharded()  # cloned again, with these settings, at the next search
         if index is None:
             return
         if self._gpu_res is not None:
@@ -308,17 +358,39 @@ class VectorIndex:
         array = self._prepare(vectors, "vectors")
         if len(array) == 0:
             return self
+        if self.backend == "torch" and self.devices is not None:
+            # the shards stay contiguous and balanced: split all rows again (add in one call where you can)
+            rows = array if self._shards is None else np.concatenate([self._shards.vectors().numpy(), array])
+            self._shards = None
+            self._shards = TorchShards(rows, self.devices, metric="l2" if self.metric == "l2" else "ip")
+            return self
         if self.backend == "torch":
             tensor = torch.from_numpy(array).to(self.device)
             self._base = tensor if self._base is None else torch.cat([self._base, tensor])
             self._base_sq = squared_norms(self._base) if self.metric == "l2" else None
             return self
         self._train(array)
+        self._drop_sharded()
         try:
             self._index.add(array)
         except RuntimeError as err:
             raise KgprobeError(f"cannot add vectors to the index: {_faiss_message(err)}") from None
         return self
+
+    def _drop_sharded(self) -> None:
+        self._sharded, self._shard_res = None, []
+
+    def _searched_faiss(self):
+        """The faiss index searches go to: the sharded copy when there are devices, built on demand."""
+        if self.devices is None:
+            return self._index
+        if self._sharded is None:
+            try:
+                self._sharded, self._shard_res = shard_faiss_index(self._index, self.devices)
+            except RuntimeError as err:
+                raise KgprobeError(f"cannot shard the index over {len(self.devices)} devices: "
+                                   f"{_faiss_message(err)}") from None
+        return self._sharded
 
     def search(self, queries: Any, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """``(scores, indices)`` of the ``k`` nearest vectors per query, both ``(nq, k)`` numpy arrays.
@@ -332,6 +404,8 @@ class VectorIndex:
         if self.ntotal == 0:
             raise KgprobeError("cannot search an empty index: add vectors first")
         k = int(k)
+        if self.backend == "torch" and self.devices is not None:
+            return self._shards.search(array, k, query_chunk=self.query_chunk)
         if self.backend == "torch":
             q = torch.from_numpy(array).to(self.device)
             metric = "l2" if self.metric == "l2" else "ip"
@@ -339,8 +413,9 @@ class VectorIndex:
                 scores, idx = exact_search(q, self._base, k, metric=metric, query_chunk=self.query_chunk,
                                            base_sq_norms=self._base_sq)
             return scores.cpu().numpy(), idx.cpu().numpy()
+        index = self._searched_faiss()
         try:
-            scores, idx = self._index.search(array, k)
+            scores, idx = index.search(array, k)
         except RuntimeError as err:
             raise KgprobeError(f"search failed: {_faiss_message(err)}") from None
         return scores, idx
@@ -350,7 +425,7 @@ class VectorIndex:
         if self.ntotal == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         if self.backend == "torch":
-            return self._base.cpu().numpy()
+            return self._shards.vectors().numpy() if self.devices is not None else self._base.cpu().numpy()
         try:
             return self._cpu_index().reconstruct_n(0, self.ntotal)
         except RuntimeError as err:
@@ -370,8 +445,8 @@ class VectorIndex:
         faiss = _faiss()
         if self.backend == "torch":
             index = faiss.IndexFlat(self.dim, self.faiss_metric)
-            if self._base is not None:
-                index.add(self._base.cpu().numpy())
+            if self.ntotal:
+                index.add(self.vectors())
             return index
         if self._index is None:
             self._build_faiss(0)
@@ -391,8 +466,9 @@ class VectorIndex:
 
     @classmethod
     def load(cls, path: str | Path, *, backend: str | None = None, device: str | torch.device = "auto",
-             **search_params: int) -> "VectorIndex":
-        """Read an index written by :meth:`save`; ``backend`` / ``nprobe`` / ``ef_search`` may be overridden."""
+             devices: str | Sequence[str | torch.device] | None = None, **search_params: int) -> "VectorIndex":
+        """Read an index written by :meth:`save`; ``backend`` / ``nprobe`` / ``ef_search`` may be overridden,
+        and ``devices`` shards it (see the module docstring)."""
         path = Path(path)
         side = sidecar_path(path)
         if not path.is_file():
@@ -431,18 +507,52 @@ class VectorIndex:
             ef_construction=settings.get("ef_construction", 40),
             device=device,
             query_chunk=search_params.get("query_chunk", settings.get("query_chunk", DEFAULT_QUERY_CHUNK)),
+            devices=devices,
         )
-        if index.backend == "torch":
-            if raw.ntotal:
-                index._base = torch.from_numpy(raw.reconstruct_n(0, raw.ntotal)).to(index.device)
-                index._base_sq = squared_norms(index._base) if index.metric == "l2" else None
-            return index
-        if index.device.type == "cuda" and faiss_has_gpu() and not cls._is_hnsw(raw):
-            index._gpu_res = faiss.StandardGpuResources()
-            raw = faiss.index_cpu_to_gpu(index._gpu_res, index.device.index or 0, raw)
-        index._index = raw
-        index._apply_search_params()
+        index._attach(raw)
         return index
+
+    def _attach(self, raw) -> None:
+        """Take the vectors of ``raw`` (a CPU faiss index read from disk) as this index's."""
+        faiss = _faiss()
+        if self.backend == "torch":
+            rows = raw.reconstruct_n(0, raw.ntotal) if raw.ntotal else np.zeros((0, self.dim), dtype=np.float32)
+            if self.devices is not None:
+                self._shards = TorchShards(rows, self.devices, metric="l2" if self.metric == "l2" else "ip")
+            elif raw.ntotal:
+                self._base = torch.from_numpy(rows).to(self.device)
+                self._base_sq = squared_norms(self._base) if self.metric == "l2" else None
+            return
+        if self.devices is None and self.device.type == "cuda" and faiss_has_gpu() and not self._is_hnsw(raw):
+            self._gpu_res = faiss.StandardGpuResources()
+            raw = faiss.index_cpu_to_gpu(self._gpu_res, self.device.index or 0, raw)
+        self._index = raw
+        self._apply_search_params()
+
+
+def shard_faiss_index(index, devices: Sequence[torch.device]) -> tuple[Any, list]:
+    """A sharded copy of the CPU faiss ``index``, one shard per device, and the GPU resources it uses.
+
+    All CUDA (faiss with GPU support): faiss's own sharding, ``index_cpu_to_gpu_multiple`` with
+    ``GpuMultipleClonerOptions(shard=True)`` (a flat index split into contiguous rows, an IVF
+    index by id; ids stay global). All CPU: a ``faiss.IndexShards`` of flat sub-indexes over
+    contiguous rows (``successive_ids``), which merges the sub-indexes' results as the GPU one
+    does. Keep the resources as long as the copy.
+    """
+    faiss = _faiss()
+    if all(d.type == "cuda" for d in devices):
+        options = faiss.GpuMultipleClonerOptions()
+        options.shard = True
+        resources = [faiss.StandardGpuResources() for _ in devices]
+        sharded = faiss.index_cpu_to_gpu_multiple_py(resources, index, options, [d.index for d in devices])
+        return sharded, resources
+    vectors = index.reconstruct_n(0, index.ntotal) if index.ntotal else np.zeros((0, index.d), dtype=np.float32)
+    sharded = faiss.IndexShards(index.d, False, True)  # threaded=False, successive_ids=True
+    for start, stop in shard_bounds(int(index.ntotal), len(devices)):
+        sub = faiss.IndexFlat(index.d, index.metric_type)
+        sub.add(vectors[start:stop])
+        sharded.add_shard(sub)  # faiss' Python layer keeps `sub` alive with `sharded`
+    return sharded, []
 
 
 def build_index(vectors: Any, **kwargs: Any) -> VectorIndex:

@@ -8,6 +8,7 @@ of it and returns a :class:`Neighbors`, its rows :class:`Neighbor` objects (``as
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from kgprobe.errors import KgprobeError
 from kgprobe.index.embed import encode_texts
 from kgprobe.index.knn import VectorIndex
 from kgprobe.index.rerank import COSINE_WEIGHT, PRIOR_WEIGHT, combine, score_names
+from kgprobe.index.shards import resolve_devices
 from kgprobe.index.store import INDEX_FILE, EntityEmbeddings
 from kgprobe.index.taxonomy import FLOOR, OWN_WEIGHT, TAXONOMY_FILE, TOP, Taxonomy, named_classes, taxonomy_search
 from kgprobe.models import check_model
@@ -97,7 +99,8 @@ def nearest_neighbors(directory: str | Path, query: str | None = None, *, entity
                       ef_search: int | None = None, plain: bool = False, classes: int | None = None,
                       class_floor: float | None = None, own_weight: float | None = None,
                       rerank_model: str | None = None, rerank_depth: int = 200, prior_weight: float | None = None,
-                      cosine_weight: float | None = None, loading_bars: bool = True) -> Neighbors:
+                      cosine_weight: float | None = None, loading_bars: bool = True,
+                      devices: str | Sequence[str] | None = None) -> Neighbors:
     """The ``k`` entities of ``directory`` (made by ``kgprobe embed``) nearest to ``query``.
 
     ``query`` is free text, embedded with the directory's model; or give ``entity_id`` to use that
@@ -107,14 +110,20 @@ def nearest_neighbors(directory: str | Path, query: str | None = None, *, entity
     ``plain``: ``classes``, ``class_floor`` and ``own_weight`` default to :mod:`kgprobe.index.taxonomy`'s.
     ``rerank_model`` re-scores the nearest ``rerank_depth`` entities with that causal LM
     (``prior_weight`` and ``cosine_weight`` default to :mod:`kgprobe.index.rerank`'s).
-    ``loading_bars=False`` hides transformers' model-loading bars. Every problem is a ``KgprobeError``.
+    ``loading_bars=False`` hides transformers' model-loading bars. ``devices`` (``"cuda:0,cuda:1"`` or
+    a list) shards the search over those devices (:class:`~kgprobe.index.knn.VectorIndex`'s
+    ``devices``; the same results); ``device`` still runs the query encoder and the LM. Every
+    problem is a ``KgprobeError``.
     """
     directory = Path(directory)
     _check_request(query, entity_id, k, rerank_model)
+    if devices is not None:
+        devices = resolve_devices(devices)  # a wrong device is found before anything is loaded
     emb = EntityEmbeddings.load(directory)
     if not loading_bars:
         hide_loading_bars()
-    index = _open_index(directory, emb, device=device, exact=exact, nprobe=nprobe, ef_search=ef_search)
+    index = _open_index(directory, emb, device=device, exact=exact, nprobe=nprobe, ef_search=ef_search,
+                        devices=devices)
     vector, self_row = _query_vector(directory, emb, query, entity_id, device)
     depth = max(k, rerank_depth) if rerank_model else k
     taxonomy = None if query is None or plain else _stored_taxonomy(directory, emb, index)
@@ -163,19 +172,19 @@ def _check_request(query: str | None, entity_id: str | None, k: int, rerank_mode
 
 
 def _open_index(directory: Path, emb: EntityEmbeddings, *, device: str, exact: bool, nprobe: int | None,
-                ef_search: int | None) -> VectorIndex:
+                ef_search: int | None, devices: list | None = None) -> VectorIndex:
     """The directory's saved index (with any overridden search parameters), or an exact one over
-    every vector when there is none or ``exact`` asks for it."""
+    every vector when there is none or ``exact`` asks for it; sharded over ``devices`` if given."""
     index_path = directory / INDEX_FILE
     if index_path.is_file() and not exact:
         params = {name: v for name, v in (("nprobe", nprobe), ("ef_search", ef_search)) if v is not None}
-        index = VectorIndex.load(index_path, device=device, **params)
+        index = VectorIndex.load(index_path, device=device, devices=devices, **params)
         if index.ntotal != len(emb):
             raise KgprobeError(f"{INDEX_FILE} holds {index.ntotal} vectors but there are {len(emb)} entities",
                                path=directory)
         return index
     metric = "ip" if emb.meta.get("normalized", True) else "cosine"
-    return VectorIndex(emb.dim, kind="flat", metric=metric, device=device).add(emb.vectors)
+    return VectorIndex(emb.dim, kind="flat", metric=metric, device=device, devices=devices).add(emb.vectors)
 
 
 def _query_vector(directory: Path, emb: EntityEmbeddings, query: str | None, entity_id: str | None,

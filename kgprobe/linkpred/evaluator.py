@@ -56,7 +56,7 @@ from kgprobe.models.device import resolve_device
 
 __all__ = [
     "DEFAULT_KS", "RANK_TYPES", "SIDES", "RankBasedEvaluator", "Ranks", "SideRanks", "compute_ranks", "evaluate",
-    "evaluate_model", "rank_metrics",
+    "evaluate_model", "evaluate_model_sharded", "rank_metrics",
 ]
 
 RANK_TYPES: tuple[str, ...] = ("optimistic", "realistic", "pessimistic")
@@ -523,6 +523,59 @@ def evaluate_model(
             max_block_elements=max_block_elements, device=dev)
     metrics = rank_metrics(ranks, ks=ks)
     return (metrics, ranks) if return_ranks else metrics
+
+
+def _empty_side() -> SideRanks:
+    empty = torch.zeros(0, dtype=torch.long)
+    return SideRanks(empty, empty, empty)
+
+
+def shard_ranks(entity_emb: Tensor, relation_emb: Tensor, scorer: Scorer | str, triples, *, shard: tuple[int, int],
+                filter_triples=None, filter_index: FilterIndex | None = None, sides: Sequence[str] = ("head", "tail"),
+                **kwargs) -> Ranks:
+    """The :class:`Ranks` of part ``rank`` of ``parts`` (``shard = (rank, parts)``) of ``triples``: its
+    contiguous share of the queries (:func:`~kgprobe.linkpred.distributed.shard_bounds`), ranked
+    against every candidate with *every* evaluation triple filtered, so that the parts' ranks, put
+    one after the other in part order, are the ranks :func:`evaluate_model` gives for the whole.
+    Other keyword arguments as for :func:`evaluate_model`."""
+    from kgprobe.linkpred.distributed import shard_bounds
+
+    rank, parts = shard
+    every = as_triples(triples, keep_device=True)
+    start, stop = shard_bounds(len(every), parts)[rank]
+    if stop == start:  # fewer queries than parts
+        return Ranks(head=_empty_side() if "head" in sides else None, tail=_empty_side() if "tail" in sides else None)
+    if filter_index is not None:
+        known = filter_index.to(every.device)
+        if not bool(known.contains(every).all()):  # as the whole evaluation would: its triples added
+            filter_index = FilterIndex.from_triples(known.known_triples(), every, num_entities=entity_emb.shape[0],
+                                                    num_relations=known.num_relations)
+    elif kwargs.get("filtered", True):
+        filter_triples = [*_filter_sets(filter_triples, every.device), every]
+    _, ranks = evaluate_model(entity_emb, relation_emb, scorer, every[start:stop], filter_triples=filter_triples,
+                              filter_index=filter_index, sides=sides, return_ranks=True, **kwargs)
+    return ranks
+
+
+def evaluate_model_sharded(entity_emb: Tensor, relation_emb: Tensor, scorer: Scorer | str, triples, *,
+                           shard: tuple[int, int], gather: Callable[[Tensor], list[Tensor]],
+                           ks: Iterable[int] = DEFAULT_KS, **kwargs) -> dict[str, float]:
+    """:func:`evaluate_model` with the queries split over ``parts`` processes (``shard = (rank,
+    parts)``): each ranks its share (:func:`shard_ranks`), ``gather`` (a ``(3, n)`` long tensor ->
+    every part's, in part order; :meth:`kgprobe.linkpred.distributed.World.gather_varlen` with
+    the columns as rows) collects the counts, and every process returns the metrics of the whole,
+    the same as :func:`evaluate_model`'s (the counts are exact; the per-query scores may differ in
+    the last bit where a block holds other queries)."""
+    ranks = shard_ranks(entity_emb, relation_emb, scorer, triples, shard=shard, **kwargs)
+
+    def combined(side: SideRanks | None) -> SideRanks | None:
+        if side is None:
+            return None
+        parts = gather(torch.stack([side.greater, side.equal, side.num_options]).T.contiguous())
+        counts = torch.cat(parts).T
+        return SideRanks(counts[0].contiguous(), counts[1].contiguous(), counts[2].contiguous())
+
+    return rank_metrics(Ranks(head=combined(ranks.head), tail=combined(ranks.tail)), ks=ks)
 
 
 class RankBasedEvaluator:

@@ -167,25 +167,54 @@ def _components(options: dict, data: SplitData, texts: Sequence[str], *, progres
     return encoder, scorer, loss, sampler
 
 
+def preflight(cfg: LinkPredConfig, *, overwrite: bool = False) -> tuple[torch.device, Any]:
+    """Everything :func:`run_training` checks before it loads data or writes a file: the component
+    names and options, the encoder's model, the device and the output folder. Returns the device and
+    what writing to ``OUT`` means (:func:`kgprobe.outdir.check_output_dir`)."""
+    from kgprobe.linkpred.encoders import ENCODER_REGISTRY
+    from kgprobe.models.device import resolve_device
+
+    check_names(encoder=cfg.encoder, scorer=cfg.scorer, loss=cfg.loss, sampler=cfg.sampler)
+    device = resolve_device(cfg.device)
+    check_component_options(cfg)
+    ENCODER_REGISTRY.lookup(cfg.encoder).preflight(cfg.model_dump())
+    return device, check_output_dir(cfg.out, command=COMMAND, overwrite=overwrite)
+
+
 def run_training(config: LinkPredConfig | dict, *, progress: bool = True,
                  echo: Callable[[str], None] | None = None, overwrite: bool = False) -> dict:
     """Train, evaluate the best checkpoint on test, write ``OUT/test_metrics.json``; return those metrics.
 
     ``OUT`` may be new, empty or a run of this command (resumed); anything else is refused unless
     ``overwrite`` (see :mod:`kgprobe.outdir`), before any data or model is loaded. So are unknown
-    component names and bad component options.
+    component names and bad component options (:func:`preflight`).
+
+    Started by ``torchrun`` with several processes (``WORLD_SIZE`` > 1), each process is one rank
+    of a data-parallel run (:mod:`kgprobe.linkpred.distributed`; ``batch_size`` per process): every
+    rank checks and loads the same, rank 0 alone writes ``OUT`` and echoes, and every rank returns
+    the test metrics.
     """
-    from kgprobe.linkpred.encoders import ENCODER_REGISTRY
-    from kgprobe.linkpred.trainer import Trainer
+    from kgprobe.linkpred.distributed import join
     from kgprobe.models.device import resolve_device
 
     cfg = config if isinstance(config, LinkPredConfig) else LinkPredConfig(**config)
-    echo = echo or _echo_default
     check_names(encoder=cfg.encoder, scorer=cfg.scorer, loss=cfg.loss, sampler=cfg.sampler)
-    device = resolve_device(cfg.device)
-    check_component_options(cfg)
-    ENCODER_REGISTRY.lookup(cfg.encoder).preflight(cfg.model_dump())
-    target = check_output_dir(cfg.out, command=COMMAND, overwrite=overwrite)
+    world, device = join(resolve_device(cfg.device))
+    try:
+        _, target = preflight(cfg, overwrite=overwrite)
+        world.barrier()  # every rank has looked at OUT before rank 0 changes it
+        if not world.is_main:
+            echo, progress = (lambda message: None), False
+        return _train_and_test(cfg, target, world, device, progress=progress, echo=echo or _echo_default)
+    finally:
+        world.close()
+
+
+def _train_and_test(cfg: LinkPredConfig, target: Any, world: Any, device: torch.device, *, progress: bool,
+                    echo: Callable[[str], None]) -> dict:
+    """:func:`run_training` once the checks passed: load, build, train, test; rank 0 writes."""
+    from kgprobe.linkpred.trainer import Trainer
+
     data = load_split_data(cfg.data)
     graph = data.graph
     texts = entity_texts_of(graph, cfg.text)
@@ -198,26 +227,32 @@ def run_training(config: LinkPredConfig | dict, *, progress: bool = True,
     # the sampler sees the whole training part, also under max_train_triples: known positives and
     # relation statistics (bernoulli, which relations are symmetric) are facts of the split, not of the subset
     encoder, scorer, loss, sampler = _components(cfg.model_dump(), data, texts, progress=progress)
-    out = open_output_dir(target)
-    write_json(out / RUN_FILE, record, indent=None)
+    out = Path(cfg.out)
+    if world.is_main:
+        out = open_output_dir(target)
+        write_json(out / RUN_FILE, record, indent=None)
     trainer = Trainer(encoder=encoder, scorer=scorer, loss=loss, sampler=sampler, train_triples=train_triples,
                       num_relations=graph.num_relations, valid_triples=data.triples["valid"],
                       valid_candidates=torch.cat([data.entities["train"], data.entities["valid"]]),
                       filter_triples=torch.cat([data.triples["train"], data.triples["valid"]]),
-                      config=cfg.train_config(cfg.seed), out_dir=out, device=device, progress=progress)
+                      config=cfg.train_config(cfg.seed), out_dir=out, device=device, progress=progress,
+                      world=world)
+    processes = f" x {world.size} processes (batch {cfg.batch_size} each)" if world.size > 1 else ""
     echo(f"training {cfg.encoder} + {cfg.scorer} ({cfg.sampler} negatives) on {len(train_triples)} triples, "
-         f"{graph.num_entities} entities, {cfg.epochs} epochs on {device}")
+         f"{graph.num_entities} entities, {cfg.epochs} epochs on {device}{processes}")
     result = trainer.fit(resume=cfg.resume)
     if result.resumed_from is not None:
         inside = trainer.resumed_batches
         echo(f"resumed after epoch {result.resumed_from}"
              + (f" and {inside} batches of epoch {result.resumed_from + 1}" if inside else ""))
     record["normalize_entities"] = trainer.model.normalize_entities
-    write_json(out / RUN_FILE, record, indent=None)
+    if world.is_main:
+        write_json(out / RUN_FILE, record, indent=None)
     metrics = trainer.evaluate(data.triples["test"], candidates=None, filter_triples=data.all_triples)
     summary = {"split": "test", "best_epoch": result.best_epoch, "best_valid_metric": result.best_metric,
                "epochs_run": result.epochs_run, "stopped_early": result.stopped_early, **metrics}
-    write_json(out / TEST_METRICS_FILE, summary, indent=2)
+    if world.is_main:
+        write_json(out / TEST_METRICS_FILE, summary, indent=2)
     mrr = metrics.get("both.realistic.mrr")
     echo(f"test MRR {mrr:.4f} (best epoch {result.best_epoch}); wrote {out / TEST_METRICS_FILE}"
          if mrr is not None else f"wrote {out / TEST_METRICS_FILE}")
@@ -375,4 +410,4 @@ def encode_file(run_dir: str | Path, tsv: str | Path, out: str | Path, *, device
 
 __all__ = ["PARTS", "LinkPredConfig", "LinkPredOptions", "SplitData", "TrainedRun", "check_component_option_values",
            "check_component_options", "check_names", "encode_file", "encode_texts", "evaluate_run",
-           "load_split_data", "load_trained", "parse_key_values", "read_texts_tsv", "run_training"]
+           "load_split_data", "load_trained", "parse_key_values", "preflight", "read_texts_tsv", "run_training"]

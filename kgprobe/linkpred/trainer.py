@@ -39,6 +39,28 @@ Early stopping: validation every ``eval_every`` epochs (and after the last one) 
 more than ``min_delta`` in ``metric`` (default ``both.realistic.mrr``), and the best model is
 restored at the end.
 
+Several processes (``torchrun``, ``world``: a :class:`~kgprobe.linkpred.distributed.World`):
+``batch_size`` is each process's share, the *global* batch ``batch_size x N`` is what one
+process would take. Every rank draws the same shuffle and, for the whole global batch, the same
+negatives (one generator, seeded alike); rank ``r`` keeps its contiguous share of the batch's rows
+(:func:`~kgprobe.linkpred.distributed.shard_bounds`: shares differ by at most one row, so a last,
+smaller batch is split as evenly as it goes). Each rank encodes the heads and tails of its own
+rows, the vectors of all ranks are all-gathered (gradients flow back through the gather), and a
+rank's rows are scored against them: in-batch negatives come from the whole global batch, N
+times as many as one rank's share offers. The loss of a global batch is what one process
+computes; rank ``r``'s part of it is ``w_r x loss(its rows)``, with ``w_r`` the share of the
+batch's terms that its rows hold (``rows_r / B`` for the losses that average over positives;
+for ``margin`` with masked negatives, ``valid pairs_r / valid pairs``; an empty share 0), so the
+parts sum to the batch's loss. Each rank back-propagates ``N x`` its part, DDP averages the
+gradients over the ``N`` ranks, and the update is that of the global batch: a 2-rank run with
+batch ``B/2`` is the single-process run with batch ``B`` (up to float rounding; dropout draws
+differ, each rank seeds its own). Rank 0 writes the checkpoints (with every rank's RNG states),
+``metrics.jsonl`` and ``best.pt``; a resume reads rank 0's checkpoint and gives it to every rank.
+Evaluation splits the entities to encode and the queries to rank between the ranks
+(:func:`~kgprobe.linkpred.evaluator.evaluate_model_sharded`). A SIGTERM or Ctrl-C reaching any
+rank stops all of them at the same step; a validation is not cut short (the ranks would have to
+agree in the middle of it). A different number of processes cannot resume a checkpoint.
+
 Evaluation encodes every entity once per call; the vectors are kept with a digest of the
 model's weights, so the test evaluation right after a final validation of the same weights (the
 usual case: the last epoch is the best) reuses them instead of a second pass over every entity
@@ -64,8 +86,10 @@ from kgprobe.atomic import atomic_path
 from kgprobe.errors import KgprobeError
 from kgprobe.linkpred.config import TrainConfig
 from kgprobe.linkpred.data import as_triples, batch_slices, num_batches
+from kgprobe.linkpred.distributed import SINGLE, World, shard_bounds
 from kgprobe.linkpred.encoders import EntityEncoder
-from kgprobe.linkpred.samplers import NegativeSampler
+from kgprobe.linkpred.losses import MarginRankingLoss
+from kgprobe.linkpred.samplers import Negatives, NegativeSampler
 from kgprobe.linkpred.scorers import normalizes_entities
 from kgprobe.models.device import host_to_device
 from kgprobe.stopping import StopNow, Stopped, StopRequests, signal_name
@@ -175,6 +199,33 @@ def _plain(value: Any) -> Any:
     return value
 
 
+@dataclass
+class _EpochRun:
+    """Where an epoch is: its generator, batch count, running loss (on the device) and clocks."""
+
+    epoch: int
+    generator: torch.Generator
+    n_batches: int
+    total: torch.Tensor
+    seen: int = 0
+    done_before: int = 0
+    started: float = field(default_factory=time.perf_counter)
+    last_save: float = 0.0
+
+
+class _DistributedStep(nn.Module):
+    """What DDP wraps: the model, and as forward this rank's part of a global batch's loss
+    (:meth:`Trainer._distributed_loss`), so every parameter the step uses is used inside it."""
+
+    def __init__(self, trainer: "Trainer"):
+        super().__init__()
+        self.model = trainer.model
+        self.trainer = trainer
+
+    def forward(self, batch: torch.Tensor, negatives: Negatives) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.trainer._distributed_loss(batch, negatives)
+
+
 class Trainer:
     """Train ``encoder`` + relation table with ``scorer``, ``loss`` and ``sampler``.
 
@@ -185,7 +236,9 @@ class Trainer:
     ``valid_candidates`` restricts the ranked entities (BLP, inductive: train + valid
     entities); ``filter_triples`` are the known triples filtered from the ranking (default:
     train + valid). Config fields (:class:`~kgprobe.linkpred.config.TrainConfig`) may be given as
-    keyword arguments instead of ``config``, or on top of it.
+    keyword arguments instead of ``config``, or on top of it. ``world``: the processes of a
+    data-parallel run (:func:`kgprobe.linkpred.distributed.join`; ``device`` then is this rank's),
+    ``None`` for one process.
     """
 
     def __init__(
@@ -206,6 +259,7 @@ class Trainer:
         device: str | torch.device = "auto",
         progress: bool = True,
         callbacks: Iterable[Callback] = (),
+        world: World | None = None,
         **overrides: Any,
     ):
         from kgprobe.models.device import resolve_device
@@ -213,18 +267,27 @@ class Trainer:
         config = config or TrainConfig()
         self.config = config.replace(**overrides) if overrides else config
         self.device = resolve_device(device)
+        self.world = world or SINGLE
         self._set_triples(encoder, train_triples, num_relations, valid_triples, valid_candidates, filter_triples)
         self.evaluate_fn = evaluate
         self.loss_fn = loss
         self._loss_takes_mask = _accepts_mask(loss)
         self.sampler = sampler
         self.out_dir = None if out_dir is None else Path(out_dir)
-        self.progress = progress
+        self.progress = progress and self.world.is_main
         self.callbacks = list(callbacks)
         self._stop: StopRequests | None = None  # set while fit() runs with an out_dir to save to
         self._epoch_end: dict | None = None
         self._eval_vectors: tuple[tuple, torch.Tensor] | None = None
         self._build_model(encoder, scorer)
+        self._ddp: nn.Module | None = None
+        if self.world.size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            # the buffers (token tables) never change: not broadcast at every step; parameters a
+            # step leaves unused (a transformer's pooler) are searched for at every step, when there are any
+            self._ddp = DistributedDataParallel(_DistributedStep(self), forward_sync_buffers=False,
+                                                find_unused_parameters=self._has_unused_parameters())
         self._build_optimizer()
 
         self.history: list[dict] = []
@@ -270,8 +333,8 @@ class Trainer:
         (bf16, or fp16 with a gradient scaler where bf16 is missing) when asked for on CUDA."""
         config = self.config
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        self.steps_per_epoch = -(-num_batches(len(self.train_triples), config.batch_size, drop_last=config.drop_last)
-                                 // config.grad_accumulation)
+        self.steps_per_epoch = -(-num_batches(len(self.train_triples), self.global_batch_size,
+                                              drop_last=config.drop_last) // config.grad_accumulation)
         self.total_steps = max(1, self.steps_per_epoch * config.epochs)
         self.warmup_steps = int(config.warmup * self.total_steps)
         warmup_steps, total_steps = self.warmup_steps, self.total_steps
@@ -286,6 +349,26 @@ class Trainer:
         fp16 = self.use_amp and not torch.cuda.is_bf16_supported()
         self.amp_dtype = torch.float16 if fp16 else torch.bfloat16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
+
+    def _has_unused_parameters(self) -> bool:
+        """Whether encoding an entity and looking up the relations leaves a parameter without a
+        gradient (one pass in eval mode, no random draw; gradients cleared after)."""
+        model, was_training = self.model, self.model.training
+        model.eval()
+        try:
+            with torch.enable_grad():
+                vectors = model.entity_vectors(torch.zeros(1, dtype=torch.long))
+                (vectors.float().sum() + model.relations.weight.float().sum()).backward()
+            return any(p.grad is None for p in model.parameters() if p.requires_grad)
+        finally:
+            for p in model.parameters():
+                p.grad = None
+            model.train(was_training)
+
+    @property
+    def global_batch_size(self) -> int:
+        """Positives per step over all processes (``batch_size`` each)."""
+        return self.config.batch_size * self.world.size
 
     # ----------------------------------------------------------------- seeds
     def _epoch_seed(self, epoch: int) -> int:
@@ -341,73 +424,191 @@ class Trainer:
         generator = torch.Generator().manual_seed(seed)
         # dropout and anything else drawing from the global RNGs. Not seed_everything: the epoch
         # seed is a 63-bit number (numpy's global seeding takes < 2**32), and numpy's global state is
-        # part of every checkpoint; seeding it here would change what those hold.
-        torch.manual_seed(seed)
-        random.seed(seed)
-        n_batches = num_batches(len(self.train_triples), cfg.batch_size, drop_last=cfg.drop_last)
+        # part of every checkpoint; seeding it here would change what those hold. Each rank of a
+        # several-process run its own stream (rank 0's is the single process's).
+        rank_seed = (seed + self.world.rank) % (2 ** 63)
+        torch.manual_seed(rank_seed)
+        random.seed(rank_seed)
+        n_batches = num_batches(len(self.train_triples), self.global_batch_size, drop_last=cfg.drop_last)
         # drawn whole now, so that the generator's state after the shuffle is the one negatives start from
-        batches = list(batch_slices(len(self.train_triples), cfg.batch_size, generator=generator,
+        batches = list(batch_slices(len(self.train_triples), self.global_batch_size, generator=generator,
                                     drop_last=cfg.drop_last))
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         # the running loss stays on the device and is read every LOSS_READ_EVERY steps: reading it
         # each step would make the CPU wait for the GPU (a NaN still surfaces within that window)
-        total = torch.zeros((), dtype=torch.float64, device=self.device)
-        seen, done_before, started = 0, 0, time.perf_counter()
+        run = _EpochRun(epoch=epoch, generator=generator, n_batches=n_batches,
+                        total=torch.zeros((), dtype=torch.float64, device=self.device))
         if partial is not None:
             generator.set_state(partial["generator"])
-            self._restore_rng(partial["rng"])
-            total += float(partial["total"])
-            seen, done_before = int(partial["seen"]), int(partial["batches_done"])
-            started -= float(partial["train_seconds"])
-        last_save = time.perf_counter()
-
-        def position(batches_done: int) -> dict:
-            return {"epoch": epoch, "batches_done": batches_done, "generator": generator.get_state(),
-                    "rng": self._rng_states(), "total": float(total), "seen": seen,
-                    "train_seconds": time.perf_counter() - started}
+            self._restore_rng(self._rank_rng(partial))
+            if self.world.is_main:  # the sum over every rank's parts: counted once
+                run.total += float(partial["total"])
+            run.seen, run.done_before = int(partial["seen"]), int(partial["batches_done"])
+            run.started -= float(partial["train_seconds"])
+        run.last_save = time.perf_counter()
 
         from tqdm.auto import tqdm
 
-        bar = tqdm(batches[done_before:], total=n_batches, initial=done_before, desc=f"epoch {epoch}/{cfg.epochs}",
-                   unit="batch", disable=not self.progress, leave=False)
-        for i, index in enumerate(bar, start=done_before):
-            batch = self.train_triples[index]
-            group_start = (i // cfg.grad_accumulation) * cfg.grad_accumulation
-            group_size = min(cfg.grad_accumulation, n_batches - group_start)
-            loss = self._batch_loss(batch, generator)
-            self.scaler.scale(loss / group_size).backward()
-            total += loss.detach().double() * len(batch)
-            seen += len(batch)
-            if (i + 1) % LOSS_READ_EVERY == 0 or i + 1 == n_batches:
-                mean = float(total) / seen
-                if not np.isfinite(mean):
-                    raise KgprobeError(f"the loss became {mean} in epoch {epoch} (lower the learning rate?)")
-                bar.set_postfix(loss=f"{mean:.4f}", refresh=False)
-            if i + 1 == group_start + group_size:
-                if cfg.max_grad_norm is not None:
-                    self.scaler.unscale_(self.optimizer)
-                    nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-                self.scheduler.step()
-                self.optimizer.zero_grad(set_to_none=True)
-                if self.out_dir is None or i + 1 == n_batches:
-                    continue
-                stop = self._stop.requested if self._stop is not None else None
-                due = (cfg.checkpoint_minutes is not None
-                       and time.perf_counter() - last_save >= 60 * cfg.checkpoint_minutes)
-                if stop is not None or due:
-                    self._save(CHECKPOINT_FILE, self._state(epoch - 1, partial=position(i + 1)))
-                    last_save = time.perf_counter()
-                if stop is not None:
-                    bar.close()
-                    raise self._stopped(stop, f"in epoch {epoch} after batch {i + 1} of {n_batches}")
-        bar.close()
+        bar = tqdm(batches[run.done_before:], total=n_batches, initial=run.done_before,
+                   desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", disable=not self.progress, leave=False)
+        try:
+            for i, index in enumerate(bar, start=run.done_before):
+                self._train_step(run, i, self.train_triples[index], bar)
+        finally:
+            bar.close()
         # where the epoch's training ended: what a stop during the validation that follows saves
-        self._epoch_end = position(n_batches)
-        return {"epoch": epoch, "loss": float(total) / max(seen, 1), "lr": self.scheduler.get_last_lr()[0],
-                "step": int(self.scheduler.last_epoch), "train_seconds": round(time.perf_counter() - started, 3)}
+        self._epoch_end = self._position(run, n_batches)
+        return {"epoch": epoch, "loss": self._global_total(run) / max(run.seen, 1),
+                "lr": self.scheduler.get_last_lr()[0], "step": int(self.scheduler.last_epoch),
+                "train_seconds": round(time.perf_counter() - run.started, 3)}
+
+    def _train_step(self, run: _EpochRun, i: int, batch: torch.Tensor, bar: Any) -> None:
+        """Batch ``i`` of the epoch: its loss and backward pass, and at the end of an accumulation
+        group the optimiser step and, when due or asked for, a checkpoint."""
+        cfg = self.config
+        group_start = (i // cfg.grad_accumulation) * cfg.grad_accumulation
+        group_size = min(cfg.grad_accumulation, run.n_batches - group_start)
+        last_of_group = i + 1 == group_start + group_size
+        if self._ddp is None:
+            loss = self._batch_loss(batch, run.generator)
+            self.scaler.scale(loss / group_size).backward()
+        else:
+            loss = self._distributed_batch(batch, run.generator, group_size, sync=last_of_group)
+        run.total += loss.detach().double() * len(batch)
+        run.seen += len(batch)
+        if (i + 1) % LOSS_READ_EVERY == 0 or i + 1 == run.n_batches:
+            mean = self._global_total(run) / run.seen
+            if not np.isfinite(mean):
+                raise KgprobeError(f"the loss became {mean} in epoch {run.epoch} (lower the learning rate?)")
+            bar.set_postfix(loss=f"{mean:.4f}", refresh=False)
+        if not last_of_group:
+            return
+        if cfg.max_grad_norm is not None:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.out_dir is not None and i + 1 != run.n_batches:
+            self._checkpoint_within(run, i + 1)
+
+    def _checkpoint_within(self, run: _EpochRun, batches_done: int) -> None:
+        """After an optimiser step inside the epoch: the checkpoint when ``checkpoint_minutes`` have
+        passed or a stop was asked for (then :class:`Stopped`). Several ranks decide together:
+        saving gathers from all of them, and all stop at the same step."""
+        cfg = self.config
+        stop = self._stop.requested if self._stop is not None else None
+        due = cfg.checkpoint_minutes is not None and time.perf_counter() - run.last_save >= 60 * cfg.checkpoint_minutes
+        if self.world.size > 1:
+            stop_any, due_any = self.world.max_ints([stop or 0, int(due)])
+            stop, due = stop_any or None, bool(due_any)
+        if stop is not None or due:
+            self._save(CHECKPOINT_FILE, self._state(run.epoch - 1, partial=self._position(run, batches_done)))
+            run.last_save = time.perf_counter()
+        if stop is not None:
+            raise self._stopped(stop, f"in epoch {run.epoch} after batch {batches_done} of {run.n_batches}")
+
+    def _global_total(self, run: _EpochRun) -> float:
+        """The epoch's summed loss so far (x batch sizes), over every rank's part."""
+        return self.world.sum_float(float(run.total))
+
+    def _position(self, run: _EpochRun, batches_done: int) -> dict:
+        """How far the epoch got: what a mid-epoch checkpoint holds (every rank's RNG states with several)."""
+        position = {"epoch": run.epoch, "batches_done": batches_done, "generator": run.generator.get_state(),
+                    "rng": self._rng_states(), "total": self._global_total(run), "seen": run.seen,
+                    "train_seconds": time.perf_counter() - run.started}
+        if self.world.size > 1:
+            position["rank_rng"] = self.world.gather_objects(self._rng_states())
+        return position
+
+    def _rank_rng(self, state: dict) -> dict:
+        """This rank's RNG states in a checkpoint (or its position within an epoch)."""
+        return state["rank_rng"][self.world.rank] if state.get("rank_rng") else state["rng"]
+
+    # ----------------------------------------------------------------- several processes
+    def _distributed_batch(self, batch: torch.Tensor, generator: torch.Generator, group_size: int, *,
+                           sync: bool) -> torch.Tensor:
+        """A global batch on this rank: the negatives of the whole batch (as every rank draws them),
+        its part of the loss through DDP, the backward pass (gradients all-reduced at the end of an
+        accumulation group only); returns the part (no gradient)."""
+        negatives = self.sampler.sample_negatives(batch, self.config.num_negatives, generator=generator)
+        with contextlib.nullcontext() if sync else self._ddp.no_sync():
+            scaled, part = self._ddp(batch, negatives)
+            self.scaler.scale(scaled / group_size).backward()
+        return part
+
+    def _entity_plan(self, batch: torch.Tensor, negatives: Negatives, start: int,
+                     stop: int) -> tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]:
+        """Host-side index work of a global batch, the same on every rank: the entities this rank
+        encodes (the heads and tails of its rows; one unused entity when it has no rows), the
+        padded width of every rank's block in the gathered table, the table row of each entity
+        its rows score (positives' heads and tails, then the negatives', as ``_batch_loss``
+        orders them), and the entities outside the gathered blocks (negatives from outside the
+        batch), encoded by this rank alone after them."""
+        world = self.world
+        shards = [torch.unique(batch[a:b][:, [0, 2]]) for a, b in shard_bounds(len(batch), world.size)]
+        shards = [part if len(part) else batch[:1, 0] for part in shards]
+        width = max(len(part) for part in shards)
+        rows = torch.cat([rank * width + torch.arange(len(part)) for rank, part in enumerate(shards)])
+        keys, order = torch.sort(torch.cat(shards), stable=True)
+        first = torch.ones(len(keys), dtype=torch.bool)
+        first[1:] = keys[1:] != keys[:-1]  # an entity several ranks encode: the lowest rank's row
+        keys, rows = keys[first], rows[order][first]
+        ids = torch.cat([batch[start:stop][:, [0, 2]].reshape(-1),
+                         negatives.triples[start:stop][..., [0, 2]].reshape(-1)])
+        at = torch.searchsorted(keys, ids).clamp_max(len(keys) - 1)
+        found = keys[at] == ids
+        extra, extra_at = torch.unique(ids[~found], return_inverse=True)
+        index = rows[at]
+        index[~found] = world.size * width + extra_at
+        return shards[world.rank], width, index, extra
+
+    def _share(self, mask: torch.Tensor, start: int, stop: int, usable: bool) -> float:
+        """``w``: this rank's rows' part of the global batch's loss is ``w x loss(its rows)``."""
+        if stop == start:
+            return 0.0
+        if usable or (self._loss_takes_mask and not isinstance(self.loss_fn, MarginRankingLoss)):
+            return (stop - start) / len(mask)  # a mean over positives
+        if self._loss_takes_mask:  # the margin loss: a mean over the valid (positive, negative) pairs
+            return max(1, int(mask[start:stop].sum())) / max(1, int(mask.sum()))
+        kept = mask.any(dim=1)  # see _loss: rows without a usable negative leave the loss
+        return int(kept[start:stop].sum()) / max(1, int(kept.sum()))
+
+    def _distributed_loss(self, batch: torch.Tensor, negatives: Negatives) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's part of a global batch's loss (see the module docstring): ``(N x part, part)``,
+        the first to back-propagate (DDP averages over the ``N`` ranks), the second to report."""
+        cfg, model, world = self.config, self.model, self.world
+        b, k = negatives.mask.shape
+        start, stop = world.shard(b)
+        n = stop - start
+        usable = bool(negatives.mask.all())
+        mine, width, index, extra = self._entity_plan(batch, negatives, start, stop)
+        parts = (index, batch[start:stop, 1], negatives.triples[start:stop, :, 1], negatives.mask[start:stop].long())
+        flat = host_to_device(torch.cat([p.reshape(-1) for p in parts]), self.device)
+        index, rel_ids, neg_rel_ids, mask = (
+            piece.view(part.shape) for piece, part in zip(flat.split([p.numel() for p in parts]), parts))
+        with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
+            vectors = world.gather_rows(model.entity_vectors(mine), width)
+            if len(extra):
+                vectors = torch.cat([vectors, model.entity_vectors(extra).to(vectors.dtype)])
+            dim = vectors.shape[-1]
+            pos_ent = nn.functional.embedding(index[:2 * n], vectors).view(n, 2, dim)
+            neg_ent = nn.functional.embedding(index[2 * n:], vectors).view(n, k, 2, dim)
+            rel = model.relations(rel_ids)
+            neg_rel = model.relations(neg_rel_ids)
+            pos = model.scorer.score(pos_ent[:, 0], rel, pos_ent[:, 1])
+            neg = model.scorer.score(neg_ent[:, :, 0], neg_rel, neg_ent[:, :, 1])
+        if n == 0:  # no rows here: a zero that still reaches every parameter DDP waits for
+            part = (vectors.float().sum() + model.relations.weight.float().sum()) * 0.0
+        else:
+            part = self._loss(pos.float(), neg.float(), mask.bool(), usable) * self._share(
+                negatives.mask, start, stop, usable)
+            if cfg.regularization:
+                part = part + cfg.regularization * (n / b) * (pos_ent.float().pow(2).mean()
+                                                               + rel.float().pow(2).mean())
+        return part * world.size, part.detach()
 
     def _stopped(self, signum: int, where: str) -> Stopped:
         return Stopped(f"stopped by {signal_name(signum)} {where}; checkpoint written to "
@@ -416,7 +617,7 @@ class Trainer:
     # ----------------------------------------------------------------- evaluation
     def _default_evaluate(self) -> EvaluateFn:
         """:func:`kgprobe.linkpred.evaluator.evaluate_model` with one filter index reused by every validation."""
-        from kgprobe.linkpred.evaluator import evaluate_model
+        from kgprobe.linkpred.evaluator import evaluate_model, evaluate_model_sharded
         from kgprobe.linkpred.filters import FilterIndex
 
         cache: dict[int, Any] = {}
@@ -430,6 +631,11 @@ class Trainer:
                     cache[key] = FilterIndex(filter_triples, num_entities=entity_emb.shape[0],
                                              num_relations=relation_emb.shape[0]).to(entity_emb.device)
                 index = cache[key]
+            if self.world.size > 1:  # each rank ranks its share of the queries
+                return evaluate_model_sharded(entity_emb, relation_emb, scorer, triples, filter_index=index,
+                                              candidates=candidates, batch_size=self.config.eval_batch_size,
+                                              shard=(self.world.rank, self.world.size),
+                                              gather=self.world.gather_varlen)
             return evaluate_model(entity_emb, relation_emb, scorer, triples, filter_index=index,
                                   candidates=candidates, batch_size=self.config.eval_batch_size)
 
@@ -456,9 +662,19 @@ class Trainer:
         self._eval_vectors = None  # the old vectors are not kept alive while the new ones are made
         with torch.no_grad(), torch.autocast(device_type=self.device.type, dtype=self.amp_dtype,
                                              enabled=self.use_amp):
-            entities = self.model.all_entity_vectors(self.config.eval_batch_size)
+            entities = (self.model.all_entity_vectors(self.config.eval_batch_size) if self.world.size == 1
+                        else self._sharded_entity_vectors())
         self._eval_vectors = (key, entities)
         return entities
+
+    def _sharded_entity_vectors(self) -> torch.Tensor:
+        """Every entity's vector, each rank encoding its share (:func:`shard_bounds`), all gathered."""
+        start, stop = self.world.shard(self.model.encoder.num_entities)
+        if stop > start:
+            part = self.model.all_entity_vectors(self.config.eval_batch_size, entities=torch.arange(start, stop))
+        else:
+            part = torch.zeros((0, self.model.encoder.dim), device=self.device)
+        return torch.cat(self.world.gather_varlen(part))
 
     def _metric_of(self, metrics: Mapping[str, Any]) -> float:
         key = self.config.metric
@@ -468,7 +684,9 @@ class Trainer:
 
     # ----------------------------------------------------------------- checkpoints
     def _fingerprint(self) -> dict:
+        processes = {"processes": self.world.size} if self.world.size > 1 else {}
         return _plain({
+            **processes,
             "config": self.config.resume_key(),
             "num_entities": int(self.model.encoder.num_entities),
             "num_relations": self.num_relations,
@@ -512,10 +730,13 @@ class Trainer:
             "history": self.history,
             "fingerprint": self._fingerprint(),
             "partial": partial,
+            **({"rank_rng": self.world.gather_objects(self._rng_states())} if self.world.size > 1 else {}),
         }
 
     def _save(self, name: str, payload: dict) -> None:
         assert self.out_dir is not None
+        if not self.world.is_main:
+            return
         with atomic_path(self.out_dir / name) as tmp:
             torch.save(payload, tmp)
 
@@ -531,17 +752,25 @@ class Trainer:
     def _write_metrics_file(self) -> None:
         """``metrics.jsonl`` rewritten from the history (after a resume: no stale or torn lines)."""
         assert self.out_dir is not None
+        if not self.world.is_main:
+            return
         with atomic_path(self.out_dir / METRICS_FILE) as tmp:
             tmp.write_text("".join(json.dumps(r) + "\n" for r in self.history))
 
     def _append_metrics(self, record: dict) -> None:
         assert self.out_dir is not None
+        if not self.world.is_main:
+            return
         with open(self.out_dir / METRICS_FILE, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
 
     def load_checkpoint(self, path: str | Path) -> int:
         """Restore everything from a checkpoint written by this trainer; returns its epoch."""
         path = Path(path)
+        return self._apply_checkpoint(self._read_checkpoint(path), path)
+
+    @staticmethod
+    def _read_checkpoint(path: Path) -> dict:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:
@@ -549,16 +778,36 @@ class Trainer:
                                path=path) from None
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or "optimizer" not in state:
             raise KgprobeError("not a kgprobe link-prediction training checkpoint", path=path)
+        return state
+
+    def _shared_checkpoint(self, path: Path) -> dict | None:
+        """The checkpoint at ``path`` (None when there is none), read by rank 0 and given to every
+        rank (the others need no access to rank 0's disk); an error there is every rank's."""
+        if self.world.size == 1:
+            return self._read_checkpoint(path) if path.is_file() else None
+        state, error = None, None
+        if self.world.is_main and path.is_file():
+            try:
+                state = self._read_checkpoint(path)
+            except KgprobeError as err:
+                error = str(err)
+        state, error = self.world.broadcast((state, error))
+        if error is not None:
+            raise KgprobeError(error)
+        return state
+
+    def _apply_checkpoint(self, state: dict, path: Path) -> int:
         mine, theirs = self._fingerprint(), state.get("fingerprint")
         if mine != theirs:
-            diff = sorted(k for k in mine if not isinstance(theirs, dict) or mine[k] != theirs.get(k))
+            keys = [*mine, *(k for k in (theirs if isinstance(theirs, dict) else {}) if k not in mine)]
+            diff = sorted(k for k in keys if not isinstance(theirs, dict) or mine.get(k) != theirs.get(k))
             raise KgprobeError(f"the checkpoint was made with other settings ({', '.join(diff)} differ): "
                                "use a new output folder or start over without resuming", path=path)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
-        self._restore_rng(state["rng"])
+        self._restore_rng(self._rank_rng(state))
         self.best_metric, self.best_epoch = state["best_metric"], state["best_epoch"]
         self.best_metrics = dict(state.get("best_metrics") or {})
         self.bad_evals = int(state["bad_evals"])
@@ -574,10 +823,12 @@ class Trainer:
         cfg = self.config
         start, resumed_from = 1, None
         if self.out_dir is not None:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
+            if self.world.is_main:
+                self.out_dir.mkdir(parents=True, exist_ok=True)
             checkpoint = self.out_dir / CHECKPOINT_FILE
-            if resume and checkpoint.is_file():
-                resumed_from = self.load_checkpoint(checkpoint)
+            state = self._shared_checkpoint(checkpoint) if resume else None
+            if state is not None:
+                resumed_from = self._apply_checkpoint(state, checkpoint)
                 start = resumed_from + 1
             self._write_metrics_file()
         validate = self.valid_triples is not None and len(self.valid_triples) > 0
@@ -586,10 +837,11 @@ class Trainer:
                 self._stop = stop
                 try:
                     self._epochs(start, validate)
+                    late = self._agreed_stop()
                 finally:
                     self._stop = None
-            if stop is not None and stop.requested is not None:  # it came after the last step
-                raise self._stopped(stop.requested, "after the last epoch (training is finished)")
+            if late is not None:  # it came after the last step
+                raise self._stopped(late, "after the last epoch (training is finished)")
         if cfg.restore_best:
             self._restore_best()
         return TrainResult(model=self.model, history=list(self.history), best_epoch=self.best_epoch,
@@ -597,9 +849,18 @@ class Trainer:
                            stopped_early=self.stopped_early, resumed_from=resumed_from, out_dir=self.out_dir,
                            best_metrics=dict(self.best_metrics))
 
+    def _agreed_stop(self) -> int | None:
+        """The signal that asked the run to stop, if any; with several ranks, any rank's."""
+        stop = self._stop.requested if self._stop is not None else None
+        if self.world.size > 1:
+            stop = self.world.max_ints([stop or 0])[0] or None
+        return stop
+
     def _validate(self, epoch: int) -> dict:
+        # one process stops at once; several finish the validation together and stop after the epoch
+        immediate = self._stop is not None and self.world.size == 1
         try:
-            with self._stop.immediate() if self._stop is not None else contextlib.nullcontext():
+            with self._stop.immediate() if immediate else contextlib.nullcontext():
                 return self.evaluate(self.valid_triples, candidates=self.valid_candidates,
                                      filter_triples=self.filter_triples)
         except StopNow:
@@ -646,13 +907,16 @@ class Trainer:
                 callback(self, record)
             if self.stopped_early:
                 break
-            if self._stop is not None and self._stop.requested is not None and not self.finished:
-                raise self._stopped(self._stop.requested, f"after epoch {epoch}")
+            stop = self._agreed_stop()
+            if stop is not None and not self.finished:
+                raise self._stopped(stop, f"after epoch {epoch}")
 
     def _restore_best(self) -> None:
         state = self._best_state
-        if state is None and self.out_dir is not None and (self.out_dir / BEST_FILE).is_file():
+        if state is None and self.out_dir is not None and self.world.is_main and (self.out_dir / BEST_FILE).is_file():
             state = torch.load(self.out_dir / BEST_FILE, map_location="cpu", weights_only=True)["model"]
+        if self.world.size > 1 and self.out_dir is not None:  # rank 0's file, every rank's weights
+            state = self.world.broadcast(state)
         if state is not None:
             self.model.load_state_dict(state)
 
