@@ -130,6 +130,7 @@ NEIGHBOR_OPTIONS = (
     O("--class-floor", FLOATS), O("--own-weight", FLOATS),
     O("--rerank", P(["smollm2-135m", "@FAKELM"], ["minilm-l6", "abc"])),
     O("--rerank-depth", COUNTS), O("--prior-weight", FLOATS), O("--cosine-weight", FLOATS),
+    O("--devices", P(["cpu", "cpu,cpu"], ["gpu0", "cuda:0", "", ","])),
 )
 
 
@@ -193,6 +194,11 @@ SPECS: dict[str, Spec] = {
         O("--max-length", P(["8", "32"], ["0"])), O("--patience", P(["1", "3"], ["0"])), O("--device", DEVICES),
         O("--seed", SEEDS), O("--resume"), O("--no-resume"), O("--checkpoint-minutes", P(["0.5", "10"], ["0", "-1"])),
         O("--max-train-triples", P(["10", "100"], ["0"])), O("--quiet"), O("--overwrite"),
+        O("--eval-every", P(["1", "2"], ["0", "-1"])), O("--eval-batch-size", P(["7", "256"], ["0"])),
+        O("--scorer-option", P(["p=2", "p=1"], ["p=0", "nope=1", "=", "p"]), multi=True),
+        O("--set", P(["weight_decay=0.01", "grad_accumulation=2", "max_grad_norm=none"],
+                     ["weight_decay=-1", "epochs=3", "nope=1", "=", "amp"]), multi=True),
+        O("--nproc", P(["1"], ["0", "-1", "999"])),
     ), out_option="--out", own="linkpred train"),
     "linkpred evaluate": Spec(("linkpred", "evaluate"), (P(["@RUN"], ["@EMB", "@EMPTY"]),), (
         O("--data", P(["@SPLIT"], [str(BAD / "split_no_valid"), "@KG/nations"]), required=True),
