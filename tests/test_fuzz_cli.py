@@ -163,7 +163,7 @@ SPECS: dict[str, Spec] = {
                                  ["dataset:abc", "dataset:", *KG_INPUTS[1]]),), (
         O("--out", P([*OUTS[0], "@EMB"], OUTS[1]), required=True), O("--model", ENCODERS),
         O("--text", P(["label", "description", "both"], ["Label"])), O("--batch-size", COUNTS), O("--fp16"),
-        O("--no-normalize"), O("--device", DEVICES), O("--index", P(["flat", "ivf", "hnsw", "none"], ["lsh"])),
+        O("--no-normalize"), O("--device", DEVICES), O("--index", P(["auto", "flat", "ivf", "hnsw", "none"], ["lsh"])),
         O("--metric", P(["ip", "l2", "cosine"], ["dot"])), O("--nlist", P(["1", "2", "14"], ["15", "200"])),
         O("--nprobe", COUNTS), O("--hnsw-m", COUNTS), O("--ef-search", COUNTS),
         O("--clusters", P(["1", "2", "14"], ["15", "200"])), O("--seed", SEEDS),

@@ -221,7 +221,7 @@ def test_embed_step_writes_what_build_embeddings_writes(tmp_path, capsys):
     ("  - {type: embed, kg: small, model: smollm2-135m}\n", 6,
      "steps[1].model: model 'smollm2-135m' is a causal LM, not a sentence encoder"),
     ("  - type: embed\n    kg: small\n    index: annoy\n", 8,
-     "steps[1].index: Input should be 'flat', 'ivf', 'hnsw' or 'none'"),
+     "steps[1].index: Input should be 'auto', 'flat', 'ivf', 'hnsw' or 'none'"),
 ], ids=["kg", "model", "index"])
 def test_check_rejects_a_bad_embed_step(tmp_path, capsys, embed, line, message):
     cfg = _tiny_embed(tmp_path, embed)

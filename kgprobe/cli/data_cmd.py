@@ -19,11 +19,13 @@ def list_datasets() -> None:
     """List the datasets and whether their source is installed."""
     from kgprobe.kg.datasets import DATASETS
 
-    for name, spec in sorted(DATASETS.items()):
+    order = list(DATASETS)  # by family name, then as registered (synthetic-10k before synthetic-100k)
+    width = max(len(name) for name in DATASETS)
+    for name, spec in sorted(DATASETS.items(), key=lambda item: (item[0].split("-")[0], order.index(item[0]))):
         missing = spec.available()
-        click.echo(f"{name:<10} {'yes' if missing is None else 'no ':<4} {spec.description}")
+        click.echo(f"{name:<{width}} {'yes' if missing is None else 'no ':<4} {spec.description}")
         if missing:
-            click.echo(f"{'':<15} {missing}")
+            click.echo(f"{'':<{width + 5}} {missing}")
 
 
 @data.command("build")

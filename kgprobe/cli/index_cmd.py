@@ -30,8 +30,10 @@ from kgprobe.cli.options import COUNT, SEED, OutputPath
 @click.option("--no-normalize", is_flag=True,
               help="Keep the encoder's raw vectors (default: L2-normalised, so inner product = cosine).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--index", "index_kind", type=click.Choice(["flat", "ivf", "hnsw", "none"]), default="flat",
-              show_default=True, help="Index to build: exact (flat), IVF, HNSW, or none.")
+@click.option("--index", "index_kind", type=click.Choice(["auto", "flat", "ivf", "hnsw", "none"]), default="auto",
+              show_default=True,
+              help="Index to build: auto (by size: exact up to 200k entities, IVF up to 5M, IVF-PQ beyond; "
+                   "it sets nlist/nprobe itself), exact (flat), IVF, HNSW, or none.")
 @click.option("--metric", type=click.Choice(["ip", "l2", "cosine"]), default="ip", show_default=True,
               help="Index metric (ip on normalised vectors is cosine).")
 @click.option("--nlist", type=COUNT, default=None,

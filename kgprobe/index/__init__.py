@@ -5,6 +5,8 @@
 * :mod:`~kgprobe.index.store` — the embeddings directory format: :class:`EntityEmbeddings`.
 * :mod:`~kgprobe.index.knn` — :class:`VectorIndex` over faiss (flat, IVF, HNSW; GPU when
   available) or plain torch.
+* :mod:`~kgprobe.index.plan` — ``--index auto``: :func:`choose_index` picks the kind and its
+  parameters from the number of vectors (:class:`IndexPlan`).
 * :mod:`~kgprobe.index.exact` — chunked exact top-k in torch (:func:`exact_search`).
 * :mod:`~kgprobe.index.shards` — exact search over row shards on several devices or processes:
   :func:`search_shard` per shard, :func:`merge_topk` to combine (``VectorIndex(..., devices=[...])``).
@@ -25,14 +27,16 @@ from kgprobe.index.embed import embed_kg, encode_texts
 from kgprobe.index.exact import exact_search
 from kgprobe.index.knn import VectorIndex, build_index, faiss_has_gpu
 from kgprobe.index.neighbors import Neighbor, Neighbors, nearest_neighbors
+from kgprobe.index.plan import IndexPlan, choose_index
 from kgprobe.index.shards import merge_topk, search_shard
 from kgprobe.index.store import EntityEmbeddings
 from kgprobe.index.taxonomy import Taxonomy, taxonomy_search
 from kgprobe.kg.texts import TEXT_FIELDS, entity_texts
 
 __all__ = [
-    "Clustering", "EmbedResult", "EmbeddingCache", "EntityEmbeddings", "Neighbor", "Neighbors", "TEXT_FIELDS",
-    "VectorIndex", "build_embeddings", "build_index", "Taxonomy", "embed_kg", "encode_texts", "entity_texts",
+    "Clustering", "EmbedResult", "EmbeddingCache", "EntityEmbeddings", "IndexPlan", "Neighbor", "Neighbors",
+    "TEXT_FIELDS", "VectorIndex", "build_embeddings", "build_index", "Taxonomy", "choose_index", "embed_kg",
+    "encode_texts", "entity_texts",
     "exact_search", "faiss_has_gpu", "kg_taxonomy", "kmeans", "merge_topk", "nearest_clusters", "nearest_neighbors",
     "search_shard", "taxonomy_search",
 ]

@@ -20,7 +20,7 @@ from kgprobe.errors import KgprobeError
 from kgprobe.index.cache import EmbeddingCache
 from kgprobe.index.cluster import kmeans
 from kgprobe.index.embed import embed_kg
-from kgprobe.index.knn import VectorIndex
+from kgprobe.index.knn import AUTO, VectorIndex, plan_index
 from kgprobe.index.store import INDEX_FILE, EntityEmbeddings
 from kgprobe.index.taxonomy import TAXONOMY_FILE, Taxonomy
 from kgprobe.kg.graph import KnowledgeGraph
@@ -45,7 +45,7 @@ class EmbedResult:
     unique_texts: int  # distinct texts encoded
     dim: int
     cache_hit: bool  # the encoder's output came from the embedding cache (the model was not loaded)
-    index: str  # "flat", "ivf", "hnsw" or "none"
+    index: str  # "flat", "ivf", "hnsw", "ivfpq" (the kind built; "auto" records the kind it chose) or "none"
     clusters: int | None  # k-means clusters written, else None
     taxonomy: list[str] | None  # the is-a relations whose closure went to taxonomy.npz, else None
     seconds: float  # from loading the KG to the last file written (meta.json's total_seconds)
@@ -62,7 +62,7 @@ def build_embeddings(
     fp16: bool = False,
     normalize: bool = True,
     device: str | torch.device = "auto",
-    index: str = "flat",
+    index: str = "auto",
     metric: str = "ip",
     nlist: int | None = None,
     nprobe: int = 16,
@@ -85,6 +85,11 @@ def build_embeddings(
       ``meta.json`` (model, text, dim, count, normalized, timings, ...): :class:`EntityEmbeddings`;
     * unless ``index="none"``: ``index.faiss`` + ``index.json``, a ``flat`` / ``ivf`` / ``hnsw`` index
       (``metric`` ip / l2 / cosine, ``nlist`` / ``nprobe`` for IVF, ``hnsw_m`` / ``ef_search`` for HNSW);
+      ``index="auto"`` (the default) chooses it from the number of entities
+      (:func:`kgprobe.index.plan.choose_index`: flat up to 200k, so every small KG gets the exact
+      index) with its own ``nlist`` / ``nprobe`` (the other index options are then ignored), and
+      meta.json's ``index`` and index.json record the chosen kind, parameters and reason
+      (``chosen_by: "auto"``);
     * with ``clusters``: ``centroids.npy``, ``assignments.npy``, ``clusters.json`` (faiss k-means, ``seed``);
     * ``taxonomy.npz`` when the KG has is-a relations (see :func:`kg_taxonomy`), for taxonomy-aware search;
     * the ``.kgprobe`` marker (see :mod:`kgprobe.outdir`).
@@ -113,8 +118,8 @@ def build_embeddings(
     with atomic_path(out, directory=True) as tmp:
         write_marker(tmp, COMMAND)
         if index != "none":
-            _save_index(tmp, emb, kind=index, metric=metric, nlist=nlist, nprobe=nprobe, m=hnsw_m,
-                        ef_search=ef_search, device=device)
+            index = _save_index(tmp, emb, kind=index, metric=metric, nlist=nlist, nprobe=nprobe, m=hnsw_m,
+                                ef_search=ef_search, device=device)
         if clusters is not None:
             clustering = kmeans(emb.vectors, clusters, seed=seed, spherical=normalize)
             clustering.save(tmp)
@@ -142,14 +147,26 @@ def _check_sizes(graph: KnowledgeGraph, source: str | None, *, clusters: int | N
         raise KgprobeError(f"--nlist {nlist} is more than the {graph.num_entities} entities to train on")
 
 
-def _save_index(directory: Path, emb: EntityEmbeddings, *, kind: str, metric: str, device, **params) -> None:
-    """Build the index over ``emb``, save it to ``directory`` and record it in ``emb.meta``."""
+def _save_index(directory: Path, emb: EntityEmbeddings, *, kind: str, metric: str, device, **params) -> str:
+    """Build the index over ``emb``, save it to ``directory``, record it in ``emb.meta``; the kind built."""
     t0 = time.perf_counter()
-    vector_index = VectorIndex(emb.dim, kind=kind, metric=metric, device=device, **params)
+    plan = None
+    if kind == AUTO:
+        options, plan = plan_index(len(emb), emb.dim)
+        vector_index = VectorIndex(emb.dim, metric=metric, device=device, **options)
+        vector_index.plan = plan.as_dict()
+    else:
+        vector_index = VectorIndex(emb.dim, kind=kind, metric=metric, device=device, **params)
     vector_index.add(emb.vectors)
     vector_index.save(directory / INDEX_FILE)
-    emb.meta["index"] = {"file": INDEX_FILE, "kind": kind, "metric": metric,
+    built = plan.kind if plan is not None else kind
+    emb.meta["index"] = {"file": INDEX_FILE, "kind": built, "metric": metric,
                          "build_seconds": round(time.perf_counter() - t0, 3)}
+    if plan is not None:
+        emb.meta["index"].update(chosen_by=AUTO, reason=plan.reason,
+                                 params={"nlist": plan.nlist, "nprobe": plan.nprobe, "pq_m": plan.pq_m,
+                                         "factory": plan.factory})
+    return built
 
 
 def kg_taxonomy(kg: KnowledgeGraph, relations: str | Sequence[str] | None = "auto") -> Taxonomy | None:

@@ -36,11 +36,15 @@ Shards
 IVF indexes are trained on the first vectors added (or on ``train(vectors)``); when ``nlist``
 is not given it is chosen at training time as ``4 * sqrt(n)``, capped so that every cell gets
 at least 39 training points (faiss' own rule of thumb), so small KGs work too.
+
+``build_index(vectors, kind="auto")`` picks the kind and its parameters from the number of
+vectors (:func:`kgprobe.index.plan.choose_index`: flat up to 200k, IVF-Flat up to 5M, IVF-PQ
+beyond or over a memory budget) and records the choice and its reason in ``index.json``
+(``plan``). ``VectorIndex(dim, kind="auto")`` is refused: the choice needs the vectors' count.
 """
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -52,13 +56,14 @@ import torch
 from kgprobe.atomic import atomic_path, write_json
 from kgprobe.errors import KgprobeError
 from kgprobe.index.exact import DEFAULT_QUERY_CHUNK, exact_search, squared_norms
+from kgprobe.index.plan import IndexPlan, auto_nlist, choose_index
 from kgprobe.index.shards import TorchShards, resolve_devices, shard_bounds
 
 KINDS = ("flat", "ivf", "hnsw")
+AUTO = "auto"  # build_index / build_embeddings only: the kind is chosen from the vectors' count
 METRICS = ("ip", "l2", "cosine")
 BACKENDS = ("auto", "faiss", "torch")
 FORMAT = "kgprobe-vector-index"
-_MIN_POINTS_PER_CELL = 39
 
 
 def _faiss():
@@ -141,8 +146,11 @@ class VectorIndex:
     ) -> None:
         if not isinstance(dim, (int, np.integer)) or dim <= 0:
             raise KgprobeError(f"index dimension must be a positive integer, got {dim!r}")
+        if factory is None and kind == AUTO:
+            raise KgprobeError("index kind 'auto' needs the number of vectors: use build_index(vectors, "
+                               "kind='auto') or choose_index(n, dim)")
         if factory is None and kind not in KINDS:
-            raise KgprobeError(f"unknown index kind {kind!r}; known kinds: {', '.join(KINDS)} "
+            raise KgprobeError(f"unknown index kind {kind!r}; known kinds: {', '.join((*KINDS, AUTO))} "
                                "(or a faiss factory string)")
         if metric not in METRICS:
             raise KgprobeError(f"unknown metric {metric!r}; known metrics: {', '.join(METRICS)}")
@@ -175,6 +183,7 @@ class VectorIndex:
         self._shards: TorchShards | None = None  # the vectors (torch backend with devices)
         self._sharded = None     # faiss sharded copy of _index (faiss backend with devices), built lazily
         self._shard_res: list = []   # faiss GPU resources the sharded copy uses
+        self.plan: dict | None = None  # the choice of kind="auto" (IndexPlan.as_dict), saved in index.json
 
     # ----------------------------------------------------------------- set-up
     @staticmethod
@@ -252,7 +261,7 @@ class VectorIndex:
                 f"backend={self.backend!r}/{where}, ntotal={self.ntotal})")
 
     def _auto_nlist(self, n: int) -> int:
-        return max(1, min(int(round(4 * math.sqrt(n))), n // _MIN_POINTS_PER_CELL))
+        return auto_nlist(n)
 
     def _build_faiss(self, n_train: int) -> None:
         faiss = _faiss()
@@ -439,6 +448,7 @@ class VectorIndex:
             "backend": self.requested_backend, "factory": self.factory, "nlist": self.nlist, "nprobe": self.nprobe,
             "m": self.m, "ef_search": self.ef_search, "ef_construction": self.ef_construction,
             "ntotal": self.ntotal, "query_chunk": self.query_chunk,
+            **({"plan": self.plan} if self.plan is not None else {}),
         }
 
     def _cpu_index(self):
@@ -509,6 +519,8 @@ class VectorIndex:
             query_chunk=search_params.get("query_chunk", settings.get("query_chunk", DEFAULT_QUERY_CHUNK)),
             devices=devices,
         )
+        if isinstance(settings.get("plan"), dict):
+            index.plan = settings["plan"]
         index._attach(raw)
         return index
 
@@ -555,7 +567,25 @@ def shard_faiss_index(index, devices: Sequence[torch.device]) -> tuple[Any, list
     return sharded, []
 
 
-def build_index(vectors: Any, **kwargs: Any) -> VectorIndex:
-    """A :class:`VectorIndex` with ``vectors`` added (dimension taken from them)."""
+def plan_index(n: int, dim: int, *, memory_bytes: int | None = None, **kwargs: Any) -> tuple[dict, IndexPlan]:
+    """``VectorIndex`` keyword arguments for ``kind="auto"`` over ``n`` vectors: the plan's
+    (:func:`~kgprobe.index.plan.choose_index`), then ``kwargs`` (other than ``kind``) over them."""
+    plan = choose_index(n, dim, memory_bytes=memory_bytes)
+    options = {**plan.index_kwargs(), **{k: v for k, v in kwargs.items() if k != "kind"}}
+    return options, plan
+
+
+def build_index(vectors: Any, *, memory_bytes: int | None = None, **kwargs: Any) -> VectorIndex:
+    """A :class:`VectorIndex` with ``vectors`` added (dimension taken from them).
+
+    ``kind="auto"`` chooses the kind and its parameters from the number of vectors (and
+    ``memory_bytes``, a budget): :func:`~kgprobe.index.plan.choose_index`; other keyword arguments
+    given (``nprobe=...``) override the plan's. The choice is kept as ``index.plan``.
+    """
     array = as_float32_matrix(vectors)
-    return VectorIndex(array.shape[1], **kwargs).add(array)
+    if kwargs.get("kind") != AUTO or kwargs.get("factory") is not None:
+        return VectorIndex(array.shape[1], **kwargs).add(array)
+    options, plan = plan_index(len(array), array.shape[1], memory_bytes=memory_bytes, **kwargs)
+    index = VectorIndex(array.shape[1], **options)
+    index.plan = plan.as_dict()
+    return index.add(array)

@@ -36,7 +36,8 @@ class EmbedStep(StepConfig):
     batch_size: int = Field(default=256, ge=1)
     fp16: bool = False
     normalize: bool = True
-    index: Literal["flat", "ivf", "hnsw", "none"] = "flat"
+    # auto (the default, as in `kgprobe embed`): the kind chosen by size, see kgprobe.index.plan
+    index: Literal["auto", "flat", "ivf", "hnsw", "none"] = "auto"
     metric: Literal["ip", "l2", "cosine"] = "ip"
     nlist: int | None = Field(default=None, ge=1)
     nprobe: int = Field(default=16, ge=1)

@@ -12,7 +12,7 @@ from functools import partial
 from typing import Any, Callable
 
 from kgprobe.errors import KgprobeError
-from kgprobe.kg.datasets import countries, pykeen_tsv, wordnet
+from kgprobe.kg.datasets import countries, pykeen_tsv, synthetic, wordnet
 from kgprobe.kg.graph import KnowledgeGraph
 
 
@@ -51,6 +51,15 @@ def _specs() -> dict[str, DatasetSpec]:
             available=partial(pykeen_tsv.available, name),
         )
         for name in pykeen_tsv.NAMES
+    ]
+    specs += [
+        DatasetSpec(
+            name=name,
+            description=synthetic.description(name),
+            build=partial(synthetic.build, name),
+            available=synthetic.available,
+        )
+        for name in synthetic.SIZES
     ]
     return {spec.name: spec for spec in specs}
 
