@@ -70,6 +70,7 @@ from kgprobe.linkpred import evaluate_model, get_loss, get_scorer  # noqa: E402
 from kgprobe.models.device import resolve_device  # noqa: E402
 from kgprobe.seeding import seed_everything  # noqa: E402
 from machine import machine_info  # noqa: E402  (eval/machine.py, beside this script)
+from trainer_speed import VARIANTS, part_d  # noqa: E402  (part d: eval/trainer_speed.py)
 
 DEFAULT_OUT = ROOT / "eval" / "results" / "linkpred.json"
 # what part (a) compares: realistic MRR and Hits@1/3/10, each side
@@ -527,7 +528,9 @@ def part_c(args) -> dict:
     }}
 
 
-PARTS = {"a": part_a, "b": part_b, "c": part_c}
+PARTS = {"a": part_a, "b": part_b, "c": part_c, "d": part_d}
+#: sections holding one entry per machine ("cpu", "gpu:NAME"): a run updates its own entry
+PER_MACHINE = ("trainer_vs_blp",)
 
 
 def write_sections(path: Path, sections: dict) -> None:
@@ -538,7 +541,11 @@ def write_sections(path: Path, sections: dict) -> None:
             data = json.loads(path.read_text())
         except json.JSONDecodeError:
             data = {}
-    data.update(sections)
+    for name, value in sections.items():
+        if name in PER_MACHINE and isinstance(data.get(name), dict):
+            data[name].update(value)
+        else:
+            data[name] = value
     write_json(path, data, indent=2)
     log(f"wrote {path}")
 
@@ -567,6 +574,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--c-lr", type=float, default=1e-3)
     ap.add_argument("--c-seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--c-label", default=None, help="part c: name of the split in the results (default: folder name)")
+    ap.add_argument("--d-triples", type=int, default=None, help="part d: WordNet triples (default 3,200)")
+    ap.add_argument("--d-batch", type=int, default=64, help="part d: batch size (BLP's 64)")
+    ap.add_argument("--d-threads", type=int, default=None,
+                    help="part d: torch threads (default: torch's, one per core); the result is keyed by them")
+    ap.add_argument("--d-variants", nargs="+", default=["default", "fast", "fast_dropout"],
+                    choices=list(VARIANTS), help="part d: kgprobe settings, each paired with BLP's loop")
     ap.add_argument("--out", type=Path, default=None,
                     help="JSON output (default eval/results/linkpred.json; quick: linkpred_quick.json)")
     args = ap.parse_args(argv)

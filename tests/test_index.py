@@ -514,3 +514,20 @@ def test_wordnet_descriptions_neighbors(tmp_path, capsys, monkeypatch):
     top = query("a domesticated animal descended from the wolf", 5)
     assert any(r["id"] == "02084071" or "dog" in r["label"].lower() for r in top), top
     assert top[0]["id"] == "02084071", top
+
+
+def test_ivf_trains_on_a_seeded_sample_of_64_vectors_per_cell():
+    """k-means on every vector made IVF builds grow as n^1.5; a sample of 64 per cell keeps them linear."""
+    from kgprobe.index.knn import TRAIN_POINTS_PER_CELL, VectorIndex
+
+    x = np.random.default_rng(0).standard_normal((80_000, 8)).astype("float32")
+    index = VectorIndex(8, kind="ivf", nlist=1100, backend="faiss")
+    index._build_faiss(len(x))
+    sample = index._training_sample(x)
+    assert len(sample) == TRAIN_POINTS_PER_CELL * 1100  # above the 2**16 floor
+    assert np.array_equal(sample, index._training_sample(x))  # seeded: the same rows every time
+    small = x[:50_000]
+    assert index._training_sample(small) is small  # under the cap: every vector
+    flat = VectorIndex(8, kind="flat", backend="faiss")
+    flat._build_faiss(len(x))
+    assert flat._training_sample(x) is x

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from kgprobe.cli.options import SEED, OutputPath
+from kgprobe.cli.options import BATCH_SIZE, DEVICE_MAP, DTYPE, SEED, OutputPath
 
 #: the options of a job of several relations (a folder, or several files)
 MANY_ONLY = ("executor", "ray_address", "gpus_per_relation", "cpus_per_relation", "max_retries")
@@ -30,8 +30,11 @@ MANY_ONLY = ("executor", "ray_address", "gpus_per_relation", "cpus_per_relation"
               help="Causal LMs: discount of the log-probability of the entity written first "
                    "(its prior: how common the name is); 0 = plain sentence likelihood, 1 = PMI.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
-              help="Sequences per LM forward pass.")
+@DTYPE
+@DEVICE_MAP
+@click.option("--batch-size", type=BATCH_SIZE, default="auto", show_default=True,
+              help="Sequences per LM forward pass; auto plans it from free memory (at most 64), and a batch "
+                   "that runs out of memory is halved and retried (noted in run.json).")
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out (same options).")
 @click.option("--overwrite", is_flag=True,
@@ -52,7 +55,8 @@ MANY_ONLY = ("executor", "ray_address", "gpus_per_relation", "cpus_per_relation"
                    "it continues from the relation's checkpoints.")
 @click.pass_context
 def harvest(ctx: click.Context, relations: tuple[Path, ...], out: Path, model: str, top_k: int, paraphrases: int,
-            first_candidates: int | None, prior_correction: float, device: str, batch_size: int, seed: int,
+            first_candidates: int | None, prior_correction: float, device: str, dtype: str, device_map: str | None,
+            batch_size: int | str, seed: int,
             resume: bool, overwrite: bool, executor: str, ray_address: str | None, gpus_per_relation: float,
             cpus_per_relation: float, max_retries: int) -> None:
     """Harvest a ranked KG for each RELATION (a YAML/JSON file with prompts and seed tuples, or a
@@ -86,13 +90,13 @@ def harvest(ctx: click.Context, relations: tuple[Path, ...], out: Path, model: s
             raise KgprobeError(f"{', '.join(given)}: only for several relations (a folder or several relation "
                                "files); one relation runs in this process")
         _harvest_one(relations[0], out, model=model, top_k=top_k, paraphrases=paraphrases, search=search,
-                     prior_correction=prior_correction, device=device, batch_size=batch_size, seed=seed,
-                     resume=resume, overwrite=overwrite)
+                     prior_correction=prior_correction, device=device, dtype=dtype, device_map=device_map,
+                     batch_size=batch_size, seed=seed, resume=resume, overwrite=overwrite)
         return
     from kgprobe.harvest.many import harvest_many
 
     options = HarvestOptions(model=model, top_k=top_k, paraphrases=paraphrases, seed=seed, search=search,
-                             prior_correction=prior_correction)
+                             prior_correction=prior_correction, dtype=dtype, device_map=device_map)
     done = harvest_many(relations, out, options=options, device=device, batch_size=batch_size, executor=executor,
                         ray_address=ray_address, gpus_per_relation=gpus_per_relation,
                         cpus_per_relation=cpus_per_relation, max_retries=max_retries, resume=resume,
@@ -103,8 +107,8 @@ def harvest(ctx: click.Context, relations: tuple[Path, ...], out: Path, model: s
 
 
 def _harvest_one(relation: Path, out: Path, *, model: str, top_k: int, paraphrases: int, search: dict,
-                 prior_correction: float, device: str, batch_size: int, seed: int, resume: bool,
-                 overwrite: bool) -> None:
+                 prior_correction: float, device: str, dtype: str, device_map: str | None, batch_size: int | str,
+                 seed: int, resume: bool, overwrite: bool) -> None:
     """One relation file: its run directory in --out, as this command has always written it."""
     from kgprobe.harvest.relation import load_relation
     from kgprobe.harvest.run import HarvestOptions
@@ -114,7 +118,7 @@ def _harvest_one(relation: Path, out: Path, *, model: str, top_k: int, paraphras
     rel = load_relation(relation)
     resolve_device(device)
     options = HarvestOptions(model=model, top_k=top_k, paraphrases=paraphrases, seed=seed, search=search,
-                             prior_correction=prior_correction)
+                             prior_correction=prior_correction, dtype=dtype, device_map=device_map)
     run_harvest(rel, out, options=options, device=device, batch_size=batch_size, resume=resume,
                 overwrite=overwrite, echo=click.echo)
 

@@ -111,6 +111,10 @@ def embed(kg: str, out: Path, model: str, text_field: str, batch_size: int, fp16
 @click.option("--rerank", "rerank_model", default=None, metavar="LM",
               help="Re-rank the nearest --rerank-depth entities with this causal LM (e.g. smollm2-135m) "
                    "read as a reverse dictionary: for descriptive queries (kgprobe.index.rerank).")
+@click.option("--rerank-dtype", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto",
+              show_default=True, help="--rerank: the LM's weights (auto: bf16 on a GPU, fp32 on CPU).")
+@click.option("--rerank-device-map", type=click.Choice(["none", "auto"]), default="none", show_default=True,
+              help="--rerank: auto spreads the LM's layers over the visible GPUs (accelerate).")
 @click.option("--rerank-depth", type=COUNT, default=200, show_default=True,
               help="How many nearest entities the LM re-scores.")
 # defaults None: kgprobe.index.rerank holds them, imported only when re-ranking (it pulls in torch)
@@ -121,7 +125,8 @@ def embed(kg: str, out: Path, model: str, text_field: str, batch_size: int, fp16
 def neighbors(directory: Path, query: str | None, k: int, entity_id: str | None, as_json: bool, device: str,
               exact: bool, devices: str | None, nprobe: int | None, ef_search: int | None, plain: bool,
               classes: int | None, class_floor: float | None, own_weight: float | None, rerank_model: str | None,
-              rerank_depth: int, prior_weight: float | None, cosine_weight: float | None) -> None:
+              rerank_depth: int, prior_weight: float | None, cosine_weight: float | None, rerank_dtype: str,
+              rerank_device_map: str) -> None:
     """Print the entities of DIR (made by `kgprobe embed`) nearest to QUERY.
 
     QUERY is free text, embedded with the same model as the entities (from DIR/meta.json).
@@ -155,7 +160,7 @@ def neighbors(directory: Path, query: str | None, k: int, entity_id: str | None,
                               ef_search=ef_search, plain=plain, classes=classes, class_floor=class_floor,
                               own_weight=own_weight, rerank_model=rerank_model, rerank_depth=rerank_depth,
                               prior_weight=prior_weight, cosine_weight=cosine_weight, loading_bars=False,
-                              devices=devices)
+                              devices=devices, rerank_dtype=rerank_dtype, rerank_device_map=rerank_device_map)
     if as_json:
         click.echo(json.dumps(found.as_json(), ensure_ascii=False))
         return

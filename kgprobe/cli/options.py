@@ -35,6 +35,33 @@ SEED = click.IntRange(0, 2**31 - 1)
 #: a positive count that faiss takes as a C int (index and k-means parameters, batch sizes)
 COUNT = click.IntRange(1, 2**31 - 1)
 
+class BatchSize(click.ParamType):
+    """``--batch-size``: a positive count, or ``auto`` (planned from free memory; see kgprobe.models.memory)."""
+
+    name = "N|auto"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) or str(value).strip().lower() == "auto":
+            return "auto" if isinstance(value, str) else value
+        try:
+            return COUNT.convert(value, param, ctx)
+        except click.BadParameter:
+            self.fail(f"{value} is not a positive integer or auto", param, ctx)
+
+
+BATCH_SIZE = BatchSize()
+
+#: ``--dtype`` of the commands that load a causal or masked LM (kgprobe.models.resolve_dtype)
+DTYPE = click.option("--dtype", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto",
+                     show_default=True, help="The LM's weights: auto is bf16 on a GPU (fp16 where the GPU has no "
+                                             "bf16), fp32 on CPU.")
+
+#: ``--device-map`` of the same commands: none, or auto (accelerate spreads the layers; ``device_map=None`` / "auto")
+DEVICE_MAP = click.option("--device-map", type=click.Choice(["none", "auto"]), default="none", show_default=True,
+                          callback=lambda ctx, param, value: None if value == "none" else value,
+                          help="auto: spread the LM's layers over the visible GPUs (then CPU memory), for LMs too "
+                               "large for one GPU; none: the whole LM on --device.")
+
 
 def options_model(cls, *, renames: dict[str, str] | None = None, **values):
     """``cls(**values)`` (a pydantic options model), with a rejected value as one ``KgprobeError``

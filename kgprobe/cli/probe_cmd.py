@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from kgprobe.cli.options import SEED, OutputPath, options_model
+from kgprobe.cli.options import DEVICE_MAP, DTYPE, SEED, OutputPath, options_model
 
 _CONCEPTS = click.option("--concepts", "concept_files", multiple=True, type=click.Path(path_type=Path),
                          default=["kg_data/concepts/countries.jsonl"], show_default=True,
@@ -30,8 +30,9 @@ def _echo(line: str) -> None:
 
 
 def _stage_options(fn):
-    """The options every stage shares: concepts, run directory, model, device, few-shot prefix."""
-    for option in reversed((_CONCEPTS, _MAX, _OUT, _MODEL, _DEVICE, _FEW_SHOT)):
+    """The options every stage shares: concepts, run directory, model, device, dtype, device map,
+    few-shot prefix."""
+    for option in reversed((_CONCEPTS, _MAX, _OUT, _MODEL, _DEVICE, DTYPE, DEVICE_MAP, _FEW_SHOT)):
         fn = option(fn)
     return fn
 
@@ -63,15 +64,15 @@ def probe() -> None:
 @click.option("--rank-by", type=click.Choice(["effect", "tokens"]), default="effect", show_default=True,
               help="Order a concept's pool by its answers' use of each vector (gradient x activation) "
                    "or by token match.")
-def locate(concept_files, max_concepts, out: Path, model: str, device: str, few_shot, top_tokens: int, pool: int,
-           per_concept: int, rank_by: str) -> None:
+def locate(concept_files, max_concepts, out: Path, model: str, device: str, dtype: str, device_map: str | None,
+           few_shot, top_tokens: int, pool: int, per_concept: int, rank_by: str) -> None:
     """Scan every value vector through the logit lens and pick candidates for each concept."""
     from kgprobe.probe.run import LocateOptions, run_locate
 
     options = options_model(LocateOptions, renames=_OPTION_NAMES, top_tokens=top_tokens, pool=pool,
                             per_concept=per_concept, rank_by=rank_by)
     run_locate(out, concept_files=concept_files, max_concepts=max_concepts, model=model, device=device,
-               few_shot=few_shot, options=options, echo=_echo, loading_bars=False)
+               dtype=dtype, device_map=device_map, few_shot=few_shot, options=options, echo=_echo, loading_bars=False)
 
 
 @probe.command()
@@ -89,9 +90,9 @@ def locate(concept_files, max_concepts, out: Path, model: str, device: str, few_
 @click.option("--set-sizes", default="4,16,64", show_default=True,
               help="Also damage the m most concept-specific vectors, for each m (comma-separated; '' for none).")
 @click.option("--seed", type=SEED, default=0, show_default=True)
-def validate(concept_files, max_concepts, out: Path, model: str, device: str, few_shot, mode: str, noise_std: float,
-             min_concept_drop: float, max_unrelated_drop: float, vectors_per_concept: int, set_sizes: str,
-             seed: int) -> None:
+def validate(concept_files, max_concepts, out: Path, model: str, device: str, dtype: str, device_map: str | None,
+             few_shot, mode: str, noise_std: float, min_concept_drop: float, max_unrelated_drop: float,
+             vectors_per_concept: int, set_sizes: str, seed: int) -> None:
     """Damage each candidate and measure concept vs unrelated QA (needs `probe locate` first)."""
     from kgprobe.probe.run import ValidateOptions, run_validate
 
@@ -106,7 +107,8 @@ def validate(concept_files, max_concepts, out: Path, model: str, device: str, fe
                             min_concept_drop=min_concept_drop, max_unrelated_drop=max_unrelated_drop,
                             vectors_per_concept=vectors_per_concept, set_sizes=sizes)
     summary = run_validate(out, concept_files=concept_files, max_concepts=max_concepts, model=model, device=device,
-                           few_shot=few_shot, options=options, seed=seed, echo=_echo, loading_bars=False)
+                           dtype=dtype, device_map=device_map, few_shot=few_shot, options=options, seed=seed,
+                           echo=_echo, loading_bars=False)
     click.echo(json.dumps(summary, indent=2))
 
 
@@ -120,8 +122,8 @@ def validate(concept_files, max_concepts, out: Path, model: str, device: str, fe
 @click.option("--steps", type=click.IntRange(min=1), default=10, show_default=True, help="Optimiser steps per method.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-5, show_default=True)
 @click.option("--seed", type=SEED, default=0, show_default=True)
-def unlearn(concept_files, max_concepts, out: Path, model: str, device: str, few_shot, methods, n_concepts: int,
-            steps: int, lr: float, seed: int) -> None:
+def unlearn(concept_files, max_concepts, out: Path, model: str, device: str, dtype: str, device_map: str | None,
+            few_shot, methods, n_concepts: int, steps: int, lr: float, seed: int) -> None:
     """Run each unlearning method per concept and measure behaviour and weights (needs `probe validate`)."""
     from kgprobe.probe.run import UnlearnOptions, run_unlearn
     from kgprobe.probe.unlearn import unlearner_names
@@ -133,19 +135,22 @@ def unlearn(concept_files, max_concepts, out: Path, model: str, device: str, few
     options = options_model(UnlearnOptions, renames=_OPTION_NAMES, methods=list(methods), concepts=n_concepts,
                             steps=steps, lr=lr)
     summary = run_unlearn(out, concept_files=concept_files, max_concepts=max_concepts, model=model, device=device,
-                          few_shot=few_shot, options=options, seed=seed, echo=_echo, loading_bars=False)
+                          dtype=dtype, device_map=device_map, few_shot=few_shot, options=options, seed=seed,
+                          echo=_echo, loading_bars=False)
     click.echo(json.dumps(summary, indent=2))
 
 
 @probe.command()
 @_MODEL
 @_DEVICE
+@DTYPE
+@DEVICE_MAP
 @click.option("--layer", type=click.IntRange(min=0), required=True)
 @click.option("--index", type=click.IntRange(min=0), required=True, help="Neuron (value vector) index in the layer.")
 @click.option("-k", "k", type=click.IntRange(min=1), default=20, show_default=True)
-def lens(model: str, device: str, layer: int, index: int, k: int) -> None:
+def lens(model: str, device: str, dtype: str, device_map: str | None, layer: int, index: int, k: int) -> None:
     """Print the top tokens one value vector promotes (logit lens)."""
     from kgprobe.probe.run import lens as run_lens
 
-    click.echo(json.dumps(run_lens(model, layer=layer, index=index, k=k, device=device, loading_bars=False),
-                          ensure_ascii=False))
+    click.echo(json.dumps(run_lens(model, layer=layer, index=index, k=k, device=device, dtype=dtype,
+                                   device_map=device_map, loading_bars=False), ensure_ascii=False))

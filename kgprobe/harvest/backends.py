@@ -17,14 +17,22 @@ from kgprobe.harvest.relation import Relation, Template
 from kgprobe.harvest.search import Partial, SearchParams, VocabMasks, chunks, search_position
 from kgprobe.harvest.weighting import WeightingParams, prompt_weights
 from kgprobe.models.lm import CausalLMRunner
+from kgprobe.models.memory import OomHalving
 
 
 class CausalBackend:
     """Few-shot prefix of the seeds, left-to-right search, full-sentence rescoring."""
 
-    def __init__(self, model, tokenizer, rel: Relation, *, batch_size: int, min_weight: float,
+    def memory_notes(self) -> list[dict]:
+        """The out-of-memory halvings of this run (LM batches, then search chunks)."""
+        return self.lm.memory.notes + self.search_memory.notes
+
+    def __init__(self, model, tokenizer, rel: Relation, *, batch_size: int | str, min_weight: float,
                  search: SearchParams, search_prompts: int, prior_correction: float = 0.5):
         self.lm = CausalLMRunner(model, tokenizer, batch_size=batch_size)
+        # partial tuples per search_position call: a chunk that runs out of memory is searched in
+        # halves (each partial tuple's search is independent of the others', so the result is the same)
+        self.search_memory = OomHalving(search.chunk, device=self.lm.device, what="search chunk")
         self.rel, self.seeds = rel, list(rel.seeds)
         self.min_weight, self.params, self.search_prompts = min_weight, search, search_prompts
         self.prior_correction = prior_correction
@@ -60,8 +68,11 @@ class CausalBackend:
             for c, part in todo:
                 record = log.done(c)
                 if record is None:
-                    found = search_position(self.lm, layouts, weights, prefixes, part, filt=filt, masks=masks,
-                                            params=self.params, first=position == 0)
+                    def run(sub: list[Partial], first: bool = position == 0) -> list[Partial]:
+                        return search_position(self.lm, layouts, weights, prefixes, sub, filt=filt, masks=masks,
+                                               params=self.params, first=first)
+
+                    found = [p for got in self.search_memory.run(run, part, batch_size=len(part)) for p in got]
                     record = {"partials": [[*p.filled, p.value] for p in found]}
                     log.write(c, record)
                 partials += [Partial(tuple(x[:-1]), x[-1]) for x in record["partials"]]
@@ -80,7 +91,11 @@ class CausalBackend:
 class MaskedBackend:
     """BertNet proper: masked-token scoring, no few-shot prefix, beam fill of masked slots."""
 
-    def __init__(self, model, tokenizer, rel: Relation, *, batch_size: int, search: SearchParams, **_):
+    def memory_notes(self) -> list[dict]:
+        """The out-of-memory halvings of this run (LM batches)."""
+        return list(self.lm.memory.notes)
+
+    def __init__(self, model, tokenizer, rel: Relation, *, batch_size: int | str, search: SearchParams, **_):
         self.lm = masked.MaskedLM(model, tokenizer, batch_size=batch_size)
         self.rel, self.seeds, self.params = rel, list(rel.seeds), search
         self.stats, self.device = self.lm.stats, self.lm.device

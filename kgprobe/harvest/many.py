@@ -77,7 +77,7 @@ class RelationJob:
     log: str
     options: HarvestOptions
     device: str
-    batch_size: int
+    batch_size: int | str
     #: torch threads for the run (a Ray task: its CPUs); None: as the process has them
     threads: int | None = None
 
@@ -190,7 +190,7 @@ def harvest_many(
     *,
     options: HarvestOptions = HarvestOptions(),
     device: str = "auto",
-    batch_size: int = 64,
+    batch_size: int | str = "auto",
     executor: str = "local",
     ray_address: str | None = None,
     gpus_per_relation: float = 0.0,

@@ -20,18 +20,25 @@ import torch
 
 from kgprobe.harvest.filters import EntityFilter
 from kgprobe.harvest.relation import Template
-from kgprobe.models.lm import LMStats
+from kgprobe.models.device import input_device
+from kgprobe.models.lm import AUTO_BATCH_LIMIT, LMStats
+from kgprobe.models.memory import OomHalving, lm_bytes_per_item, plan_batch_size, resolve_batch_size
 
 
 @dataclass
 class MaskedLM:
+    """``batch_size``: rows per forward pass, or ``"auto"`` (planned from free memory, at most
+    ``AUTO_BATCH_LIMIT``); a batch that runs out of memory is halved (``memory`` keeps the notes)."""
+
     model: torch.nn.Module
     tokenizer: object
-    batch_size: int = 64
+    batch_size: int | str = "auto"
 
     def __post_init__(self) -> None:
-        self.device = next(self.model.parameters()).device
+        self.device = input_device(self.model)  # with a device map: where the embeddings run
         self.stats = LMStats()
+        self._fixed_batch = resolve_batch_size(self.batch_size)
+        self.memory = OomHalving(self._fixed_batch or AUTO_BATCH_LIMIT, device=self.device, what="LM forward batch")
         self.mask_id = self.tokenizer.mask_token_id
         if self.mask_id is None:
             raise ValueError("the tokenizer has no mask token: not a masked LM")
@@ -48,8 +55,10 @@ class MaskedLM:
         sep = [self.tokenizer.sep_token_id] if self.tokenizer.sep_token_id is not None else []
         out = torch.empty((len(inputs), self.model.config.vocab_size))
         pad = self.tokenizer.pad_token_id or 0
-        for start in range(0, len(inputs), self.batch_size):
-            chunk = [cls + x + sep for x in inputs[start:start + self.batch_size]]
+
+        def run(rows: range) -> None:
+            start = rows.start
+            chunk = [cls + x + sep for x in inputs[rows.start:rows.stop]]
             width = max(len(x) for x in chunk)
             ids = torch.full((len(chunk), width), pad, dtype=torch.long)
             mask = torch.zeros((len(chunk), width), dtype=torch.long)
@@ -61,8 +70,15 @@ class MaskedLM:
             self.stats.forward_calls += 1
             self.stats.seconds += time.perf_counter() - t
             self.stats.tokens += int(mask.sum())
-            pos = torch.tensor(positions[start:start + self.batch_size], device=logits.device) + len(cls)
+            pos = torch.tensor(positions[rows.start:rows.stop], device=logits.device) + len(cls)
             out[start:start + len(chunk)] = logits[torch.arange(len(chunk)), pos].float().log_softmax(-1).cpu()
+
+        size = self._fixed_batch
+        if size is None and inputs:
+            width = max(len(x) for x in inputs) + len(cls) + len(sep)
+            size = plan_batch_size(bytes_per_item=lm_bytes_per_item(self.model, tokens=width),
+                                   device=self.device, limit=AUTO_BATCH_LIMIT)
+        self.memory.run(run, range(len(inputs)), batch_size=size)
         return out
 
 

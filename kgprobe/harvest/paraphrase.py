@@ -17,6 +17,7 @@ import torch
 from rapidfuzz import fuzz
 
 from kgprobe.harvest.relation import Relation, check_prompt
+from kgprobe.models.device import input_device
 
 INSTRUCTION = ("Rewrite the sentence below in a different way. Keep these names exactly as written: {names}. "
                "Answer with one sentence only.\nSentence: {sentence}")
@@ -73,7 +74,7 @@ def paraphrase_prompts(
         [{"role": "user", "content": INSTRUCTION.format(names=", ".join(s), sentence=t.fill(s))}],
         tokenize=False, add_generation_prompt=True) for t, s in jobs]
     tokenizer.padding_side = "left"
-    batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+    batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(input_device(model))
     torch.manual_seed(seed)
     out = model.generate(**batch, do_sample=True, top_p=0.9, temperature=0.9, max_new_tokens=40,
                          num_return_sequences=samples, pad_token_id=tokenizer.pad_token_id)

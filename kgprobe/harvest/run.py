@@ -10,7 +10,7 @@ Files in ``OUT``::
     candidates.jsonl   every rescored candidate, best first, before the diversity and top-k cuts
     types.json         for typed slots: the type the LM gives each candidate value
     kg.ttl             the result as RDF through the KG core (binary relations)
-    run.json           model, timings, LM forward passes and tokens, counts
+    run.json           model, timings, LM forward passes and tokens, counts, memory halvings
 
 Every stage is checkpointed, so ``resume=True`` continues a killed run and produces the same
 ``tuples.jsonl`` as an uninterrupted one.
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_serializer
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, model_serializer
 
 from kgprobe.atomic import atomic_path, write_json
 from kgprobe.checkpoint import ChunkLog
@@ -33,6 +33,7 @@ from kgprobe.harvest.relation import Relation, Template, load_relation
 from kgprobe.harvest.search import SearchParams, chunks
 from kgprobe.harvest.stopwords import stopwords
 from kgprobe.harvest.weighting import WeightingParams
+from kgprobe.models.device import dtype_name
 from kgprobe.models.loaders import architecture_kind, check_model
 from kgprobe.outdir import OutputDir, check_output_dir, marker_command, open_output_dir
 
@@ -82,6 +83,18 @@ class HarvestOptions(BaseModel):
     seed: int = 0
     search: SearchOptions = Field(default_factory=SearchOptions)
     weighting: WeightingOptions = Field(default_factory=WeightingOptions)
+    dtype: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        default="auto", description="weights' dtype (auto: bf16 on a GPU, fp32 on CPU)")
+    #: where the layers go (None: all on ``device``; auto: spread by accelerate); not in config.json
+    device_map: Literal["none", "auto"] | None = Field(default=None, exclude=True)
+
+    @model_serializer(mode="wrap")
+    def _dtype_when_given(self, handler) -> dict:
+        # dtype "auto" is left out, so config.json of runs from before the option still matches
+        data = handler(self)
+        if self.dtype == "auto":
+            data.pop("dtype", None)
+        return data
 
     @field_serializer("search", "weighting")
     def _given_only(self, value: BaseModel) -> dict:
@@ -172,7 +185,7 @@ def check_harvest_model(options: HarvestOptions) -> None:
 
 def load_harvest_model(options: HarvestOptions, device: str = "auto"):
     """``(model, tokenizer)`` of ``options.model`` as :func:`harvest` loads it (its ``loaded_model``)."""
-    return _load_model(options.model, _model_kind(options.model, options.model_kind), device)
+    return _load_model(options.model, _model_kind(options.model, options.model_kind), device, options)
 
 
 def _check_out(out: Path, config: dict, *, resume: bool, overwrite: bool) -> OutputDir:
@@ -223,13 +236,17 @@ def harvest(
     *,
     options: HarvestOptions = HarvestOptions(),
     device: str = "auto",
-    batch_size: int = 64,
+    batch_size: int | str = "auto",
     resume: bool = False,
     overwrite: bool = False,
     echo: Callable[[str], None] = print,
     loaded_model=None,
 ) -> list[dict]:
     """Run a harvest into ``out`` and return the output tuples (as written to tuples.jsonl).
+
+    ``batch_size``: rows per LM forward pass, or ``"auto"`` (planned from free memory,
+    :mod:`kgprobe.models.memory`); a batch or search chunk that runs out of memory is halved and
+    retried, and run.json's ``memory`` lists the halvings.
 
     ``loaded_model`` = ``(model, tokenizer)`` skips loading (tests, pipelines that hold a model).
     """
@@ -245,7 +262,7 @@ def harvest(
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     torch.manual_seed(options.seed)
-    model, tokenizer = loaded_model or _load_model(options.model, kind, device)
+    model, tokenizer = loaded_model or _load_model(options.model, kind, device, options)
     # the run directory appears only once the model has loaded: a model that cannot be loaded
     # leaves nothing behind that would block the corrected command
     _open_out(target, config)
@@ -281,9 +298,11 @@ def harvest(
     stats = backend.stats
     write_json(out / "run.json", {
         "relation": rel.name, "model": options.model, "model_kind": kind, "device": str(backend.device),
+        "dtype": dtype_name(next(model.parameters()).dtype), "device_map": getattr(model, "hf_device_map", None),
         "candidates": len(candidates), "tuples": len(rows), "lm": stats.as_dict(),
         "forward_passes_per_tuple": round(stats.forward_calls / max(len(rows), 1), 3),
         "timings": {k: round(v, 3) for k, v in timings.items()}, "resumed": resume,
+        "memory": {"batch_size": batch_size, "halvings": backend.memory_notes()},
     })
     echo(f"{len(rows)} tuples -> {out / 'tuples.jsonl'} ({stats.forward_calls} LM forward passes, "
          f"{timings['total']:.0f}s)")
@@ -300,15 +319,15 @@ def _run_config(rel: Relation, options: HarvestOptions, kind: str) -> dict:
     return json.loads(json.dumps(config))  # as it will read back (int dict keys become strings)
 
 
-def _load_model(name: str, kind: str, device: str):
-    """``(model, tokenizer)`` of a masked or causal LM."""
+def _load_model(name: str, kind: str, device: str, options: HarvestOptions):
+    """``(model, tokenizer)`` of a masked or causal LM, in ``options.dtype`` / ``options.device_map``."""
     from kgprobe.models import load_causal_lm, load_masked_lm
 
     loader = load_masked_lm if kind == "masked-lm" else load_causal_lm
-    return loader(name, device=device)
+    return loader(name, device=device, dtype=options.dtype, device_map=options.device_map)
 
 
-def _backend(kind: str, model, tokenizer, rel: Relation, options: HarvestOptions, batch_size: int):
+def _backend(kind: str, model, tokenizer, rel: Relation, options: HarvestOptions, batch_size: int | str):
     """The scoring and search backend of the model's kind (:mod:`kgprobe.harvest.backends`)."""
     from kgprobe.harvest.backends import BACKENDS
 

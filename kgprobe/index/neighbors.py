@@ -21,7 +21,8 @@ from kgprobe.index.rerank import COSINE_WEIGHT, PRIOR_WEIGHT, combine, score_nam
 from kgprobe.index.shards import resolve_devices
 from kgprobe.index.store import INDEX_FILE, EntityEmbeddings
 from kgprobe.index.taxonomy import FLOOR, OWN_WEIGHT, TAXONOMY_FILE, TOP, Taxonomy, named_classes, taxonomy_search
-from kgprobe.models import check_model
+from kgprobe.models import check_model, resolve_dtype
+from kgprobe.models.device import check_device_map
 from kgprobe.models.lm import CausalLMRunner
 from kgprobe.models.loaders import hide_loading_bars
 
@@ -100,7 +101,8 @@ def nearest_neighbors(directory: str | Path, query: str | None = None, *, entity
                       class_floor: float | None = None, own_weight: float | None = None,
                       rerank_model: str | None = None, rerank_depth: int = 200, prior_weight: float | None = None,
                       cosine_weight: float | None = None, loading_bars: bool = True,
-                      devices: str | Sequence[str] | None = None) -> Neighbors:
+                      devices: str | Sequence[str] | None = None, rerank_dtype: str = "auto",
+                      rerank_device_map: str | None = None) -> Neighbors:
     """The ``k`` entities of ``directory`` (made by ``kgprobe embed``) nearest to ``query``.
 
     ``query`` is free text, embedded with the directory's model; or give ``entity_id`` to use that
@@ -112,11 +114,14 @@ def nearest_neighbors(directory: str | Path, query: str | None = None, *, entity
     (``prior_weight`` and ``cosine_weight`` default to :mod:`kgprobe.index.rerank`'s).
     ``loading_bars=False`` hides transformers' model-loading bars. ``devices`` (``"cuda:0,cuda:1"`` or
     a list) shards the search over those devices (:class:`~kgprobe.index.knn.VectorIndex`'s
-    ``devices``; the same results); ``device`` still runs the query encoder and the LM. Every
-    problem is a ``KgprobeError``.
+    ``devices``; the same results); ``device`` still runs the query encoder and the LM.
+    ``rerank_dtype`` and ``rerank_device_map``: the re-ranking LM's ``dtype`` and ``device_map``
+    (:func:`~kgprobe.models.load_causal_lm`). Every problem is a ``KgprobeError``.
     """
     directory = Path(directory)
     _check_request(query, entity_id, k, rerank_model)
+    resolve_dtype(rerank_dtype, "cpu")  # a bad name is found before anything is loaded
+    rerank_device_map = check_device_map(rerank_device_map)
     if devices is not None:
         devices = resolve_devices(devices)  # a wrong device is found before anything is loaded
     emb = EntityEmbeddings.load(directory)
@@ -150,7 +155,7 @@ def nearest_neighbors(directory: str | Path, query: str | None = None, *, entity
         cosine_weight = COSINE_WEIGHT if cosine_weight is None else cosine_weight
         sign = -1.0 if index.metric == "l2" else 1.0  # l2 scores are distances
         results = _reranked(query, results, rerank_model, device, prior_weight=prior_weight,
-                            cosine_weight=sign * cosine_weight)
+                            cosine_weight=sign * cosine_weight, dtype=rerank_dtype, device_map=rerank_device_map)
         found.rerank = {"model": rerank_model, "depth": rerank_depth, "prior_weight": prior_weight,
                         "cosine_weight": cosine_weight}
     found.results = results[:k]
@@ -232,11 +237,11 @@ def _by_taxonomy(query, hits: list[tuple[int, float]], emb, taxonomy, depth: int
 
 
 def _reranked(query: str, results: list[Neighbor], model: str, device: str, *, prior_weight: float,
-              cosine_weight: float) -> list[Neighbor]:
+              cosine_weight: float, dtype: str = "auto", device_map: str | None = None) -> list[Neighbor]:
     """``results`` re-ordered by :mod:`kgprobe.index.rerank`, with ``rerank_score`` and ``name``."""
     from kgprobe.models.loaders import load_causal_lm  # looked up when called: tests replace the loaders
 
-    lm, tokenizer = load_causal_lm(model, device=device)
+    lm, tokenizer = load_causal_lm(model, device=device, dtype=dtype, device_map=device_map)
     names = score_names(query, [r.label for r in results], runner=CausalLMRunner(lm, tokenizer),
                         prior=bool(prior_weight))
     ranked = combine(names, prior_weight, retrieval=[r.score for r in results], retrieval_weight=cosine_weight)

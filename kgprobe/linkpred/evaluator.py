@@ -53,6 +53,7 @@ from kgprobe.linkpred.data import as_triples
 from kgprobe.linkpred.filters import FilterIndex
 from kgprobe.linkpred.scorers import Scorer, get_scorer
 from kgprobe.models.device import resolve_device
+from kgprobe.models.memory import SCORE_BLOCK_BYTES_PER_ELEMENT, OomHalving, plan_batch_size, warn_on_halve
 
 __all__ = [
     "DEFAULT_KS", "RANK_TYPES", "SIDES", "RankBasedEvaluator", "Ranks", "SideRanks", "compute_ranks", "evaluate",
@@ -162,7 +163,12 @@ def rank_metrics(ranks: Ranks, *, ks: Iterable[int] = DEFAULT_KS) -> dict[str, f
 
 # --------------------------------------------------------------------------- core
 def _default_budget(device: torch.device) -> int:
-    return 1 << 26 if device.type == "cuda" else 1 << 24
+    """Score elements per block: the most that fit half the free memory at
+    ``SCORE_BLOCK_BYTES_PER_ELEMENT`` bytes each (:mod:`kgprobe.models.memory`), at most 2**24 on
+    a CPU and 2**26 on CUDA (the fixed budgets this replaced), at least 2**16."""
+    limit = 1 << 26 if device.type == "cuda" else 1 << 24
+    return plan_batch_size(bytes_per_item=SCORE_BLOCK_BYTES_PER_ELEMENT, device=device, limit=limit,
+                           minimum=1 << 16)
 
 
 def _count(scores: Tensor, true: Tensor, greater: Tensor, equal: Tensor) -> None:
@@ -265,9 +271,12 @@ def _side_counts(
     n_cand: int,
     budget: int,
     batch_size: int | None,
+    memory: OomHalving,
 ) -> SideRanks:
     """Counts for one side; ``tpos``: the target's position in the candidate list; ``filt``:
-    one of the filter helpers above (its ``per_query`` excludes the target)."""
+    one of the filter helpers above (its ``per_query`` excludes the target). A block of queries
+    that runs out of memory is counted again in halves (``memory``): a query's counts do not
+    depend on the other queries of its block."""
     device = anchors.device
     n = anchors.shape[0]
     num_options = n_cand - filt.per_query
@@ -285,18 +294,23 @@ def _side_counts(
     greater = torch.zeros(n, dtype=torch.long, device=device)
     equal = torch.zeros(n, dtype=torch.long, device=device)
     nan = float("nan")
-    for i0 in range(0, n, q_batch):
-        i1 = min(i0 + q_batch, n)
+
+    def block(rows: range) -> None:
+        i0, i1 = rows.start, rows.stop
         a, r, tp = anchors[i0:i1], relations[i0:i1], tpos[i0:i1]
+        # counted apart and stored at the end: a block retried after running out of memory counts once
+        more = torch.zeros(i1 - i0, dtype=torch.long, device=device)
+        same = torch.zeros(i1 - i0, dtype=torch.long, device=device)
         if len(chunks) == 1:
             scores = score_fn(a, r, slice(0, n_cand))
             local = torch.arange(i1 - i0, device=device)
             true = scores[local, tp]
             filt.apply(scores, i0, i1, 0, n_cand)
             scores[local, tp] = nan
-            _count(scores, true, greater[i0:i1], equal[i0:i1])
+            _count(scores, true, more, same)
             del scores  # free this block before the next one is computed: one block alive at a time
-            continue
+            greater[i0:i1], equal[i0:i1] = more, same
+            return
         true = None
         for s, e in chunks:  # pass 1: the true scores, from the same arithmetic as the counts
             scores = score_fn(a, r, slice(s, e))
@@ -310,8 +324,11 @@ def _side_counts(
             filt.apply(scores, i0, i1, s, e)
             inside = ((tp >= s) & (tp < e)).nonzero().reshape(-1)
             scores[inside, tp[inside] - s] = nan
-            _count(scores, true, greater[i0:i1], equal[i0:i1])
+            _count(scores, true, more, same)
             del scores
+        greater[i0:i1], equal[i0:i1] = more, same
+
+    memory.run(block, range(n), batch_size=q_batch)
     return SideRanks(greater.cpu(), equal.cpu(), num_options.cpu())
 
 
@@ -329,6 +346,7 @@ def compute_ranks(
     batch_size: int | None = None,
     max_block_elements: int | None = None,
     device: str | torch.device | None = None,
+    memory: OomHalving | None = None,
 ) -> Ranks:
     """Per-query ranks of ``triples`` (``(n, 3)`` tensor or :class:`KnowledgeGraph`).
 
@@ -343,7 +361,10 @@ def compute_ranks(
       of the ranking (e.g. BLP validation: train + valid entities). Both entities of every
       evaluation triple must be candidates.
     * ``batch_size``: at most this many queries per block; ``max_block_elements``: the block
-      budget (default 2**24 on CPU, 2**26 on CUDA).
+      budget (default: planned from free memory, at most 2**24 on CPU, 2**26 on CUDA).
+    * ``memory``: an :class:`~kgprobe.models.memory.OomHalving` that halves a block of queries
+      that runs out of memory and keeps the halvings in ``memory.notes`` (default: a fresh one
+      that tells of each halving in a warning line).
     """
     dev = resolve_device(device) if device is not None else None
     triples_t = as_triples(triples, keep_device=True)
@@ -352,6 +373,8 @@ def compute_ranks(
     _check_evaluation(triples_t, num_entities, num_relations, sides=(score_tails, score_heads))
     pos_map, n_cand = _candidate_positions(candidates, triples_t, num_entities, dev)
     budget = int(max_block_elements or _default_budget(dev))
+    if memory is None:
+        memory = OomHalving(device=dev, what="query block", on_halve=warn_on_halve("query block", dev))
     h, r, t = triples_t[:, 0], triples_t[:, 1], triples_t[:, 2]
     tpos_t = t if pos_map is None else pos_map[t]
     tpos_h = h if pos_map is None else pos_map[h]
@@ -371,10 +394,10 @@ def compute_ranks(
             filt_h = _SparseFilter(index.head_runs(r, t), tpos_h, pos_map, n, n_cand) if score_heads else None
         tail = head = None
         if score_tails is not None:
-            tail = _side_counts(score_tails, h, r, tpos_t, filt_t, n_cand, budget, batch_size)
+            tail = _side_counts(score_tails, h, r, tpos_t, filt_t, n_cand, budget, batch_size, memory)
         if score_heads is not None:
             head = _side_counts(lambda tt, rr, blk: score_heads(rr, tt, blk), t, r, tpos_h, filt_h, n_cand,
-                                budget, batch_size)
+                                budget, batch_size, memory)
     return Ranks(head=head, tail=tail)
 
 
@@ -488,6 +511,7 @@ def evaluate_model(
     device: str | torch.device | None = None,
     ks: Iterable[int] = DEFAULT_KS,
     return_ranks: bool = False,
+    memory: OomHalving | None = None,
 ) -> dict[str, float] | tuple[dict[str, float], Ranks]:
     """Metrics of an embedding model whose entities are already encoded (once).
 
@@ -520,7 +544,7 @@ def evaluate_model(
             tails if "tail" in sides else None, heads if "head" in sides else None, triples,
             num_entities=ent.shape[0], num_relations=rel.shape[0], filter_triples=filter_triples,
             filter_index=filter_index, filtered=filtered, candidates=candidates, batch_size=batch_size,
-            max_block_elements=max_block_elements, device=dev)
+            max_block_elements=max_block_elements, device=dev, memory=memory)
     metrics = rank_metrics(ranks, ks=ks)
     return (metrics, ranks) if return_ranks else metrics
 

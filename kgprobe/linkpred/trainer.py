@@ -91,7 +91,7 @@ from kgprobe.linkpred.encoders import EntityEncoder
 from kgprobe.linkpred.losses import MarginRankingLoss
 from kgprobe.linkpred.samplers import Negatives, NegativeSampler
 from kgprobe.linkpred.scorers import normalizes_entities
-from kgprobe.models.device import host_to_device
+from kgprobe.models.device import cpu_has_native_bf16, host_to_device
 from kgprobe.stopping import StopNow, Stopped, StopRequests, signal_name
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -107,6 +107,9 @@ LOSS_READ_EVERY = 50
 EvaluateFn = Callable[..., Mapping[str, float]]
 #: ``callback(trainer, record)`` after every finished (and checkpointed) epoch
 Callback = Callable[["Trainer", dict], Any]
+#: ``step_callback(trainer, batch_index, loss)`` after every batch of an epoch (``loss``: the
+#: batch's detached loss on the device; reading it waits for the device)
+StepCallback = Callable[["Trainer", int, torch.Tensor], Any]
 
 
 class LinkPredictionModel(nn.Module):
@@ -259,6 +262,7 @@ class Trainer:
         device: str | torch.device = "auto",
         progress: bool = True,
         callbacks: Iterable[Callback] = (),
+        step_callbacks: Iterable[StepCallback] = (),
         world: World | None = None,
         **overrides: Any,
     ):
@@ -276,6 +280,7 @@ class Trainer:
         self.out_dir = None if out_dir is None else Path(out_dir)
         self.progress = progress and self.world.is_main
         self.callbacks = list(callbacks)
+        self.step_callbacks = list(step_callbacks)
         self._stop: StopRequests | None = None  # set while fit() runs with an out_dir to save to
         self._epoch_end: dict | None = None
         self._eval_vectors: tuple[tuple, torch.Tensor] | None = None
@@ -324,15 +329,24 @@ class Trainer:
         """The encoder, relation table and scorer as one model on the device (entity vectors
         normalised as the config says, by default as the scorer does: TransE)."""
         config = self.config
+        encoder.prepare_training(self.device)
         self.model = LinkPredictionModel(encoder, scorer, self.num_relations,
                                          normalize_entities=config.normalize_entities,
                                          seed=config.seed).to(self.device)
 
     def _build_optimizer(self) -> None:
         """AdamW, a linear warmup then linear decay over every optimizer step, and mixed precision
-        (bf16, or fp16 with a gradient scaler where bf16 is missing) when asked for on CUDA."""
+        (bf16, or fp16 with a gradient scaler where bf16 is missing) when asked for on CUDA, and
+        bf16 on a CPU with native bf16 when ``cpu_bf16`` asks for it too.
+
+        The optimiser is fused (one kernel over every parameter) where torch has it for the
+        device: the same update, and on a CPU 15x faster than the default per-tensor loops, which
+        for MiniLM's 22M parameters cost 7 % of a step."""
         config = self.config
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        fused = self.device.type in ("cpu", "cuda") and all(
+            p.dtype.is_floating_point for p in self.model.parameters())
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
+                                           fused=fused or None)
         self.steps_per_epoch = -(-num_batches(len(self.train_triples), self.global_batch_size,
                                               drop_last=config.drop_last) // config.grad_accumulation)
         self.total_steps = max(1, self.steps_per_epoch * config.epochs)
@@ -345,8 +359,9 @@ class Trainer:
             return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
 
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor)
-        self.use_amp = bool(config.amp) and self.device.type == "cuda"
-        fp16 = self.use_amp and not torch.cuda.is_bf16_supported()
+        self.use_amp = bool(config.amp) and (self.device.type == "cuda" or (
+            self.device.type == "cpu" and config.cpu_bf16 and cpu_has_native_bf16()))
+        fp16 = self.use_amp and self.device.type == "cuda" and not torch.cuda.is_bf16_supported()
         self.amp_dtype = torch.float16 if fp16 else torch.bfloat16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
 
@@ -433,7 +448,7 @@ class Trainer:
         # drawn whole now, so that the generator's state after the shuffle is the one negatives start from
         batches = list(batch_slices(len(self.train_triples), self.global_batch_size, generator=generator,
                                     drop_last=cfg.drop_last))
-        self.model.train()
+        self.model.train(cfg.dropout)  # dropout off: BLP's loop never calls train()
         self.optimizer.zero_grad(set_to_none=True)
         # the running loss stays on the device and is read every LOSS_READ_EVERY steps: reading it
         # each step would make the CPU wait for the GPU (a NaN still surfaces within that window)
@@ -454,7 +469,9 @@ class Trainer:
                    desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", disable=not self.progress, leave=False)
         try:
             for i, index in enumerate(bar, start=run.done_before):
-                self._train_step(run, i, self.train_triples[index], bar)
+                loss = self._train_step(run, i, self.train_triples[index], bar)
+                for step_callback in self.step_callbacks:
+                    step_callback(self, i, loss)
         finally:
             bar.close()
         # where the epoch's training ended: what a stop during the validation that follows saves
@@ -463,9 +480,9 @@ class Trainer:
                 "lr": self.scheduler.get_last_lr()[0], "step": int(self.scheduler.last_epoch),
                 "train_seconds": round(time.perf_counter() - run.started, 3)}
 
-    def _train_step(self, run: _EpochRun, i: int, batch: torch.Tensor, bar: Any) -> None:
+    def _train_step(self, run: _EpochRun, i: int, batch: torch.Tensor, bar: Any) -> torch.Tensor:
         """Batch ``i`` of the epoch: its loss and backward pass, and at the end of an accumulation
-        group the optimiser step and, when due or asked for, a checkpoint."""
+        group the optimiser step and, when due or asked for, a checkpoint. Returns the detached loss."""
         cfg = self.config
         group_start = (i // cfg.grad_accumulation) * cfg.grad_accumulation
         group_size = min(cfg.grad_accumulation, run.n_batches - group_start)
@@ -483,7 +500,7 @@ class Trainer:
                 raise KgprobeError(f"the loss became {mean} in epoch {run.epoch} (lower the learning rate?)")
             bar.set_postfix(loss=f"{mean:.4f}", refresh=False)
         if not last_of_group:
-            return
+            return loss.detach()
         if cfg.max_grad_norm is not None:
             self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
@@ -493,6 +510,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         if self.out_dir is not None and i + 1 != run.n_batches:
             self._checkpoint_within(run, i + 1)
+        return loss.detach()
 
     def _checkpoint_within(self, run: _EpochRun, batches_done: int) -> None:
         """After an optimiser step inside the epoch: the checkpoint when ``checkpoint_minutes`` have
@@ -966,5 +984,5 @@ def train(
     return trainer.fit(resume=resume)
 
 
-__all__ = ["BEST_FILE", "CHECKPOINT_FILE", "METRICS_FILE", "LinkPredictionModel", "TrainConfig", "TrainResult",
-           "Trainer", "train"]
+__all__ = ["BEST_FILE", "CHECKPOINT_FILE", "METRICS_FILE", "LinkPredictionModel", "StepCallback", "TrainConfig",
+           "TrainResult", "Trainer", "train"]

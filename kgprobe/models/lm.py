@@ -30,6 +30,9 @@ from functools import lru_cache
 
 import torch
 
+from kgprobe.models.device import input_device
+from kgprobe.models.memory import OomHalving, lm_bytes_per_item, plan_batch_size, resolve_batch_size
+
 KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values [batch, heads, length, head_dim]
 
 
@@ -65,7 +68,7 @@ def prefix_cache(model, ids: list[int]) -> KV:
     differentiates through the prefix.
     """
     kwargs = {"logits_to_keep": 1} if "logits_to_keep" in forward_parameters(model) else {}
-    device = next(model.parameters()).device
+    device = input_device(model)
     out = model(input_ids=torch.tensor([list(ids)], device=device), use_cache=True, **kwargs)
     return cache_layers(out)
 
@@ -103,17 +106,30 @@ class _Prefix:
     last_logprobs: torch.Tensor  # (V,) distribution of the first continuation token
 
 
+#: the most rows ``batch_size="auto"`` puts in one forward pass (the fixed default it replaced)
+AUTO_BATCH_LIMIT = 64
+
+
 @dataclass
 class CausalLMRunner:
-    """Batched, prefix-cached scoring with a Hugging Face causal LM."""
+    """Batched, prefix-cached scoring with a Hugging Face causal LM.
+
+    ``batch_size="auto"`` plans each call's batches from free memory
+    (:func:`kgprobe.models.memory.plan_batch_size` with :func:`~kgprobe.models.memory.lm_bytes_per_item`
+    of the call's longest row, at most :data:`AUTO_BATCH_LIMIT`); an integer is used as given.
+    Either way a batch that runs out of memory is halved and retried (``memory``, an
+    :class:`~kgprobe.models.memory.OomHalving`, keeps the reduced size and the notes).
+    """
 
     model: torch.nn.Module
     tokenizer: object
-    batch_size: int = 64
+    batch_size: int | str = "auto"
     stats: LMStats = field(default_factory=LMStats)
 
     def __post_init__(self) -> None:
-        self.device = next(self.model.parameters()).device
+        self.device = input_device(self.model)  # with a device map: where the embeddings run
+        self._fixed_batch = resolve_batch_size(self.batch_size)
+        self.memory = OomHalving(self._fixed_batch or AUTO_BATCH_LIMIT, device=self.device, what="LM forward batch")
         self._prefixes: dict[str, _Prefix] = {}
         self.encode = lru_cache(maxsize=200_000)(self._encode)
         self._cache_arg = cache_keyword(self.model)
@@ -131,6 +147,13 @@ class CausalLMRunner:
         self.stats.seconds += time.perf_counter() - start
         return out
 
+    def _plan(self, *, tokens: int, cached: int = 0, logit_positions: int | None = None) -> int:
+        """Rows per forward pass for rows of up to ``tokens`` tokens after ``cached`` ones."""
+        if self._fixed_batch is not None:
+            return self._fixed_batch
+        per_item = lm_bytes_per_item(self.model, tokens=tokens, cached=cached, logit_positions=logit_positions)
+        return plan_batch_size(bytes_per_item=per_item, device=self.device, limit=AUTO_BATCH_LIMIT)
+
     def prefix(self, text: str) -> _Prefix:
         """The cached state after ``text`` (run on first use)."""
         if text not in self._prefixes:
@@ -144,8 +167,10 @@ class CausalLMRunner:
         todo = [t for t in dict.fromkeys(texts) if t not in self._prefixes]
         encoded = {t: list(self.tokenizer(t)["input_ids"]) for t in todo}
         todo.sort(key=lambda t: (len(encoded[t]), t))
-        for start in range(0, len(todo), self.batch_size):
-            batch = todo[start:start + self.batch_size]
+        if not todo:
+            return
+
+        def run(batch: list[str]) -> None:
             width = max(len(encoded[t]) for t in batch)
             x = torch.zeros((len(batch), width), dtype=torch.long)
             for i, t in enumerate(batch):
@@ -157,6 +182,8 @@ class CausalLMRunner:
                 n = len(encoded[t])
                 kv = [(k[i:i + 1, :, :n].clone(), v[i:i + 1, :, :n].clone()) for k, v in layers]
                 self._prefixes[t] = _Prefix(n, kv, out.logits[i, n - 1].float().log_softmax(-1))
+
+        self.memory.run(run, todo, batch_size=self._plan(tokens=len(encoded[todo[-1]])))
 
     @torch.no_grad()
     def _run_batch(self, pre: _Prefix, seqs: list[tuple[int, ...]], *, last_only: bool = False):
@@ -188,35 +215,40 @@ class CausalLMRunner:
         logits = out.logits.float()
         return (logits[:, -1] if last_only else logits), x
 
-    def _batches(self, seqs: list[tuple[int, ...]]):
-        """Index batches of similar length (less padding), in a fixed order for reproducibility."""
-        order = sorted(range(len(seqs)), key=lambda i: (len(seqs[i]), i))
-        for start in range(0, len(order), self.batch_size):
-            yield order[start : start + self.batch_size]
+    def _batched(self, run, pre: _Prefix, seqs: list[tuple[int, ...]], *, last_only: bool = False) -> None:
+        """``run(idx)`` over batches of the indices of the non-empty ``seqs``, similar lengths
+        together (less padding) in a fixed order (reproducible), planned and halved on
+        out-of-memory by ``self.memory``."""
+        order = sorted((i for i, s in enumerate(seqs) if s), key=lambda i: (len(seqs[i]), i))
+        if order:
+            size = self._plan(tokens=len(seqs[order[-1]]), cached=pre.length, logit_positions=1 if last_only else None)
+            self.memory.run(run, order, batch_size=size)
 
     def token_logprobs(self, prefix: str, seqs: list[tuple[int, ...]]) -> list[torch.Tensor]:
         """``log p(s_i | prefix, s_<i)`` for every token of every sequence (1-D tensor each)."""
         pre = self.prefix(prefix)
         out: list[torch.Tensor] = [torch.zeros(0)] * len(seqs)
-        nonempty = [i for i, s in enumerate(seqs) if s]
-        for batch in self._batches([seqs[i] for i in nonempty]):
-            idx = [nonempty[j] for j in batch]
+
+        def run(idx: list[int]) -> None:
             logits, x = self._run_batch(pre, [seqs[i] for i in idx])
             rest = logits[:, :-1].gather(-1, x[:, 1:, None]).squeeze(-1) - logits[:, :-1].logsumexp(-1)
             full = torch.cat([pre.last_logprobs[x[:, :1]], rest], dim=1).cpu()
             for row, i in enumerate(idx):
                 out[i] = full[row, : len(seqs[i])]
+
+        self._batched(run, pre, seqs)
         return out
 
     def next_logprobs(self, prefix: str, seqs: list[tuple[int, ...]]) -> torch.Tensor:
         """(B, V) log-distribution of the token after each sequence (the prefix's own for empty ones)."""
         pre = self.prefix(prefix)
         out = pre.last_logprobs.cpu().expand(len(seqs), -1).clone()
-        nonempty = [i for i, s in enumerate(seqs) if s]
-        for batch in self._batches([seqs[i] for i in nonempty]):
-            idx = [nonempty[j] for j in batch]
+
+        def run(idx: list[int]) -> None:
             logits, _ = self._run_batch(pre, [seqs[i] for i in idx], last_only=True)
             out[idx] = logits.log_softmax(-1).cpu()
+
+        self._batched(run, pre, seqs, last_only=True)
         return out
 
 

@@ -1,7 +1,10 @@
 """Load a model by registry name, local directory (or .gguf file) or hub id.
 
 Every loader returns models in eval mode on the resolved device. A name that cannot be loaded
-gives one ``KgprobeError`` line that says what was tried and how to install it.
+gives one ``KgprobeError`` line that says what was tried and how to install it. The LM loaders
+also take ``dtype`` (``auto``: bf16 on a GPU, fp32 on CPU; see
+:func:`~kgprobe.models.device.resolve_dtype`) and ``device_map`` (layers spread over several
+devices by accelerate; the model then stays where the map puts it, ``model.hf_device_map``).
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from typing import Any
 import torch
 
 from kgprobe.errors import KgprobeError
-from kgprobe.models.device import resolve_device
+from kgprobe.models.device import check_device_map, map_device, resolve_device, resolve_dtype
 from kgprobe.models.gguf_cache import ensure_dequantized
 from kgprobe.models.registry import MODELS, ModelKind, ModelSpec
 
@@ -155,27 +158,54 @@ def _from_pretrained(cls: Any, source: str, name: str, **kwargs: Any) -> Any:
         ) from None
 
 
-def load_causal_lm(name: str, *, device: str | torch.device = "auto", dtype: torch.dtype = torch.float32):
-    """``(model, tokenizer)`` for a decoder-only LM; the tokenizer pads on the left for batching."""
+def _load_lm(cls: Any, source: str, name: str, *, device: str | torch.device, dtype: str | torch.dtype,
+             device_map: str | dict | None, offload_folder: str | Path | None) -> Any:
+    """The model in eval mode: moved whole to ``device``, or, with a ``device_map``, left where
+    accelerate dispatched its layers (``offload_folder``: where layers mapped to ``"disk"`` go)."""
+    device_map = check_device_map(device_map)
+    if device_map is None:
+        dev = resolve_device(device)
+        return _from_pretrained(cls, source, name, dtype=resolve_dtype(dtype, dev)).to(dev).eval()
+    extra = {} if offload_folder is None else {"offload_folder": str(offload_folder)}
+    return _from_pretrained(cls, source, name, dtype=resolve_dtype(dtype, map_device(device_map)),
+                            device_map=device_map, **extra).eval()
+
+
+def load_causal_lm(name: str, *, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto",
+                   device_map: str | dict | None = None, offload_folder: str | Path | None = None):
+    """``(model, tokenizer)`` for a decoder-only LM; the tokenizer pads on the left for batching.
+
+    ``dtype``: ``auto`` (bf16 on a GPU, fp32 on CPU), ``bf16``, ``fp16``, ``fp32`` or a torch
+    dtype. ``device_map``: None (the whole model on ``device``), ``"auto"`` or a
+    ``{module: device}`` dict; inputs then go to :func:`~kgprobe.models.device.input_device`.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    resolve_dtype(dtype, "cpu")  # a bad name fails before anything loads
+    check_device_map(device_map)
     source = model_source(name, kind="causal-lm")
     tokenizer = _from_pretrained(AutoTokenizer, source, name)
-    model = _from_pretrained(AutoModelForCausalLM, source, name, dtype=dtype)
+    model = _load_lm(AutoModelForCausalLM, source, name, device=device, dtype=dtype, device_map=device_map,
+                     offload_folder=offload_folder)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
-    return model.to(resolve_device(device)).eval(), tokenizer
+    return model, tokenizer
 
 
-def load_masked_lm(name: str, *, device: str | torch.device = "auto", dtype: torch.dtype = torch.float32):
-    """``(model, tokenizer)`` for an encoder with its masked-LM head (BERT, RoBERTa, ...)."""
+def load_masked_lm(name: str, *, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto",
+                   device_map: str | dict | None = None, offload_folder: str | Path | None = None):
+    """``(model, tokenizer)`` for an encoder with its masked-LM head (BERT, RoBERTa, ...);
+    ``dtype`` and ``device_map`` as for :func:`load_causal_lm`."""
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
+    resolve_dtype(dtype, "cpu")  # a bad name fails before anything loads
+    check_device_map(device_map)
     source = model_source(name, kind="masked-lm")
     tokenizer = _from_pretrained(AutoTokenizer, source, name)
-    model = _from_pretrained(AutoModelForMaskedLM, source, name, dtype=dtype)
-    return model.to(resolve_device(device)).eval(), tokenizer
+    model = _load_lm(AutoModelForMaskedLM, source, name, device=device, dtype=dtype, device_map=device_map,
+                     offload_folder=offload_folder)
+    return model, tokenizer
 
 
 def load_sentence_encoder(name: str, *, device: str | torch.device = "auto"):

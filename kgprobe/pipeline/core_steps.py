@@ -35,6 +35,10 @@ class LoadModel(StepConfig):
     model: str
     kind: Literal["causal-lm", "masked-lm", "sentence-encoder"] | None = None
     as_: str | None = Field(default=None, alias="as")
+    #: causal and masked LMs: the weights' dtype (auto: bf16 on a GPU, fp32 on CPU)
+    dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    #: causal and masked LMs: none (all on the pipeline's device) or auto (layers spread by accelerate)
+    device_map: Literal["none", "auto"] | None = None
 
 
 def _check_load_model(step: LoadModel, ctx: CheckContext) -> None:
@@ -47,19 +51,23 @@ def _check_load_model(step: LoadModel, ctx: CheckContext) -> None:
 @step("load_model", config=LoadModel, check=_check_load_model,
       description="load a model by registry name, local directory or hub id")
 def _run_load_model(step: LoadModel, ctx: RunContext) -> None:
-    from kgprobe.models import load_causal_lm, load_masked_lm, load_sentence_encoder
+    from kgprobe.models import dtype_name, load_causal_lm, load_masked_lm, load_sentence_encoder
 
     kind = step.kind or (MODELS[step.model].kind if step.model in MODELS else "causal-lm")
     loader = {"causal-lm": load_causal_lm, "masked-lm": load_masked_lm,
               "sentence-encoder": load_sentence_encoder}[kind]
     start = time.perf_counter()
-    loaded = loader(step.model, device=ctx.device)
+    lm = {} if kind == "sentence-encoder" else {"dtype": step.dtype, "device_map": step.device_map}
+    loaded = loader(step.model, device=ctx.device, **lm)
     model = loaded[0] if isinstance(loaded, tuple) else loaded
     params = sum(p.numel() for p in model.parameters())
+    dtype = dtype_name(next(model.parameters()).dtype)
+    where = getattr(model, "hf_device_map", None)
     ctx.models[step.as_ or step.model] = loaded
-    ctx.echo(f"loaded {kind} {step.model}: {params / 1e6:.1f}M parameters on {ctx.device} "
-             f"in {time.perf_counter() - start:.1f}s")
-    ctx.results.setdefault("models", {})[step.as_ or step.model] = {"kind": kind, "parameters": params}
+    ctx.echo(f"loaded {kind} {step.model}: {params / 1e6:.1f}M parameters ({dtype}) on "
+             f"{'a device map' if where else ctx.device} in {time.perf_counter() - start:.1f}s")
+    ctx.results.setdefault("models", {})[step.as_ or step.model] = {"kind": kind, "parameters": params,
+                                                                   "dtype": dtype, "device_map": where}
 
 
 # ------------------------------------------------------------------ build_dataset

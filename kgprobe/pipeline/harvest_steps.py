@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, create_model
 
@@ -22,7 +22,7 @@ from kgprobe.pipeline.registry import (
 )
 
 #: options the step sets itself (``seed`` is the pipeline's), so not allowed again under ``options``
-_STEP_LEVEL = ("model", "top_k", "paraphrases", "seed")
+_STEP_LEVEL = ("model", "top_k", "paraphrases", "seed", "dtype", "device_map")
 
 # The rest of HarvestOptions, field for field (ranges, nested search/weighting models with
 # extra="forbid"): a bad option is an error at its own line when the pipeline is loaded.
@@ -44,8 +44,12 @@ class HarvestStep(StepConfig):
     model: str = "smollm2-135m"
     top_k: int = Field(default=100, ge=1)
     paraphrases: int = Field(default=0, ge=0)
+    #: the LM's weights: auto (bf16 on a GPU, fp32 on CPU), bf16, fp16, fp32
+    dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    #: none: the whole LM on the pipeline's device; auto: its layers spread over the GPUs (accelerate)
+    device_map: Literal["none", "auto"] | None = None
     resume: bool = True
-    batch_size: int = Field(default=64, ge=1)
+    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"  # auto: planned from free memory
     options: HarvestStepOptions = Field(default_factory=HarvestStepOptions)
     # several relations only (see kgprobe.harvest.many.harvest_many)
     executor: Literal["local", "ray"] = "local"
@@ -63,7 +67,8 @@ class HarvestStep(StepConfig):
         """The run's options: only the keys the file gives are passed on, so config.json (which
         lists the given search/weighting keys only) matches runs started before this model."""
         given = {name: getattr(self.options, name) for name in self.options.model_fields_set}
-        return HarvestOptions(model=self.model, top_k=self.top_k, paraphrases=self.paraphrases, seed=seed, **given)
+        return HarvestOptions(model=self.model, top_k=self.top_k, paraphrases=self.paraphrases, seed=seed,
+                              dtype=self.dtype, device_map=self.device_map, **given)
 
 
 #: the options of a harvest of several relations

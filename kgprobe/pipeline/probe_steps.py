@@ -31,6 +31,10 @@ class ConceptVectorsStep(StepConfig):
     few_shot: str | None = Field(default=None, description="prefix of every question (None: the concepts' default)")
     stages: list[Literal["locate", "validate", "unlearn"]] = Field(default_factory=lambda: list(STAGES))
     batch_size: int = Field(default=32, ge=1)
+    #: the LM's weights: auto (bf16 on a GPU, fp32 on CPU), bf16, fp16, fp32
+    dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    #: none: the whole LM on the pipeline's device; auto: its layers spread over the GPUs (accelerate)
+    device_map: Literal["none", "auto"] | None = None
     locate: LocateOptions = Field(default_factory=LocateOptions)
     validate_: ValidateOptions = Field(default_factory=ValidateOptions, alias="validate")
     unlearn: UnlearnOptions = Field(default_factory=UnlearnOptions)
@@ -53,17 +57,21 @@ def _check(step: ConceptVectorsStep, ctx: CheckContext) -> None:
 @step("concept_vectors", config=ConceptVectorsStep, check=_check,
       description="locate concept vectors in an LM's MLPs, validate them by ablation, compare unlearning methods")
 def _run(step: ConceptVectorsStep, ctx: RunContext) -> None:
-    from kgprobe.models import load_causal_lm
+    from kgprobe.models import dtype_name, load_causal_lm
     from kgprobe.probe.concepts import FEW_SHOT
     from kgprobe.probe.run import load_concept_files, locate, unlearn_all, validate
 
     concepts = load_concept_files(step.concepts)[: step.max_concepts]
     loaded = ctx.models.get(step.model)
-    model, tokenizer = loaded if isinstance(loaded, tuple) else load_causal_lm(step.model, device=ctx.device)
+    # unlearning trains the weights: its steps of about lr vanish when rounded into bf16 / fp16
+    dtype = "fp32" if step.dtype == "auto" and "unlearn" in step.stages else step.dtype
+    model, tokenizer = loaded if isinstance(loaded, tuple) else load_causal_lm(
+        step.model, device=ctx.device, dtype=dtype, device_map=step.device_map)
     out = ctx.out_dir / step.out
     few_shot = FEW_SHOT if step.few_shot is None else step.few_shot
     common = dict(few_shot=few_shot, batch_size=step.batch_size, echo=ctx.echo)
     results = ctx.results.setdefault("concept_vectors", {}).setdefault(str(step.out), {})
+    results["dtype"] = dtype_name(next(model.parameters()).dtype)
     if "locate" in step.stages:
         rows = locate(model, tokenizer, concepts, out, options=step.locate, **common)
         results["candidates"] = len(rows)

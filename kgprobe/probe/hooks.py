@@ -20,6 +20,12 @@ Hook point names are TransformerLens's (the same strings, the same tensors):
 The architecture is found by structure (a list of decoder blocks whose ``mlp`` has a
 down projection, a final norm next to it, and output embeddings), so Llama, Mistral, Qwen2,
 Gemma 1/2/3, OLMo 1/2, Phi-3, GPT-2, GPT-NeoX and Falcon-style models all resolve.
+
+Models whose layers a device map spreads over several devices (``load_causal_lm(...,
+device_map="auto")``) work too: each hook sees the tensor on its own layer's device, a tensor an
+edit returns is moved to the device and dtype of the one it replaces, and value vectors of layers
+that accelerate offloaded to CPU or disk are read by loading the layer for the moment (editing
+them in place needs the layer on a device).
 """
 from __future__ import annotations
 
@@ -228,7 +234,10 @@ def edit(model: nn.Module, edits: Mapping[str, Callable[[torch.Tensor], torch.Te
     """Replace the tensor at each named point by ``fn(tensor)`` during forward passes in the block.
 
     ``fn`` must return a tensor of the same shape (returning None keeps the input, which lets
-    ``fn`` modify it in place).  All hooks are removed on exit, also after an exception.
+    ``fn`` modify it in place); it is moved to the device and dtype of the tensor it replaces. With
+    layers on several devices (a device map) each point's tensor is on its own layer's device, so
+    a tensor ``fn`` combines with it belongs on ``tensor.device`` (``t + v.to(t.device)``). All
+    hooks are removed on exit, also after an exception.
     """
     arch = arch_of(model)
 
@@ -238,7 +247,7 @@ def edit(model: nn.Module, edits: Mapping[str, Callable[[torch.Tensor], torch.Te
             if new is not None and (not torch.is_tensor(new) or new.shape != t.shape):
                 got = tuple(new.shape) if torch.is_tensor(new) else type(new).__name__
                 raise KgprobeError(f"edit of {name} must return a tensor of shape {tuple(t.shape)}, got {got}")
-            return new
+            return None if new is None else new.to(device=t.device, dtype=t.dtype)
         return run
 
     # prepend: edits run before any capture hook on the same module
@@ -251,8 +260,9 @@ def value_vectors(model: nn.Module, layer: int) -> torch.Tensor:
     """Detached copy of layer ``layer``'s value vectors, [n_neurons, d_model] (row j = neuron j)."""
     arch = arch_of(model)
     layer = arch.check_layer(layer)
-    w = arch.down_proj(layer).weight.detach()
-    return (w if arch.rows_are_vectors(layer) else w.T).clone()
+    with _loaded(arch.down_proj(layer)):
+        w = arch.down_proj(layer).weight.detach()
+        return (w if arch.rows_are_vectors(layer) else w.T).clone()
 
 
 def all_value_vectors(model: nn.Module) -> torch.Tensor:
@@ -261,8 +271,37 @@ def all_value_vectors(model: nn.Module) -> torch.Tensor:
     return torch.cat([value_vectors(model, i) for i in range(arch.n_layers)])
 
 
+def _offloaded(module: nn.Module) -> bool:
+    """True when accelerate offloaded ``module``'s weights (to CPU or disk): they sit on ``meta``
+    and are loaded only while it runs."""
+    return any(p.device.type == "meta" for p in module.parameters())
+
+
+def _loaded(module: nn.Module):
+    """A context in which an offloaded ``module``'s weights are real tensors (nothing otherwise;
+    accelerate hooks each module of an offloaded layer that has weights of its own)."""
+    if not _offloaded(module):
+        return contextlib.nullcontext()
+    from accelerate.utils import align_module_device
+
+    return align_module_device(module)
+
+
+def _compute_device(module: nn.Module, default: torch.device) -> torch.device:
+    """Where ``module`` runs: accelerate's execution device under a device map (its weights may sit
+    on ``meta``), else the device of its weights (``default`` when it has none)."""
+    where = getattr(getattr(module, "_hf_hook", None), "execution_device", None)
+    if where is not None:
+        return torch.device("cuda", where) if isinstance(where, int) else torch.device(where)
+    param = next(module.parameters(), None)
+    return default if param is None else param.device
+
+
 def _weight_view(arch: Arch, layer: int, index: int) -> torch.Tensor:
     w = arch.down_proj(layer).weight
+    if w.device.type == "meta":
+        raise KgprobeError(f"layer {layer}'s weights are offloaded to CPU or disk by the device map: editing "
+                           "value vectors needs the layer on a device (more GPU memory, or no offloading)")
     return w[index] if arch.rows_are_vectors(layer) else w[:, index]
 
 
@@ -334,9 +373,13 @@ def logit_lens(model: nn.Module, vectors: torch.Tensor, *, k: int = 20,
     w = arch.unembed
     k = min(k, w.shape[0])
     values, ids = [], []
+    # the norm and the unembedding may sit on different devices (a device map), or be offloaded
+    head_at = _compute_device(arch.output_embeddings, w.device)
+    norm_at = _compute_device(arch.final_norm, head_at)
     with torch.no_grad():
         for part in vectors.split(max(int(chunk), 1)):
-            logits = arch.output_embeddings(arch.final_norm(part.to(device=w.device, dtype=w.dtype)))
+            normed = arch.final_norm(part.to(device=norm_at, dtype=w.dtype))
+            logits = arch.output_embeddings(normed.to(head_at))
             top = logits.float().topk(k, dim=-1)
             values.append(top.values)
             ids.append(top.indices)

@@ -33,7 +33,12 @@ from typing import Iterator, Protocol, Sequence
 import torch
 
 from kgprobe.errors import KgprobeError
+from kgprobe.models.device import input_device
 from kgprobe.models.lm import KV, cache_keyword, expand_cache, forward_parameters, prefix_cache
+from kgprobe.models.memory import OomHalving, lm_bytes_per_item, plan_batch_size, resolve_batch_size, warn_on_halve
+
+#: the most rows ``batch_size="auto"`` puts in one batch (the fixed default it replaced)
+AUTO_BATCH_LIMIT = 32
 
 
 class _Item(Protocol):
@@ -78,19 +83,29 @@ def _encode(tokenizer, items: Sequence[_Item], *, special: bool) -> list[tuple[l
     return list(zip(prompt_ids, answer_ids))
 
 
-def _batches(tokenizer, items: Sequence[_Item], *, lead: list[int], prefix_len: int, batch_size: int,
-             device: torch.device) -> Iterator[_Batch]:
-    """Length-sorted, left-padded batches covering every item once. Each row starts with the
-    ``lead`` ids (an uncached prefix, or none); positions start after ``prefix_len`` cached
-    prefix tokens."""
-    encoded = _encode(tokenizer, items, special=not (lead or prefix_len))
-    encoded = [(lead + p, a) for p, a in encoded]
-    lengths = [len(p) + len(a) for p, a in encoded]
-    # stable sort: equal lengths keep input order, so batches are the same on every run
-    order = sorted(range(len(encoded)), key=lengths.__getitem__)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
+@dataclass(frozen=True)
+class _Encoded:
+    """Every item's ids (``lead`` + prompt, answer), their lengths, and the length-sorted order."""
+
+    ids: list[tuple[list[int], list[int]]]
+    lengths: list[int]
+    order: list[int]
+    pad_id: int
+    prefix_len: int
+
+    @classmethod
+    def of(cls, tokenizer, items: Sequence[_Item], *, lead: list[int], prefix_len: int) -> _Encoded:
+        encoded = _encode(tokenizer, items, special=not (lead or prefix_len))
+        encoded = [(lead + p, a) for p, a in encoded]
+        lengths = [len(p) + len(a) for p, a in encoded]
+        # stable sort: equal lengths keep input order, so batches are the same on every run
+        order = sorted(range(len(encoded)), key=lengths.__getitem__)
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        return cls(encoded, lengths, order, pad_id, prefix_len)
+
+    def batch(self, rows: list[int], device: torch.device) -> _Batch:
+        """The left-padded batch of the items ``rows``."""
+        encoded, lengths, pad_id, prefix_len = self.ids, self.lengths, self.pad_id, self.prefix_len
         width = max(lengths[i] for i in rows)
         ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -102,8 +117,8 @@ def _batches(tokenizer, items: Sequence[_Item], *, lead: list[int], prefix_len: 
             answer[r, width - len(a):] = True
         # positions count real tokens only, so a padded row sees the positions it would alone
         positions = prefix_len + (mask.cumsum(-1) - 1).clamp(min=0)
-        yield _Batch(torch.tensor(rows), ids.to(device), mask.to(device), positions.to(device),
-                     answer.to(device))
+        return _Batch(torch.tensor(rows), ids.to(device), mask.to(device), positions.to(device),
+                      answer.to(device))
 
 
 @dataclass(frozen=True)
@@ -152,19 +167,40 @@ def _score_batch(model, batch: _Batch, prefix: _Prefix | None) -> tuple[torch.Te
 
 
 def _device(model) -> torch.device:
-    return next(model.parameters()).device
+    return input_device(model)  # with a device map: where the embeddings run
+
+
+def _prepare(model, tokenizer, items: Sequence[_Item], *, few_shot: str,
+             cache_prefix: bool) -> tuple[_Encoded, _Prefix | None]:
+    """The encoded items and the cached few-shot prefix (None: no prefix, or not cached). Each
+    row starts with the few-shot ids when they are not cached; positions start after the cached
+    prefix's tokens."""
+    lead = tokenizer(few_shot, add_special_tokens=True)["input_ids"] if few_shot and items else []
+    prefix = _Prefix.run(model, lead) if lead and cache_prefix else None
+    enc = _Encoded.of(tokenizer, items, lead=[] if prefix else lead, prefix_len=prefix.length if prefix else 0)
+    return enc, prefix
 
 
 def _prepared(model, tokenizer, items: Sequence[_Item], *, few_shot: str, batch_size: int,
               cache_prefix: bool) -> Iterator[tuple[_Batch, _Prefix | None]]:
+    """Length-sorted, left-padded batches of ``batch_size`` rows covering every item once."""
     if batch_size < 1:
         raise KgprobeError(f"batch_size must be >= 1, got {batch_size}")
-    device = _device(model)
-    lead = tokenizer(few_shot, add_special_tokens=True)["input_ids"] if few_shot and items else []
-    prefix = _Prefix.run(model, lead) if lead and cache_prefix else None
-    for batch in _batches(tokenizer, items, lead=[] if prefix else lead,
-                          prefix_len=prefix.length if prefix else 0, batch_size=batch_size, device=device):
-        yield batch, prefix
+    enc, prefix = _prepare(model, tokenizer, items, few_shot=few_shot, cache_prefix=cache_prefix)
+    for start in range(0, len(enc.order), batch_size):
+        yield enc.batch(enc.order[start:start + batch_size], _device(model)), prefix
+
+
+def _auto_batch_size(model, enc: _Encoded) -> int:
+    """``batch_size="auto"`` of :func:`score_qa`: rows of the longest item after the cached prefix,
+    logits at its answer positions only (:func:`kgprobe.models.memory.lm_bytes_per_item`), at most
+    :data:`AUTO_BATCH_LIMIT`."""
+    if not enc.order:
+        return AUTO_BATCH_LIMIT
+    longest = enc.order[-1]
+    keep = max(len(a) for _, a in enc.ids) + 1
+    per_item = lm_bytes_per_item(model, tokens=enc.lengths[longest], cached=enc.prefix_len, logit_positions=keep)
+    return plan_batch_size(bytes_per_item=per_item, device=_device(model), limit=AUTO_BATCH_LIMIT)
 
 
 def answer_logprobs(model, tokenizer, items: Sequence[_Item], *, few_shot: str = "",
@@ -187,24 +223,38 @@ def answer_logprobs(model, tokenizer, items: Sequence[_Item], *, few_shot: str =
     return torch.cat(parts)[torch.argsort(order)]
 
 
-def score_qa(model, tokenizer, items: Sequence[_Item], *, batch_size: int = 32,
-             few_shot: str = "", cache_prefix: bool = True) -> QAScores:
+def score_qa(model, tokenizer, items: Sequence[_Item], *, batch_size: int | str = "auto",
+             few_shot: str = "", cache_prefix: bool = True, memory: OomHalving | None = None) -> QAScores:
     """Log-likelihood and teacher-forced exact match of every item's answer (no gradients).
 
     ``cache_prefix=False`` puts the few-shot ids at the start of every row instead of sharing
     their key/value cache (same numbers, more compute; for models without a cache).
+
+    ``batch_size="auto"``: :func:`_auto_batch_size`. A batch that runs out of memory is scored in
+    halves (same numbers up to float rounding); ``memory`` (an
+    :class:`~kgprobe.models.memory.OomHalving`, kept across calls by a caller that wants the
+    halvings in its run record, in ``memory.notes``) remembers the reduced size; without one each
+    halving is a warning line.
     """
+    fixed = resolve_batch_size(batch_size)
     n = len(items)
     logprob = torch.zeros(n, dtype=torch.float32)
     n_tokens = torch.zeros(n, dtype=torch.long)
     correct = torch.zeros(n, dtype=torch.bool)
+    device = _device(model)
+    if memory is None:
+        memory = OomHalving(device=device, what="QA batch", on_halve=warn_on_halve("QA batch", device))
     with torch.inference_mode():
-        for batch, prefix in _prepared(model, tokenizer, items, few_shot=few_shot, batch_size=batch_size,
-                                       cache_prefix=cache_prefix):
+        enc, prefix = _prepare(model, tokenizer, items, few_shot=few_shot, cache_prefix=cache_prefix)
+
+        def run(rows: list[int]) -> None:
+            batch = enc.batch(rows, device)
             lp, nt, ok = _score_batch(model, batch, prefix)
             logprob[batch.order] = lp.float().cpu()
             n_tokens[batch.order] = nt.cpu()
             correct[batch.order] = ok.cpu()
+
+        memory.run(run, enc.order, batch_size=fixed or _auto_batch_size(model, enc))
     return QAScores(logprob=logprob, mean_logprob=logprob / n_tokens.clamp(min=1).float(),
                     correct=correct, n_tokens=n_tokens)
 

@@ -7,6 +7,7 @@
               concept: its best vector and the effects of damaging it), validation.json (summary)
 ``unlearn``   unlearning.jsonl (checkpoint, one line per concept x method) and the report of
               :mod:`kgprobe.probe.report` (JSON, TSV, PNG)
+model.json    per stage the commands ran: the model and the dtype, device and device map it ran in
 
 Each stage reads what the previous one wrote, so each can run (and be resumed) on its own.
 :func:`locate`, :func:`validate` and :func:`unlearn_all` take a loaded model and write into ``out``
@@ -20,7 +21,7 @@ import json
 import random
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Annotated, Callable, Literal, Sequence
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -33,6 +34,7 @@ from kgprobe.probe.concepts import QA, Concept, concept_token_ids, load_concepts
 SCAN_FILE, KNOWN_FILE, CANDIDATES_FILE, EFFECTS_FILE = "scan.pt", "known.json", "candidates.jsonl", "effects.jsonl"
 VALIDATION_LOG, VALIDATION_TSV, VALIDATION_JSON = "validation.jsonl", "validation.tsv", "validation.json"
 UNLEARN_LOG = "unlearning.jsonl"
+MODEL_FILE = "model.json"
 
 
 class LocateOptions(BaseModel):
@@ -44,7 +46,8 @@ class LocateOptions(BaseModel):
                          description="order the pool by the answers' use of a vector, or by token match")
     effect_set: int = Field(default=64, ge=0, description="most concept-specific vectors kept per concept")
     general_questions: int = Field(default=64, ge=1, description="questions that estimate the average effect")
-    chunk: int = Field(default=4096, ge=1)
+    chunk: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        default="auto", description="value vectors per scan chunk; auto: planned from free memory (at most 4096)")
 
 
 class ValidateOptions(BaseModel):
@@ -351,16 +354,20 @@ COMMAND = "probe"
 
 
 def _open_stage(stage: str, out: Path, *, concept_files: Sequence[str | Path], model: str, device: str,
-                few_shot: str | None, max_concepts: int | None, loading_bars: bool):
+                few_shot: str | None, max_concepts: int | None, loading_bars: bool, dtype: str = "auto",
+                device_map: str | None = None):
     """Check the options and ``out`` (a stage after locate needs locate's output there), load the
     concepts and the model, then create ``out``: ``(model, tokenizer, concepts, few-shot prefix)``."""
     # imported when called: the tests replace the loaders
-    from kgprobe.models import check_model, load_causal_lm, resolve_device
+    from kgprobe.models import check_model, dtype_name, input_device, load_causal_lm, resolve_device, resolve_dtype
+    from kgprobe.models.device import check_device_map
     from kgprobe.models.loaders import hide_loading_bars
     from kgprobe.outdir import check_output_dir, open_output_dir
     from kgprobe.probe.concepts import FEW_SHOT
 
     resolve_device(device)  # every option is checked before the model loads
+    resolve_dtype(dtype, "cpu")
+    check_device_map(device_map)
     check_model(model, kind="causal-lm")
     target = check_output_dir(out, command=COMMAND)
     if stage != "locate" and target.state != "own":
@@ -368,13 +375,23 @@ def _open_stage(stage: str, out: Path, *, concept_files: Sequence[str | Path], m
     if not loading_bars:
         hide_loading_bars()
     concepts = load_concept_files(concept_files)[:max_concepts]
-    lm, tokenizer = load_causal_lm(model, device=device)
+    if stage == "unlearn" and dtype == "auto":
+        dtype = "fp32"  # steps of about lr (1e-5) vanish when rounded into bf16 / fp16 weights
+    lm, tokenizer = load_causal_lm(model, device=device, dtype=dtype, device_map=device_map)
     open_output_dir(target)
+    try:  # the other stages' records are kept; a missing or unreadable file starts afresh
+        records = dict(json.loads((out / MODEL_FILE).read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        records = {}
+    records[stage] = {"model": model, "dtype": dtype_name(next(lm.parameters()).dtype),
+                      "device": str(input_device(lm)), "device_map": getattr(lm, "hf_device_map", None)}
+    write_json(out / MODEL_FILE, records)
     return lm, tokenizer, concepts, FEW_SHOT if few_shot is None else few_shot
 
 
 def run_locate(out: str | Path, *, concept_files: Sequence[str | Path] = DEFAULT_CONCEPT_FILES,
                model: str = "smollm2-135m", device: str = "auto", few_shot: str | None = None,
+               dtype: str = "auto", device_map: str | None = None,
                max_concepts: int | None = None, options: LocateOptions = LocateOptions(), batch_size: int = 32,
                echo: Callable[[str], None] = print, loading_bars: bool = True) -> list[dict]:
     """``kgprobe probe locate``: :func:`locate` with the causal LM ``model`` (loaded here) on the
@@ -382,17 +399,21 @@ def run_locate(out: str | Path, *, concept_files: Sequence[str | Path] = DEFAULT
 
     ``out`` must be new, empty or a probe run (see :mod:`kgprobe.outdir`); it is checked, like the
     device and the model, before anything loads, and created only once the model has loaded.
-    ``few_shot`` prefixes every question (None: the concepts' default). Returns the candidate rows.
+    ``few_shot`` prefixes every question (None: the concepts' default). ``dtype`` (auto: bf16 on a
+    GPU, fp32 on CPU) and ``device_map`` (None or ``"auto"``) as for
+    :func:`~kgprobe.models.load_causal_lm`; model.json records what the stage ran in. Returns the
+    candidate rows.
     """
     out = Path(out)
     lm, tokenizer, concepts, prefix = _open_stage("locate", out, concept_files=concept_files, model=model,
                                                   device=device, few_shot=few_shot, max_concepts=max_concepts,
-                                                  loading_bars=loading_bars)
+                                                  loading_bars=loading_bars, dtype=dtype, device_map=device_map)
     return locate(lm, tokenizer, concepts, out, options=options, few_shot=prefix, batch_size=batch_size, echo=echo)
 
 
 def run_validate(out: str | Path, *, concept_files: Sequence[str | Path] = DEFAULT_CONCEPT_FILES,
                  model: str = "smollm2-135m", device: str = "auto", few_shot: str | None = None,
+                 dtype: str = "auto", device_map: str | None = None,
                  max_concepts: int | None = None, options: ValidateOptions = ValidateOptions(), seed: int = 0,
                  batch_size: int = 32, echo: Callable[[str], None] = print, loading_bars: bool = True) -> dict:
     """``kgprobe probe validate``: :func:`validate` in the run directory ``out``, which must hold
@@ -401,13 +422,14 @@ def run_validate(out: str | Path, *, concept_files: Sequence[str | Path] = DEFAU
     out = Path(out)
     lm, tokenizer, concepts, prefix = _open_stage("validate", out, concept_files=concept_files, model=model,
                                                   device=device, few_shot=few_shot, max_concepts=max_concepts,
-                                                  loading_bars=loading_bars)
+                                                  loading_bars=loading_bars, dtype=dtype, device_map=device_map)
     return validate(lm, tokenizer, concepts, out, options=options, few_shot=prefix, batch_size=batch_size,
                     seed=seed, echo=echo)
 
 
 def run_unlearn(out: str | Path, *, concept_files: Sequence[str | Path] = DEFAULT_CONCEPT_FILES,
                 model: str = "smollm2-135m", device: str = "auto", few_shot: str | None = None,
+                dtype: str = "auto", device_map: str | None = None,
                 max_concepts: int | None = None, options: UnlearnOptions = UnlearnOptions(), seed: int = 0,
                 batch_size: int = 32, echo: Callable[[str], None] = print, loading_bars: bool = True) -> dict:
     """``kgprobe probe unlearn``: :func:`unlearn_all` in the run directory ``out`` (which must hold
@@ -416,25 +438,26 @@ def run_unlearn(out: str | Path, *, concept_files: Sequence[str | Path] = DEFAUL
     out = Path(out)
     lm, tokenizer, concepts, prefix = _open_stage("unlearn", out, concept_files=concept_files, model=model,
                                                   device=device, few_shot=few_shot, max_concepts=max_concepts,
-                                                  loading_bars=loading_bars)
+                                                  loading_bars=loading_bars, dtype=dtype, device_map=device_map)
     return unlearn_all(lm, tokenizer, concepts, out, options=options, few_shot=prefix, batch_size=batch_size,
                        seed=seed, echo=echo)
 
 
 def lens(model: str = "smollm2-135m", *, layer: int, index: int, k: int = 20, device: str = "auto",
-         loading_bars: bool = True) -> dict:
+         loading_bars: bool = True, dtype: str = "auto", device_map: str | None = None) -> dict:
     """``kgprobe probe lens``: the ``k`` tokens value vector ``index`` of MLP ``layer`` promotes most
     (logit lens), as ``{"layer", "index", "tokens", "logits"}`` (logits rounded to 4 places)."""
     # imported when called: the tests replace the loaders
-    from kgprobe.models import check_model, load_causal_lm, resolve_device
+    from kgprobe.models import check_model, load_causal_lm, resolve_device, resolve_dtype
     from kgprobe.models.loaders import hide_loading_bars
     from kgprobe.probe.hooks import arch_of, logit_lens, value_vectors
 
     resolve_device(device)  # a bad device or model fails before the model loads
+    resolve_dtype(dtype, "cpu")
     check_model(model, kind="causal-lm")
     if not loading_bars:
         hide_loading_bars()
-    lm, tokenizer = load_causal_lm(model, device=device)
+    lm, tokenizer = load_causal_lm(model, device=device, dtype=dtype, device_map=device_map)
     vectors = value_vectors(lm, layer)
     arch_of(lm).check_index(index)
     values, ids = logit_lens(lm, vectors[index:index + 1], k=k)

@@ -34,9 +34,12 @@ from tqdm.auto import tqdm
 
 from kgprobe.atomic import atomic_path
 from kgprobe.errors import KgprobeError
+from kgprobe.models.memory import OomHalving, plan_batch_size, scan_bytes_per_row, warn_on_halve
 from kgprobe.probe.hooks import Arch, arch_of
 
 WEIGHTINGS = ("rank", "count")
+#: the most rows ``chunk="auto"`` puts in one chunk (the fixed default it replaced)
+AUTO_CHUNK = 4096
 
 
 # ------------------------------------------------------------------ result
@@ -197,29 +200,50 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def scan_value_vectors(model: nn.Module, *, k: int = 50, chunk: int = 4096, device: str | torch.device | None = None,
-                       dtype: torch.dtype | None = None, progress: bool = True) -> ScanResult:
+def scan_value_vectors(model: nn.Module, *, k: int = 50, chunk: int | str = "auto",
+                       device: str | torch.device | None = None, dtype: torch.dtype | None = None,
+                       progress: bool = True, memory: OomHalving | None = None) -> ScanResult:
     """Top-``k`` logit-lens tokens of all ``n_layers · n_neurons`` value vectors, chunk by chunk.
 
     ``device`` defaults to the unembedding's device; ``dtype`` to float32 on CPU and the model's
-    dtype elsewhere.  Memory: one [chunk, vocab] logit buffer, reused.
+    dtype elsewhere.  Memory: one [chunk, vocab] logit buffer, reused.  ``chunk="auto"``: the
+    most rows whose buffer and top-k work space (:func:`kgprobe.models.memory.scan_bytes_per_row`)
+    fit half the free memory, at most :data:`AUTO_CHUNK`.  A chunk that runs out of memory is
+    done in halves (rows are independent: same result); ``memory`` (an
+    :class:`~kgprobe.models.memory.OomHalving`) keeps the halvings in ``memory.notes``, else
+    each is a warning line.
     """
-    arch, device, dtype = _setup(model, chunk, device, dtype)
+    arch, device, dtype = _setup(model, 1 if chunk == "auto" else chunk, device, dtype)
     vocab = arch.unembed.shape[0]
     if isinstance(k, bool) or not isinstance(k, int) or not 0 < k <= vocab:
         raise KgprobeError(f"k must be an integer in 1..{vocab} (the vocabulary size), got {k!r}")
     rows = arch.n_layers * arch.n_neurons
+    if chunk == "auto":
+        element = torch.empty(0, dtype=dtype).element_size()
+        chunk = plan_batch_size(bytes_per_item=scan_bytes_per_row(vocab, element), device=device, limit=AUTO_CHUNK)
+    if memory is None:
+        memory = OomHalving(chunk, device=device, what="scan chunk", on_halve=warn_on_halve("scan chunk", device))
     with torch.no_grad():
         proj = _Projection(arch, device=device, dtype=dtype)
-        buf = torch.empty(min(chunk, rows), vocab, device=device, dtype=dtype)
+        buf: torch.Tensor | None = None
         top_ids = torch.empty(rows, k, dtype=torch.int32, device=device)
         top_logits = torch.empty(rows, k, dtype=torch.float32, device=device)
         start = 0
+
+        def run(span: range) -> None:
+            nonlocal buf
+            want = min(memory.size(chunk), rows)
+            if buf is None or buf.shape[0] != want:  # first chunk, or halved: drop the old buffer first
+                buf = None
+                buf = torch.empty(want, vocab, device=device, dtype=dtype)
+            m = len(span)
+            values, ids = proj.topk(part[span.start - start:span.stop - start], buf[:m], k)
+            top_logits[span.start:span.stop], top_ids[span.start:span.stop] = values, ids
+
         with tqdm(total=rows, unit="vec", desc="scan value vectors", disable=not progress) as bar:
             for part in _row_chunks(arch, chunk, device=device, dtype=dtype):
                 m = part.shape[0]
-                values, ids = proj.topk(part, buf[:m], k)
-                top_logits[start:start + m], top_ids[start:start + m] = values, ids
+                memory.run(run, range(start, start + m), batch_size=m)
                 start += m
                 bar.update(m)
     return ScanResult(top_ids=top_ids.cpu(), top_logits=top_logits.cpu(), n_layers=arch.n_layers,
