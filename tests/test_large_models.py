@@ -262,3 +262,25 @@ def test_bad_dtype_on_the_command_line_is_one_line_exit_2(args, tmp_path, capsys
     code, _, err = _run([a.format(tmp=tmp_path) for a in args] + ["--device-map", "balanced"], capsys)
     assert code == 2 and err.count("\n") == 1 and "--device-map" in err
     assert not any(tmp_path.iterdir())
+
+
+def test_probe_records_memory_halvings_in_model_json(tiny_dir, tmp_path, capsys, monkeypatch):
+    from kgprobe.models.memory import OomHalving
+
+    original = OomHalving.run
+
+    def run_halving_once(self, run_batch, items, *, batch_size=None):  # as if the first batch ran out of memory
+        size = self.size(batch_size)
+        if not self.notes and size > 1 and len(items) > 1:
+            self.halve(size, "simulated out of memory")
+        return original(self, run_batch, items, batch_size=batch_size)
+
+    monkeypatch.setattr(OomHalving, "run", run_halving_once)
+    monkeypatch.chdir(Path(__file__).resolve().parent.parent)  # the default concept file
+    code, out, err = _run(["probe", "locate", "--out", tmp_path / "cv", "--model", tiny_dir, "--device", "cpu",
+                           "--max-concepts", "1", "--pool", "5", "--rank-by", "tokens"], capsys)
+    assert code == 0, err
+    record = json.loads((tmp_path / "cv" / "model.json").read_text())["locate"]
+    assert record["dtype"] == "fp32" and record["memory_halvings"]
+    assert all(n["reason"] == "simulated out of memory" and n["to"] == n["from"] // 2
+               for n in record["memory_halvings"])

@@ -116,8 +116,9 @@ def _tiny_linkpred(tmp_path: Path, evaluate: str) -> Path:
     return cfg
 
 
-def test_linkpred_evaluate_writes_the_metrics_evaluate_run_gives(tmp_path, capsys):
+def test_linkpred_evaluate_writes_the_metrics_evaluate_run_gives(tmp_path, capsys, monkeypatch):
     from kgprobe.linkpred.run import evaluate_run
+    from kgprobe.models.memory import OomHalving
 
     cfg = _tiny_linkpred(tmp_path, "  - {type: linkpred_evaluate, run: r, data: split}\n"
                                    "  - {type: linkpred_evaluate, run: r, data: split, split: valid,"
@@ -135,6 +136,17 @@ def test_linkpred_evaluate_writes_the_metrics_evaluate_run_gives(tmp_path, capsy
             assert written[key] == pytest.approx(value, abs=1e-6), key
         assert record["results"]["linkpred_evaluate"]["r"][split] == written
     assert 0.0 <= written["both.realistic.mrr"] <= 1.0
+
+    class HalvingOnce(OomHalving):  # as if the first block of queries had run out of memory
+        def run(self, run_batch, items, *, batch_size=None):
+            if not self.notes:
+                self.halve(max(2, len(items)), "simulated out of memory")
+            return super().run(run_batch, items, batch_size=batch_size)
+
+    monkeypatch.setattr("kgprobe.linkpred.run.OomHalving", HalvingOnce)
+    halved = evaluate_run(run / "r", run / "split", split="valid", device="cpu")
+    assert halved.pop("memory_halvings")[0]["reason"] == "simulated out of memory"  # said in the record
+    assert halved == pytest.approx(direct)  # and the same metrics
 
 
 @pytest.mark.parametrize("evaluate, line, message", [

@@ -34,6 +34,7 @@ from kgprobe.errors import KgprobeError
 from kgprobe.kg.texts import read_texts_tsv
 from kgprobe.linkpred.config import LinkPredConfig, LinkPredOptions, parse_key_values
 from kgprobe.linkpred.data import PARTS, SplitData
+from kgprobe.models.memory import OomHalving, warn_on_halve
 from kgprobe.outdir import check_output_dir, open_output_dir, write_marker
 from kgprobe.seeding import seed_everything
 
@@ -353,10 +354,14 @@ def evaluate_run(run_dir: str | Path, data: str | Path, *, split: str = "test", 
         candidates, known = None, splits.all_triples
     model = run.model
     device_ = next(model.parameters()).device
+    memory = OomHalving(device=device_, what="query block", on_halve=warn_on_halve("query block", device_))
     metrics = evaluate_model(entities, model.relations.weight.detach().float(), model.scorer,
                              splits.triples[split].to(device_), filter_triples=known.to(device_),
-                             candidates=None if candidates is None else candidates.to(device_))
-    return {"split": split, **{k: (v.item() if hasattr(v, "item") else v) for k, v in metrics.items()}}
+                             candidates=None if candidates is None else candidates.to(device_), memory=memory)
+    record = {"split": split, **{k: (v.item() if hasattr(v, "item") else v) for k, v in metrics.items()}}
+    if memory.notes:  # query blocks halved after running out of memory: said in the record
+        record["memory_halvings"] = memory.notes
+    return record
 
 
 def _vectors_for(model: Any, texts: Sequence[str], batch_size: int) -> torch.Tensor:

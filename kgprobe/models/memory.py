@@ -30,6 +30,8 @@ shape, e.g. its padding).
 from __future__ import annotations
 
 import gc
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 
@@ -181,6 +183,23 @@ def free_cached_memory() -> None:
         torch.cuda.empty_cache()
 
 
+#: the list :func:`recording_halvings` collects into (None: no recording)
+_RECORDING: ContextVar[list | None] = ContextVar("kgprobe_memory_halvings", default=None)
+
+
+@contextmanager
+def recording_halvings():
+    """Yields a list that every halving inside the block (by any :class:`OomHalving`, however deep
+    in the calls) is appended to: for the run record of a stage whose batched functions make
+    their own ``OomHalving`` (QA scoring, the scan, link-prediction evaluation)."""
+    notes: list[dict] = []
+    token = _RECORDING.set(notes)
+    try:
+        yield notes
+    finally:
+        _RECORDING.reset(token)
+
+
 class OomHalving:
     """Runs batches of items, halving the batch size whenever one runs out of memory.
 
@@ -236,7 +255,11 @@ class OomHalving:
             raise KgprobeError(f"out of memory even at batch size 1 on {where} ({self.what}): {reason}")
         new = size // 2
         self.cap = new
-        self.notes.append({"what": self.what, "from": size, "to": new, "reason": reason})
+        note = {"what": self.what, "from": size, "to": new, "reason": reason}
+        self.notes.append(note)
+        recording = _RECORDING.get()
+        if recording is not None:
+            recording.append(note)
         if self.on_halve is not None:
             self.on_halve(size, new, reason)
         return new

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from kgprobe.atomic import atomic_path, write_json
 from kgprobe.checkpoint import ChunkLog
 from kgprobe.errors import KgprobeError
+from kgprobe.models.memory import recording_halvings
 from kgprobe.probe.concepts import QA, Concept, concept_token_ids, load_concepts
 
 SCAN_FILE, KNOWN_FILE, CANDIDATES_FILE, EFFECTS_FILE = "scan.pt", "known.json", "candidates.jsonl", "effects.jsonl"
@@ -389,6 +390,15 @@ def _open_stage(stage: str, out: Path, *, concept_files: Sequence[str | Path], m
     return lm, tokenizer, concepts, FEW_SHOT if few_shot is None else few_shot
 
 
+def _record_halvings(out: Path, stage: str, halvings: list[dict]) -> None:
+    """Batches the stage halved after running out of memory, under the stage in model.json."""
+    if not halvings:
+        return
+    records = dict(json.loads((out / MODEL_FILE).read_text(encoding="utf-8")))
+    records[stage] = {**records.get(stage, {}), "memory_halvings": halvings}
+    write_json(out / MODEL_FILE, records)
+
+
 def run_locate(out: str | Path, *, concept_files: Sequence[str | Path] = DEFAULT_CONCEPT_FILES,
                model: str = "smollm2-135m", device: str = "auto", few_shot: str | None = None,
                dtype: str = "auto", device_map: str | None = None,
@@ -408,7 +418,11 @@ def run_locate(out: str | Path, *, concept_files: Sequence[str | Path] = DEFAULT
     lm, tokenizer, concepts, prefix = _open_stage("locate", out, concept_files=concept_files, model=model,
                                                   device=device, few_shot=few_shot, max_concepts=max_concepts,
                                                   loading_bars=loading_bars, dtype=dtype, device_map=device_map)
-    return locate(lm, tokenizer, concepts, out, options=options, few_shot=prefix, batch_size=batch_size, echo=echo)
+    with recording_halvings() as halvings:
+        rows = locate(lm, tokenizer, concepts, out, options=options, few_shot=prefix, batch_size=batch_size,
+                      echo=echo)
+    _record_halvings(out, "locate", halvings)
+    return rows
 
 
 def run_validate(out: str | Path, *, concept_files: Sequence[str | Path] = DEFAULT_CONCEPT_FILES,
@@ -423,8 +437,11 @@ def run_validate(out: str | Path, *, concept_files: Sequence[str | Path] = DEFAU
     lm, tokenizer, concepts, prefix = _open_stage("validate", out, concept_files=concept_files, model=model,
                                                   device=device, few_shot=few_shot, max_concepts=max_concepts,
                                                   loading_bars=loading_bars, dtype=dtype, device_map=device_map)
-    return validate(lm, tokenizer, concepts, out, options=options, few_shot=prefix, batch_size=batch_size,
-                    seed=seed, echo=echo)
+    with recording_halvings() as halvings:
+        summary = validate(lm, tokenizer, concepts, out, options=options, few_shot=prefix, batch_size=batch_size,
+                           seed=seed, echo=echo)
+    _record_halvings(out, "validate", halvings)
+    return summary
 
 
 def run_unlearn(out: str | Path, *, concept_files: Sequence[str | Path] = DEFAULT_CONCEPT_FILES,
@@ -439,8 +456,11 @@ def run_unlearn(out: str | Path, *, concept_files: Sequence[str | Path] = DEFAUL
     lm, tokenizer, concepts, prefix = _open_stage("unlearn", out, concept_files=concept_files, model=model,
                                                   device=device, few_shot=few_shot, max_concepts=max_concepts,
                                                   loading_bars=loading_bars, dtype=dtype, device_map=device_map)
-    return unlearn_all(lm, tokenizer, concepts, out, options=options, few_shot=prefix, batch_size=batch_size,
-                       seed=seed, echo=echo)
+    with recording_halvings() as halvings:
+        summary = unlearn_all(lm, tokenizer, concepts, out, options=options, few_shot=prefix,
+                              batch_size=batch_size, seed=seed, echo=echo)
+    _record_halvings(out, "unlearn", halvings)
+    return summary
 
 
 def lens(model: str = "smollm2-135m", *, layer: int, index: int, k: int = 20, device: str = "auto",
