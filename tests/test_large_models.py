@@ -47,18 +47,10 @@ def plain(plain_lm):
 
 @pytest.fixture(scope="module")
 def bert_dir(tmp_path_factory) -> Path:
-    """A random 2-layer BERT with a 12-word vocabulary, saved like a user's local masked LM."""
-    from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
+    """A random 2-layer BERT with a 20-word vocabulary, saved like a user's local masked LM."""
+    from tiny_models import save_tiny_masked_lm
 
-    path = tmp_path_factory.mktemp("tiny_bert")
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "paris", "is", "the", "capital", "of", "france", ".",
-             "rome", "italy", "tokyo", "japan", "lima", "peru", "berlin", "germany"]
-    (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    torch.manual_seed(0)
-    BertForMaskedLM(BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                               intermediate_size=64, architectures=["BertForMaskedLM"])).save_pretrained(path)
-    BertTokenizerFast(vocab=str(path / "vocab.txt")).save_pretrained(path)
-    return path
+    return save_tiny_masked_lm(tmp_path_factory.mktemp("tiny_bert"))
 
 
 @pytest.fixture(scope="module")

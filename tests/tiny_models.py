@@ -1,4 +1,4 @@
-"""Tiny config-built causal LMs with SmolLM2's real tokenizer, shared by the probe tests."""
+"""Tiny config-built LMs shared by the tests: causal LMs with SmolLM2's real tokenizer, a masked LM."""
 from __future__ import annotations
 
 import torch
@@ -32,3 +32,18 @@ def tiny_gpt2(tok):
     torch.manual_seed(0)
     cfg = GPT2Config(n_embd=32, n_layer=2, n_head=4, vocab_size=len(tok), n_positions=128)
     return GPT2LMHeadModel(cfg).eval()
+
+
+def save_tiny_masked_lm(path):
+    """A random 2-layer BERT masked LM with a 20-word vocabulary (capitals and countries), saved in
+    ``path`` like a user's local model; returns ``path``."""
+    from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "paris", "is", "the", "capital", "of", "france", ".",
+             "rome", "italy", "tokyo", "japan", "lima", "peru", "berlin", "germany"]
+    (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    torch.manual_seed(0)
+    BertForMaskedLM(BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                               intermediate_size=64, architectures=["BertForMaskedLM"])).save_pretrained(path)
+    BertTokenizerFast(vocab=str(path / "vocab.txt")).save_pretrained(path)
+    return path

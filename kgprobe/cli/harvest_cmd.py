@@ -11,12 +11,32 @@ from click.core import ParameterSource
 
 from kgprobe.cli.options import BATCH_SIZE, DEVICE_MAP, DTYPE, SEED, OutputPath
 
+
+def _seed_values(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[int, tuple[str, ...]]:
+    """``--seed`` values as ``(random seed, seed tuples)``: an integer is the random seed (at most
+    one), a value with ``|`` a seed tuple of a relation given by ``--prompt``."""
+    rng: int | None = None
+    tuples: list[str] = []
+    for value in values:
+        if "|" in value:
+            tuples.append(value)
+            continue
+        if rng is not None:
+            raise click.BadParameter(f"{value!r}: a second random seed (a seed tuple joins its entities with |: "
+                                     "'Paris|France')", ctx=ctx, param=param)
+        if not value.strip().lstrip("+-").isdigit():
+            raise click.BadParameter(f"{value!r} is neither the random seed (an integer) nor a seed tuple "
+                                     "(entities joined by |: 'Paris|France')", ctx=ctx, param=param)
+        rng = SEED.convert(value, param, ctx)
+    return (0 if rng is None else rng), tuple(tuples)
+
+
 #: the options of a job of several relations (a folder, or several files)
 MANY_ONLY = ("executor", "ray_address", "gpus_per_relation", "cpus_per_relation", "max_retries")
 
 
 @click.command()
-@click.argument("relations", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="RELATION...")
+@click.argument("relations", nargs=-1, type=click.Path(path_type=Path), metavar="[RELATION...]")
 @click.option("--out", type=OutputPath(), required=True,
               help="Run directory to write (several relations: the job's folder, a run directory per relation inside).")
 @click.option("--model", default="smollm2-135m", show_default=True,
@@ -35,7 +55,13 @@ MANY_ONLY = ("executor", "ray_address", "gpus_per_relation", "cpus_per_relation"
 @click.option("--batch-size", type=BATCH_SIZE, default="auto", show_default=True,
               help="Sequences per LM forward pass; auto plans it from free memory (at most 64), and a batch "
                    "that runs out of memory is halved and retried (noted in run.json).")
-@click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("--prompt", "prompts", multiple=True,
+              help="Instead of a relation file: a prompt with slots <ENT0>, <ENT1>, ... (repeatable), with "
+                   "--seed tuples; the run writes the equivalent relation file (relation.yaml).")
+@click.option("--seed", "seeds", multiple=True, callback=_seed_values,
+              help="An integer: the random seed (default 0). ENT0|ENT1|...: a seed tuple of the relation given by "
+                   "--prompt (repeatable, at least two).")
+@click.option("--name", default=None, help="With --prompt: the relation's name (default: relation).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out (same options).")
 @click.option("--overwrite", is_flag=True,
               help="Replace whatever --out holds (without it, --out must be new, empty or this command's own run).")
@@ -56,7 +82,7 @@ MANY_ONLY = ("executor", "ray_address", "gpus_per_relation", "cpus_per_relation"
 @click.pass_context
 def harvest(ctx: click.Context, relations: tuple[Path, ...], out: Path, model: str, top_k: int, paraphrases: int,
             first_candidates: int | None, prior_correction: float, device: str, dtype: str, device_map: str | None,
-            batch_size: int | str, seed: int,
+            batch_size: int | str, prompts: tuple[str, ...], seeds: tuple[int, tuple[str, ...]], name: str | None,
             resume: bool, overwrite: bool, executor: str, ray_address: str | None, gpus_per_relation: float,
             cpus_per_relation: float, max_retries: int) -> None:
     """Harvest a ranked KG for each RELATION (a YAML/JSON file with prompts and seed tuples, or a
@@ -75,12 +101,27 @@ def harvest(ctx: click.Context, relations: tuple[Path, ...], out: Path, model: s
     checked before any relation starts. --executor ray runs each relation as a Ray task; a task
     whose worker dies is run again and continues from its checkpoints.
 
+    \b
+    No file: --prompt "<ENT0> is the capital of <ENT1> ." --seed "Paris|France" --seed "Tokyo|Japan"
+    ... gives the relation on the command line (prompts and seeds only), as one relation file would.
+
     See kg_data/relations/ for relation files.
     """
+    from kgprobe.errors import KgprobeError
     from kgprobe.harvest.run import HarvestOptions
 
+    seed, seed_tuples = seeds
     search = {"first_candidates": first_candidates} if first_candidates else {}
-    many = len(relations) > 1 or relations[0].is_dir()
+    if prompts or seed_tuples or name is not None:
+        from kgprobe.harvest.relation import relation_from_options
+
+        if relations:
+            raise KgprobeError("give relation files, or a relation by --prompt and --seed, not both")
+        relations = (relation_from_options(prompts, seed_tuples, name="relation" if name is None else name),)
+    elif not relations:
+        raise KgprobeError("give a relation file or folder (RELATION...), or a relation on the command line: "
+                           "--prompt \"<ENT0> ... <ENT1>\" --seed \"A|B\" --seed \"C|D\"")
+    many = len(relations) > 1 or (isinstance(relations[0], Path) and relations[0].is_dir())
     if not many:
         given = [f"--{name.replace('_', '-')}" for name in MANY_ONLY
                  if ctx.get_parameter_source(name) is not ParameterSource.DEFAULT]
@@ -106,16 +147,16 @@ def harvest(ctx: click.Context, relations: tuple[Path, ...], out: Path, model: s
                f"({done.seconds:.0f}s, {done.executor})")
 
 
-def _harvest_one(relation: Path, out: Path, *, model: str, top_k: int, paraphrases: int, search: dict,
+def _harvest_one(relation, out: Path, *, model: str, top_k: int, paraphrases: int, search: dict,
                  prior_correction: float, device: str, dtype: str, device_map: str | None, batch_size: int | str,
                  seed: int, resume: bool, overwrite: bool) -> None:
-    """One relation file: its run directory in --out, as this command has always written it."""
-    from kgprobe.harvest.relation import load_relation
+    """One relation (a file, or one given by --prompt / --seed): its run directory in --out."""
+    from kgprobe.harvest.relation import Relation, load_relation
     from kgprobe.harvest.run import HarvestOptions
     from kgprobe.harvest.run import harvest as run_harvest
     from kgprobe.models import resolve_device
 
-    rel = load_relation(relation)
+    rel = relation if isinstance(relation, Relation) else load_relation(relation)
     resolve_device(device)
     options = HarvestOptions(model=model, top_k=top_k, paraphrases=paraphrases, seed=seed, search=search,
                              prior_correction=prior_correction, dtype=dtype, device_map=device_map)

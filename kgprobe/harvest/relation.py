@@ -248,3 +248,51 @@ def load_relation(path: str | Path) -> Relation:
     if not isinstance(data, dict):
         raise KgprobeError("a relation file must be a mapping with name, prompts and seeds", path=path, line=1)
     return relation_from_file(validate(RelationFile, data, path, root), path=path, root=root)
+
+
+def relation_from_options(prompts: list[str] | tuple[str, ...], seeds: list[str] | tuple[str, ...], *,
+                          name: str = "relation", description: str = "") -> Relation:
+    """A relation given on the command line (``--prompt`` and ``--seed "Paris|France"``, no file):
+    each seed is its entities joined by ``|``. Problems are one ``KgprobeError`` naming the option."""
+    if not prompts:
+        raise KgprobeError("--prompt: give at least one prompt with the slots <ENT0>, <ENT1>, ... "
+                           "(e.g. --prompt \"<ENT0> is the capital of <ENT1> .\")")
+    if len(seeds) < 2:
+        raise KgprobeError(f"--seed: harvesting needs at least two seed tuples (--seed \"Paris|France\"), got "
+                           f"{len(seeds)}")
+    if not name.strip():
+        raise KgprobeError("--name: the relation's name must not be blank")
+    tuples: list[tuple[str, ...]] = []
+    for text in seeds:
+        entities = tuple(part.strip() for part in text.split("|"))
+        if tuples and len(entities) != len(tuples[0]):
+            raise KgprobeError(f"--seed {text!r}: {len(entities)} entities, the first seed has {len(tuples[0])} "
+                               "(entities are separated by |)")
+        if not all(entities):
+            raise KgprobeError(f"--seed {text!r}: an empty entity (entities are separated by |)")
+        if entities in tuples:
+            raise KgprobeError(f"--seed {text!r}: given twice")
+        tuples.append(entities)
+    for prompt in prompts:
+        problem = check_prompt(prompt, len(tuples[0]))
+        if problem:
+            raise KgprobeError(f"--prompt {prompt!r}: {problem}")
+    return Relation(name=name.strip(), description=description, templates=tuple(
+        Template.parse(p) for p in dict.fromkeys(prompts)), seeds=tuple(tuples), constraints=Constraints(),
+        reference=None)
+
+
+def relation_file(rel: Relation) -> dict:
+    """``rel`` as the mapping of a relation file (:func:`load_relation` reads it back as ``rel``):
+    what a run writes as ``relation.yaml``, so a relation given on the command line becomes a file."""
+    data: dict = {"name": rel.name}
+    if rel.description:
+        data["description"] = rel.description
+    data["prompts"] = rel.prompts
+    data["seeds"] = [list(seed) for seed in rel.seeds]
+    constraints = rel.constraints.model_dump(exclude_defaults=True)
+    if constraints:
+        data["constraints"] = constraints
+    if rel.reference is not None:
+        data["reference"] = rel.reference.model_dump(exclude_defaults=True)
+    return data

@@ -3,6 +3,7 @@
 Files in ``OUT``::
 
     config.json        the options of the run (a resumed run must use the same ones)
+    relation.yaml      the relation as run, as a relation file (also when it came from --prompt/--seed)
     prompts.json       prompts, their weights and the pos/neg scores behind them
     search_{p}.jsonl   checkpoints of the search at text position p (one line per chunk)
     rescore.jsonl      checkpoints of the rescoring (one line per chunk of candidates)
@@ -152,6 +153,8 @@ def rank_scores(
 #: the marker command of a run directory of one relation, and of a job of several (kgprobe.harvest.many)
 COMMAND = "harvest"
 MANY_COMMAND = "harvest-many"
+#: the relation as run, written as a relation file into every run directory
+RELATION_FILE = "relation.yaml"
 
 
 def check_harvest_dir(out: Path, *, many: bool, overwrite: bool) -> OutputDir:
@@ -207,6 +210,16 @@ def _check_out(out: Path, config: dict, *, resume: bool, overwrite: bool) -> Out
         diff = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
         raise KgprobeError(f"cannot resume {out}: options differ from the interrupted run ({', '.join(diff)})")
     return target
+
+
+def _write_relation_file(path: Path, rel: Relation) -> None:
+    """The relation as run, as a relation file (one given by --prompt / --seed becomes a file)."""
+    import yaml
+
+    from kgprobe.harvest.relation import relation_file
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(yaml.safe_dump(relation_file(rel), sort_keys=False, allow_unicode=True), encoding="utf-8")
 
 
 def _open_out(target: OutputDir, config: dict) -> None:
@@ -266,6 +279,7 @@ def harvest(
     # the run directory appears only once the model has loaded: a model that cannot be loaded
     # leaves nothing behind that would block the corrected command
     _open_out(target, config)
+    _write_relation_file(out / RELATION_FILE, rel)
     backend = _backend(kind, model, tokenizer, rel, options, batch_size)
     timings["load_model"] = time.perf_counter() - t0
 
