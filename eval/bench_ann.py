@@ -51,6 +51,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "eval"))
 
+from bench_knn import recall  # noqa: E402  (eval/bench_knn.py: the same recall@k)
 from kgprobe.atomic import write_json  # noqa: E402
 from kgprobe.index.plan import auto_nlist, choose_index  # noqa: E402
 from machine import machine_info  # noqa: E402  (eval/machine.py, beside this script)
@@ -83,11 +84,6 @@ def mixture(n: int, nq: int, dim: int, clusters: int, spread: float, seed: int) 
     return draw(n), draw(nq)
 
 
-def recall_at(found: np.ndarray, exact: np.ndarray, k: int = 10) -> float:
-    hits = sum(len(np.intersect1d(f[:k], e[:k])) for f, e in zip(found, exact))
-    return hits / (k * len(exact))
-
-
 def index_bytes(faiss, index) -> int:
     """The size of ``faiss.serialize_index(index)``, via a temporary file (no second copy in memory)."""
     with tempfile.TemporaryDirectory(prefix="bench_ann_") as tmp:
@@ -113,7 +109,7 @@ def searches(faiss, index, queries: np.ndarray, exact: np.ndarray, *, param: str
             t0 = time.perf_counter()
             _, ids = index.search(queries, k)
             times.append(time.perf_counter() - t0)
-        row = {"recall_at_10": round(recall_at(ids, exact, k), 4), "queries_per_s": round(len(queries) / min(times), 1),
+        row = {"recall_at_10": recall(ids, exact[:, :k]), "queries_per_s": round(len(queries) / min(times), 1),
                "search_seconds_best": round(min(times), 4), "search_seconds": [round(t, 4) for t in times]}
         if param:
             row[param] = int(value)

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from kgprobe.cli.options import COUNT, SEED, OutputPath
+from kgprobe.precision import DEVICE_MAP_CHOICES, DTYPE_CHOICES
 
 
 @click.command()
@@ -111,9 +112,9 @@ def embed(kg: str, out: Path, model: str, text_field: str, batch_size: int, fp16
 @click.option("--rerank", "rerank_model", default=None, metavar="LM",
               help="Re-rank the nearest --rerank-depth entities with this causal LM (e.g. smollm2-135m) "
                    "read as a reverse dictionary: for descriptive queries (kgprobe.index.rerank).")
-@click.option("--rerank-dtype", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto",
+@click.option("--rerank-dtype", type=click.Choice(DTYPE_CHOICES), default="auto",
               show_default=True, help="--rerank: the LM's weights (auto: bf16 on a GPU, fp32 on CPU).")
-@click.option("--rerank-device-map", type=click.Choice(["none", "auto"]), default="none", show_default=True,
+@click.option("--rerank-device-map", type=click.Choice(DEVICE_MAP_CHOICES), default="none", show_default=True,
               help="--rerank: auto spreads the LM's layers over the visible GPUs (accelerate).")
 @click.option("--rerank-depth", type=COUNT, default=200, show_default=True,
               help="How many nearest entities the LM re-scores.")

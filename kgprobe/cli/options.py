@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from kgprobe.precision import DEVICE_MAP_CHOICES, DTYPE_CHOICES
+
 
 class OutputPath(click.Path):
     """An output file or directory (``--out``, ``--out-dir``, a convert TARGET).
@@ -52,12 +54,12 @@ class BatchSize(click.ParamType):
 BATCH_SIZE = BatchSize()
 
 #: ``--dtype`` of the commands that load a causal or masked LM (kgprobe.models.resolve_dtype)
-DTYPE = click.option("--dtype", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto",
+DTYPE = click.option("--dtype", type=click.Choice(DTYPE_CHOICES), default="auto",
                      show_default=True, help="The LM's weights: auto is bf16 on a GPU (fp16 where the GPU has no "
                                              "bf16), fp32 on CPU.")
 
 #: ``--device-map`` of the same commands: none, or auto (accelerate spreads the layers; ``device_map=None`` / "auto")
-DEVICE_MAP = click.option("--device-map", type=click.Choice(["none", "auto"]), default="none", show_default=True,
+DEVICE_MAP = click.option("--device-map", type=click.Choice(DEVICE_MAP_CHOICES), default="none", show_default=True,
                           callback=lambda ctx, param, value: None if value == "none" else value,
                           help="auto: spread the LM's layers over the visible GPUs (then CPU memory), for LMs too "
                                "large for one GPU; none: the whole LM on --device.")

@@ -23,10 +23,6 @@ from kgprobe.models.memory import OomHalving
 class CausalBackend:
     """Few-shot prefix of the seeds, left-to-right search, full-sentence rescoring."""
 
-    def memory_notes(self) -> list[dict]:
-        """The out-of-memory halvings of this run (LM batches, then search chunks)."""
-        return self.lm.memory.notes + self.search_memory.notes
-
     def __init__(self, model, tokenizer, rel: Relation, *, batch_size: int | str, min_weight: float,
                  search: SearchParams, search_prompts: int, prior_correction: float = 0.5):
         self.lm = CausalLMRunner(model, tokenizer, batch_size=batch_size)
@@ -37,6 +33,10 @@ class CausalBackend:
         self.min_weight, self.params, self.search_prompts = min_weight, search, search_prompts
         self.prior_correction = prior_correction
         self.stats, self.device = self.lm.stats, self.lm.device
+
+    def memory_notes(self) -> list[dict]:
+        """The out-of-memory halvings of this run (LM batches, then search chunks)."""
+        return self.lm.memory.notes + self.search_memory.notes
 
     def score(self, template: Template, tuples: list[tuple[str, ...]], leave_out: int | None = None) -> torch.Tensor:
         seeds = [s for j, s in enumerate(self.seeds) if j != leave_out]
@@ -91,14 +91,14 @@ class CausalBackend:
 class MaskedBackend:
     """BertNet proper: masked-token scoring, no few-shot prefix, beam fill of masked slots."""
 
-    def memory_notes(self) -> list[dict]:
-        """The out-of-memory halvings of this run (LM batches)."""
-        return list(self.lm.memory.notes)
-
     def __init__(self, model, tokenizer, rel: Relation, *, batch_size: int | str, search: SearchParams, **_):
         self.lm = masked.MaskedLM(model, tokenizer, batch_size=batch_size)
         self.rel, self.seeds, self.params = rel, list(rel.seeds), search
         self.stats, self.device = self.lm.stats, self.lm.device
+
+    def memory_notes(self) -> list[dict]:
+        """The out-of-memory halvings of this run (LM batches)."""
+        return list(self.lm.memory.notes)
 
     def score(self, template: Template, tuples: list[tuple[str, ...]], leave_out: int | None = None) -> torch.Tensor:
         return masked.score_tuples(self.lm, template, tuples)

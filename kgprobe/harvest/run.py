@@ -37,6 +37,7 @@ from kgprobe.harvest.weighting import WeightingParams
 from kgprobe.models.device import dtype_name
 from kgprobe.models.loaders import architecture_kind, check_model
 from kgprobe.outdir import OutputDir, check_output_dir, marker_command, open_output_dir
+from kgprobe.precision import DeviceMapName, DtypeName
 
 
 class SearchOptions(BaseModel):
@@ -84,10 +85,10 @@ class HarvestOptions(BaseModel):
     seed: int = 0
     search: SearchOptions = Field(default_factory=SearchOptions)
     weighting: WeightingOptions = Field(default_factory=WeightingOptions)
-    dtype: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+    dtype: DtypeName = Field(
         default="auto", description="weights' dtype (auto: bf16 on a GPU, fp32 on CPU)")
     #: where the layers go (None: all on ``device``; auto: spread by accelerate); not in config.json
-    device_map: Literal["none", "auto"] | None = Field(default=None, exclude=True)
+    device_map: DeviceMapName | None = Field(default=None, exclude=True)
 
     @model_serializer(mode="wrap")
     def _dtype_when_given(self, handler) -> dict:

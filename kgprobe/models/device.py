@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from kgprobe.errors import KgprobeError
+from kgprobe.precision import DEVICE_MAP_CHOICES, DTYPE_CHOICES
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
@@ -37,10 +38,8 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     raise KgprobeError(f"bad device {device!r}: use auto, cpu, cuda or cuda:N")
 
 
-DTYPE_CHOICES = ("auto", "bf16", "fp16", "fp32")
 _DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
            "half": torch.float16, "fp32": torch.float32, "float32": torch.float32, "float": torch.float32}
-DEVICE_MAP_CHOICES = ("none", "auto")
 
 
 def resolve_dtype(dtype: str | torch.dtype | None = "auto", device: str | torch.device | None = "auto") -> torch.dtype:
@@ -103,14 +102,17 @@ def input_device(model: torch.nn.Module) -> torch.device:
     ``next(model.parameters()).device``, and an offloaded embedding's weight sits on ``meta``."""
     get = getattr(model, "get_input_embeddings", None)
     module = get() if callable(get) else None
-    if module is None:
-        return next(model.parameters()).device
-    hook = getattr(module, "_hf_hook", None)  # accelerate: where an offloaded module runs
-    where = getattr(hook, "execution_device", None)
+    return execution_device(module if module is not None else model, next(model.parameters()).device)
+
+
+def execution_device(module: torch.nn.Module, default: torch.device) -> torch.device:
+    """Where ``module`` computes: accelerate's execution device under a device map (an offloaded
+    module's weights sit on ``meta``), else the device of its weights (``default`` without any)."""
+    where = getattr(getattr(module, "_hf_hook", None), "execution_device", None)
     if where is not None:
         return torch.device("cuda", where) if isinstance(where, int) else torch.device(where)
-    weight = getattr(module, "weight", None)
-    return weight.device if weight is not None else next(model.parameters()).device
+    param = next(module.parameters(), None)
+    return default if param is None else param.device
 
 
 def cpu_model() -> str:

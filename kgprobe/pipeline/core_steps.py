@@ -27,6 +27,7 @@ from kgprobe.pipeline.registry import (
     reused_build,
     step,
 )
+from kgprobe.precision import DeviceMapName, DtypeName
 
 
 # ------------------------------------------------------------------ load_model
@@ -36,9 +37,9 @@ class LoadModel(StepConfig):
     kind: Literal["causal-lm", "masked-lm", "sentence-encoder"] | None = None
     as_: str | None = Field(default=None, alias="as")
     #: causal and masked LMs: the weights' dtype (auto: bf16 on a GPU, fp32 on CPU)
-    dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    dtype: DtypeName = "auto"
     #: causal and masked LMs: none (all on the pipeline's device) or auto (layers spread by accelerate)
-    device_map: Literal["none", "auto"] | None = None
+    device_map: DeviceMapName | None = None
 
 
 def _check_load_model(step: LoadModel, ctx: CheckContext) -> None:

@@ -20,6 +20,7 @@ from kgprobe.pipeline.registry import (
     problem_at,
     step,
 )
+from kgprobe.precision import DeviceMapName, DtypeName
 
 #: options the step sets itself (``seed`` is the pipeline's), so not allowed again under ``options``
 _STEP_LEVEL = ("model", "top_k", "paraphrases", "seed", "dtype", "device_map")
@@ -45,9 +46,9 @@ class HarvestStep(StepConfig):
     top_k: int = Field(default=100, ge=1)
     paraphrases: int = Field(default=0, ge=0)
     #: the LM's weights: auto (bf16 on a GPU, fp32 on CPU), bf16, fp16, fp32
-    dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    dtype: DtypeName = "auto"
     #: none: the whole LM on the pipeline's device; auto: its layers spread over the GPUs (accelerate)
-    device_map: Literal["none", "auto"] | None = None
+    device_map: DeviceMapName | None = None
     resume: bool = True
     batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"  # auto: planned from free memory
     options: HarvestStepOptions = Field(default_factory=HarvestStepOptions)

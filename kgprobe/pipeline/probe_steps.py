@@ -17,6 +17,7 @@ from kgprobe.pipeline.registry import (
     problem_at,
     step,
 )
+from kgprobe.precision import DeviceMapName, DtypeName
 from kgprobe.probe.run import LocateOptions, UnlearnOptions, ValidateOptions
 
 STAGES = ("locate", "validate", "unlearn")
@@ -32,9 +33,9 @@ class ConceptVectorsStep(StepConfig):
     stages: list[Literal["locate", "validate", "unlearn"]] = Field(default_factory=lambda: list(STAGES))
     batch_size: int = Field(default=32, ge=1)
     #: the LM's weights: auto (bf16 on a GPU, fp32 on CPU), bf16, fp16, fp32
-    dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    dtype: DtypeName = "auto"
     #: none: the whole LM on the pipeline's device; auto: its layers spread over the GPUs (accelerate)
-    device_map: Literal["none", "auto"] | None = None
+    device_map: DeviceMapName | None = None
     locate: LocateOptions = Field(default_factory=LocateOptions)
     validate_: ValidateOptions = Field(default_factory=ValidateOptions, alias="validate")
     unlearn: UnlearnOptions = Field(default_factory=UnlearnOptions)

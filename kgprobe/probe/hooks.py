@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from kgprobe.errors import KgprobeError
+from kgprobe.models.device import execution_device
 
 HOOK_POINTS = (
     "blocks.{i}.hook_resid_pre",
@@ -287,16 +288,6 @@ def _loaded(module: nn.Module):
     return align_module_device(module)
 
 
-def _compute_device(module: nn.Module, default: torch.device) -> torch.device:
-    """Where ``module`` runs: accelerate's execution device under a device map (its weights may sit
-    on ``meta``), else the device of its weights (``default`` when it has none)."""
-    where = getattr(getattr(module, "_hf_hook", None), "execution_device", None)
-    if where is not None:
-        return torch.device("cuda", where) if isinstance(where, int) else torch.device(where)
-    param = next(module.parameters(), None)
-    return default if param is None else param.device
-
-
 def _weight_view(arch: Arch, layer: int, index: int) -> torch.Tensor:
     w = arch.down_proj(layer).weight
     if w.device.type == "meta":
@@ -374,8 +365,8 @@ def logit_lens(model: nn.Module, vectors: torch.Tensor, *, k: int = 20,
     k = min(k, w.shape[0])
     values, ids = [], []
     # the norm and the unembedding may sit on different devices (a device map), or be offloaded
-    head_at = _compute_device(arch.output_embeddings, w.device)
-    norm_at = _compute_device(arch.final_norm, head_at)
+    head_at = execution_device(arch.output_embeddings, w.device)
+    norm_at = execution_device(arch.final_norm, head_at)
     with torch.no_grad():
         for part in vectors.split(max(int(chunk), 1)):
             normed = arch.final_norm(part.to(device=norm_at, dtype=w.dtype))
