@@ -32,3 +32,11 @@ def split_dir(tmp_path_factory) -> Path:
         main(["data", "build", "umls", "--inductive", "--out", str(out)])
     assert exc.value.code == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def bert_dir(tmp_path_factory) -> Path:
+    """A random 2-layer BERT with a 20-word vocabulary, saved like a user's local masked LM."""
+    from tiny_models import save_tiny_masked_lm
+
+    return save_tiny_masked_lm(tmp_path_factory.mktemp("tiny_bert"))

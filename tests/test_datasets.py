@@ -26,7 +26,7 @@ def _has(kg, head: str, relation: str, tail: str) -> bool:
 
 # ----------------------------------------------------------------- registry
 def test_registry_lists_every_builder_and_all_are_available_here():
-    assert set(DATASETS) == {"wordnet", "countries", "nations", "umls", "kinships",
+    assert set(DATASETS) == {"wordnet", "wordnet-lexical", "countries", "geonames", "nations", "umls", "kinships",
                              "synthetic-10k", "synthetic-100k", "synthetic-1m", "synthetic-5m"}
     for name, spec in DATASETS.items():
         assert spec.name == name and spec.description and "\n" not in spec.description

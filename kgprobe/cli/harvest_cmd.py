@@ -37,8 +37,9 @@ MANY_ONLY = ("executor", "ray_address", "gpus_per_relation", "cpus_per_relation"
 
 @click.command()
 @click.argument("relations", nargs=-1, type=click.Path(path_type=Path), metavar="[RELATION...]")
-@click.option("--out", type=OutputPath(), required=True,
-              help="Run directory to write (several relations: the job's folder, a run directory per relation inside).")
+@click.option("--out", type=OutputPath(), default=None,
+              help="(Required, except with --suggest-seeds.) "
+                   "Run directory to write (several relations: the job's folder, a run directory per relation inside).")
 @click.option("--model", default="smollm2-135m", show_default=True,
               help="Registry name, local model directory, .gguf file or hub id (causal or masked LM).")
 @click.option("--top-k", type=click.IntRange(min=1), default=100, show_default=True, help="Tuples to output.")
@@ -49,6 +50,17 @@ MANY_ONLY = ("executor", "ray_address", "gpus_per_relation", "cpus_per_relation"
 @click.option("--prior-correction", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Causal LMs: discount of the log-probability of the entity written first "
                    "(its prior: how common the name is); 0 = plain sentence likelihood, 1 = PMI.")
+@click.option("--infer-types/--no-infer-types", default=True, show_default=True,
+              help="Type each slot the relation file leaves untyped from its seeds' WordNet type (Paris, Tokyo, "
+                   "... -> national capital) and drop candidates of another type; types.json says what.")
+@click.option("--infer-properties/--no-infer-properties", default=True, show_default=True,
+              help="Where the relation file is silent: symmetric (one tuple per unordered pair) when the LM reads "
+                   "the seeds both ways, functional (one object per subject, slot 0) when no two seeds share a "
+                   "subject; properties.json says what.")
+@click.option("--critic/--no-critic", default=False, show_default=True,
+              help="Add a hidden-state critic's score (a linear probe on the LM's hidden states, trained on the "
+                   "seeds against corrupted seeds), weighted by leave-one-out on the seeds; critic.json says the "
+                   "weight (0 when it does not help).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @DTYPE
 @DEVICE_MAP
@@ -62,6 +74,9 @@ MANY_ONLY = ("executor", "ray_address", "gpus_per_relation", "cpus_per_relation"
               help="An integer: the random seed (default 0). ENT0|ENT1|...: a seed tuple of the relation given by "
                    "--prompt (repeatable, at least two).")
 @click.option("--name", default=None, help="With --prompt: the relation's name (default: relation).")
+@click.option("--suggest-seeds", type=click.IntRange(min=1), default=None, metavar="N",
+              help="With --prompt: harvest nothing, propose N seed tuples from the LM (zero-shot, or following "
+                   "any --seed given) and print them as --seed options to confirm.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out (same options).")
 @click.option("--overwrite", is_flag=True,
               help="Replace whatever --out holds (without it, --out must be new, empty or this command's own run).")
@@ -80,9 +95,11 @@ MANY_ONLY = ("executor", "ray_address", "gpus_per_relation", "cpus_per_relation"
               help="--executor ray: how often Ray runs a relation again whose worker died (killed, node lost); "
                    "it continues from the relation's checkpoints.")
 @click.pass_context
-def harvest(ctx: click.Context, relations: tuple[Path, ...], out: Path, model: str, top_k: int, paraphrases: int,
-            first_candidates: int | None, prior_correction: float, device: str, dtype: str, device_map: str | None,
+def harvest(ctx: click.Context, relations: tuple[Path, ...], out: Path | None, model: str, top_k: int, paraphrases: int,
+            first_candidates: int | None, prior_correction: float, infer_types: bool, infer_properties: bool,
+            critic: bool, device: str, dtype: str, device_map: str | None,
             batch_size: int | str, prompts: tuple[str, ...], seeds: tuple[int, tuple[str, ...]], name: str | None,
+            suggest_seeds: int | None,
             resume: bool, overwrite: bool, executor: str, ray_address: str | None, gpus_per_relation: float,
             cpus_per_relation: float, max_retries: int) -> None:
     """Harvest a ranked KG for each RELATION (a YAML/JSON file with prompts and seed tuples, or a
@@ -112,6 +129,15 @@ def harvest(ctx: click.Context, relations: tuple[Path, ...], out: Path, model: s
 
     seed, seed_tuples = seeds
     search = {"first_candidates": first_candidates} if first_candidates else {}
+    chosen = dict(model=model, top_k=top_k, paraphrases=paraphrases, seed=seed, search=search,
+                  prior_correction=prior_correction, dtype=dtype, device_map=device_map, infer_types=infer_types,
+                  infer_properties=infer_properties, critic=critic)
+    if suggest_seeds is not None:
+        _suggest(prompts, seed_tuples, n=suggest_seeds, options=HarvestOptions(**chosen), device=device,
+                 batch_size=batch_size, relations=relations)
+        return
+    if out is None:
+        raise click.UsageError("Missing option '--out'.")
     if prompts or seed_tuples or name is not None:
         from kgprobe.harvest.relation import relation_from_options
 
@@ -130,15 +156,13 @@ def harvest(ctx: click.Context, relations: tuple[Path, ...], out: Path, model: s
 
             raise KgprobeError(f"{', '.join(given)}: only for several relations (a folder or several relation "
                                "files); one relation runs in this process")
-        _harvest_one(relations[0], out, model=model, top_k=top_k, paraphrases=paraphrases, search=search,
-                     prior_correction=prior_correction, device=device, dtype=dtype, device_map=device_map,
-                     batch_size=batch_size, seed=seed, resume=resume, overwrite=overwrite)
+        _harvest_one(relations[0], out, options=HarvestOptions(**chosen), device=device, batch_size=batch_size,
+                     resume=resume, overwrite=overwrite)
         return
     from kgprobe.harvest.many import harvest_many
 
-    options = HarvestOptions(model=model, top_k=top_k, paraphrases=paraphrases, seed=seed, search=search,
-                             prior_correction=prior_correction, dtype=dtype, device_map=device_map)
-    done = harvest_many(relations, out, options=options, device=device, batch_size=batch_size, executor=executor,
+    done = harvest_many(relations, out, options=HarvestOptions(**chosen), device=device, batch_size=batch_size,
+                        executor=executor,
                         ray_address=ray_address, gpus_per_relation=gpus_per_relation,
                         cpus_per_relation=cpus_per_relation, max_retries=max_retries, resume=resume,
                         overwrite=overwrite, echo=click.echo)
@@ -147,19 +171,32 @@ def harvest(ctx: click.Context, relations: tuple[Path, ...], out: Path, model: s
                f"({done.seconds:.0f}s, {done.executor})")
 
 
-def _harvest_one(relation, out: Path, *, model: str, top_k: int, paraphrases: int, search: dict,
-                 prior_correction: float, device: str, dtype: str, device_map: str | None, batch_size: int | str,
-                 seed: int, resume: bool, overwrite: bool) -> None:
+def _suggest(prompts: tuple[str, ...], seed_tuples: tuple[str, ...], *, n: int, options, device: str,
+             batch_size: int | str, relations: tuple) -> None:
+    """--suggest-seeds: print N proposed seed tuples as --seed options (nothing is written)."""
+    from kgprobe.errors import KgprobeError
+    from kgprobe.harvest.suggest import suggest_with_model
+
+    if relations:
+        raise KgprobeError("--suggest-seeds works on a relation given by --prompt, not on relation files")
+    found = suggest_with_model(prompts, seed_tuples, n=n, options=options, device=device, batch_size=batch_size)
+    if not found:
+        raise KgprobeError("the LM proposed no tuple for these prompts: try other wording or give one --seed")
+    click.echo(f"# {len(found)} suggested seeds, best first (score = mean log-probability over the prompts); "
+               "keep the true ones:")
+    for row in found:
+        click.echo(f"--seed {'|'.join(row['entities'])!r}  # {row['score']}")
+
+
+def _harvest_one(relation, out: Path, *, options, device: str, batch_size: int | str, resume: bool,
+                 overwrite: bool) -> None:
     """One relation (a file, or one given by --prompt / --seed): its run directory in --out."""
     from kgprobe.harvest.relation import Relation, load_relation
-    from kgprobe.harvest.run import HarvestOptions
     from kgprobe.harvest.run import harvest as run_harvest
     from kgprobe.models import resolve_device
 
     rel = relation if isinstance(relation, Relation) else load_relation(relation)
     resolve_device(device)
-    options = HarvestOptions(model=model, top_k=top_k, paraphrases=paraphrases, seed=seed, search=search,
-                             prior_correction=prior_correction, dtype=dtype, device_map=device_map)
     run_harvest(rel, out, options=options, device=device, batch_size=batch_size, resume=resume,
                 overwrite=overwrite, echo=click.echo)
 

@@ -89,7 +89,9 @@ def context(runner: CausalLMRunner, lay: Layout, filled: tuple[str, ...]) -> tup
 
 
 def few_shot_prefix(template: Template, seeds: list[tuple[str, ...]]) -> str:
-    return "".join(template.fill(s) + "\n" for s in seeds)
+    """The seeds filled into ``template``, a line each; without seeds a bare line break (the LM
+    needs one token of context, and a zero-shot search for seeds has none to give)."""
+    return "".join(template.fill(s) + "\n" for s in seeds) or "\n"
 
 
 def score_tuples(

@@ -6,7 +6,8 @@ dropped, a leading article ("the", "a", "an") dropped. An entity's forms are its
 parts of a label listing alternatives ("A / B", WordNet's "dog, domestic dog"), the label without
 a trailing "City" or "D.C." ("Mexico City" ~ "Mexico", "Washington D.C." ~ "Washington"), and the
 dataset's aliases where it
-has them (country alternative spellings from countryinfo, capital spellings from GeoNames).
+has them (country alternative spellings from countryinfo, capital spellings from GeoNames; for
+``geonames``, cities' alternative names and US state codes).
 """
 from __future__ import annotations
 
@@ -48,6 +49,10 @@ def _dataset_aliases(name: str) -> dict[str, list[str]]:
         from kgprobe.kg.datasets.countries import capital_aliases, country_aliases
 
         return {**country_aliases(), **capital_aliases()}
+    if name == "geonames":
+        from kgprobe.kg.datasets.geonames import aliases
+
+        return aliases()
     return {}
 
 
@@ -106,34 +111,51 @@ def evaluate_run(
             tuples.append(json.loads(line)["entities"])
         except (ValueError, KeyError, TypeError):
             raise KgprobeError("not a harvest tuple line", path=path, line=n) from None
-    kg, relation, aliases = load_reference(reference)
-    pairs = reference_pairs(kg, relation, aliases)
-    index: dict[tuple[str, str], int] = {}
-    for i, (hs, ts) in enumerate(pairs):
-        for h in hs:
-            for t in ts:
-                index.setdefault((h, t), i)
-    heads = {h for hs, _ in pairs for h in hs}
+    judged = judge(tuples, ReferenceIndex.load(reference), head_slot=head_slot, tail_slot=tail_slot, ks=ks)
+    result = {"run": str(run_dir), "reference": reference, "head_slot": head_slot, "tail_slot": tail_slot, **judged}
+    write_json(run_dir / "eval.json", result)
+    return result
+
+
+class ReferenceIndex:
+    """A reference relation's (head form, tail form) pairs, for judging many tuple lists."""
+
+    def __init__(self, pairs: list[tuple[set[str], set[str]]]):
+        self.size = len(pairs)
+        self.index: dict[tuple[str, str], int] = {}
+        for i, (hs, ts) in enumerate(pairs):
+            for h in hs:
+                for t in ts:
+                    self.index.setdefault((h, t), i)
+        self.heads = {h for hs, _ in pairs for h in hs}
+
+    @classmethod
+    def load(cls, reference: str) -> "ReferenceIndex":
+        """From ``DATASET:RELATION`` or ``KG_PATH:RELATION`` (:func:`load_reference`)."""
+        return cls(reference_pairs(*load_reference(reference)))
+
+
+def judge(tuples: list, ref: ReferenceIndex, *, head_slot: int = 0, tail_slot: int = 1,
+          ks: tuple[int, ...] = (10, 50, 100)) -> dict:
+    """Precision@k (None below k tuples), precision over all, coverage of the reference, and the
+    same on the tuples whose head the reference knows (judged)."""
     hits, found, judged = [], set(), []
     for ents in tuples:
         if max(head_slot, tail_slot) >= len(ents):
             raise KgprobeError(f"slot {max(head_slot, tail_slot)} out of range for {len(ents)}-ary tuples")
-        match = index.get((normalise(ents[head_slot]), normalise(ents[tail_slot])))
+        match = ref.index.get((normalise(ents[head_slot]), normalise(ents[tail_slot])))
         hits.append(match is not None)
-        judged.append(normalise(ents[head_slot]) in heads)
+        judged.append(normalise(ents[head_slot]) in ref.heads)
         if match is not None:
             found.add(match)
-    result = {
-        "run": str(run_dir), "reference": reference, "head_slot": head_slot, "tail_slot": tail_slot,
-        "tuples": len(tuples), "reference_pairs": len(pairs),
+    return {
+        "tuples": len(tuples), "reference_pairs": ref.size,
         **{f"precision@{k}": (sum(hits[:k]) / k if len(tuples) >= k else None) for k in ks},
         "precision_all": sum(hits) / len(hits) if hits else None,
         "correct": sum(hits),
-        "coverage": len(found) / len(pairs) if pairs else None,
+        "coverage": len(found) / ref.size if ref.size else None,
         # only tuples whose head the reference knows (e.g. a country, not a US state)
         "judged_tuples": sum(judged),
         **{f"judged_precision@{k}": _judged_at(hits, judged, k) for k in ks},
-        "wrong_in_top_50": [ents for ents, hit in zip(tuples[:50], hits[:50]) if not hit],
+        "wrong_in_top_50": [list(ents) for ents, hit in zip(tuples[:50], hits[:50]) if not hit],
     }
-    write_json(run_dir / "eval.json", result)
-    return result

@@ -66,18 +66,23 @@ def diversity_cap(
     ignore: frozenset[str] = frozenset(),
     max_per_slot: dict[int, int] | None = None,
     taken: list[tuple[str, ...]] = (),
+    word_slots: list[int] | None = None,
 ) -> list[int]:
-    """Indices of ``tuples`` (sorted best first) kept when no word outside ``ignore`` appears in
-    more than ``max_per_word`` kept tuples, and no value of slot ``j`` in more than
-    ``max_per_slot[j]`` (1 for a functional relation: one capital per country). Tuples in
-    ``taken`` (the seeds) use up their slot values first but are not returned."""
+    """Indices of ``tuples`` (sorted best first) kept when no word outside ``ignore`` of the slots
+    ``word_slots`` (default: all) appears in more than ``max_per_word`` kept tuples, and no value
+    of slot ``j`` in more than ``max_per_slot[j]`` (1 for a functional relation: one capital per
+    country). Tuples in ``taken`` (the seeds) use up their slot values first but are not returned.
+
+    A functional relation passes ``word_slots=[0]``: its subjects are capped already, and its
+    objects may repeat (many countries lie in Asia; BertNet's 5-per-word cap would stop at five)."""
     words_seen: Counter[str] = Counter()
     slot_seen: Counter[tuple[int, str]] = Counter()
     limits = max_per_slot or {}
     slot_seen.update((j, ents[j].lower()) for ents in taken for j in limits)
     kept = []
     for i, ents in enumerate(tuples):
-        words = {w.lower() for e in ents for w in e.split()} - ignore
+        words = {w.lower() for j, e in enumerate(ents) if word_slots is None or j in word_slots
+                 for w in e.split()} - ignore
         slots = [(j, ents[j].lower()) for j in limits]
         if all(words_seen[w] < max_per_word for w in words) and all(slot_seen[s] < limits[s[0]] for s in slots):
             kept.append(i)

@@ -19,6 +19,10 @@ File format (YAML or JSON)::
                             # (default: the slots of max_per_slot)
       types:                # slot 1 must be a country, as the LM sees it (see entity_types.py)
         1: {type: country, against: {state: [Texas], city: [Lagos]}}
+                            # (slots without written types get one inferred from the seeds'
+                            # WordNet types, see slot_types.py)
+      symmetric: false      # default: inferred (see properties.py)
+      functional: true      # slot 0 has one value of the others; default: inferred from the seeds
     reference:              # optional: how `harvest-eval` finds the true tuples
       kg: countries
       relation: capital
@@ -78,6 +82,8 @@ class Constraints(BaseModel):
     max_per_slot: dict[int, int] = Field(default_factory=dict)
     share_slots: list[int] | None = None
     types: dict[int, SlotType] = Field(default_factory=dict)
+    symmetric: bool | None = None  # None: inferred (kgprobe.harvest.properties)
+    functional: bool | None = None  # None: inferred from the seeds
 
 
 class Reference(BaseModel):
@@ -163,7 +169,8 @@ class Relation:
 
     @property
     def arity(self) -> int:
-        return len(self.seeds[0])
+        # a relation without seeds (kgprobe.harvest.suggest) has its prompts' slots
+        return len(self.seeds[0]) if self.seeds else self.templates[0].arity
 
     @property
     def prompts(self) -> list[str]:

@@ -29,10 +29,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_serializer, model_seria
 from kgprobe.atomic import atomic_path, write_json
 from kgprobe.checkpoint import ChunkLog
 from kgprobe.errors import KgprobeError
-from kgprobe.harvest.filters import diversity_cap
+from kgprobe.harvest.properties import Properties
+from kgprobe.harvest.ranking import final_ranking
 from kgprobe.harvest.relation import Relation, Template, load_relation
 from kgprobe.harvest.search import SearchParams, chunks
-from kgprobe.harvest.stopwords import stopwords
 from kgprobe.harvest.weighting import WeightingParams
 from kgprobe.models.device import dtype_name
 from kgprobe.models.loaders import architecture_kind, check_model
@@ -83,6 +83,12 @@ class HarvestOptions(BaseModel):
     rescore_chunk: int = Field(default=128, ge=1)
     share_weight: float = Field(default=0.2, ge=0, description="weight of the plain score next to the key share")
     seed: int = 0
+    infer_types: bool = Field(default=True, description="type slots the file leaves untyped from the seeds' "
+                                                        "WordNet types (kgprobe.harvest.slot_types)")
+    critic: bool = Field(default=False, description="add a hidden-state critic's score, weighted by "
+                                                    "leave-one-out on the seeds (kgprobe.harvest.critic)")
+    infer_properties: bool = Field(default=True, description="infer symmetric / functional where the file "
+                                                             "is silent (kgprobe.harvest.properties)")
     search: SearchOptions = Field(default_factory=SearchOptions)
     weighting: WeightingOptions = Field(default_factory=WeightingOptions)
     dtype: DtypeName = Field(
@@ -105,50 +111,18 @@ class HarvestOptions(BaseModel):
         return value.model_dump(exclude_unset=True)
 
     def search_params(self) -> SearchParams:
-        return SearchParams(**self.search.model_dump())
+        """The search's parameters; unless given, the first slot keeps at least ``top_k`` entities
+        (and its beam a quarter more states), so ``--top-k 1000`` has enough candidates to fill
+        (BertNet prunes at the 1000th best)."""
+        given, params = self.search.model_dump(exclude_unset=True), self.search.model_dump()
+        if "first_candidates" not in given:
+            params["first_candidates"] = max(params["first_candidates"], self.top_k)
+        if "first_beam" not in given:
+            params["first_beam"] = max(params["first_beam"], params["first_candidates"] * 5 // 4)
+        return SearchParams(**params)
 
     def weighting_params(self) -> WeightingParams:
         return WeightingParams(**self.weighting.model_dump())
-
-
-def rank_scores(
-    per_prompt: torch.Tensor,
-    weights: torch.Tensor,
-    candidates: list[tuple[str, ...]],
-    *,
-    key_slots: list[int],
-    share_weight: float = 0.2,
-) -> torch.Tensor:
-    """Final score of each candidate from its per-prompt scores ``S`` (N x P) and prompt weights ``w``.
-
-    Without key slots: ``sum_p w_p S_ip`` (BertNet). With key slots (slots a relation limits with
-    ``max_per_slot``, e.g. one capital per country and one country per capital), candidates
-    sharing a key value compete: per prompt and key slot ``k``, the candidate's share
-    ``S_ip - logsumexp_{j: j_k = i_k} S_jp``, and
-
-        score_i = min_{p, k} share_ipk + share_weight * sum_p w_p S_ip
-
-    so a tuple ranks high only when every prompt prefers it over the other candidates sharing any
-    of its keys, and the LM also finds it likely. (On "capital of" with SmolLM2-135M this puts confident
-    answers first: Berlin/Germany above Sydney/Australia, where the LM also likes Canberra.)
-    """
-    base = (per_prompt * weights).sum(1)
-    if not key_slots or len(candidates) == 0:
-        return base
-    used = weights > 0
-    least = torch.full((len(candidates),), float("inf"))
-    for slot in key_slots:
-        keys = [c[slot].lower() for c in candidates]
-        ids = {k: i for i, k in enumerate(dict.fromkeys(keys))}
-        group = torch.tensor([ids[k] for k in keys])
-        # logsumexp per group and prompt without a Python loop over groups
-        top = torch.full((len(ids), per_prompt.shape[1]), float("-inf")).scatter_reduce(
-            0, group[:, None].expand_as(per_prompt), per_prompt, reduce="amax")
-        summed = torch.zeros((len(ids), per_prompt.shape[1])).index_add_(0, group, (per_prompt - top[group]).exp())
-        share = per_prompt - (top + summed.log())[group]
-        least = torch.minimum(least, share[:, used].min(1).values)
-    return least + share_weight * base
-
 
 
 #: the marker command of a run directory of one relation, and of a job of several (kgprobe.harvest.many)
@@ -289,6 +263,7 @@ def harvest(
     prompt_rows = _prompt_rows(backend, model, tokenizer, rel, options, out, echo)
     timings["weighting"] = time.perf_counter() - t
     weighted = _weighted(prompt_rows, echo)
+    props = _properties(backend, weighted, rel, options, out, echo)
 
     # 2. candidates
     t = time.perf_counter()
@@ -299,11 +274,17 @@ def harvest(
     t = time.perf_counter()
     per_prompt = _rescore(backend, weighted, candidates, options, out, echo)
     timings["rescore"] = time.perf_counter() - t
-    scores = _combined_scores(per_prompt, weighted, candidates, rel, options)
+    critic = _critic(backend, model, tokenizer, weighted, candidates, rel, options, out, echo) if options.critic \
+        else None
 
     # 4. the ranked, capped tuples, and every candidate
-    ranked = sorted(range(len(candidates)), key=lambda i: (-float(scores[i]), candidates[i]))
-    kept = _kept(ranked, candidates, rel, options)
+    ranking = final_ranking(candidates, torch.tensor(per_prompt).reshape(-1, len(weighted)),
+                            torch.tensor([w for _, w in weighted]), constraints=rel.constraints,
+                            seeds=list(rel.seeds), max_per_slot=props.max_per_slot, symmetric=props.symmetric,
+                            functional=props.functional, critic=critic, tier=_tiers(candidates, rel, out),
+                            share_weight=options.share_weight, diversity=options.diversity,
+                            include_seeds=options.include_seeds, top_k=options.top_k)
+    scores, ranked, kept = ranking.scores, ranking.ranked, ranking.kept
     rows = [{"rank": r + 1, "entities": list(candidates[i]), "score": round(float(scores[i]), 6),
              "prompt_scores": {tm.prompt: round(per_prompt[i][j], 6) for j, (tm, _) in enumerate(weighted)}}
             for r, i in enumerate(kept)]
@@ -388,7 +369,7 @@ def _candidates(backend, weighted: list[tuple[Template, float]], rel: Relation, 
     if not options.include_seeds:
         seeds = {tuple(e.lower() for e in s) for s in rel.seeds}
         candidates = [c for c in candidates if tuple(e.lower() for e in c) not in seeds]
-    return _typed(candidates, rel, out, backend.lm, echo)
+    return _typed(candidates, rel, out, backend.lm, options, echo)
 
 
 def _rescore(backend, weighted: list[tuple[Template, float]], candidates: list[tuple[str, ...]],
@@ -409,26 +390,6 @@ def _rescore(backend, weighted: list[tuple[Template, float]], candidates: list[t
     return per_prompt
 
 
-def _combined_scores(per_prompt: list[list[float]], weighted: list[tuple[Template, float]],
-                     candidates: list[tuple[str, ...]], rel: Relation, options: HarvestOptions) -> torch.Tensor:
-    """One score per candidate from its prompt scores (:func:`rank_scores`)."""
-    weights = torch.tensor([w for _, w in weighted])
-    matrix = torch.tensor(per_prompt).reshape(-1, len(weighted))
-    share_slots = rel.constraints.share_slots
-    return rank_scores(matrix, weights, candidates, share_weight=options.share_weight,
-                       key_slots=sorted(rel.constraints.max_per_slot) if share_slots is None else share_slots)
-
-
-def _kept(ranked: list[int], candidates: list[tuple[str, ...]], rel: Relation, options: HarvestOptions) -> list[int]:
-    """The candidates (indices, best first) that pass the diversity cap, at most ``top_k``."""
-    # seeds are true tuples: under one capital per country, a seed's country is taken
-    taken = [] if options.include_seeds else list(rel.seeds)
-    kept = [ranked[j] for j in diversity_cap([candidates[i] for i in ranked], max_per_word=options.diversity,
-                                             ignore=stopwords(rel.constraints.stopwords),
-                                             max_per_slot=rel.constraints.max_per_slot, taken=taken)]
-    return kept[: options.top_k]
-
-
 def _write_candidates(path: Path, candidates: list[tuple[str, ...]], scores: torch.Tensor,
                       per_prompt: list[list[float]], ranked: list[int]) -> None:
     """candidates.jsonl: every rescored candidate, best first, before the diversity and top-k cuts."""
@@ -438,28 +399,130 @@ def _write_candidates(path: Path, candidates: list[tuple[str, ...]], scores: tor
                                           ensure_ascii=False) + "\n" for i in ranked), encoding="utf-8")
 
 
-def _typed(candidates, rel: Relation, out: Path, lm, echo: Callable[[str], None]) -> list[tuple[str, ...]]:
-    """Drop candidates whose typed slots the LM assigns another type (``types.json`` keeps why)."""
-    if not rel.constraints.types:
-        return candidates
-    from kgprobe.harvest.entity_types import assign_types
+def _properties(backend, weighted: list[tuple[Template, float]], rel: Relation, options: HarvestOptions,
+                out: Path, echo: Callable[[str], None]) -> Properties:
+    """Symmetric / functional, as the file states or as inferred (kept in properties.json)."""
+    from kgprobe.harvest.properties import infer_properties, symmetry_margins
 
+    path = out / "properties.json"
+    if path.exists():
+        data = json.loads(path.read_text())
+        return Properties(**{**data, "max_per_slot": {int(k): v for k, v in data["max_per_slot"].items()}})
+    margins = (lambda: symmetry_margins(backend.score, weighted, list(rel.seeds))) if options.infer_properties else None
+    props = infer_properties(rel.constraints, list(rel.seeds), margins=margins, infer=options.infer_properties)
+    write_json(path, props.as_dict())
+    echo(f"symmetric: {props.symmetric} ({props.symmetric_from}); functional: {props.functional} "
+         f"({props.functional_from}); max_per_slot: {props.max_per_slot or 'none'}")
+    return props
+
+
+def weighted_scorer(backend, weighted: list[tuple[Template, float]]):
+    """``(tuples, leave_out) -> sum_t w_t s_t(tuples)``: the plain weighted score (no key shares)."""
+    def score(tuples: list[tuple[str, ...]], leave_out: int | None = None) -> torch.Tensor:
+        return sum(w * backend.score(t, tuples, leave_out) for t, w in weighted)
+
+    return score
+
+
+def _critic(backend, model, tokenizer, weighted: list[tuple[Template, float]], candidates: list[tuple[str, ...]],
+            rel: Relation, options: HarvestOptions, out: Path, echo: Callable[[str], None]) -> torch.Tensor:
+    """The hidden-state critic's term per candidate (:func:`kgprobe.harvest.critic.critic_scores`
+    on the heaviest prompt; the base it is weighed against is the plain weighted score, each seed
+    scored without itself in the few-shot prefix). Kept in critic.json."""
+    from kgprobe.harvest.critic import critic_scores
+
+    path = out / "critic.json"
+    if path.exists():
+        return torch.tensor(json.loads(path.read_text())["scores"])
+    score = weighted_scorer(backend, weighted)
+    seeds = list(rel.seeds)
+    seed_base = torch.stack([score([s], i)[0] for i, s in enumerate(seeds)])
+    pool = {j: sorted({c[j] for c in candidates}) for j in range(rel.arity)}
+    scores, report = critic_scores(model, tokenizer, template=weighted[0][0], seeds=seeds, candidates=candidates,
+                                   seed_base=seed_base, base_fn=score, pool=pool, seed=options.seed)
+    write_json(path, {**report, "scores": [round(float(x), 6) for x in scores]})
+    echo(f"critic: layer {report['layer']}, weight {report['weight']} (leave-one-out on the seeds)")
+    return scores
+
+
+def _typed(candidates, rel: Relation, out: Path, lm, options: HarvestOptions,
+           echo: Callable[[str], None]) -> list[tuple[str, ...]]:
+    """Drop candidates whose typed slots have another type: slots with written ``types`` are typed
+    by the LM (:mod:`kgprobe.harvest.entity_types`), the others (``infer_types``) by the seeds'
+    WordNet type (:mod:`kgprobe.harvest.slot_types`). ``types.json`` keeps each value's type, and
+    under ``inferred`` what was inferred per slot or why nothing was."""
     path = out / "types.json"
     if path.exists():
         assigned = json.loads(path.read_text())
     else:
-        assigned = {}
+        assigned = _assign_types(candidates, rel, lm, options, echo)
+        write_json(path, assigned)
+    wanted = typed_slots(assigned, rel)
+    keep = [c for c in candidates if all(assigned[str(slot)].get(c[slot]) in (name, UNKNOWN)
+                                         for slot, name in wanted.items())]
+    for slot, name in sorted(wanted.items()):
+        types = list(assigned[str(slot)].values())
+        echo(f"slot {slot} typed as {name}: {sum(t not in (name, UNKNOWN) for t in types)} of {len(types)} values "
+             f"dropped, {types.count(UNKNOWN)} unknown to WordNet (ranked after the typed ones)")
+    return keep
+
+
+#: a WordNet-typed slot's value that WordNet does not know: kept, but ranked after the typed values
+UNKNOWN = "unknown"
+
+
+def _tiers(candidates, rel: Relation, out: Path) -> torch.Tensor | None:
+    path = out / "types.json"
+    return type_tiers(candidates, json.loads(path.read_text()), rel) if path.exists() else None
+
+
+def typed_slots(assigned: dict, rel: Relation) -> dict[int, str]:
+    """Slot -> the type its values must have (written in the file, or inferred), from types.json."""
+    wanted = {slot: spec.type for slot, spec in rel.constraints.types.items()}
+    return wanted | {int(slot): info["name"] for slot, info in assigned.get("inferred", {}).items()
+                     if isinstance(info, dict)}
+
+
+def type_tiers(candidates, assigned: dict, rel: Relation) -> torch.Tensor:
+    """1 for a candidate with a value WordNet does not know in a typed slot, else 0: the ranking
+    puts every fully typed candidate first (a long harvest still fills up with unknown names)."""
+    slots = typed_slots(assigned, rel)
+    return torch.tensor([int(any(assigned[str(s)].get(c[s]) == UNKNOWN for s in slots)) for c in candidates])
+
+
+def _assign_types(candidates, rel: Relation, lm, options: HarvestOptions, echo: Callable[[str], None]) -> dict:
+    """What types.json holds: per typed slot, each candidate value's type ("other" where a
+    WordNet-typed value is not of the slot's type, "unknown" where WordNet does not know it), and
+    what was inferred per untyped slot."""
+    assigned: dict = {}
+    if rel.constraints.types:
+        from kgprobe.harvest.entity_types import assign_types
+
         for slot, spec in sorted(rel.constraints.types.items()):
             values = sorted({c[slot] for c in candidates})
-            names = assign_types(lm, spec, values, [s[slot] for s in rel.seeds])
-            assigned[str(slot)] = dict(zip(values, names))
-        write_json(path, assigned)
-    keep = [c for c in candidates
-            if all(assigned[str(slot)].get(c[slot]) == spec.type for slot, spec in rel.constraints.types.items())]
-    for slot, spec in sorted(rel.constraints.types.items()):
-        dropped = sorted(v for v, t in assigned[str(slot)].items() if t != spec.type)
-        echo(f"slot {slot} typed as {spec.type}: {len(dropped)} of {len(assigned[str(slot)])} values dropped")
-    return keep
+            assigned[str(slot)] = dict(zip(values, assign_types(lm, spec, values, [s[slot] for s in rel.seeds])))
+    untyped = [slot for slot in range(rel.arity) if slot not in rel.constraints.types]
+    if not (options.infer_types and untyped):
+        return assigned
+    from kgprobe.harvest.slot_types import has_type, infer_slot_type, load_index
+
+    index = load_index()
+    if index is None:
+        echo("slot types not inferred: WordNet is not installed (apt-get install wordnet-base)")
+        return assigned
+    inferred: dict[str, dict | str] = {}
+    for slot in untyped:
+        found = infer_slot_type(index, slot, [s[slot] for s in rel.seeds])
+        if isinstance(found, str):
+            echo(found)
+            inferred[str(slot)] = found
+            continue
+        values = sorted({c[slot] for c in candidates})
+        assigned[str(slot)] = {v: found.name if has_type(index, found, v) else "other" if index.pos_of(v)
+                               else UNKNOWN for v in values}
+        inferred[str(slot)] = found.as_dict()
+    assigned["inferred"] = inferred
+    return assigned
 
 
 def _write_outputs(out: Path, rel: Relation, options: HarvestOptions, rows: list[dict]) -> None:

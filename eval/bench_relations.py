@@ -1,0 +1,227 @@
+"""Benchmark: the judged relation suite, with and without each new signal (ablation).
+
+Every relation in ``kg_data/relations/suite/`` gives only prompts and five seeds (no written
+types, caps or properties) and names a reference relation from data that installs offline. Per
+relation, one harvest runs with every new signal off (BertNet's pipeline as kgprobe runs it:
+prompt weighting, search, rescoring, the diversity cap); its ``candidates.jsonl`` holds every
+candidate's score under every prompt. The signals are then computed on those candidates:
+
+* ``types``: slot types inferred from the seeds' WordNet types (:mod:`kgprobe.harvest.slot_types`),
+* ``properties``: symmetric / functional inferred (:mod:`kgprobe.harvest.properties`),
+* ``critic``: the hidden-state critic with its leave-one-out weight (:mod:`kgprobe.harvest.critic`),
+
+and every combination is ranked by :func:`kgprobe.harvest.ranking.final_ranking`, the function a
+harvest ranks with, so a variant's tuples are those a harvest with those options outputs (the
+type check drops candidates before rescoring there, after it here; rescoring is per candidate,
+so the scores agree; the critic's negative pool is the untyped candidates here). Each variant's
+top ``--top-k`` is judged against the reference (precision@10/50/100, :mod:`kgprobe.harvest.evaluate`).
+
+Writes eval/results/relations.json (or --out): per relation the inferred types and properties,
+the critic's weight, timings and LM passes, precision per variant; the mean per variant. Runs
+live in --runs (default eval/results/relations_runs/, not committed); a killed benchmark resumes
+from them.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import time
+from pathlib import Path
+
+from machine import machine_info  # noqa: E402  (eval/machine.py, beside this script)
+
+ROOT = Path(__file__).resolve().parent.parent
+SIGNALS = ("types", "properties", "critic")
+DEFAULT_SIGNALS = ("types", "properties")  # what `kgprobe harvest` runs by default
+
+
+def variant_name(on: tuple[str, ...]) -> str:
+    return "+".join(on) if on else "none"
+
+
+def signals_of(run: Path, rel, candidates, weighted, backend, model, tokenizer, options, echo) -> dict:
+    """Each signal computed once on the run's candidates (kept in the run directory)."""
+    import torch
+
+    from kgprobe.harvest import run as harvest_run
+    from kgprobe.harvest.properties import infer_properties, symmetry_margins
+
+    typed_opts = options.model_copy(update={"infer_types": True})
+    types = harvest_run._assign_types(candidates, rel, None, typed_opts, echo)
+    wanted = harvest_run.typed_slots(types, rel)
+    keep = [all(types[str(s)].get(c[s]) in (name, harvest_run.UNKNOWN) for s, name in wanted.items())
+            for c in candidates]
+    t = time.perf_counter()
+    props = infer_properties(rel.constraints, list(rel.seeds),
+                             margins=lambda: symmetry_margins(backend.score, weighted, list(rel.seeds)))
+    t_props = time.perf_counter() - t
+    t = time.perf_counter()
+    critic_dir = run.parent / f"{run.name}.critic"  # beside the run: resuming the harvest keeps only its own files
+    critic_dir.mkdir(exist_ok=True)
+    critic = harvest_run._critic(backend, model, tokenizer, weighted, candidates, rel, options, critic_dir, echo)
+    t_critic = time.perf_counter() - t
+    report = json.loads((critic_dir / "critic.json").read_text())
+    return {"keep": torch.tensor(keep), "tier": harvest_run.type_tiers(candidates, types, rel),
+            "types": types.get("inferred", {}), "properties": props,
+            "critic": critic, "critic_report": {k: report[k] for k in ("layer", "weight", "table", "train_accuracy")},
+            "seconds": {"properties": round(t_props, 2), "critic": round(t_critic, 2)}}
+
+
+def ablation(rel, candidates, per_prompt, weights, signals: dict, ref, options, top_k: int) -> dict:
+    """precision per combination of signals."""
+    from kgprobe.harvest.evaluate import judge
+    from kgprobe.harvest.properties import infer_properties
+    from kgprobe.harvest.ranking import final_ranking
+
+    plain = infer_properties(rel.constraints, list(rel.seeds), infer=False)
+    rows = {}
+    for n in range(len(SIGNALS) + 1):
+        for on in itertools.combinations(SIGNALS, n):
+            idx = [i for i in range(len(candidates)) if "types" not in on or bool(signals["keep"][i])]
+            props = signals["properties"] if "properties" in on else plain
+            ranking = final_ranking(
+                [candidates[i] for i in idx], per_prompt[idx], weights, constraints=rel.constraints,
+                seeds=list(rel.seeds), max_per_slot=props.max_per_slot, symmetric=props.symmetric,
+                functional=props.functional, critic=signals["critic"][idx] if "critic" in on else None,
+                tier=signals["tier"][idx] if "types" in on else None,
+                share_weight=options.share_weight,
+                diversity=options.diversity, top_k=top_k)
+            tuples = [candidates[idx[i]] for i in ranking.kept]
+            ks = (10, 50, 100) if top_k <= 100 else (10, 50, 100, top_k)
+            judged = judge(tuples, ref, head_slot=rel.reference.head, tail_slot=rel.reference.tail, ks=ks)
+            rows[variant_name(on)] = {k: judged[k] for k in (
+                "tuples", *(f"precision@{k}" for k in ks), "judged_precision@50", "coverage")}
+            rows[variant_name(on)]["wrong_in_top_50"] = judged["wrong_in_top_50"][:10]
+    return rows
+
+
+def bench_relation(path: Path, runs: Path, *, model_pair, options, refs: dict, top_k: int, echo) -> dict:
+    import torch
+
+    from kgprobe.atomic import write_json
+    from kgprobe.harvest import run as harvest_run
+    from kgprobe.harvest.evaluate import ReferenceIndex
+    from kgprobe.harvest.relation import load_relation
+
+    rel = load_relation(path)
+    out = runs / rel.name
+    t = time.perf_counter()
+    harvest_run.harvest(rel, out, options=options, device="cpu" if not torch.cuda.is_available() else "auto",
+                        resume=True, loaded_model=model_pair, echo=lambda s: None)
+    wall = time.perf_counter() - t
+    record = json.loads((out / "run.json").read_text())
+    # the harvest's own time and LM passes, from the run that did the work (a resumed run that
+    # only reads its checkpoints back rewrites run.json with its own, near-zero timings)
+    first = out / "bench_timing.json"
+    if not first.exists():
+        write_json(first, {"harvest": round(wall, 1), "timings": record["timings"], "lm": record["lm"]})
+    timing = json.loads(first.read_text())
+    weighted = harvest_run._weighted(json.loads((out / "prompts.json").read_text())["prompts"], lambda s: None)
+    lines = [json.loads(x) for x in (out / "candidates.jsonl").read_text(encoding="utf-8").splitlines()]
+    candidates = [tuple(x["entities"]) for x in lines]
+    per_prompt = torch.tensor([x["prompt_scores"] for x in lines]).reshape(-1, len(weighted))
+    weights = torch.tensor([w for _, w in weighted])
+    model, tokenizer = model_pair
+    backend = harvest_run._backend(record["model_kind"], model, tokenizer, rel, options, "auto")
+    signals = signals_of(out, rel, candidates, weighted, backend, model, tokenizer, options, echo)
+    spec = f"{rel.reference.kg}:{rel.reference.relation}"
+    if spec not in refs:
+        refs[spec] = ReferenceIndex.load(spec)
+    variants = ablation(rel, candidates, per_prompt, weights, signals, refs[spec], options, top_k)
+    default = variants[variant_name(DEFAULT_SIGNALS)]
+    echo(f"{rel.name:24s} p@50 none {_fmt(variants['none']['precision@50'])}  "
+         f"default {_fmt(default['precision@50'])}  all {_fmt(variants['types+properties+critic']['precision@50'])}"
+         f"  ({timing['harvest']:.0f}s)")
+    return {"relation": rel.name, "description": rel.description, "reference": spec,
+            "prompts": len(rel.prompts), "candidates": len(candidates),
+            "inferred_types": signals["types"], "properties": signals["properties"].as_dict(),
+            "critic": signals["critic_report"],
+            "seconds": {"harvest": timing["harvest"], **timing["timings"], **signals["seconds"]},
+            "lm_forward_passes": timing["lm"]["forward_calls"],
+            # LM forward passes of the harvest (batches of up to 64 sequences) per tuple of the default output
+            "lm_passes_per_output_tuple": round(timing["lm"]["forward_calls"] / max(default_tuples(variants), 1), 3),
+            "variants": variants}
+
+
+def default_tuples(variants: dict) -> int:
+    return variants[variant_name(DEFAULT_SIGNALS)]["tuples"]
+
+
+def _fmt(x) -> str:
+    return "  -  " if x is None else f"{x:.2f}"
+
+
+def summary(rows: list[dict]) -> dict:
+    """Mean precision per variant over the relations (a missing precision@k counts as 0)."""
+    out = {}
+    for name in rows[0]["variants"]:
+        out[name] = {k: round(sum(r["variants"][name][k] or 0 for r in rows) / len(rows), 4)
+                     for k in ("precision@10", "precision@50", "precision@100")}
+    return out
+
+
+def markdown(result: dict) -> str:
+    """The per-relation table of docs/harvest.md: precision@50 per variant, what was inferred."""
+    names = ["none", "types", "properties", "critic", "types+properties", "types+properties+critic"]
+    head = "| relation | kind | " + " | ".join(names) + " | inferred | s |"
+    lines = [head, "|" + "---|" * (len(names) + 4)]
+    for r in result["relations"]:
+        types = ", ".join(f"{s}: {t['name']}" if isinstance(t, dict) else f"{s}: -" for s, t in
+                          sorted(r["inferred_types"].items()))
+        props = r["properties"]
+        flags = [f for f, on in (("symmetric", props["symmetric"]), ("functional", props["functional"])) if on]
+        kind = r["description"].split("(")[-1].rstrip(")") if "(" in r["description"] else ""
+        cells = [_fmt(r["variants"][n]["precision@50"]) for n in names]
+        lines.append(f"| {r['relation']} | {kind} | " + " | ".join(cells) +
+                     f" | {types}; {', '.join(flags) or 'neither'}; critic w={r['critic']['weight']} "
+                     f"| {r['seconds']['harvest']:.0f} |")
+    mean = result["mean"]
+    lines.append("| **mean** | | " + " | ".join(f"**{mean[n]['precision@50']:.3f}**" for n in names) + " | | |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--suite", default=str(ROOT / "kg_data/relations/suite"))
+    ap.add_argument("--only", nargs="*", default=None, help="relation names to run (default: all)")
+    ap.add_argument("--top-k", type=int, default=100)
+    ap.add_argument("--runs", default=str(ROOT / "eval/results/relations_runs"))
+    ap.add_argument("--out", default=str(ROOT / "eval/results/relations.json"))
+    ap.add_argument("--table", action="store_true", help="print --out's table for docs/harvest.md and stop")
+    args = ap.parse_args()
+    if args.table:
+        print(markdown(json.loads(Path(args.out).read_text())))
+        return
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    from kgprobe.atomic import write_json
+    from kgprobe.harvest.run import HarvestOptions
+    from kgprobe.models import load_causal_lm
+
+    paths = sorted(Path(args.suite).glob("*.yaml"))
+    if args.only:
+        paths = [p for p in paths if p.stem in args.only]
+    # the harvest runs with every new signal off; the signals are added afterwards, per variant
+    options = HarvestOptions(model=args.model, top_k=args.top_k, infer_types=False, infer_properties=False,
+                             critic=False)
+    model_pair = load_causal_lm(args.model, device="auto")
+    runs = Path(args.runs)
+    runs.mkdir(parents=True, exist_ok=True)
+    refs: dict = {}
+    t0 = time.perf_counter()
+    rows = [bench_relation(p, runs, model_pair=model_pair, options=options, refs=refs, top_k=args.top_k,
+                           echo=print) for p in paths]
+    means = summary(rows)
+    write_json(Path(args.out), {
+        "benchmark": "relations", "model": args.model, "top_k": args.top_k, "machine": machine_info(),
+        "relations": rows, "mean": means, "default_variant": variant_name(DEFAULT_SIGNALS),
+        "seconds": round(time.perf_counter() - t0, 1)})
+    for name, m in means.items():
+        print(f"{name:28s} p@10 {m['precision@10']:.3f}  p@50 {m['precision@50']:.3f}  p@100 {m['precision@100']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
