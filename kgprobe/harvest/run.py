@@ -278,13 +278,7 @@ def harvest(
         else None
 
     # 4. the ranked, capped tuples, and every candidate
-    ranking = final_ranking(candidates, torch.tensor(per_prompt).reshape(-1, len(weighted)),
-                            torch.tensor([w for _, w in weighted]), constraints=rel.constraints,
-                            seeds=list(rel.seeds), max_per_slot=props.max_per_slot, symmetric=props.symmetric,
-                            functional=props.functional, critic=critic, tier=_tiers(candidates, rel, out),
-                            share_weight=options.share_weight, diversity=options.diversity,
-                            include_seeds=options.include_seeds, top_k=options.top_k)
-    scores, ranked, kept = ranking.scores, ranking.ranked, ranking.kept
+    scores, ranked, kept = _ranking(candidates, per_prompt, weighted, rel, props, critic, options, out)
     rows = [{"rank": r + 1, "entities": list(candidates[i]), "score": round(float(scores[i]), 6),
              "prompt_scores": {tm.prompt: round(per_prompt[i][j], 6) for j, (tm, _) in enumerate(weighted)}}
             for r, i in enumerate(kept)]
@@ -469,6 +463,18 @@ def _typed(candidates, rel: Relation, out: Path, lm, options: HarvestOptions,
 
 #: a WordNet-typed slot's value that WordNet does not know: kept, but ranked after the typed values
 UNKNOWN = "unknown"
+
+
+def _ranking(candidates, per_prompt: list[list[float]], weighted: list[tuple[Template, float]], rel: Relation,
+             props: Properties, critic: torch.Tensor | None, options: HarvestOptions, out: Path):
+    """``(scores, every candidate best first, the output)`` (:func:`final_ranking`)."""
+    ranking = final_ranking(candidates, torch.tensor(per_prompt).reshape(-1, len(weighted)),
+                            torch.tensor([w for _, w in weighted]), constraints=rel.constraints,
+                            seeds=list(rel.seeds), max_per_slot=props.max_per_slot, symmetric=props.symmetric,
+                            functional=props.functional, critic=critic, tier=_tiers(candidates, rel, out),
+                            share_weight=options.share_weight, diversity=options.diversity,
+                            include_seeds=options.include_seeds, top_k=options.top_k)
+    return ranking.scores, ranking.ranked, ranking.kept
 
 
 def _tiers(candidates, rel: Relation, out: Path) -> torch.Tensor | None:
