@@ -54,8 +54,9 @@ def signals_of(run: Path, rel, candidates, weighted, backend, model, tokenizer, 
     keep = [all(types[str(s)].get(c[s]) in (name, harvest_run.UNKNOWN) for s, name in wanted.items())
             for c in candidates]
     t = time.perf_counter()
+    rows = json.loads((run / "prompts.json").read_text())["prompts"]
     props = infer_properties(rel.constraints, list(rel.seeds),
-                             margins=lambda: symmetry_margins(backend.score, weighted, list(rel.seeds)))
+                             margins=lambda: symmetry_margins(backend.score, weighted, list(rel.seeds), rows))
     t_props = time.perf_counter() - t
     t = time.perf_counter()
     critic_dir = run.parent / f"{run.name}.critic"  # beside the run: resuming the harvest keeps only its own files

@@ -3,12 +3,13 @@
 **Symmetric** (borders, antonym, synonym): a relation file that lists (love, hate) gets (hate, love)
 back as a second tuple unless the harvest knows that both say the same. It is symmetric when
 the seeds list a pair both ways, or when the LM reads the seeds reversed about as well as the
-seeds themselves. With ``s_t(x)`` the score of tuple ``x`` under prompt ``t`` (the harvest's own
-scorer, seed ``i`` left out of its few-shot prefix), ``c_i`` seed ``i``'s corruptions
-(:func:`kgprobe.harvest.weighting.corrupt`) and ``w_t`` the prompt weights:
+seeds themselves. With ``pos_t`` and ``neg_t`` the prompt weighting's mean scores of the seeds and
+of their corruptions under prompt ``t`` (:mod:`kgprobe.harvest.weighting`, prompts.json: the
+seeds are not scored twice), ``s_t`` the same scorer (seed ``i`` left out of its few-shot prefix)
+and ``w_t`` the prompt weights:
 
-    forward = sum_t w_t mean_i [ s_t(seed_i)          - mean_{c in c_i} s_t(c) ]
-    reverse = sum_t w_t mean_i [ s_t(reversed seed_i) - mean_{c in c_i} s_t(c) ]
+    forward = sum_t w_t (pos_t - neg_t)
+    reverse = sum_t w_t (mean_i s_t(reversed seed_i) - neg_t)
     symmetric  <=>  forward > 0  and  reverse >= SYMMETRY_RATIO * forward
 
 "Spain borders France" is as likely as the seed; "France is the capital of Paris" falls below the
@@ -16,8 +17,9 @@ corruptions. A symmetric harvest keeps one tuple per unordered pair (the better-
 
 **Functional** (capital_of, city_in_country: each subject has one object): slot 0 is the subject.
 The seeds say it is functional when no two of them share a subject; then ``max_per_slot`` gets
-``{0: 1}`` by default, which also makes the candidates sharing a subject compete in the ranking
-(:func:`kgprobe.harvest.ranking.rank_scores`). A symmetric relation is not made functional.
+``{0: 1}`` by default (at most one tuple per subject; unlike a cap the file writes, an inferred one
+does not make candidates compete in the ranking, see :func:`kgprobe.harvest.ranking.final_ranking`).
+A symmetric relation is not made functional.
 
 Both are overridden by the relation file (``constraints.symmetric``, ``constraints.functional``,
 or an explicit ``max_per_slot``) and recorded in the run's ``properties.json``.
@@ -30,7 +32,6 @@ from typing import Callable
 import torch
 
 from kgprobe.harvest.relation import Constraints, Template
-from kgprobe.harvest.weighting import corrupt
 
 #: reversed seeds must keep at least this share of the seeds' margin over their corruptions
 SYMMETRY_RATIO = 0.6
@@ -52,19 +53,17 @@ class Properties:
 
 
 def symmetry_margins(score: Callable[[Template, list[tuple[str, ...]], int], torch.Tensor],
-                     weighted: list[tuple[Template, float]], seeds: list[tuple[str, ...]]) -> dict[str, float]:
-    """``forward`` and ``reverse`` of the module docstring (binary relations)."""
+                     weighted: list[tuple[Template, float]], seeds: list[tuple[str, ...]],
+                     rows: list[dict]) -> dict[str, float]:
+    """``forward`` and ``reverse`` of the module docstring (binary relations); ``rows`` are the
+    weighting's per-prompt records (``prompt``, ``pos``, ``neg``)."""
+    by_prompt = {row["prompt"]: row for row in rows}
     forward = reverse = 0.0
     for template, weight in weighted:
-        fwd, rev = [], []
-        for i, seed in enumerate(seeds):
-            bad = corrupt(seeds, i)
-            scores = score(template, [seed, seed[::-1], *bad], i)
-            base = scores[2:].mean() if bad else torch.tensor(0.0)
-            fwd.append(float(scores[0] - base))
-            rev.append(float(scores[1] - base))
-        forward += weight * sum(fwd) / len(fwd)
-        reverse += weight * sum(rev) / len(rev)
+        row = by_prompt[template.prompt]
+        reversed_ = torch.cat([score(template, [seed[::-1]], i) for i, seed in enumerate(seeds)]).mean()
+        forward += weight * (row["pos"] - row["neg"])
+        reverse += weight * (float(reversed_) - row["neg"])
     return {"forward": round(forward, 6), "reverse": round(reverse, 6)}
 
 

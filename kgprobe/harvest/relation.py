@@ -258,13 +258,14 @@ def load_relation(path: str | Path) -> Relation:
 
 
 def relation_from_options(prompts: list[str] | tuple[str, ...], seeds: list[str] | tuple[str, ...], *,
-                          name: str = "relation", description: str = "") -> Relation:
+                          name: str = "relation", description: str = "", min_seeds: int = 2) -> Relation:
     """A relation given on the command line (``--prompt`` and ``--seed "Paris|France"``, no file):
-    each seed is its entities joined by ``|``. Problems are one ``KgprobeError`` naming the option."""
+    each seed is its entities joined by ``|``. Problems are one ``KgprobeError`` naming the option.
+    ``min_seeds=0`` (``--suggest-seeds``): the prompts alone, or with the few seeds given."""
     if not prompts:
         raise KgprobeError("--prompt: give at least one prompt with the slots <ENT0>, <ENT1>, ... "
                            "(e.g. --prompt \"<ENT0> is the capital of <ENT1> .\")")
-    if len(seeds) < 2:
+    if len(seeds) < min_seeds:
         raise KgprobeError(f"--seed: harvesting needs at least two seed tuples (--seed \"Paris|France\"), got "
                            f"{len(seeds)}")
     if not name.strip():
@@ -280,8 +281,12 @@ def relation_from_options(prompts: list[str] | tuple[str, ...], seeds: list[str]
         if entities in tuples:
             raise KgprobeError(f"--seed {text!r}: given twice")
         tuples.append(entities)
+    slots = len({slot for prompt in prompts for slot in Template.parse(prompt).order})
+    if tuples and len(tuples[0]) != slots and min_seeds < 2:  # (with two seeds or more, the prompt is said wrong)
+        raise KgprobeError(f"--seed {seeds[0]!r}: {len(tuples[0])} entities, the prompts have {slots} slots "
+                           "(entities are separated by |)")
     for prompt in prompts:
-        problem = check_prompt(prompt, len(tuples[0]))
+        problem = check_prompt(prompt, len(tuples[0]) if tuples else slots)
         if problem:
             raise KgprobeError(f"--prompt {prompt!r}: {problem}")
     return Relation(name=name.strip(), description=description, templates=tuple(

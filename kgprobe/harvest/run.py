@@ -263,7 +263,7 @@ def harvest(
     prompt_rows = _prompt_rows(backend, model, tokenizer, rel, options, out, echo)
     timings["weighting"] = time.perf_counter() - t
     weighted = _weighted(prompt_rows, echo)
-    props = _properties(backend, weighted, rel, options, out, echo)
+    props = _properties(backend, weighted, prompt_rows, rel, options, out, echo)
 
     # 2. candidates
     t = time.perf_counter()
@@ -393,8 +393,8 @@ def _write_candidates(path: Path, candidates: list[tuple[str, ...]], scores: tor
                                           ensure_ascii=False) + "\n" for i in ranked), encoding="utf-8")
 
 
-def _properties(backend, weighted: list[tuple[Template, float]], rel: Relation, options: HarvestOptions,
-                out: Path, echo: Callable[[str], None]) -> Properties:
+def _properties(backend, weighted: list[tuple[Template, float]], prompt_rows: list[dict], rel: Relation,
+                options: HarvestOptions, out: Path, echo: Callable[[str], None]) -> Properties:
     """Symmetric / functional, as the file states or as inferred (kept in properties.json)."""
     from kgprobe.harvest.properties import infer_properties, symmetry_margins
 
@@ -402,7 +402,8 @@ def _properties(backend, weighted: list[tuple[Template, float]], rel: Relation, 
     if path.exists():
         data = json.loads(path.read_text())
         return Properties(**{**data, "max_per_slot": {int(k): v for k, v in data["max_per_slot"].items()}})
-    margins = (lambda: symmetry_margins(backend.score, weighted, list(rel.seeds))) if options.infer_properties else None
+    margins = (lambda: symmetry_margins(backend.score, weighted, list(rel.seeds), prompt_rows)) \
+        if options.infer_properties else None
     props = infer_properties(rel.constraints, list(rel.seeds), margins=margins, infer=options.infer_properties)
     write_json(path, props.as_dict())
     echo(f"symmetric: {props.symmetric} ({props.symmetric_from}); functional: {props.functional} "

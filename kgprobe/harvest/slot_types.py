@@ -26,8 +26,7 @@ known seeds share neither a synset nor a part of speech, the slot stays untyped 
 why. Candidates unknown to WordNet fail a typed slot: a type is a claim about WordNet's words.
 
 WordNet's index files give lemma -> synsets per part of speech; the hypernym edges come from the
-``wordnet`` dataset's graph (:mod:`kgprobe.kg.datasets.wordnet`, noun synsets keep their bare
-offsets as ids there).
+data files as :func:`kgprobe.kg.datasets.wordnet.read_synsets` reads them.
 """
 from __future__ import annotations
 
@@ -81,13 +80,11 @@ class WordNetIndex:
                 self.senses.setdefault(fields[0], {}).setdefault(pos, []).extend(offsets)
                 # senses tagged in WordNet's semantic concordance: how often the word is this POS
                 self.tagged[(fields[0], pos)] = int(fields[5 + n_pointers])
-        kg = wordnet.build(wordnet_dir=root)
-        up = [kg.relation_index(r) for r in ("_hypernym", "_instance_hypernym")]
-        self.parents: dict[str, list[str]] = {}
-        for h, r, t in kg.triples.tolist():
-            if r in up:
-                self.parents.setdefault(kg.entity_ids[h], []).append(kg.entity_ids[t])
-        self.labels = dict(zip(kg.entity_ids, kg.entity_labels))
+        # noun synsets and their hypernym / instance-hypernym edges (both only ever point to nouns)
+        nouns = [syn for syn in wordnet.read_synsets(root) if syn.pos == "n"]
+        self.parents: dict[str, list[str]] = {
+            syn.offset: [p[1] for p in syn.pointers if p[0] in ("@", "@i")] for syn in nouns}
+        self.labels = {syn.offset: syn.lemmas[0] for syn in nouns}
         self._up_memo: dict[str, frozenset[str]] = {}
         self._depth_memo: dict[str, int] = {}
 
@@ -135,7 +132,7 @@ class WordNetIndex:
         return self._depth_memo[offset]
 
     def name(self, offset: str) -> str:
-        return self.labels.get(offset, offset).split(", ")[0]
+        return self.labels.get(offset, offset)
 
 
 @lru_cache(maxsize=2)

@@ -18,26 +18,7 @@ from typing import Callable
 
 import torch
 
-from kgprobe.errors import KgprobeError
-from kgprobe.harvest.relation import Constraints, Relation, Template, check_prompt
-
-
-def relation_to_suggest(prompts: list[str] | tuple[str, ...], seeds: list[str] | tuple[str, ...]) -> Relation:
-    """The relation of ``--prompt`` with any ``--seed`` tuples given (zero or more)."""
-    if not prompts:
-        raise KgprobeError("--suggest-seeds: give the relation's prompts with --prompt")
-    arity = len({m for p in prompts for m in Template.parse(p).order})
-    tuples = [tuple(part.strip() for part in text.split("|")) for text in seeds]
-    for text, ents in zip(seeds, tuples):
-        if len(ents) != arity or not all(ents):
-            raise KgprobeError(f"--seed {text!r}: {len(ents)} entities, the prompts have {arity} slots "
-                               "(entities are separated by |)")
-    for prompt in prompts:
-        problem = check_prompt(prompt, arity)
-        if problem:
-            raise KgprobeError(f"--prompt {prompt!r}: {problem}")
-    return Relation(name="suggest", description="", templates=tuple(Template.parse(p) for p in dict.fromkeys(prompts)),
-                    seeds=tuple(tuples), constraints=Constraints(), reference=None)
+from kgprobe.harvest.relation import Relation, relation_from_options
 
 
 def suggest_seeds(rel: Relation, backend, *, n: int = 10, echo: Callable[[str], None] = print) -> list[dict]:
@@ -67,7 +48,7 @@ def suggest_with_model(prompts: list[str] | tuple[str, ...], seeds: list[str] | 
     (a :class:`~kgprobe.harvest.run.HarvestOptions`) after the prompts are checked."""
     from kgprobe.harvest import run
 
-    rel = relation_to_suggest(prompts, seeds)
+    rel = relation_from_options(prompts, seeds, name="suggest", min_seeds=0)
     # a short list needs a narrow search: 5 first entities per suggestion, one completion each
     # (unless the options say otherwise)
     search = {"first_candidates": max(5 * n, 40), "later_candidates": 1,
