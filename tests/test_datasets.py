@@ -109,10 +109,10 @@ def test_france_capital_is_paris(geo):
 
 
 def test_countries_relations_and_size(geo):
-    assert set(geo.relation_ids) == {"capital", "borders", "region", "subregion", "language", "currency"}
+    assert set(geo.relation_ids) == {"capital", "borders", "region", "subregion", "language", "currency", "demonym"}
     assert 1500 < geo.num_triples < 2500
     assert all(geo.entity_descriptions)
-    prefixes = ("city:", "region:", "language:", "currency:")
+    prefixes = ("city:", "region:", "language:", "currency:", "demonym:")
     countries_ = [e for e in geo.entity_ids if not e.startswith(prefixes)]
     assert 200 < len(countries_) < 260
 

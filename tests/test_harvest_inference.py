@@ -172,7 +172,7 @@ def test_top_k_1000_widens_the_first_slot_unless_the_search_is_given():
 
     assert HarvestOptions().search_params().first_candidates == 200  # the default run is unchanged
     wide = HarvestOptions(top_k=1000).search_params()
-    assert (wide.first_candidates, wide.first_beam) == (1000, 1250)
+    assert (wide.first_candidates, wide.first_beam) == (2000, 2500)
     given = HarvestOptions(top_k=1000, search={"first_candidates": 300}).search_params()
     assert (given.first_candidates, given.first_beam) == (300, 375)
 

@@ -148,6 +148,11 @@ def test_stages_write_their_files_and_resume(lm, tok, concepts, tmp_path):
     assert report["ablation"]["cosine"] == 0.0  # the zeroed vector shares no direction with itself
     data = json.loads((out / "unlearning_report.json").read_text())
     assert data["n_concepts"] == 2
+    for runs in data["concepts"].values():  # the fact probes: the concept's facts and 40 others, before and after
+        for run in runs.values():
+            assert run["before"]["n_forget_facts"] >= 3 and run["before"]["n_retain_facts"] == 40
+            assert 0 <= run["after"]["forget_fact_acc"] <= 1 and 0 <= run["after"]["retain_fact_acc"] <= 1
+    assert report["npo"]["forget_fact_acc_drop"] is not None
     assert (out / "unlearning_report.png").stat().st_size > 10_000
     lines = (out / "unlearning.jsonl").read_text().splitlines()
     assert len(lines) == 8

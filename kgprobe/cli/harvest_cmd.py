@@ -1,6 +1,7 @@
 """``kgprobe harvest`` and ``kgprobe harvest-eval``: each parses its options, calls one library
 function (:func:`kgprobe.harvest.run.harvest`, or :func:`kgprobe.harvest.many.harvest_many` for
-several relations; :func:`kgprobe.harvest.run.evaluate_harvest`) and prints."""
+several relations; :func:`kgprobe.harvest.run.evaluate_harvest`, and with ``--fact-probe``
+:func:`kgprobe.pipeline.harvest_facts.harvest_fact_probe`) and prints."""
 from __future__ import annotations
 
 import json
@@ -207,9 +208,20 @@ def _harvest_one(relation, out: Path, *, options, device: str, batch_size: int |
               help="DATASET:RELATION or KG_PATH:RELATION, e.g. countries:capital (default: the relation file's).")
 @click.option("--head-slot", type=click.IntRange(min=0), default=None, help="Slot that is the reference triple's head.")
 @click.option("--tail-slot", type=click.IntRange(min=0), default=None, help="Slot that is the reference triple's tail.")
-def harvest_eval(run_dir: Path, reference: str | None, head_slot: int | None, tail_slot: int | None) -> None:
-    """Precision@10/50/100 and coverage of a harvest run against a reference KG (writes eval.json)."""
+@click.option("--fact-probe", is_flag=True,
+              help="Also rank the reference's true facts against 10 alternatives with the run's own model and "
+                   "first prompt (kgprobe probe facts): what the model knows next to what it harvested.")
+@click.option("--max-facts", type=click.IntRange(min=1), default=200, show_default=True,
+              help="With --fact-probe: reference facts probed, a seeded sample.")
+def harvest_eval(run_dir: Path, reference: str | None, head_slot: int | None, tail_slot: int | None,
+                 fact_probe: bool, max_facts: int) -> None:
+    """Precision@10/50/100 and coverage of a harvest run against a reference KG (writes eval.json);
+    with --fact-probe, the run model's fact-probe accuracy on the reference next to them."""
     from kgprobe.harvest.run import evaluate_harvest
 
     result = evaluate_harvest(run_dir, reference, head_slot=head_slot, tail_slot=tail_slot)
+    if fact_probe:
+        from kgprobe.pipeline.harvest_facts import harvest_fact_probe
+
+        result["fact_probe"] = harvest_fact_probe(run_dir, max_facts=max_facts, progress=True)
     click.echo(json.dumps(result, indent=2, ensure_ascii=False))

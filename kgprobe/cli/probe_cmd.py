@@ -1,7 +1,9 @@
-"""``kgprobe probe ...``: concept vectors in an LM's MLP weights, their validation, unlearning.
+"""``kgprobe probe ...``: what an LM knows of a KG; concept vectors in its MLP weights, their
+validation, unlearning.
 
 Each command parses its options, calls one function of :mod:`kgprobe.probe.run` (``run_locate``,
-``run_validate``, ``run_unlearn``, ``lens``) and prints its result.
+``run_validate``, ``run_unlearn``, ``lens``) or :mod:`kgprobe.probe.facts` (``run_facts``) and
+prints its result.
 """
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from kgprobe.cli.options import DEVICE_MAP, DTYPE, SEED, OutputPath, options_model
+from kgprobe.cli.options import BATCH_SIZE, DEVICE_MAP, DTYPE, SEED, OutputPath, options_model
 
 _CONCEPTS = click.option("--concepts", "concept_files", multiple=True, type=click.Path(path_type=Path),
                          default=["kg_data/concepts/countries.jsonl"], show_default=True,
@@ -42,8 +44,11 @@ _OPTION_NAMES = {"concepts": "n-concepts", "methods": "method"}  # option fields
 
 @click.group()
 def probe() -> None:
-    """Find concept vectors in an LM's MLP weights, validate them causally, compare unlearning.
+    """Probe what an LM knows: facts of a KG; concept vectors in its MLP weights, unlearning.
 
+    \b
+      kgprobe probe facts countries --model smollm2-135m --out runs/facts
+                                             # facts.jsonl, results.json, accuracy.png
     \b
     The stages share one run directory and each resumes where it stopped:
       kgprobe probe locate   --out runs/cv   # scan.pt, known.json, candidates.jsonl
@@ -154,3 +159,65 @@ def lens(model: str, device: str, dtype: str, device_map: str | None, layer: int
 
     click.echo(json.dumps(run_lens(model, layer=layer, index=index, k=k, device=device, dtype=dtype,
                                    device_map=device_map, loading_bars=False), ensure_ascii=False))
+
+
+@probe.command()
+@click.argument("source")
+@click.option("--out", type=OutputPath(), required=True, help="Run directory (resumed when it holds this run).")
+@click.option("--model", default="smollm2-135m", show_default=True,
+              help="Causal or masked LM: registry name, local directory, .gguf file or hub id.")
+@click.option("--model-kind", type=click.Choice(["auto", "causal-lm", "masked-lm"]), default="auto", show_default=True,
+              help="auto: the registry or the model's config.json says.")
+@click.option("--templates", type=click.Path(path_type=Path), default=None,
+              help="Templates YAML (relations: {RELATION: \"... [X] ... [Y] .\"}); needed for a KG path, "
+                   "replaces a named set's.")
+@click.option("--relation", "relations", multiple=True, help="Probe only this relation (repeat for several).")
+@click.option("--alternatives", type=click.IntRange(min=1), default=None,
+              help="k: statements with other objects of the relation ranked against the true one "
+                   "(default: the named set's, else 10).")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seeds the alternatives (and --max-facts).")
+@click.option("--max-facts", type=click.IntRange(min=1), default=None,
+              help="Facts per relation, a seeded sample (default: all).")
+@click.option("--span", type=click.Choice(["statement", "answer", "conditional"]), default="statement",
+              show_default=True, help="Tokens scored: the whole statement (lm-pub-quiz's default), the answer's, or "
+                                      "the answer and what follows (lm-pub-quiz's conditional score).")
+@click.option("--reduction", type=click.Choice(["sum", "mean"]), default="sum", show_default=True,
+              help="Sum or mean of the span's log-likelihoods.")
+@click.option("--pll", type=click.Choice(["within_word_l2r", "original"]), default="within_word_l2r",
+              show_default=True, help="Masked LMs: the pseudo-log-likelihood variant.")
+@click.option("--batch-size", type=BATCH_SIZE, default="auto", show_default=True,
+              help="Statements per forward pass; auto: planned from free memory.")
+@click.option("--hidden", is_flag=True,
+              help="Also probe the hidden states: per layer a linear probe ranks the options, trained on other "
+                   "subjects' facts; where it is right and the LM is not (hidden.json, hidden.png).")
+@click.option("--hidden-feature", type=click.Choice(["last", "answer"]), default="last", show_default=True,
+              help="With --hidden: the statement's last token's hidden state, or the mean over the answer's.")
+@_DEVICE
+@DTYPE
+@DEVICE_MAP
+@click.option("--overwrite", is_flag=True, help="Replace --out when it holds something else.")
+def facts(source: str, out: Path, model: str, model_kind: str, templates: Path | None, relations: tuple[str, ...],
+          alternatives: int | None, seed: int, max_facts: int | None, span: str, reduction: str, pll: str, batch_size,
+          hidden: bool, hidden_feature: str, device: str, dtype: str, device_map: str | None,
+          overwrite: bool) -> None:
+    """How much of a KG the LM knows (BEAR / lm-pub-quiz's scheme): per fact, the true statement
+    ranked against --alternatives statements with other objects of the same relation.
+
+    \b
+    SOURCE: a named fact set (countries, wordnet, nations), a KG file or directory (with
+    --templates), a harvest run directory (what a second model thinks of the first one's tuples)
+    or a harvester relation file (its reference relation, its first prompt).
+    Writes facts.jsonl (per fact: options, scores, rank), results.json (accuracy and MRR per
+    relation, micro and macro) and accuracy.png; with --hidden, hidden.json and hidden.png.
+    """
+    from kgprobe.probe.facts import FactProbeOptions, fact_set_for, run_facts
+    from kgprobe.probe.hidden import HiddenOptions
+
+    options = options_model(FactProbeOptions, relations=list(relations) or None, alternatives=alternatives,
+                            seed=seed, max_facts=max_facts, span=span, reduction=reduction, pll=pll,
+                            batch_size=batch_size)
+    hidden_options = HiddenOptions(seed=seed, feature=hidden_feature) if hidden else None
+    fact_set = fact_set_for(source, options, templates=templates)
+    result = run_facts(fact_set, out, model=model, kind=model_kind, device=device, dtype=dtype, device_map=device_map,
+                       options=options, hidden=hidden_options, overwrite=overwrite, echo=_echo, progress=True)
+    click.echo(json.dumps({"out": str(out), "metrics": result["metrics"]}, indent=2))

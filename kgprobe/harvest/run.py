@@ -35,7 +35,7 @@ from kgprobe.harvest.relation import Relation, Template, load_relation
 from kgprobe.harvest.search import SearchParams, chunks
 from kgprobe.harvest.weighting import WeightingParams
 from kgprobe.models.device import dtype_name
-from kgprobe.models.loaders import architecture_kind, check_model
+from kgprobe.models.loaders import check_model, lm_kind
 from kgprobe.outdir import OutputDir, check_output_dir, marker_command, open_output_dir
 from kgprobe.precision import DeviceMapName, DtypeName
 
@@ -111,12 +111,13 @@ class HarvestOptions(BaseModel):
         return value.model_dump(exclude_unset=True)
 
     def search_params(self) -> SearchParams:
-        """The search's parameters; unless given, the first slot keeps at least ``top_k`` entities
-        (and its beam a quarter more states), so ``--top-k 1000`` has enough candidates to fill
-        (BertNet prunes at the 1000th best)."""
+        """The search's parameters; unless given, the first slot keeps at least twice ``top_k``
+        entities (and its beam a quarter more states), so ``--top-k 1000`` has enough candidates to
+        fill after the type check and a functional relation's one object per subject (BertNet
+        prunes at the 1000th best; the default 200 is twice the default top_k)."""
         given, params = self.search.model_dump(exclude_unset=True), self.search.model_dump()
         if "first_candidates" not in given:
-            params["first_candidates"] = max(params["first_candidates"], self.top_k)
+            params["first_candidates"] = max(params["first_candidates"], 2 * self.top_k)
         if "first_beam" not in given:
             params["first_beam"] = max(params["first_beam"], params["first_candidates"] * 5 // 4)
         return SearchParams(**params)
@@ -151,19 +152,19 @@ def check_run_dir(relation: Relation, out: str | Path, *, options: HarvestOption
                   overwrite: bool = False) -> OutputDir:
     """What :func:`harvest` of ``relation`` into ``out`` will do there (new, resume, replace), or its
     ``KgprobeError``: checked before anything loads (the model is not looked at)."""
-    config = _run_config(relation, options, _model_kind(options.model, options.model_kind))
+    config = _run_config(relation, options, lm_kind(options.model, options.model_kind))
     return _check_out(Path(out), config, resume=resume, overwrite=overwrite)
 
 
 def check_harvest_model(options: HarvestOptions) -> None:
     """What :func:`harvest` checks of ``options.model`` before loading it (a causal or masked LM that
     is there), loading nothing."""
-    check_model(options.model, kind=_model_kind(options.model, options.model_kind))
+    check_model(options.model, kind=lm_kind(options.model, options.model_kind))
 
 
 def load_harvest_model(options: HarvestOptions, device: str = "auto"):
     """``(model, tokenizer)`` of ``options.model`` as :func:`harvest` loads it (its ``loaded_model``)."""
-    return _load_model(options.model, _model_kind(options.model, options.model_kind), device, options)
+    return _load_model(options.model, lm_kind(options.model, options.model_kind), device, options)
 
 
 def _check_out(out: Path, config: dict, *, resume: bool, overwrite: bool) -> OutputDir:
@@ -203,21 +204,6 @@ def _open_out(target: OutputDir, config: dict) -> None:
         write_json(target.path / "config.json", config)
 
 
-def _model_kind(name: str, kind: str) -> str:
-    """``causal-lm`` or ``masked-lm``: the registry says, else the model's config.json does."""
-    from kgprobe.models import MODELS
-
-    if kind != "auto":
-        return kind
-    if name in MODELS:
-        if MODELS[name].kind not in ("causal-lm", "masked-lm"):
-            raise KgprobeError(f"model {name!r} is a {MODELS[name].kind.replace('-', ' ')}, not a causal or masked LM")
-        return MODELS[name].kind
-    if architecture_kind(Path(name).expanduser() / "config.json") == "masked-lm":
-        return "masked-lm"
-    return "causal-lm"
-
-
 def harvest(
     relation: Relation | str | Path,
     out: str | Path,
@@ -241,7 +227,7 @@ def harvest(
     rel = relation if isinstance(relation, Relation) else load_relation(relation)
     if len(rel.seeds) < 2:
         raise KgprobeError(f"relation {rel.name!r}: harvesting needs at least two seed tuples")
-    kind = _model_kind(options.model, options.model_kind)
+    kind = lm_kind(options.model, options.model_kind)
     out = Path(out)
     config = _run_config(rel, options, kind)
     if loaded_model is None:

@@ -19,6 +19,7 @@ from typing import Callable
 import torch
 
 from kgprobe.harvest.relation import Relation, relation_from_options
+from kgprobe.models.loaders import lm_kind
 
 
 def suggest_seeds(rel: Relation, backend, *, n: int = 10, echo: Callable[[str], None] = print) -> list[dict]:
@@ -56,6 +57,6 @@ def suggest_with_model(prompts: list[str] | tuple[str, ...], seeds: list[str] | 
     options = options.model_copy(update={"search": run.SearchOptions(**search)})
     run.check_harvest_model(options)
     model, tokenizer = run.load_harvest_model(options, device)
-    backend = run._backend(run._model_kind(options.model, options.model_kind), model, tokenizer, rel, options,
+    backend = run._backend(lm_kind(options.model, options.model_kind), model, tokenizer, rel, options,
                            batch_size)
     return suggest_seeds(rel, backend, n=n, echo=lambda s: None)

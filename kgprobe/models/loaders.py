@@ -100,6 +100,20 @@ def architecture_kind(config_file: Path) -> str | None:
     return None
 
 
+def lm_kind(name: str, kind: str = "auto") -> str:
+    """``causal-lm`` or ``masked-lm`` for ``kind="auto"``: the registry says, else the model's
+    config.json does (a causal LM when it says neither); an explicit ``kind`` is returned as is."""
+    if kind != "auto":
+        return kind
+    if name in MODELS:
+        if MODELS[name].kind not in ("causal-lm", "masked-lm"):
+            raise KgprobeError(f"model {name!r} is a {MODELS[name].kind.replace('-', ' ')}, not a causal or masked LM")
+        return MODELS[name].kind
+    if architecture_kind(Path(name).expanduser() / "config.json") == "masked-lm":
+        return "masked-lm"
+    return "causal-lm"
+
+
 def _check_architecture(config_file: Path, kind: ModelKind | None, name: str) -> None:
     found = architecture_kind(config_file)
     if kind in ("causal-lm", "masked-lm") and found is not None and found != kind:

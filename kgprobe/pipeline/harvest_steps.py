@@ -155,6 +155,8 @@ class HarvestEvalStep(StepConfig):
     type: Literal["harvest_eval"] = "harvest_eval"
     run: Path
     reference: str | None = None
+    fact_probe: bool = Field(default=False, description="also the run model's fact-probe accuracy on the recorded "
+                                                         "reference (kgprobe.pipeline.harvest_facts)")
 
 
 def _check_harvest_eval(step: HarvestEvalStep, ctx: CheckContext) -> None:
@@ -207,5 +209,10 @@ def _run_harvest_eval(step: HarvestEvalStep, ctx: RunContext) -> None:
         raise KgprobeError(f"harvest_eval: {run_dir} has no reference; set `reference:` in the step")
     result = evaluate_harvest(run_dir, step.reference)
     summary = {k: v for k, v in result.items() if k.startswith("precision") or k == "coverage"}
+    if step.fact_probe:
+        from kgprobe.pipeline.harvest_facts import harvest_fact_probe
+
+        probe = harvest_fact_probe(run_dir, device=ctx.device)
+        summary.update({"fact_probe_accuracy": probe["accuracy"], "fact_probe_mrr": probe["mrr"]})
     ctx.echo(f"harvest_eval {step.run}: " + ", ".join(f"{k} {v:.3f}" for k, v in summary.items() if v is not None))
     ctx.results.setdefault("harvest_eval", {})[str(step.run)] = summary

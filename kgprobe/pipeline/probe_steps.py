@@ -1,4 +1,5 @@
-"""Pipeline step of the probing capability: ``concept_vectors`` (locate, validate, unlearn),
+"""Pipeline steps of the probing capability: ``concept_vectors`` (locate, validate, unlearn) and
+``facts`` (BEAR-style fact probing),
 registered with :func:`kgprobe.pipeline.registry.step`."""
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from kgprobe.pipeline.registry import (
     step,
 )
 from kgprobe.precision import DeviceMapName, DtypeName
+from kgprobe.probe.facts import FactProbeOptions
 from kgprobe.probe.run import LocateOptions, UnlearnOptions, ValidateOptions
 
 STAGES = ("locate", "validate", "unlearn")
@@ -84,3 +86,46 @@ def _run(step: ConceptVectorsStep, ctx: RunContext) -> None:
         results["unlearning"] = unlearn_all(model, tokenizer, concepts, out, options=step.unlearn, seed=ctx.seed,
                                             **common)
 
+
+
+class FactsStep(StepConfig):
+    """``kgprobe probe facts`` as a step: how much of a KG the model knows."""
+
+    type: Literal["facts"] = "facts"
+    model: str = "smollm2-135m"
+    source: str = Field(description="a named fact set (countries, wordnet, nations), a KG path (with templates), "
+                                    "a harvest run directory or a harvester relation file")
+    templates: Path | None = Field(default=None, description="templates YAML (needed for a KG path)")
+    out: Path
+    model_kind: Literal["auto", "causal-lm", "masked-lm"] = "auto"
+    dtype: DtypeName = "auto"
+    device_map: DeviceMapName | None = None
+    options: FactProbeOptions = Field(default_factory=FactProbeOptions)
+
+
+def _check_facts(step: FactsStep, ctx: CheckContext) -> None:
+    from kgprobe.probe.facts import fact_set_for
+
+    check_model(step.model)
+    check_model_kind(step.model, ("causal-lm", "masked-lm"), "a causal or masked LM")
+    with problem_at("source"):
+        fact_set_for(step.source, step.options, templates=step.templates)
+
+
+@step("facts", config=FactsStep, check=_check_facts,
+      description="rank each fact's true statement against statements with other objects (BEAR, lm-pub-quiz)")
+def _run_facts(step: FactsStep, ctx: RunContext) -> None:
+    from kgprobe.models import load_causal_lm, load_masked_lm
+    from kgprobe.models.loaders import lm_kind
+    from kgprobe.probe.facts import fact_set_for, probe_facts
+
+    kind = lm_kind(step.model, step.model_kind)
+    loaded = ctx.models.get(step.model)
+    load = load_masked_lm if kind == "masked-lm" else load_causal_lm
+    model, tokenizer = loaded if isinstance(loaded, tuple) else load(
+        step.model, device=ctx.device, dtype=step.dtype, device_map=step.device_map)
+    out = ctx.out_dir / step.out
+    out.mkdir(parents=True, exist_ok=True)
+    result = probe_facts(model, tokenizer, fact_set_for(step.source, step.options, templates=step.templates), out,
+                         model_name=step.model, kind=kind, options=step.options, echo=ctx.echo)
+    ctx.results.setdefault("facts", {})[str(step.out)] = result["metrics"]

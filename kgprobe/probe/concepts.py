@@ -188,7 +188,7 @@ _FUND_CODES = {"USN", "USS", "CLF", "BOV", "CHE", "CHW", "UYI", "MXV", "COU"}
 # countries that no longer exist and repeat their successors' facts (Serbia and Montenegro, 2006)
 _FORMER = {"SCG"}
 # capitals whose countryinfo spelling is not the form running text uses
-_CAPITAL_NAMES = {"Washington D.C.": "Washington"}
+CAPITAL_NAMES = {"Washington D.C.": "Washington"}
 
 
 @dataclass(frozen=True)
@@ -207,14 +207,14 @@ class CountryFacts:
     population: int
 
 
-def _language_name(label: str) -> str:
+def language_name(label: str) -> str:
     if label in _LANGUAGE_NAMES:
         return _LANGUAGE_NAMES[label]
     label = re.sub(r"\s*\(.*\)$", "", label)
     return label.split(", ")[0]  # "Greek, Modern" -> "Greek"
 
 
-def _currency_name(label: str) -> str:
+def currency_name(label: str) -> str:
     if label in _CURRENCY_NAMES:
         return _CURRENCY_NAMES[label]
     *adjectives, unit = label.split()
@@ -276,11 +276,11 @@ def country_facts(*, data_dir: str | os.PathLike | None = None) -> list[CountryF
             # two/three-letter ISO codes are not names a text would use
             aliases=tuple(a for a in aliases[cid] if a.isascii() and a.upper() not in
                           {str(v).upper() for v in (rec.get("ISO") or {}).values()}),
-            capital=_CAPITAL_NAMES.get(capital, capital),
+            capital=CAPITAL_NAMES.get(capital, capital),
             continent=_continent(label[f["region"][0]] if f.get("region") else "",
                                  rec.get("intermediateregion") or ""),
-            languages=tuple(dict.fromkeys(_language_name(label[t]) for t in f.get("language", []))),
-            currency=_currency_name(label[f"currency:{everyday[0]}"]) if everyday else "",
+            languages=tuple(dict.fromkeys(language_name(label[t]) for t in f.get("language", []))),
+            currency=currency_name(label[f"currency:{everyday[0]}"]) if everyday else "",
             demonym=re.split(r"[,/]", demonym)[0].strip(),
             borders=tuple(label[t] for t in f.get("borders", [])),
             population=int(rec.get("population") or 0),

@@ -52,6 +52,20 @@ def behavioural(model: nn.Module, tokenizer, *, forget: Sequence, retain: Sequen
     return out
 
 
+def fact_accuracy(model: nn.Module, tokenizer, facts: Sequence, templates: dict[str, str], *,
+                  batch_size: int | str = "auto") -> float | None:
+    """Share of ``facts`` (:class:`~kgprobe.probe.fact_sets.Fact`) whose true statement the model
+    ranks first among its options (:mod:`kgprobe.probe.facts`); None for no facts."""
+    from kgprobe.probe.statements import fill, ranks, score_causal
+
+    if not facts:
+        return None
+    statements = [[fill(templates[f.relation], f.subject, o) for o in f.options] for f in facts]
+    scores = score_causal(model, tokenizer, statements, batch_size=batch_size).score("statement", "sum")
+    width = len(facts[0].options)
+    return float((ranks(scores.view(len(facts), width)) == 1).float().mean())
+
+
 def layer_vectors(model: nn.Module, layers: Sequence[int]) -> dict[int, Tensor]:
     """``{layer: value vectors [n_neurons, d_model]}`` copies: a light "before" for :func:`intrinsic`."""
     return {int(layer): value_vectors(model, int(layer)).detach().float().cpu().clone() for layer in layers}

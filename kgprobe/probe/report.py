@@ -21,7 +21,9 @@ Output in ``out_dir`` (each file written atomically):
 
 Summary columns are means over the method's concepts: ``forget_acc_before/after``,
 ``forget_acc_drop`` (before - after), ``retain_acc_drop``, ``attack_acc_before/after``,
-``forget_logprob_drop``, ``retain_logprob_drop`` and the six intrinsic figures; a figure missing
+``forget_logprob_drop``, ``retain_logprob_drop``, the fact probes' (:mod:`kgprobe.probe.facts`: the
+concept's facts vs a sample of others) ``forget_fact_acc_before/after/drop`` and
+``retain_fact_acc_drop``, and the six intrinsic figures; a figure missing
 for every concept (e.g. no attack set) is None.
 """
 from __future__ import annotations
@@ -43,7 +45,8 @@ REPORT_PNG = "unlearning_report.png"
 _INTRINSIC = ("cosine", "l2", "jaccard_topk", "layer_cosine", "layer_l2", "layer_jaccard")
 SUMMARY_COLUMNS = ("n_concepts", "forget_acc_before", "forget_acc_after", "forget_acc_drop", "retain_acc_before",
                    "retain_acc_after", "retain_acc_drop", "attack_acc_before", "attack_acc_after",
-                   "forget_logprob_drop", "retain_logprob_drop", *_INTRINSIC)
+                   "forget_logprob_drop", "retain_logprob_drop", "forget_fact_acc_before", "forget_fact_acc_after",
+                   "forget_fact_acc_drop", "retain_fact_acc_drop", *_INTRINSIC)
 _REQUIRED = ("concept", "method", "before", "after", "intrinsic")
 _STYLE = {"gradient-ascent": ("tab:red", "v"), "gradient-difference": ("tab:orange", "s"),
           "npo": ("tab:blue", "o"), "ablation": ("tab:green", "X")}
@@ -73,6 +76,10 @@ def _row(run: dict) -> dict[str, float | None]:
         "attack_acc_before": _number(before.get("attack_acc")), "attack_acc_after": _number(after.get("attack_acc")),
         "forget_logprob_drop": _diff(before, after, "forget_logprob"),
         "retain_logprob_drop": _diff(before, after, "retain_logprob"),
+        "forget_fact_acc_before": _number(before.get("forget_fact_acc")),
+        "forget_fact_acc_after": _number(after.get("forget_fact_acc")),
+        "forget_fact_acc_drop": _diff(before, after, "forget_fact_acc"),
+        "retain_fact_acc_drop": _diff(before, after, "retain_fact_acc"),
     }
     row.update({key: _number(intr.get(key)) for key in _INTRINSIC})
     return row

@@ -17,6 +17,7 @@ load the model and the concepts, then run the stage. :func:`lens` is ``kgprobe p
 """
 from __future__ import annotations
 
+import functools
 import json
 import random
 import time
@@ -72,6 +73,9 @@ class UnlearnOptions(BaseModel):
     beta: float = Field(default=0.1, gt=0)
     retain_size: int = Field(default=20, ge=1)
     top_tokens: int = Field(default=50, ge=1)
+    fact_set: str | None = Field(default="countries", description="fact probes before and after (kgprobe probe "
+                                 "facts): the concept's facts forgotten, other facts kept; None: QA items only")
+    fact_retain_size: int = Field(default=40, ge=1, description="other facts sampled per concept")
 
 
 def _read_json(path: Path, what: str):
@@ -272,7 +276,7 @@ def unlearn_all(model, tokenizer, concepts: Sequence[Concept], out: Path, *,
                 options: UnlearnOptions = UnlearnOptions(), few_shot: str = "", batch_size: int = 32, seed: int = 0,
                 echo: Callable[[str], None] = print) -> dict:
     """Every method on the chosen concepts from the same start weights; the report; its summary."""
-    from kgprobe.probe.measure import behavioural, intrinsic
+    from kgprobe.probe.measure import intrinsic
     from kgprobe.probe.report import write_report
     from kgprobe.probe.unlearn import restore, snapshot, unlearn, unlearner_names
 
@@ -292,6 +296,7 @@ def unlearn_all(model, tokenizer, concepts: Sequence[Concept], out: Path, *,
         raise KgprobeError(f"{log_path}: no concept got as far as a tested vector (see validation.json): "
                            "nothing to unlearn")
     by_id = {c.id: c for c in concepts}
+    fact_set = None if options.fact_set is None else _unlearn_fact_set(options.fact_set, seed)
     snap = snapshot(model)
     log = ChunkLog(out / UNLEARN_LOG)
     results = []
@@ -306,19 +311,20 @@ def unlearn_all(model, tokenizer, concepts: Sequence[Concept], out: Path, *,
         forget = known[concept.id]
         pool = [qa for cid, items in sorted(known.items()) if cid != concept.id for qa in items]
         retain = random.Random(f"{seed}:{concept.id}:retain").sample(pool, min(options.retain_size, len(pool)))
+        facts = _concept_facts(fact_set, concept, size=options.fact_retain_size, seed=seed)
+        measure = functools.partial(_measure, model, tokenizer, forget=forget, retain=retain, attack=concept.attack,
+                                    facts=facts, fact_set=fact_set, few_shot=few_shot, batch_size=batch_size)
         before = None
         for method in options.methods:
             done = log.done(n)
             if done is None:
                 restore(model, snap)
                 if before is None:
-                    before = behavioural(model, tokenizer, forget=forget, retain=retain, attack=concept.attack,
-                                         few_shot=few_shot, batch_size=batch_size)
+                    before = measure()
                 run_log = unlearn(model, tokenizer, method=method, forget=forget, retain=retain,
                                   concept_vectors=vectors, steps=options.steps, lr=options.lr, beta=options.beta,
                                   seed=seed, few_shot=few_shot)
-                after = behavioural(model, tokenizer, forget=forget, retain=retain, attack=concept.attack,
-                                    few_shot=few_shot, batch_size=batch_size)
+                after = measure()
                 done = {"concept": concept.id, "method": method, "vectors": [list(v) for v in vectors],
                         "validated": rec["validated"], "before": before, "after": after,
                         "intrinsic": intrinsic(snap, model, concept_vectors=vectors, k=options.top_tokens),
@@ -334,6 +340,38 @@ def unlearn_all(model, tokenizer, concepts: Sequence[Concept], out: Path, *,
     report = json.loads(paths["json"].read_text())
     echo(f"unlearning report for {len(chosen)} concepts x {len(options.methods)} methods -> {out}")
     return report.get("summary", {})
+
+
+def _unlearn_fact_set(source: str, seed: int):
+    from kgprobe.probe.fact_sets import load_fact_set
+
+    return load_fact_set(source, seed=seed)
+
+
+def _concept_facts(fact_set, concept: Concept, *, size: int, seed: int) -> tuple[list, list] | None:
+    """(facts that name the concept as subject or object, a seeded sample of ``size`` others)."""
+    if fact_set is None:
+        return None
+    names = {n.casefold() for n in (concept.name, *concept.aliases)}
+    about = [f for f in fact_set.facts if f.subject.casefold() in names or f.answer.casefold() in names]
+    others = [f for f in fact_set.facts if f.subject.casefold() not in names and f.answer.casefold() not in names]
+    return about, random.Random(f"{seed}:{concept.id}:retain facts").sample(others, min(size, len(others)))
+
+
+def _measure(model, tokenizer, *, forget, retain, attack, facts: tuple[list, list] | None, fact_set, few_shot: str,
+             batch_size: int) -> dict:
+    """The QA measures (:func:`kgprobe.probe.measure.behavioural`) and, with ``facts``, fact-probe
+    accuracy on the concept's facts (to forget) and on other facts (to keep)."""
+    from kgprobe.probe.measure import behavioural, fact_accuracy
+
+    got = behavioural(model, tokenizer, forget=forget, retain=retain, attack=attack, few_shot=few_shot,
+                      batch_size=batch_size)
+    if facts is None:
+        return got
+    about, others = facts
+    return {**got, "n_forget_facts": len(about), "n_retain_facts": len(others),
+            "forget_fact_acc": fact_accuracy(model, tokenizer, about, fact_set.templates),
+            "retain_fact_acc": fact_accuracy(model, tokenizer, others, fact_set.templates)}
 
 
 def load_concept_files(paths: Sequence[str | Path]) -> list[Concept]:

@@ -2,8 +2,8 @@
 
 The package's Python API raises on several of its own records, so the JSON files under
 ``<countryinfo>/data`` are read directly. Countries, their capitals, regions, subregions,
-languages and currencies become entities; six relations link a country to them and to the
-countries it borders. The alternative spellings the files list are kept apart (see
+languages, currencies and demonyms become entities; seven relations link a country to them
+and to the countries it borders. The alternative spellings the files list are kept apart (see
 :func:`country_aliases`) so later code can match country mentions in text.
 
 Language and currency codes get readable names from Debian's ``iso-codes`` JSON when it is
@@ -32,6 +32,7 @@ RELATIONS: dict[str, str] = {
     "subregion": "subregion",
     "language": "language",
     "currency": "currency",
+    "demonym": "demonym",
 }
 
 
@@ -69,6 +70,7 @@ class _Country:
     borders: list[str]
     languages: list[str]
     currencies: list[str]
+    demonym: str = ""
     aliases: list[str] = field(default_factory=list)
 
 
@@ -134,6 +136,8 @@ def _countries(root: Path) -> tuple[_Country, ...]:
             borders=[b.upper() for b in _strings(main.get("borders"))],
             languages=[code.lower() for code in _strings(main.get("languages"))],
             currencies=[code.upper() for code in _strings(main.get("currencies"))],
+            # a few records list two forms ("Mahoran, Comorian", "Swazi/Liswati"): the first is the usual one
+            demonym=re.split(r"[,/]", (_strings(main.get("demonym")) or [""])[0])[0].strip(),
             aliases=aliases,
         ))
     return tuple(countries)
@@ -222,11 +226,12 @@ def capital_aliases(*, data_dir: str | os.PathLike | None = None) -> dict[str, l
 
 
 def build(*, data_dir: str | os.PathLike | None = None) -> KnowledgeGraph:
-    """The countries graph: ``capital``, ``borders``, ``region``, ``subregion``, ``language``
-    and ``currency`` facts, with countries keyed by ISO alpha-3 code.
+    """The countries graph: ``capital``, ``borders``, ``region``, ``subregion``, ``language``,
+    ``currency`` and ``demonym`` facts, with countries keyed by ISO alpha-3 code.
 
     Other ids are prefixed by their kind: ``city:``, ``region:`` (regions and subregions share
-    it), ``language:`` (ISO 639-1 code) and ``currency:`` (ISO 4217 code). Capitals are keyed by
+    it), ``language:`` (ISO 639-1 code), ``currency:`` (ISO 4217 code) and ``demonym:`` (a slug
+    of the word: ``demonym:french``, labelled *French*). Capitals are keyed by
     name, so Jerusalem is one city for two countries; a capital name used in two different
     regions (Kingston, Jamaica and Kingston, Norfolk Island) gets the region slug appended.
     Borders only link countries that are in the data.
@@ -275,6 +280,11 @@ def build(*, data_dir: str | os.PathLike | None = None) -> KnowledgeGraph:
             labels.setdefault(cid, name)
             descriptions.setdefault(cid, f"{name}, a currency (ISO 4217 code {code}).")
             triples.append((c.id, "currency", cid))
+        if c.demonym:
+            did = f"demonym:{slug(c.demonym)}"
+            labels.setdefault(did, c.demonym)
+            descriptions.setdefault(did, f"{c.demonym}, the demonym of people from {c.name}.")
+            triples.append((c.id, "demonym", did))
 
     for city, owners in capital_of.items():
         # "; " rather than "and": an owner may itself be "Serbia and Montenegro"

@@ -53,13 +53,13 @@ RELATIONS: dict[str, str] = {
 _Key = tuple[str, str]  # (file pos letter, offset)
 
 
-def _target(pointer: tuple[str, str, str, str]) -> _Key:
+def pointer_target(pointer: tuple[str, str, str, str]) -> _Key:
     """The synset a pointer leads to (satellite adjectives live in the ``a`` file)."""
     _, offset, pos, _ = pointer
     return ("a" if pos == "s" else pos, offset)
 
 
-def _ancestors(start: list[_Key], parents: dict[_Key, list[_Key]]) -> list[_Key]:
+def ancestors(start: list[_Key], parents: dict[_Key, list[_Key]]) -> list[_Key]:
     """``start`` and every synset above it through ``parents``, each once (breadth first)."""
     seen = dict.fromkeys(start)
     queue = deque(start)
@@ -109,7 +109,7 @@ def _lexical_pairs(synsets: dict[_Key, Synset], symbol: str, *, sources: str = "
         for pointer in synset.pointers:
             if pointer[0] != symbol or pointer[3] == "0000":
                 continue
-            target = synsets.get(_target(pointer))
+            target = synsets.get(pointer_target(pointer))
             if target is None:
                 raise KgprobeError(f"synset {synset.offset} points to unknown synset {pointer[1]} ({pointer[2]})")
             src, tgt = _word(synset, int(pointer[3][:2], 16)), _word(target, int(pointer[3][2:], 16))
@@ -118,9 +118,9 @@ def _lexical_pairs(synsets: dict[_Key, Synset], symbol: str, *, sources: str = "
     return pairs
 
 
-def _parents(synsets: dict[_Key, Synset], symbols: tuple[str, ...]) -> dict[_Key, list[_Key]]:
+def parents(synsets: dict[_Key, Synset], symbols: tuple[str, ...]) -> dict[_Key, list[_Key]]:
     """Synset -> the synsets its ``symbols`` pointers lead to (semantic and lexical alike)."""
-    return {key: [_target(p) for p in synset.pointers if p[0] in symbols]
+    return {key: [pointer_target(p) for p in synset.pointers if p[0] in symbols]
             for key, synset in synsets.items()}
 
 
@@ -142,7 +142,7 @@ def build(*, wordnet_dir: str | os.PathLike | None = None) -> KnowledgeGraph:
             pairs[name].add([index[a]], [index[b]])
             pairs[name].add([index[b]], [index[a]])
 
-    similar = _parents(synsets, ("&",))
+    similar = parents(synsets, ("&",))
     for key, members in ids.items():
         pairs["synonym"].add(members, members)
         for other in similar[key]:  # an adjective cluster: head <-> satellites (big ~ huge)
@@ -152,7 +152,7 @@ def build(*, wordnet_dir: str | os.PathLike | None = None) -> KnowledgeGraph:
     for key, synset in synsets.items():
         for pointer in synset.pointers:
             if pointer[0] == "!" and synset.pos == "a":
-                other = _target(pointer)
+                other = pointer_target(pointer)
                 here = [m for k in (key, *similar[key]) for m in ids[k]]
                 there = [m for k in (other, *similar[other]) for m in ids[k]]
                 pairs["antonym"].add(here, there)
@@ -160,19 +160,19 @@ def build(*, wordnet_dir: str | os.PathLike | None = None) -> KnowledgeGraph:
     for a, b in _lexical_pairs(synsets, "\\", sources="a"):  # adverbs' \\ point to adjectives instead
         pairs["pertainym"].add([index[a]], [index[b]])
 
-    is_a = _parents(synsets, ("@", "@i"))
-    whole = _parents(synsets, ("#p",))
+    is_a = parents(synsets, ("@", "@i"))
+    whole = parents(synsets, ("#p",))
     for key, synset in synsets.items():
         if synset.pos != "n":
             continue
-        above = _ancestors(is_a[key], is_a)
+        above = ancestors(is_a[key], is_a)
         if above:
             pairs["hypernym"].add(ids[key], np.concatenate([ids[a] for a in above]))
-        instance_of = [_target(p) for p in synset.pointers if p[0] == "@i"]
+        instance_of = [pointer_target(p) for p in synset.pointers if p[0] == "@i"]
         if instance_of:
-            classes = _ancestors(instance_of, is_a)
+            classes = ancestors(instance_of, is_a)
             pairs["instance_of"].add(ids[key], np.concatenate([ids[c] for c in classes]))
-        wholes = _ancestors(whole[key], whole)
+        wholes = ancestors(whole[key], whole)
         if wholes:
             pairs["part_of"].add(ids[key], np.concatenate([ids[w] for w in wholes]))
 
