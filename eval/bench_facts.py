@@ -179,6 +179,21 @@ def models(args, echo) -> dict:
             "batch_size": args.models_batch, "dtype": "fp32", "device": "cpu", **out}
 
 
+def models_table(result: dict) -> str:
+    """The models part as a markdown table for docs/facts.md: accuracy per relation, one column per model."""
+    part = result["models"]
+    names = [n for n in part if isinstance(part[n], dict) and "relations" in part[n]]
+    relations = list(dict.fromkeys(r for n in names for r in part[n]["relations"]))
+    lines = ["| relation | facts | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+    for rel in relations:
+        cells = [f"{part[n]['relations'][rel]['accuracy']:.2f}" if rel in part[n]["relations"] else "" for n in names]
+        lines.append(f"| {rel} | {part[names[0]]['relations'][rel]['facts']} | " + " | ".join(cells) + " |")
+    for key in ("micro", "macro"):
+        lines.append(f"| **{key}** | {part[names[0]]['facts']} | "
+                     + " | ".join(f"**{part[n][key]['accuracy']:.3f}**" for n in names) + " |")
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------- main
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -196,7 +211,11 @@ def main() -> None:
                     help="torch CPU threads: 1 on a shared machine, where more threads oversubscribe the cores "
                          "(2 threads ran 7x slower than 1 here with other jobs running)")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    ap.add_argument("--table", action="store_true", help="print --out's models table for docs/facts.md and stop")
     args = ap.parse_args()
+    if args.table:
+        print(models_table(json.loads(Path(args.out).read_text())))
+        return
     if args.quick:
         args.max_facts, args.models_max_facts = 5, 5
         args.runs, args.out = args.runs + "_quick", args.out.replace(".json", "_quick.json")
