@@ -43,10 +43,10 @@ MODEL_SETS = ("countries", "wordnet")
 def kgprobe_scores(model, tokenizer, fact_set) -> tuple[dict, float]:
     """Per relation: a list of {option label (case-folded): summed log-likelihood} per fact; and
     the wall time."""
-    from kgprobe.probe.statements import fill, score_causal
+    from kgprobe.probe.statements import score_causal
 
     t = time.perf_counter()
-    statements = [[fill(fact_set.templates[f.relation], f.subject, o) for o in f.options] for f in fact_set.facts]
+    statements = fact_set.option_statements()
     sums = score_causal(model, tokenizer, statements, batch_size="auto").score("statement", "sum").tolist()
     seconds = time.perf_counter() - t
     out: dict[str, list[dict]] = {}
@@ -77,8 +77,13 @@ def lmpq_scores(model, tokenizer, directory: Path, batch_size: int) -> tuple[dic
 
 
 def ours_correct(scores: dict[str, float], answer: str) -> bool:
-    # kgprobe's accuracy: rank 1, every alternative strictly below the true statement
-    return all(s < scores[answer] for label, s in scores.items() if label != answer)
+    """kgprobe's accuracy (:func:`kgprobe.probe.statements.ranks` == 1) of one fact's option scores."""
+    import torch
+
+    from kgprobe.probe.statements import ranks
+
+    row = [scores[answer], *(s for label, s in scores.items() if label != answer)]
+    return bool(ranks(torch.tensor([row], dtype=torch.float64))[0] == 1)
 
 
 def agreement(args, model, tokenizer, echo) -> dict:

@@ -211,3 +211,14 @@ def test_cli_probe_facts_hidden_writes_the_layer_probes(model_dir, tmp_path, cap
     assert hidden["layers"] == [0, 1, 2] and hidden["best_layer"]["layer"] in (0, 1, 2)
     assert sum(hidden["split"][part]["facts"] for part in ("fit", "validation", "test")) == 12
     assert (tmp_path / "run" / "hidden.png").stat().st_size > 1000 and "hidden states: best layer" in err
+    # one pass served both: the fact records come from the hidden probes' scoring, and equal a plain run's
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved["seconds"] == {"capital": None}
+    code, _, err = _cli(["probe", "facts", str(kg), "--templates", str(templates), "--model", str(model_dir),
+                         "--device", "cpu", "--alternatives", "3", "--out", str(tmp_path / "plain")], capsys)
+    assert code == 0, err
+    hidden_run = [json.loads(line) for line in (tmp_path / "run" / "facts.jsonl").read_text().splitlines()]
+    plain = [json.loads(line) for line in (tmp_path / "plain" / "facts.jsonl").read_text().splitlines()]
+    assert [r["rank"] for r in hidden_run] == [r["rank"] for r in plain]
+    for a, b in zip(hidden_run, plain):
+        assert a["scores"]["statement"] == pytest.approx(b["scores"]["statement"], abs=1e-4)

@@ -70,16 +70,10 @@ class WordNetIndex:
     def __init__(self, root: Path):
         self.senses: dict[str, dict[str, list[str]]] = {}
         self.tagged: dict[tuple[str, str], int] = {}
-        for pos, fname in wordnet.POS_FILES:
-            for line in (root / f"index.{fname}").read_text(encoding="latin-1").splitlines():
-                if not line or line.startswith(" "):
-                    continue
-                fields = line.split()
-                n_synsets, n_pointers = int(fields[2]), int(fields[3])
-                offsets = fields[6 + n_pointers:6 + n_pointers + n_synsets]
-                self.senses.setdefault(fields[0], {}).setdefault(pos, []).extend(offsets)
-                # senses tagged in WordNet's semantic concordance: how often the word is this POS
-                self.tagged[(fields[0], pos)] = int(fields[5 + n_pointers])
+        for entry in wordnet.read_index(root):
+            self.senses.setdefault(entry.lemma, {}).setdefault(entry.pos, []).extend(entry.offsets)
+            # senses tagged in WordNet's semantic concordance: how often the word is this POS
+            self.tagged[(entry.lemma, entry.pos)] = entry.tagged
         # noun synsets and their hypernym / instance-hypernym edges (both only ever point to nouns)
         nouns = [syn for syn in wordnet.read_synsets(root) if syn.pos == "n"]
         self.parents: dict[str, list[str]] = {

@@ -54,7 +54,7 @@ import numpy as np
 
 from kgprobe.errors import KgprobeError
 from kgprobe.kg.graph import KnowledgeGraph
-from kgprobe.probe.statements import fill
+from kgprobe.probe.statements import Statement, fill
 from kgprobe.yamlconf import read_yaml, yaml_line
 
 SUBJECT, OBJECT = "[X]", "[Y]"
@@ -91,9 +91,15 @@ class FactSet:
     templates: dict[str, str]
     facts: list[Fact] = field(default_factory=list)
 
+    def option_statements(self, facts: Sequence[Fact] | None = None) -> list[list[Statement]]:
+        """Per fact (default: all) its options' statements, the true one first: what the scorers
+        of :mod:`kgprobe.probe.statements` take."""
+        return [[fill(self.templates[f.relation], f.subject, obj) for obj in f.options]
+                for f in (self.facts if facts is None else facts)]
+
     def statements(self, fact: Fact) -> list[str]:
-        """The fact's statements, one per option: the true one first."""
-        return [fill(self.templates[fact.relation], fact.subject, obj).text for obj in fact.options]
+        """The fact's statements as text, one per option: the true one first."""
+        return [s.text for s in self.option_statements([fact])[0]]
 
     def to_jsonl(self, path: str | Path) -> Path:
         """Write the header line and one line per fact (see the module docstring)."""
@@ -420,22 +426,12 @@ def _nations() -> Graphs:
     return kg.replace(entity_labels=[_NATIONS_LABELS.get(e, e.title()) for e in kg.entity_ids]), None
 
 
-def _sense_index(root: Path) -> dict[tuple[str, str], list[str]]:
-    """(word, pos letter) -> synset offsets, most frequent sense first (WordNet's index files), for
-    the words with a sense tagged in SemCor: the words that occur in running text."""
-    senses = {}
-    for pos, fname in (("n", "noun"), ("v", "verb"), ("a", "adj"), ("r", "adv")):
-        if not (root / f"index.{fname}").is_file():
-            raise KgprobeError("WordNet 3.0 index file missing (it comes with data.* in wordnet-base)",
-                               path=root / f"index.{fname}")
-        for line in (root / f"index.{fname}").read_text(encoding="latin-1").splitlines():
-            fields = line.split()
-            if line.startswith(" ") or len(fields) < 6:  # the indented license header
-                continue
-            n_synsets, n_pointers = int(fields[2]), int(fields[3])
-            if int(fields[5 + n_pointers]) > 0:
-                senses[(fields[0].replace("_", " "), pos)] = fields[-n_synsets:]
-    return senses
+def _sense_index(root: Path) -> dict[tuple[str, str], tuple[str, ...]]:
+    """(word, pos letter) -> synset offsets, most frequent sense first, for the words with a sense
+    tagged in SemCor: the words that occur in running text."""
+    from kgprobe.kg.datasets.wordnet import read_index
+
+    return {(e.lemma.replace("_", " "), e.pos): e.offsets for e in read_index(root) if e.tagged > 0}
 
 
 @lru_cache(maxsize=1)  # ~5 s of parsing; the graphs are immutable

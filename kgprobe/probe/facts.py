@@ -37,8 +37,6 @@ if TYPE_CHECKING:  # the CLI reads FactProbeOptions at start-up: torch loads wit
     from kgprobe.probe.hidden import HiddenOptions
     from kgprobe.probe.statements import StatementScores
 
-SPANS = ("statement", "answer", "conditional")  # kgprobe.probe.statements.SPANS, without importing torch
-
 RECORDS_FILE, RESULTS_FILE, PLOT_FILE, PARTS_FILE = "facts.jsonl", "results.json", "accuracy.png", "facts.parts.jsonl"
 HIDDEN_FILE, HIDDEN_PLOT = "hidden.json", "hidden.png"
 COMMAND = "probe facts"
@@ -64,12 +62,12 @@ class FactProbeOptions(BaseModel):
         default="auto", description="statements per forward pass; auto: planned from free memory")
 
 
-def score_fact_list(model, tokenizer, facts: Sequence[Fact], template: str, *, kind: str,
+def score_fact_list(model, tokenizer, fact_set: FactSet, facts: Sequence[Fact], *, kind: str,
                     options: FactProbeOptions, progress: Callable[[int], None] | None = None) -> StatementScores:
-    """Every option's statement of ``facts`` (one relation, one template), scored."""
-    from kgprobe.probe.statements import fill, score_causal, score_masked
+    """Every option's statement of ``facts`` (some of ``fact_set``'s), scored."""
+    from kgprobe.probe.statements import score_causal, score_masked
 
-    statements = [[fill(template, f.subject, o) for o in f.options] for f in facts]
+    statements = fact_set.option_statements(facts)
     if kind == "masked-lm":
         flat = [s for group in statements for s in group]
         got = score_masked(model, tokenizer, flat, pll=options.pll, batch_size=options.batch_size)
@@ -81,7 +79,7 @@ def score_fact_list(model, tokenizer, facts: Sequence[Fact], template: str, *, k
 
 def fact_records(facts: Sequence[Fact], scores: StatementScores, options: FactProbeOptions) -> list[dict]:
     """One JSON-ready record per fact (every span's sums and token counts; rank under the chosen score)."""
-    from kgprobe.probe.statements import ranks
+    from kgprobe.probe.statements import SPANS, ranks
 
     width = len(facts[0].options)
     chosen = scores.score(options.span, options.reduction).view(len(facts), width)
@@ -135,26 +133,35 @@ def plot_accuracy(result: dict, path: Path) -> None:
 
 def probe_facts(model, tokenizer, fact_set: FactSet, out: str | Path, *, model_name: str, kind: str = "causal-lm",
                 options: FactProbeOptions = FactProbeOptions(), echo: Callable[[str], None] = print,
-                progress: bool = True) -> dict:
+                progress: bool = True, scores: StatementScores | None = None) -> dict:
     """Score ``fact_set`` with a loaded ``model`` into the run directory ``out`` (made by the caller);
-    return results.json's content. A relation already in ``facts.parts.jsonl`` is not scored again."""
+    return results.json's content. A relation already in ``facts.parts.jsonl`` is not scored again.
+    ``scores``: every statement's, from a pass already made (``fact_set.option_statements()``
+    order, e.g. the hidden-state probes' one): nothing is scored again, the relations' seconds are None."""
+    import torch
     from tqdm.auto import tqdm
 
     out = Path(out)
     relations = list(dict.fromkeys(f.relation for f in fact_set.facts))
+    width = len(fact_set.facts[0].options)
     log = ChunkLog(out / PARTS_FILE)
     start = time.perf_counter()
     with tqdm(total=len(fact_set.facts), unit="fact", desc="probe facts", disable=not progress) as bar:
         for i, rel in enumerate(relations):
-            facts = [f for f in fact_set.facts if f.relation == rel]
+            at = [j for j, f in enumerate(fact_set.facts) if f.relation == rel]
+            facts = [fact_set.facts[j] for j in at]
             if log.done(i) is not None:
                 bar.update(len(facts))
                 continue
             t0 = time.perf_counter()
-            scores = score_fact_list(model, tokenizer, facts, fact_set.templates[rel], kind=kind, options=options,
-                                     progress=bar.update)
-            log.write(i, {"relation": rel, "seconds": round(time.perf_counter() - t0, 3),
-                          "records": fact_records(facts, scores, options)})
+            if scores is None:
+                got = score_fact_list(model, tokenizer, fact_set, facts, kind=kind, options=options,
+                                      progress=bar.update)
+            else:
+                got = scores.select((torch.tensor(at)[:, None] * width + torch.arange(width)).flatten())
+                bar.update(len(facts))
+            log.write(i, {"relation": rel, "seconds": round(time.perf_counter() - t0, 3) if scores is None else None,
+                          "records": fact_records(facts, got, options)})
     records = [r for i in range(len(relations)) for r in log.done(i)["records"]]
     k = len(fact_set.facts[0].alternatives)
     result = {"command": COMMAND, "fact_set": fact_set.name, "model": model_name, "kind": kind, "alternatives": k,
@@ -219,20 +226,24 @@ def run_facts(fact_set: FactSet, out: str | Path, *, model: str = "smollm2-135m"
     lm.eval()
     path = open_output_dir(target)
     write_json(path / "config.json", {"fact_set": fact_set.name, "model": model, "options": options.model_dump()})
-    result = probe_facts(lm, tokenizer, fact_set, path, model_name=model, kind=kind, options=options, echo=echo,
-                         progress=progress)
-    if hidden is not None:
-        from kgprobe.probe.hidden import plot_hidden, probe_hidden
+    if hidden is None:
+        return probe_facts(lm, tokenizer, fact_set, path, model_name=model, kind=kind, options=options, echo=echo,
+                           progress=progress)
+    from kgprobe.probe.hidden import check_hidden, plot_hidden, probe_hidden, score_facts
 
-        found = probe_hidden(lm, tokenizer, fact_set, options=hidden, batch_size=options.batch_size,
-                             progress=progress)
-        write_json(path / HIDDEN_FILE, found)
-        plot_hidden(found, path / HIDDEN_PLOT)
-        best = found["best_layer"]
-        echo(f"hidden states: best layer {best['layer']} (on validation facts), test accuracy "
-             f"{best['test_accuracy']:.3f} vs the LM's {found['lm_accuracy']['overall']:.3f}; "
-             f"probe right where the LM is wrong on {found['gap']['overall']['hidden_only']:.3f} of test facts")
-        result["hidden"] = found
+    # one pass serves both: the statements' log-likelihoods and their hidden states
+    layers = check_hidden(lm, fact_set, hidden)[0]["layers"]
+    scores = score_facts(lm, tokenizer, fact_set, layers, batch_size=options.batch_size, progress=progress)
+    result = probe_facts(lm, tokenizer, fact_set, path, model_name=model, kind=kind, options=options, echo=echo,
+                         progress=False, scores=scores)
+    found = probe_hidden(lm, tokenizer, fact_set, options=hidden, scores=scores)
+    write_json(path / HIDDEN_FILE, found)
+    plot_hidden(found, path / HIDDEN_PLOT)
+    best = found["best_layer"]
+    echo(f"hidden states: best layer {best['layer']} (on validation facts), test accuracy "
+         f"{best['test_accuracy']:.3f} vs the LM's {found['lm_accuracy']['overall']:.3f}; "
+         f"probe right where the LM is wrong on {found['gap']['overall']['hidden_only']:.3f} of test facts")
+    result["hidden"] = found
     return result
 
 

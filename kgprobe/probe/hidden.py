@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     import torch
 
     from kgprobe.probe.fact_sets import Fact, FactSet
+    from kgprobe.probe.statements import StatementScores
 
 FIT, VALIDATION, TEST = 0, 1, 2  # the parts of the split, per fact
 PARTS = ("fit", "validation", "test")
@@ -258,16 +259,19 @@ def score_facts(model, tokenizer, fact_set: FactSet, layers: Sequence[int], *, b
     """One pass: every option's statement, its log-likelihood and hidden states."""
     from tqdm.auto import tqdm
 
-    from kgprobe.probe.statements import fill, score_causal
+    from kgprobe.probe.statements import score_causal
 
-    statements = [[fill(fact_set.templates[f.relation], f.subject, o) for o in f.options] for f in fact_set.facts]
+    statements = fact_set.option_statements()
     with tqdm(total=len(statements), unit="fact", desc="probe hidden", disable=not progress) as bar:
         return score_causal(model, tokenizer, statements, batch_size=batch_size, layers=layers, progress=bar.update)
 
 
 def probe_hidden(model, tokenizer, fact_set: FactSet, *, options: HiddenOptions | None = None,
-                 batch_size: int | str = "auto", progress: bool = True) -> dict:
-    """Probe every chosen layer of a loaded causal LM on ``fact_set``; the JSON-ready report."""
+                 batch_size: int | str = "auto", progress: bool = True,
+                 scores: StatementScores | None = None) -> dict:
+    """Probe every chosen layer of a loaded causal LM on ``fact_set``; the JSON-ready report.
+    ``scores``: :func:`score_facts` of ``fact_set`` with the planned layers, when the caller made
+    that pass already (``kgprobe probe facts --hidden`` shares it with the fact probe)."""
     import torch
 
     from kgprobe.probe.statements import ranks
@@ -277,7 +281,8 @@ def probe_hidden(model, tokenizer, fact_set: FactSet, *, options: HiddenOptions 
         raise KgprobeError(f"fact set {fact_set.name!r} has no facts")
     plan, part, width, folds = check_hidden(model, fact_set, options)
     start = time.perf_counter()
-    scores = score_facts(model, tokenizer, fact_set, plan["layers"], batch_size=batch_size, progress=progress)
+    if scores is None:
+        scores = score_facts(model, tokenizer, fact_set, plan["layers"], batch_size=batch_size, progress=progress)
     scored = time.perf_counter()
     feats = scores.hidden_last if options.feature == "last" else scores.hidden_answer
     lm_correct = ranks(scores.score("statement", "sum").view(-1, width)) == 1

@@ -52,18 +52,18 @@ def behavioural(model: nn.Module, tokenizer, *, forget: Sequence, retain: Sequen
     return out
 
 
-def fact_accuracy(model: nn.Module, tokenizer, facts: Sequence, templates: dict[str, str], *,
+def fact_accuracy(model: nn.Module, tokenizer, fact_set, facts: Sequence, *,
                   batch_size: int | str = "auto") -> float | None:
-    """Share of ``facts`` (:class:`~kgprobe.probe.fact_sets.Fact`) whose true statement the model
-    ranks first among its options (:mod:`kgprobe.probe.facts`); None for no facts."""
-    from kgprobe.probe.statements import fill, ranks, score_causal
+    """Share of ``facts`` (some of the :class:`~kgprobe.probe.fact_sets.FactSet` ``fact_set``'s)
+    whose true statement the model ranks first among its options (:mod:`kgprobe.probe.facts`);
+    None for no facts."""
+    from kgprobe.probe.statements import ranks, score_causal
 
     if not facts:
         return None
-    statements = [[fill(templates[f.relation], f.subject, o) for o in f.options] for f in facts]
-    scores = score_causal(model, tokenizer, statements, batch_size=batch_size).score("statement", "sum")
+    scores = score_causal(model, tokenizer, fact_set.option_statements(facts), batch_size=batch_size)
     width = len(facts[0].options)
-    return float((ranks(scores.view(len(facts), width)) == 1).float().mean())
+    return float((ranks(scores.score("statement", "sum").view(len(facts), width)) == 1).float().mean())
 
 
 def layer_vectors(model: nn.Module, layers: Sequence[int]) -> dict[int, Tensor]:

@@ -370,8 +370,8 @@ def _measure(model, tokenizer, *, forget, retain, attack, facts: tuple[list, lis
         return got
     about, others = facts
     return {**got, "n_forget_facts": len(about), "n_retain_facts": len(others),
-            "forget_fact_acc": fact_accuracy(model, tokenizer, about, fact_set.templates),
-            "retain_fact_acc": fact_accuracy(model, tokenizer, others, fact_set.templates)}
+            "forget_fact_acc": fact_accuracy(model, tokenizer, fact_set, about),
+            "retain_fact_acc": fact_accuracy(model, tokenizer, fact_set, others)}
 
 
 def load_concept_files(paths: Sequence[str | Path]) -> list[Concept]:

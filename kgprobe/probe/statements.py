@@ -16,9 +16,9 @@ and ``mean`` divides by the span's token count. The ``k + 1`` statements of a fa
 first ``c`` tokens (BOS, the subject and template text before ``[Y]``, often part of the answer);
 that prefix runs once per fact and its key/value cache serves every option (exact under causal
 attention, see :mod:`kgprobe.models.lm`), and many facts run in one batch: the prefixes
-right-padded together, then every option's remaining tokens with its own fact's cache rows, the
-pads masked out and positions carrying on from ``c``. ``c`` stops one token short of the shortest
-option so every option has a token of its own.
+left-padded together, then every option's remaining tokens, in passes sorted by length, with its
+own fact's cache rows, the pads masked out and positions carrying on from ``c``. ``c`` stops one
+token short of the shortest option so every option has a token of its own.
 
 **Masked LM** (pseudo-log-likelihood, Salazar et al. 2020): ``l_i = log p(t_i | t with t_i
 masked)`` over the non-special tokens; ``within_word_l2r`` (lm-pub-quiz's default, Kauf & Ivanova
@@ -82,6 +82,11 @@ class StatementScores:
 
     def __len__(self) -> int:
         return int(self.sums["statement"].numel())
+
+    def select(self, index: torch.Tensor) -> StatementScores:
+        """The scores of the statements ``index`` (hidden states left out)."""
+        return StatementScores(sums={k: v[index] for k, v in self.sums.items()},
+                               counts={k: v[index] for k, v in self.counts.items()})
 
     def score(self, span: str = "statement", reduction: str = "sum") -> torch.Tensor:
         if span not in SPANS or reduction not in REDUCTIONS:
@@ -149,7 +154,7 @@ def _token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
 
 
 class _CausalBatch:
-    """One forward pass over several facts' prefixes, then one over all their options."""
+    """One forward pass over several facts' prefixes, then passes over their options."""
 
     def __init__(self, model, enc: _Encoded, groups: list[list[int]], prefix: list[int],
                  layers: Sequence[int] | None):

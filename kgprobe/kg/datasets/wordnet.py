@@ -106,6 +106,35 @@ def read_synsets(root: Path) -> Iterator[Synset]:
             )
 
 
+class IndexEntry(NamedTuple):
+    """One line of an ``index.*`` file: a lemma (``_`` between words, as written) in one part of
+    speech, its synset offsets most frequent sense first, and how many of its senses are tagged in
+    WordNet's semantic concordance (SemCor): 0 for words that running text hardly uses."""
+
+    lemma: str
+    pos: str
+    offsets: tuple[str, ...]
+    tagged: int
+
+
+def read_index(root: Path) -> Iterator[IndexEntry]:
+    """Every lemma of the four index files (noun, verb, adj, adv)."""
+    for pos, fname in POS_FILES:
+        path = root / f"index.{fname}"
+        if not path.is_file():
+            raise KgprobeError("WordNet 3.0 index file missing (it comes with data.* in wordnet-base)", path=path)
+        for line_no, line in enumerate(path.read_text(encoding="latin-1").splitlines(), 1):
+            if not line or line.startswith(" "):  # the license header is indented
+                continue
+            fields = line.split()
+            try:
+                n_synsets, n_pointers = int(fields[2]), int(fields[3])
+                tagged = int(fields[5 + n_pointers])
+            except (IndexError, ValueError):
+                raise KgprobeError("not a WordNet index line", path=path, line=line_no) from None
+            yield IndexEntry(fields[0], pos, tuple(fields[6 + n_pointers:6 + n_pointers + n_synsets]), tagged)
+
+
 def build(*, wordnet_dir: str | os.PathLike | None = None) -> KnowledgeGraph:
     """Parse WordNet 3.0 into a :class:`KnowledgeGraph` named ``wordnet``.
 
