@@ -161,7 +161,7 @@ def model_run(args, name: str, echo) -> dict:
         seconds += sum(result["seconds"].values())
         rows = [json.loads(line) for line in (out / "facts.jsonl").read_text().splitlines()]
         records += [{**r, "relation": f"{set_name}/{r['relation']}"} for r in rows]
-    m = metrics(records, alternatives=10)
+    m = metrics(records)
     return {"relations": m["relations"], "micro": m["micro"], "macro": m["macro"], "facts": len(records),
             "chance_accuracy": m["chance_accuracy"], "seconds": round(seconds, 1)}
 

@@ -105,11 +105,13 @@ def test_masked_scores_equal_one_masked_copy_per_token(bert_dir):
 def test_ranks_are_realistic_and_metrics_average_per_relation():
     scores = torch.tensor([[0.0, -1.0, -2.0], [0.0, 1.0, -1.0], [0.0, 0.0, -1.0], [-3.0, 1.0, 2.0]])
     assert ranks(scores).tolist() == [1.0, 2.0, 1.5, 3.0]
-    records = [{"relation": r, "rank": k, "correct": k == 1} for r, k in (("a", 1.0), ("a", 2.0), ("b", 1.0))]
-    m = metrics(records, alternatives=2)
+    records = [{"relation": r, "rank": k, "correct": k == 1, "options": ["x"] * n}
+               for r, k, n in (("a", 1.0, 3), ("a", 2.0, 3), ("b", 1.0, 6))]
+    m = metrics(records)
     assert m["relations"]["a"] == {"facts": 2, "accuracy": 0.5, "mrr": 0.75}
     assert m["micro"]["accuracy"] == pytest.approx(2 / 3) and m["macro"]["accuracy"] == pytest.approx(0.75)
-    assert m["chance_accuracy"] == pytest.approx(1 / 3)
+    # k = "all": relation b's answer space has 6 options, a's 3
+    assert m["chance_accuracy"] == pytest.approx((1 / 3 + 1 / 3 + 1 / 6) / 3)
 
 
 def _fact_set(k: int = 3):
@@ -179,6 +181,21 @@ def test_cli_probe_facts_on_a_kg_file_with_templates(model_dir, tmp_path, capsys
     assert code == 2 and err.strip().endswith("was probed with other options: pass --overwrite to start afresh, "
                                               "or the same options to resume")
     assert Path(tmp_path / "run" / "facts.jsonl").is_file()
+
+
+def test_cli_probe_facts_alternatives_all_ranks_every_other_object(model_dir, tmp_path, capsys):
+    kg = _capitals(tmp_path / "toy.tsv", 5)
+    (tmp_path / "templates.yaml").write_text('relations:\n  capital: "The capital of [X] is [Y]."\n')
+    code, _, err = _cli(["probe", "facts", str(kg), "--templates", str(tmp_path / "templates.yaml"), "--model",
+                         str(model_dir), "--device", "cpu", "--alternatives", "ALL", "--out", str(tmp_path / "run")],
+                        capsys)
+    assert code == 0, err
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    records = [json.loads(line) for line in (tmp_path / "run" / "facts.jsonl").read_text().splitlines()]
+    # BEAR's answer space: each fact's own object and the 4 other capitals
+    assert saved["options"]["alternatives"] == "all" and saved["alternatives"] == 4
+    assert all(sorted(r["options"]) == [f"city {i}" for i in range(5)] for r in records)
+    assert saved["metrics"]["chance_accuracy"] == pytest.approx(1 / 5)
 
 
 def test_harvest_eval_fact_probe_scores_the_reference_with_the_runs_model_and_prompt(model_dir, tmp_path):

@@ -37,21 +37,26 @@ SEED = click.IntRange(0, 2**31 - 1)
 #: a positive count that faiss takes as a C int (index and k-means parameters, batch sizes)
 COUNT = click.IntRange(1, 2**31 - 1)
 
-class BatchSize(click.ParamType):
-    """``--batch-size``: a positive count, or ``auto`` (planned from free memory; see kgprobe.models.memory)."""
+class CountOr(click.ParamType):
+    """A positive count, or one word that stands for a choice the library makes (``auto``, ``all``)."""
 
-    name = "N|auto"
+    def __init__(self, word: str):
+        self.word = word
+        self.name = f"N|{word}"
 
     def convert(self, value, param, ctx):
-        if isinstance(value, int) or str(value).strip().lower() == "auto":
-            return "auto" if isinstance(value, str) else value
+        if isinstance(value, int) or str(value).strip().lower() == self.word:
+            return self.word if isinstance(value, str) else value
         try:
             return COUNT.convert(value, param, ctx)
         except click.BadParameter:
-            self.fail(f"{value} is not a positive integer or auto", param, ctx)
+            self.fail(f"{value} is not a positive integer or {self.word}", param, ctx)
 
 
-BATCH_SIZE = BatchSize()
+#: ``--batch-size``: a positive count, or auto (planned from free memory; see kgprobe.models.memory)
+BATCH_SIZE = CountOr("auto")
+#: ``--alternatives`` of ``probe facts``: k, or all (every other object of the relation)
+ALTERNATIVES = CountOr("all")
 
 #: ``--dtype`` of the commands that load a causal or masked LM (kgprobe.models.resolve_dtype)
 DTYPE = click.option("--dtype", type=click.Choice(DTYPE_CHOICES), default="auto",

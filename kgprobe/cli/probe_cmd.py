@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from kgprobe.cli.options import BATCH_SIZE, DEVICE_MAP, DTYPE, SEED, OutputPath, options_model
+from kgprobe.cli.options import ALTERNATIVES, BATCH_SIZE, DEVICE_MAP, DTYPE, SEED, OutputPath, options_model
 
 _CONCEPTS = click.option("--concepts", "concept_files", multiple=True, type=click.Path(path_type=Path),
                          default=["kg_data/concepts/countries.jsonl"], show_default=True,
@@ -172,9 +172,9 @@ def lens(model: str, device: str, dtype: str, device_map: str | None, layer: int
               help="Templates YAML (relations: {RELATION: \"... [X] ... [Y] .\"}); needed for a KG path, "
                    "replaces a named set's.")
 @click.option("--relation", "relations", multiple=True, help="Probe only this relation (repeat for several).")
-@click.option("--alternatives", type=click.IntRange(min=1), default=None,
-              help="k: statements with other objects of the relation ranked against the true one "
-                   "(default: the named set's, else 10).")
+@click.option("--alternatives", type=ALTERNATIVES, default=None,
+              help="k: statements with other objects of the relation ranked against the true one, or all: "
+                   "every other object of the relation, BEAR's answer space (default: the named set's, else 10).")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seeds the alternatives (and --max-facts).")
 @click.option("--max-facts", type=click.IntRange(min=1), default=None,
               help="Facts per relation, a seeded sample (default: all).")
@@ -197,7 +197,8 @@ def lens(model: str, device: str, dtype: str, device_map: str | None, layer: int
 @DEVICE_MAP
 @click.option("--overwrite", is_flag=True, help="Replace --out when it holds something else.")
 def facts(source: str, out: Path, model: str, model_kind: str, templates: Path | None, relations: tuple[str, ...],
-          alternatives: int | None, seed: int, max_facts: int | None, span: str, reduction: str, pll: str, batch_size,
+          alternatives: int | str | None, seed: int, max_facts: int | None, span: str, reduction: str, pll: str,
+          batch_size,
           hidden: bool, hidden_feature: str, device: str, dtype: str, device_map: str | None,
           overwrite: bool) -> None:
     """How much of a KG the LM knows (BEAR / lm-pub-quiz's scheme): per fact, the true statement

@@ -47,8 +47,9 @@ class FactProbeOptions(BaseModel):
     run directory records everything that decides its numbers)."""
 
     model_config = ConfigDict(extra="forbid")
-    alternatives: int | None = Field(default=None, ge=1,
-                                     description="k: other objects per fact (default: the named set's, else 10)")
+    alternatives: Annotated[int, Field(ge=1)] | Literal["all"] | None = Field(
+        default=None, description="k: other objects per fact, or all: every other object of the relation "
+                                  "(BEAR's answer space; default: the named set's, else 10)")
     seed: int = Field(default=0, description="seeds the choice of alternatives (and of facts with max_facts)")
     relations: list[str] | None = Field(default=None, description="relations to probe (default: all with a template)")
     max_facts: int | None = Field(default=None, ge=1, description="facts per relation, a seeded sample (default: all)")
@@ -93,8 +94,10 @@ def fact_records(facts: Sequence[Fact], scores: StatementScores, options: FactPr
              "rank": float(rank[i]), "correct": bool(rank[i] == 1)} for i, f in enumerate(facts)]
 
 
-def metrics(records: Sequence[dict], *, alternatives: int) -> dict:
-    """accuracy, MRR and fact count per relation; ``micro`` over facts and ``macro`` over relations."""
+def metrics(records: Sequence[dict]) -> dict:
+    """accuracy, MRR and fact count per relation; ``micro`` over facts and ``macro`` over relations;
+    ``chance_accuracy``, the mean of ``1 / options`` over the facts (``1 / (k + 1)`` for a fixed k;
+    with ``k = "all"`` each relation's answer space sets its own)."""
     by_relation: dict[str, list[dict]] = {}
     for r in records:
         by_relation.setdefault(r["relation"], []).append(r)
@@ -106,7 +109,7 @@ def metrics(records: Sequence[dict], *, alternatives: int) -> dict:
     per = {rel: summary(rows) for rel, rows in by_relation.items()}
     macro = {key: sum(p[key] for p in per.values()) / len(per) for key in ("accuracy", "mrr")} if per else {}
     return {"relations": per, "micro": summary(list(records)) if records else {}, "macro": macro,
-            "chance_accuracy": 1 / (alternatives + 1)}
+            "chance_accuracy": sum(1 / len(r["options"]) for r in records) / len(records) if records else None}
 
 
 def plot_accuracy(result: dict, path: Path) -> None:
@@ -163,10 +166,11 @@ def probe_facts(model, tokenizer, fact_set: FactSet, out: str | Path, *, model_n
             log.write(i, {"relation": rel, "seconds": round(time.perf_counter() - t0, 3) if scores is None else None,
                           "records": fact_records(facts, got, options)})
     records = [r for i in range(len(relations)) for r in log.done(i)["records"]]
-    k = len(fact_set.facts[0].alternatives)
+    widths = {len(f.alternatives) for f in fact_set.facts}
+    k = widths.pop() if len(widths) == 1 else "all"  # "all": each relation's answer space, its own size
     result = {"command": COMMAND, "fact_set": fact_set.name, "model": model_name, "kind": kind, "alternatives": k,
               "options": options.model_dump(), "templates": {r: fact_set.templates[r] for r in relations},
-              "metrics": metrics(records, alternatives=k),
+              "metrics": metrics(records),
               "seconds": {log.done(i)["relation"]: log.done(i)["seconds"] for i in range(len(relations))},
               "seconds_this_run": round(time.perf_counter() - start, 3)}
     with atomic_path(out / RECORDS_FILE) as tmp:
