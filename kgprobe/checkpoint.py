@@ -9,6 +9,8 @@ import json
 import os
 from pathlib import Path
 
+from kgprobe.errors import KgprobeError
+
 
 class ChunkLog:
     def __init__(self, path: Path):
@@ -31,6 +33,15 @@ class ChunkLog:
 
     def done(self, chunk: int) -> dict | None:
         return self.chunks.get(chunk)
+
+    def done_for(self, chunk: int, *, key: str, value: str) -> dict | None:
+        """``chunk``'s record when its ``key`` is ``value`` (None when not done yet); a record for
+        another ``value`` means the inputs changed since the log was written: a one-line error."""
+        record = self.chunks.get(chunk)
+        if record is not None and record.get(key) != value:
+            raise KgprobeError(f"{self.path}: checkpoint line {chunk} is for {record.get(key)!r}, not {value!r}; "
+                               f"the {key} list changed — use a fresh output directory")
+        return record
 
     def write(self, chunk: int, record: dict) -> None:
         record = {"chunk": chunk, **record}

@@ -160,6 +160,69 @@ def test_stages_write_their_files_and_resume(lm, tok, concepts, tmp_path):
     assert (out / "unlearning.jsonl").read_text().splitlines() == lines
 
 
+def test_validate_null_protocol_writes_its_files_and_resumes(lm, tok, concepts, tmp_path):
+    out = tmp_path / "cv"
+    locate(lm, tok, concepts, out, options=LocateOptions(top_tokens=20, pool=30, per_concept=2, effect_set=0),
+           echo=lambda s: None)
+    opts = ValidateOptions(protocol="null", intervention="mean", null_size=30, alpha=0.05, unrelated_size=6)
+    summary = validate(lm, tok, concepts, out, options=opts, echo=lambda s: None)
+    saved = json.loads((out / "null.json").read_text())
+    assert saved["summary"] == summary and summary["tested"] == len(saved["records"]) - len(summary["skipped"])
+    assert summary["settings"]["null"]["intervention"] == "mean" and summary["settings"]["alpha"] == 0.05
+    for r in saved["records"]:
+        for t in r["tests"].values():
+            assert 0 < t["p"] <= 1 and t["p_adjusted"] >= t["p"] and 1 <= t["draws"] <= 30
+    assert (out / "null.png").stat().st_size > 1000 and not (out / "validation.tsv").exists()
+    log = (out / "null.jsonl").read_text()
+    assert validate(lm, tok, concepts, out, options=opts, echo=lambda s: None) == summary
+    assert (out / "null.jsonl").read_text() == log  # resumed: nothing recomputed
+    # unlearning takes the null protocol's concepts (those beating their null first), Needle and text runs too
+    opts = UnlearnOptions(concepts=1, steps=1, methods=["needle", "gradient-ascent"], forget_on="text",
+                          fact_set=None)
+    report = unlearn_all(lm, tok, concepts, out, options=opts, echo=lambda s: None)
+    assert set(report) == {"needle", "gradient-ascent"}
+    runs = json.loads((out / "unlearning_report.json").read_text())["concepts"]
+    run = next(iter(runs.values()))["needle"]
+    assert run["log"]["train"] == "concept-vectors" and 0 <= run["intrinsic"]["jaccard_top200_raw"] <= 1
+
+
+def test_validate_original_protocol_writes_the_original_table(lm, tok, concepts, tmp_path):
+    out = tmp_path / "cv"
+    locate(lm, tok, concepts, out, options=LocateOptions(top_tokens=20, pool=30, per_concept=2, effect_set=0),
+           echo=lambda s: None)
+    opts = ValidateOptions(protocol="original", max_new_tokens=6, noise_ratio=50.0)
+    table = validate(lm, tok, concepts, out, options=opts, echo=lambda s: None)
+    saved = json.loads((out / "original.json").read_text())
+    assert saved["table"] == table and len(saved["records"]) == table["concepts"] > 0
+    for r in saved["records"]:
+        assert 0 <= r["target_bleu"] <= 1 and 0 <= r["unrelated_rouge_l"] <= 1 and r["noise_ratio"] == 50.0
+    assert (out / "original.png").stat().st_size > 1000
+
+
+def test_discover_stage_names_a_planted_column_and_feeds_validation(tok, tmp_path):
+    from kgprobe.probe.concepts import load_concepts
+    from kgprobe.probe.hooks import set_value_vector
+    from kgprobe.probe.run import DiscoverOptions, discover
+
+    model = tiny_llama(tok)
+    ids = [i for w in ("Japan", "Japanese", "Tokyo") for i in tok(" " + w, add_special_tokens=False)["input_ids"][:1]]
+    with torch.no_grad():  # value vector (1, 9) now promotes exactly Japan's words
+        model.lm_head.weight[ids] *= 30
+        set_value_vector(model, 1, 9, model.lm_head.weight[ids].sum(0))
+    out = tmp_path / "disc"
+    concepts = discover(model, tok, out, options=DiscoverOptions(layers=[1], top_tokens=20), echo=lambda s: None)
+    rows = [json.loads(line) for line in (out / "candidates.jsonl").read_text().splitlines()]
+    japan = [r for r in rows if r["concept"] == "country:japan"]
+    # the lengthened unembedding rows put Japan's words on top of other columns too: (1, 9) is among them
+    assert (1, 9) in {(r["layer"], r["index"]) for r in japan}
+    assert [r["rank"] for r in japan] == list(range(1, len(japan) + 1))
+    saved = load_concepts(out / "concepts.jsonl")
+    assert [c.id for c in saved] == [c.id for c in concepts] and "country:japan" in {c.id for c in saved}
+    assert QA("The capital of Japan is", "Tokyo", "countryinfo:capital") in next(c for c in saved
+                                                                                if c.id == "country:japan").qa
+    assert set(json.loads((out / "known.json").read_text())) == {c.id for c in saved}
+
+
 def test_stages_in_the_wrong_order_are_one_line_errors(lm, tok, concepts, tmp_path):
     with pytest.raises(KgprobeError, match="run the locate stage first"):
         validate(lm, tok, concepts, tmp_path / "empty", echo=lambda s: None)

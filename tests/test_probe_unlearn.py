@@ -48,7 +48,7 @@ def _mean_nll(model, tok, items) -> float:
 
 # ------------------------------------------------------------------ names and errors
 def test_registry_names_and_unknown_method_is_one_line(tok):
-    assert unlearner_names() == ["ablation", "gradient-ascent", "gradient-difference", "npo"]
+    assert unlearner_names() == ["ablation", "gradient-ascent", "gradient-difference", "needle", "npo"]
     with pytest.raises(KgprobeError) as err:
         unlearn(_llama(tok), tok, method="forget-everything", forget=FORGET)
     message = str(err.value)

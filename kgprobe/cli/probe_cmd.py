@@ -31,12 +31,17 @@ def _echo(line: str) -> None:
     click.echo(line, err=True)
 
 
-def _stage_options(fn):
-    """The options every stage shares: concepts, run directory, model, device, dtype, device map,
-    few-shot prefix."""
-    for option in reversed((_CONCEPTS, _MAX, _OUT, _MODEL, _DEVICE, DTYPE, DEVICE_MAP, _FEW_SHOT)):
+def _run_options(fn):
+    """The options every stage shares but the concepts: run directory, model, device, dtype,
+    device map, few-shot prefix."""
+    for option in reversed((_OUT, _MODEL, _DEVICE, DTYPE, DEVICE_MAP, _FEW_SHOT)):
         fn = option(fn)
     return fn
+
+
+def _stage_options(fn):
+    """The options of the stages that read concept files: those and :func:`_run_options`'."""
+    return _CONCEPTS(_MAX(_run_options(fn)))
 
 
 _OPTION_NAMES = {"concepts": "n-concepts", "methods": "method"}  # option fields spelled otherwise on the CLI
@@ -54,7 +59,9 @@ def probe() -> None:
       kgprobe probe locate   --out runs/cv   # scan.pt, known.json, candidates.jsonl
       kgprobe probe validate --out runs/cv   # validation.tsv / .json
       kgprobe probe unlearn  --out runs/cv   # unlearning_report.json / .tsv / .png
-    `kgprobe run pipelines/concept_vectors.yaml` runs all three.
+    `kgprobe run pipelines/concept_vectors.yaml` runs all three. Or from the vectors to the concepts:
+      kgprobe probe discover --out runs/disc # discovered.jsonl, concepts.jsonl, candidates.jsonl
+      kgprobe probe validate --out runs/disc --concepts runs/disc/concepts.jsonl --protocol original
     """
 
 
@@ -81,9 +88,63 @@ def locate(concept_files, max_concepts, out: Path, model: str, device: str, dtyp
 
 
 @probe.command()
+@_run_options
+@click.option("--layers", default=None, help="Layers to search, e.g. 15-29 or 20,21 (default: the upper half).")
+@click.option("--top-tokens", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Raw logit-lens tokens per column (no final norm, as ConceptVectors).")
+@click.option("--min-matches", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Distinct words of one concept among them (a small concept: half its words, at least 3).")
+@click.option("--min-lift", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Also require matches >= this x the count expected by chance (weeds out broad synsets).")
+@click.option("--max-concepts", type=click.IntRange(min=1), default=None,
+              help="Keep the concepts with the best columns (default: all).")
+def discover(out: Path, model: str, device: str, dtype: str, device_map: str | None, few_shot, layers: str | None,
+             top_tokens: int, min_matches: int, min_lift: float, max_concepts: int | None) -> None:
+    """From vectors to concepts: name MLP columns by the KG words among their lens tokens
+    (WordNet synsets with their hyponyms, countries), with questions from the KG."""
+    from kgprobe.probe.run import DiscoverOptions, run_discover
+
+    options = options_model(DiscoverOptions, layers=_layer_list(layers), top_tokens=top_tokens,
+                            min_matches=min_matches, min_lift=min_lift, max_concepts=max_concepts)
+    concepts = run_discover(out, model=model, device=device, dtype=dtype, device_map=device_map, few_shot=few_shot,
+                            options=options, echo=_echo, loading_bars=False)
+    click.echo(json.dumps({"concepts": len(concepts), "file": str(Path(out) / "concepts.jsonl")}))
+
+
+def _layer_list(text: str | None) -> list[int] | None:
+    """``15-29`` or ``20,21,25`` as a list of layers (None: the default)."""
+    if text is None:
+        return None
+    layers: list[int] = []
+    try:
+        for part in text.split(","):
+            a, _, b = part.strip().partition("-")
+            layers += list(range(int(a), int(b) + 1)) if b else [int(a)]
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a layer list like 15-29 or 20,21", param_hint="--layers") from None
+    return layers
+
+
+@probe.command()
 @_stage_options
+@click.option("--protocol", type=click.Choice(["strict", "null", "original"]), default="strict", show_default=True,
+              help="strict: per-concept accuracy-drop thresholds (validation.*); null: each concept's vector (and "
+                   "set of up to 4) against norm-matched random vectors of its layer, a p-value per test, "
+                   "corrected over concepts (null.json, null.png); original: ConceptVectors' protocol, noise on "
+                   "the vector and BLEU / ROUGE-L between greedy answers with and without it (original.json).")
+@click.option("--intervention", type=click.Choice(["zero", "mean", "noise"]), default="zero", show_default=True,
+              help="Null protocol: zero the neuron, set it to its mean activation, or add noise to its vector.")
+@click.option("--noise-ratio", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Expected noise norm over the vector's norm (default: 1 for the null protocol's noise; 4, an "
+                   "estimate of ConceptVectors' ratio on LLaMA-2-7B, for the original protocol).")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Original protocol: tokens of each greedy answer.")
+@click.option("--null-size", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Null protocol: most random draws per test (stops early once 10 reach the candidate's effect).")
+@click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.01, show_default=True,
+              help="Null protocol: Benjamini-Hochberg adjusted p-value a concept must beat.")
 @click.option("--mode", type=click.Choice(["zero", "noise"]), default="zero", show_default=True,
-              help="Damage: zero the vector (ablation) or add Gaussian noise.")
+              help="Strict protocol: zero the vector (ablation) or add Gaussian noise.")
 @click.option("--noise-std", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
               help="Std of the noise (--mode noise).")
 @click.option("--min-concept-drop", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,
@@ -96,8 +157,10 @@ def locate(concept_files, max_concepts, out: Path, model: str, device: str, dtyp
               help="Also damage the m most concept-specific vectors, for each m (comma-separated; '' for none).")
 @click.option("--seed", type=SEED, default=0, show_default=True)
 def validate(concept_files, max_concepts, out: Path, model: str, device: str, dtype: str, device_map: str | None,
-             few_shot, mode: str, noise_std: float, min_concept_drop: float, max_unrelated_drop: float,
-             vectors_per_concept: int, set_sizes: str, seed: int) -> None:
+             few_shot, protocol: str, intervention: str, noise_ratio: float | None, max_new_tokens: int,
+             null_size: int, alpha: float, mode: str,
+             noise_std: float, min_concept_drop: float, max_unrelated_drop: float, vectors_per_concept: int,
+             set_sizes: str, seed: int) -> None:
     """Damage each candidate and measure concept vs unrelated QA (needs `probe locate` first)."""
     from kgprobe.probe.run import ValidateOptions, run_validate
 
@@ -108,7 +171,9 @@ def validate(concept_files, max_concepts, out: Path, model: str, device: str, dt
                                  param_hint="--set-sizes") from None
     if any(size < 1 for size in sizes):
         raise click.BadParameter(f"{set_sizes!r}: every size must be a positive integer", param_hint="--set-sizes")
-    options = options_model(ValidateOptions, renames=_OPTION_NAMES, mode=mode, noise_std=noise_std,
+    options = options_model(ValidateOptions, renames=_OPTION_NAMES, protocol=protocol, intervention=intervention,
+                            noise_ratio=noise_ratio, max_new_tokens=max_new_tokens, null_size=null_size, alpha=alpha,
+                            mode=mode, noise_std=noise_std,
                             min_concept_drop=min_concept_drop, max_unrelated_drop=max_unrelated_drop,
                             vectors_per_concept=vectors_per_concept, set_sizes=sizes)
     summary = run_validate(out, concept_files=concept_files, max_concepts=max_concepts, model=model, device=device,
@@ -121,14 +186,19 @@ def validate(concept_files, max_concepts, out: Path, model: str, device: str, dt
 @_stage_options
 @click.option("--method", "methods", multiple=True,
               default=["gradient-ascent", "gradient-difference", "npo", "ablation"], show_default=True,
-              help="Unlearning method (repeat for several).")
+              help="Unlearning method (repeat for several): also needle (noise on the concept vector, then "
+                   "gradient ascent on that column only).")
 @click.option("--n-concepts", type=click.IntRange(min=1), default=10, show_default=True,
               help="Concepts to unlearn (validated ones first).")
 @click.option("--steps", type=click.IntRange(min=1), default=10, show_default=True, help="Optimiser steps per method.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-5, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Learning rate (default: each method's own, 1e-5; needle 1e-1: it moves single columns).")
+@click.option("--forget-on", type=click.Choice(["questions", "text"]), default="questions", show_default=True,
+              help="Train on the concept's answered questions, or on sentences stating its facts (the questions "
+                   "then held out, as in ConceptVectors).")
 @click.option("--seed", type=SEED, default=0, show_default=True)
 def unlearn(concept_files, max_concepts, out: Path, model: str, device: str, dtype: str, device_map: str | None,
-            few_shot, methods, n_concepts: int, steps: int, lr: float, seed: int) -> None:
+            few_shot, methods, n_concepts: int, steps: int, lr: float | None, forget_on: str, seed: int) -> None:
     """Run each unlearning method per concept and measure behaviour and weights (needs `probe validate`)."""
     from kgprobe.probe.run import UnlearnOptions, run_unlearn
     from kgprobe.probe.unlearn import unlearner_names
@@ -138,7 +208,7 @@ def unlearn(concept_files, max_concepts, out: Path, model: str, device: str, dty
         raise click.BadParameter(f"unknown unlearning method(s) {', '.join(map(repr, unknown))}; known: "
                                  f"{', '.join(unlearner_names())}", param_hint="--method")
     options = options_model(UnlearnOptions, renames=_OPTION_NAMES, methods=list(methods), concepts=n_concepts,
-                            steps=steps, lr=lr)
+                            steps=steps, lr=lr, forget_on=forget_on)
     summary = run_unlearn(out, concept_files=concept_files, max_concepts=max_concepts, model=model, device=device,
                           dtype=dtype, device_map=device_map, few_shot=few_shot, options=options, seed=seed,
                           echo=_echo, loading_bars=False)

@@ -57,6 +57,24 @@ def cache_layers(out) -> KV:
     return [(keys, values) for keys, values, *_ in cache]
 
 
+def kept_logits(model, keep: torch.Tensor, **inputs):
+    """The forward pass and its logits at the positions ``keep`` [batch, width] (bool), flattened
+    row by row [kept, V]. The unembedding (49k x 576 of SmolLM2's 135M weights) then runs only on
+    the positions a score needs, where the model takes ``logits_to_keep`` as transformers' causal
+    LMs do (the class's forward is asked: a device map wraps the instance's and hides its
+    signature); otherwise all logits are computed and the kept ones picked."""
+    if "logits_to_keep" in inspect.signature(type(model).forward).parameters:
+        out = model(**inputs, logits_to_keep=keep.to(inputs_device(inputs)))
+        return out, out.logits.reshape(-1, out.logits.shape[-1])
+    out = model(**inputs)
+    return out, out.logits[keep.to(out.logits.device)]
+
+
+def inputs_device(inputs: dict) -> torch.device:
+    """The device of the first tensor among a forward call's inputs."""
+    return next(v.device for v in inputs.values() if torch.is_tensor(v))
+
+
 def prefix_cache(model, ids: list[int]) -> KV:
     """Run one prefix ``ids`` alone and return its per-layer keys and values (batch of one).
 

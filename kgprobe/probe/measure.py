@@ -11,6 +11,18 @@ answer log-prob of the forget, retain and attack QA sets, via :func:`kgprobe.pro
 
 each averaged over the concept vectors (``cosine``, ``l2``, ``jaccard_topk``) and over every
 value vector of the layers that hold them (``layer_cosine``, ``layer_l2``, ``layer_jaccard``).
+
+ConceptVectors' own token measures (Hong et al. 2024) read the vectors through the RAW lens
+``R(v) = top-200 of v · W_U^T`` (no final norm), over the concept vectors only:
+
+    jaccard_top200_raw  = |R(v) ∩ R(v')| / |R(v) ∪ R(v')|
+    concept_token_share = |R(v') ∩ L1| / |L1|,   L1 = R(v) ∩ C
+
+where ``C`` is the concept's token ids (:func:`kgprobe.probe.concepts.concept_token_ids`; the
+original uses the tokens of the concept's Wikipedia text). ``concept_token_share`` is the
+original's "related tokens rate": the share of the concept tokens among the top 200 before that
+are still there after; it is None for a vector whose top 200 holds no concept token (L1 empty),
+and the mean is over the other vectors (None when there are none).
 The top-k tokens of the zero vector are an arbitrary tie-break of identical logits, not tokens it
 promotes, so a vector that is zero before or after counts as sharing nothing: Jaccard 0 (this is
 what concept-vector ablation gives).
@@ -33,7 +45,11 @@ from kgprobe.errors import KgprobeError
 from kgprobe.probe.hooks import arch_of, logit_lens, value_vectors
 from kgprobe.probe.qa import accuracy, mean_logprob, score_qa
 
-__all__ = ["behavioural", "intrinsic", "layer_vectors", "jaccard_rows"]
+__all__ = ["behavioural", "intrinsic", "layer_vectors", "jaccard_rows", "raw_lens_ids", "lens_jaccard_top200",
+           "concept_token_share", "RAW_TOP_K"]
+
+#: ConceptVectors' top-k for its token measures
+RAW_TOP_K = 200
 
 
 def behavioural(model: nn.Module, tokenizer, *, forget: Sequence, retain: Sequence = (), attack: Sequence = (),
@@ -129,13 +145,60 @@ def _readout_of(model: nn.Module, snap: Mapping[str, Tensor] | None) -> Iterator
                 p.copy_(value)
 
 
+def raw_lens_ids(vectors: Tensor, unembed: Tensor, *, k: int = RAW_TOP_K) -> Tensor:
+    """Top-``k`` token ids [n, k] of the raw lens ``v · W_U^T`` (no final norm) of each row of
+    ``vectors`` [n, d], in float32 on the CPU (``unembed`` is ``W_U`` [vocab, d])."""
+    w = unembed.detach().float().cpu()
+    if not 1 <= k <= w.shape[0]:
+        raise KgprobeError(f"raw lens: k must be in 1..{w.shape[0]}, got {k}")
+    return torch.topk(vectors.detach().float().cpu() @ w.T, k, dim=1).indices
+
+
+def _zero_rows(*tensors: Tensor) -> Tensor:
+    return torch.stack([t.detach().float().cpu().abs().amax(dim=1) == 0 for t in tensors]).any(0)
+
+
+def lens_jaccard_top200(before: Tensor, after: Tensor, unembed: Tensor, *, k: int = RAW_TOP_K,
+                        unembed_before: Tensor | None = None) -> Tensor:
+    """``|R(v) ∩ R(v')| / |R(v) ∪ R(v')|`` per row [n], ``R`` = top-``k`` of the raw lens
+    ``v · W_U^T``; ``before`` is read through ``unembed_before`` when given (the model before
+    unlearning), else ``unembed``. A row that is zero before or after gives 0 (its top-k is an
+    arbitrary tie-break, as in :func:`intrinsic`)."""
+    old = raw_lens_ids(before, unembed if unembed_before is None else unembed_before, k=k)
+    new = raw_lens_ids(after, unembed, k=k)
+    return jaccard_rows(old, new).masked_fill(_zero_rows(before, after), 0.0)
+
+
+def concept_token_share(before: Tensor, after: Tensor, unembed: Tensor, concept_ids: Sequence[int], *,
+                        k: int = RAW_TOP_K, unembed_before: Tensor | None = None) -> list[float | None]:
+    """Per row: ``|R(v') ∩ L1| / |L1|`` with ``L1 = R(v) ∩ C`` (``C`` = ``concept_ids``), ``R``
+    the raw top-``k`` lens as in :func:`lens_jaccard_top200`; None where ``L1`` is empty, 0 where
+    the vector is zero after (its top-k promotes nothing)."""
+    old = raw_lens_ids(before, unembed if unembed_before is None else unembed_before, k=k)
+    new = raw_lens_ids(after, unembed, k=k)
+    zero_after = _zero_rows(after)
+    concept = {int(i) for i in concept_ids}
+    out: list[float | None] = []
+    for row in range(old.shape[0]):
+        l1 = {int(t) for t in old[row].tolist()} & concept
+        if not l1:
+            out.append(None)
+        elif bool(zero_after[row]):
+            out.append(0.0)
+        else:
+            out.append(len(l1 & {int(t) for t in new[row].tolist()}) / len(l1))
+    return out
+
+
 def intrinsic(before: Mapping, model: nn.Module, *, concept_vectors: Sequence[tuple[int, int]],
-              k: int = 50) -> dict:
+              k: int = 50, concept_ids: Sequence[int] | None = None, raw_k: int = RAW_TOP_K) -> dict:
     """Change of the concept vectors and of their layers between ``before`` and ``model`` now.
 
     ``before`` is a snapshot (``{state-dict key: Tensor}``) or ``{layer: [n_neurons, d_model]}``
     covering every layer in ``concept_vectors``. Returns the six means described in the module
-    docstring plus ``per_vector`` (layer, index, cosine, l2, jaccard), ``k`` and ``layers``.
+    docstring plus ``per_vector`` (layer, index, cosine, l2, jaccard, jaccard_raw, share), ``k``
+    and ``layers``, and ConceptVectors' ``jaccard_top200_raw`` and ``concept_token_share`` (raw lens,
+    top ``raw_k``, capped at the vocabulary; the share needs ``concept_ids``, else it is None).
     """
     if not concept_vectors:
         raise KgprobeError("intrinsic: no concept vectors given")
@@ -173,6 +236,8 @@ def intrinsic(before: Mapping, model: nn.Module, *, concept_vectors: Sequence[tu
     jaccard = jaccard_rows(old_ids.cpu(), new_ids.cpu()).masked_fill(zero, 0.0)
 
     rows = torch.tensor([layers.index(layer) * arch.n_neurons + index for layer, index in pairs])
+    raw = _raw_measures(model, before if is_snapshot else None, old[rows], new[rows], concept_ids,
+                        k=min(raw_k, arch.unembed.shape[0]))
     return {
         "cosine": float(cosine[rows].mean()),
         "l2": float(l2[rows].mean()),
@@ -180,8 +245,34 @@ def intrinsic(before: Mapping, model: nn.Module, *, concept_vectors: Sequence[tu
         "layer_cosine": float(cosine.mean()),
         "layer_l2": float(l2.mean()),
         "layer_jaccard": float(jaccard.mean()),
+        "jaccard_top200_raw": float(raw["jaccard"].mean()),
+        "concept_token_share": _mean_known(raw["share"]),
         "per_vector": [{"layer": layer, "index": index, "cosine": float(cosine[r]), "l2": float(l2[r]),
-                        "jaccard": float(jaccard[r])} for (layer, index), r in zip(pairs, rows.tolist())],
+                        "jaccard": float(jaccard[r]), "jaccard_raw": float(raw["jaccard"][j]),
+                        "share": raw["share"][j]}
+                       for j, ((layer, index), r) in enumerate(zip(pairs, rows.tolist()))],
         "k": int(k),
         "layers": layers,
     }
+
+
+def _mean_known(values: Sequence[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return sum(known) / len(known) if known else None
+
+
+def _raw_measures(model: nn.Module, snap: Mapping[str, Tensor] | None, old: Tensor, new: Tensor,
+                  concept_ids: Sequence[int] | None, *, k: int) -> dict:
+    """Raw-lens Jaccard and concept token share of the concept rows; the before rows are read
+    through the snapshot's unembedding when there is one (as the original reads v0 with the
+    original model's lm_head), the after rows through the model's own."""
+    arch = arch_of(model)
+    unembed = arch.unembed.detach().float().cpu()
+    unembed_before = None
+    if snap is not None:
+        with _readout_of(model, snap):
+            unembed_before = arch.unembed.detach().float().cpu().clone()
+    jaccard = lens_jaccard_top200(old, new, unembed, k=k, unembed_before=unembed_before)
+    share = ([None] * old.shape[0] if concept_ids is None else
+             concept_token_share(old, new, unembed, concept_ids, k=k, unembed_before=unembed_before))
+    return {"jaccard": jaccard, "share": share}

@@ -36,6 +36,9 @@ from kgprobe.probe.concepts import QA, Concept, concept_token_ids, load_concepts
 SCAN_FILE, KNOWN_FILE, CANDIDATES_FILE, EFFECTS_FILE = "scan.pt", "known.json", "candidates.jsonl", "effects.jsonl"
 VALIDATION_LOG, VALIDATION_TSV, VALIDATION_JSON = "validation.jsonl", "validation.tsv", "validation.json"
 UNLEARN_LOG = "unlearning.jsonl"
+NULL_LOG, NULL_JSON, NULL_PNG = "null.jsonl", "null.json", "null.png"
+DISCOVERED_FILE, DISCOVERED_CONCEPTS = "discovered.jsonl", "concepts.jsonl"
+ORIGINAL_LOG, ORIGINAL_JSON, ORIGINAL_PNG = "original.jsonl", "original.json", "original.png"
 MODEL_FILE = "model.json"
 
 
@@ -52,8 +55,29 @@ class LocateOptions(BaseModel):
         default="auto", description="value vectors per scan chunk; auto: planned from free memory (at most 4096)")
 
 
+class DiscoverOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    layers: list[int] | None = Field(default=None, description="layers to search (default: the upper half)")
+    top_tokens: int = Field(default=200, ge=1, description="raw logit-lens tokens per column (the original's 200)")
+    min_matches: int = Field(default=5, ge=1, description="distinct concept words among them (fewer for a small "
+                             "concept: half its words, at least 3)")
+    min_lift: float = Field(default=0.0, ge=0, description="also matches >= min_lift x the chance count")
+    per_concept: int = Field(default=4, ge=1, le=4, description="columns kept per concept (its candidates)")
+    max_concepts: int | None = Field(default=None, ge=1, description="keep the concepts with the best columns")
+
+
 class ValidateOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    protocol: Literal["strict", "null", "original"] = Field(
+        default="strict", description="strict: accuracy-drop thresholds per concept (validation.*); null: each "
+        "candidate against norm-matched random vectors of its layer, p-values corrected over concepts (null.*); "
+        "original: ConceptVectors' noise and BLEU / ROUGE-L of 100-token answers (original.*)")
+    intervention: Literal["zero", "mean", "noise"] = Field(default="zero", description="null protocol: the damage")
+    noise_ratio: float | None = Field(default=None, gt=0, description="noise norm / vector norm (None: 1 for the "
+                                      "null protocol's noise, the original's estimated 4 for the original)")
+    max_new_tokens: int = Field(default=100, ge=1, description="original protocol: greedy answer length")
+    null_size: int = Field(default=200, ge=1, description="null protocol: most random draws per candidate")
+    alpha: float = Field(default=0.01, gt=0, lt=1, description="null protocol: adjusted p-value threshold")
     mode: str = Field(default="zero", pattern="^(zero|noise)$")
     noise_std: float = Field(default=1.0, gt=0)
     min_concept_drop: float = Field(default=0.5, gt=0, le=1)
@@ -69,7 +93,11 @@ class UnlearnOptions(BaseModel):
     methods: list[str] = Field(default_factory=lambda: ["gradient-ascent", "gradient-difference", "npo", "ablation"])
     concepts: int = Field(default=10, ge=1, description="how many concepts (validated ones first)")
     steps: int = Field(default=10, ge=1)
-    lr: float = Field(default=1e-5, gt=0)
+    lr: float | None = Field(default=None, gt=0, description="None: each method's own (1e-5; needle 1e-1, as it "
+                             "moves one column per concept vector)")
+    forget_on: Literal["questions", "text"] = Field(
+        default="questions", description="train on the concept's answered questions, or on sentences stating its "
+        "facts (kgprobe.probe.concept_text; the questions are then held out, as in ConceptVectors)")
     beta: float = Field(default=0.1, gt=0)
     retain_size: int = Field(default=20, ge=1)
     top_tokens: int = Field(default=50, ge=1)
@@ -157,6 +185,42 @@ def locate(model, tokenizer, concepts: Sequence[Concept], out: Path, *, options:
     return rows
 
 
+def discover(model, tokenizer, out: Path, *, options: DiscoverOptions = DiscoverOptions(), few_shot: str = "",
+             batch_size: int = 32, echo: Callable[[str], None] = print) -> list[Concept]:
+    """Vectors -> concepts (:mod:`kgprobe.probe.discover`): discovered.jsonl (every column that
+    names a concept), concepts.jsonl (the concepts with questions from the KG), candidates.jsonl
+    (up to ``per_concept`` columns per concept, most matches first) and known.json, so validate and
+    unlearn run on them with ``--concepts OUT/concepts.jsonl``. Returns the concepts."""
+    from kgprobe.probe.concepts import known_questions, save_concepts
+    from kgprobe.probe.discover import concept_questions, discover_concepts
+
+    out.mkdir(parents=True, exist_ok=True)
+    records = discover_concepts(model, tokenizer, layers=options.layers, k=options.top_tokens,
+                                min_matches=options.min_matches, min_lift=options.min_lift)
+    by_concept: dict[str, list[dict]] = {}
+    for r in records:  # records come best first
+        by_concept.setdefault(r["concept"], []).append(r)
+    chosen = list(by_concept.items())[: options.max_concepts]
+    concepts, rows = [], []
+    for cid, found in chosen:
+        questions = concept_questions(cid)
+        if not questions:
+            continue
+        concepts.append(Concept(id=cid, name=found[0]["name"], kind=found[0]["kind"], qa=questions))
+        rows += [{"concept": cid, "rank": rank + 1, "layer": r["layer"], "index": r["index"],
+                  "token_score": r["coherence"], "effect": 0.0, "matches": r["matches"],
+                  "top_tokens": r["top_tokens"][:10]} for rank, r in enumerate(found[: options.per_concept])]
+    save_concepts(concepts, out / DISCOVERED_CONCEPTS)
+    for name, data in ((DISCOVERED_FILE, records), (CANDIDATES_FILE, rows)):
+        with atomic_path(out / name) as tmp:
+            tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in data), encoding="utf-8")
+    answered = known_questions(model, tokenizer, concepts, few_shot=few_shot, batch_size=batch_size)
+    write_json(out / KNOWN_FILE, {c.id: [i for i, ok in enumerate(answered[c.id]) if ok] for c in concepts})
+    echo(f"{len(records)} columns name {len(by_concept)} concepts; {len(concepts)} with questions -> "
+         f"{out / DISCOVERED_CONCEPTS} (use it as --concepts for validate and unlearn)")
+    return concepts
+
+
 def _effect_sets(out: Path) -> dict[str, list[tuple[int, int]]]:
     path = out / EFFECTS_FILE
     if not path.is_file():
@@ -193,7 +257,14 @@ def validate(model, tokenizer, concepts: Sequence[Concept], out: Path, *,
     from kgprobe.probe.validate import ValidationParams, validate_concepts
 
     known = _known_items(concepts, _read_json(out / KNOWN_FILE, "locate"))
-    params = ValidationParams(**{**options.model_dump(), "set_sizes": tuple(options.set_sizes)}, seed=seed)
+    if options.protocol == "null":
+        return validate_against_nulls(model, tokenizer, concepts, out, known=known, options=options,
+                                      few_shot=few_shot, seed=seed, echo=echo)
+    if options.protocol == "original":
+        return validate_as_original(model, tokenizer, concepts, out, options=options, seed=seed, echo=echo)
+    fields = ValidationParams.__dataclass_fields__
+    strict = {name: value for name, value in options.model_dump().items() if name in fields}
+    params = ValidationParams(**{**strict, "set_sizes": tuple(options.set_sizes)}, seed=seed)
     records = validate_concepts(model, tokenizer, concepts, _candidates(out), known, params=params,
                                 few_shot=few_shot, batch_size=batch_size, effect_sets=_effect_sets(out),
                                 log_path=out / VALIDATION_LOG, progress=echo)
@@ -236,6 +307,53 @@ def validate(model, tokenizer, concepts: Sequence[Concept], out: Path, *,
     return summary
 
 
+def validate_against_nulls(model, tokenizer, concepts: Sequence[Concept], out: Path, *, known: dict[str, list[QA]],
+                           options: ValidateOptions, few_shot: str, seed: int, echo: Callable[[str], None]) -> dict:
+    """The null protocol (:mod:`kgprobe.probe.validate_null`): null.jsonl (checkpoint, one line per
+    concept), null.json (summary and every test), null.png (null distributions); returns the summary."""
+    from kgprobe.probe.nulls import NullParams
+    from kgprobe.probe.validate_null import NullValidation, plot_nulls, summarise_null, validate_null
+
+    settings = NullValidation(null=NullParams(intervention=options.intervention, noise_ratio=options.noise_ratio or 1.0,
+                                              null_size=options.null_size, seed=seed),
+                              unrelated_size=options.unrelated_size, alpha=options.alpha)
+    records = validate_null(model, tokenizer, concepts, _candidates(out), known, options=settings, few_shot=few_shot,
+                            log_path=out / NULL_LOG, progress=echo)
+    summary = summarise_null(records, settings)
+    write_json(out / NULL_JSON, {"summary": summary, "records": records})
+    plot_nulls(records, out / NULL_PNG)
+    echo(f"{summary['beat_null']} of {summary['tested']} tested concepts beat their null at adjusted p < "
+         f"{options.alpha} -> {out / NULL_JSON}")
+    return summary
+
+
+def validate_as_original(model, tokenizer, concepts: Sequence[Concept], out: Path, *, options: ValidateOptions,
+                         seed: int, echo: Callable[[str], None]) -> dict:
+    """ConceptVectors' protocol (:mod:`kgprobe.probe.original`) on each concept's first candidate:
+    original.jsonl (checkpoint), original.json (the original-form table and every record),
+    original.png (per-concept histograms); returns the table."""
+    from kgprobe.probe.original import (
+        ORIGINAL_NOISE_RATIO,
+        OriginalParams,
+        original_concept,
+        original_table,
+        plot_original,
+        validate_original,
+    )
+
+    found = _candidates(out)
+    chosen = [original_concept(c, *found[c.id][0][:2]) for c in concepts if found.get(c.id)]
+    params = OriginalParams(noise_ratio=options.noise_ratio or ORIGINAL_NOISE_RATIO,
+                            max_new_tokens=options.max_new_tokens, seed=seed)
+    records = validate_original(model, tokenizer, chosen, params=params, log_path=out / ORIGINAL_LOG, progress=echo)
+    table = original_table(records)
+    write_json(out / ORIGINAL_JSON, {"table": table, "records": records})
+    plot_original(records, out / ORIGINAL_PNG)
+    echo(f"original protocol on {len(records)} concepts: target BLEU {table.get('target_bleu')}, unrelated BLEU "
+         f"{table.get('unrelated_bleu')} -> {out / ORIGINAL_JSON}")
+    return table
+
+
 def _diagnosis(summary: dict) -> str:
     """One paragraph saying what the validation found, from its own numbers."""
     if not summary["tested"]:
@@ -276,6 +394,7 @@ def unlearn_all(model, tokenizer, concepts: Sequence[Concept], out: Path, *,
                 options: UnlearnOptions = UnlearnOptions(), few_shot: str = "", batch_size: int = 32, seed: int = 0,
                 echo: Callable[[str], None] = print) -> dict:
     """Every method on the chosen concepts from the same start weights; the report; its summary."""
+    from kgprobe.probe.concept_text import concept_sentences
     from kgprobe.probe.measure import intrinsic
     from kgprobe.probe.report import write_report
     from kgprobe.probe.unlearn import restore, snapshot, unlearn, unlearner_names
@@ -285,9 +404,12 @@ def unlearn_all(model, tokenizer, concepts: Sequence[Concept], out: Path, *,
         raise KgprobeError(f"unknown unlearning method(s) {', '.join(unknown)}; known: {', '.join(unlearner_names())}")
     known = _known_items(concepts, _read_json(out / KNOWN_FILE, "locate"))
     log_path = out / VALIDATION_LOG
-    if not log_path.is_file():
+    if log_path.is_file():
+        records = [r for r in ChunkLog(log_path).chunks.values() if r.get("best")]
+    elif (out / NULL_JSON).is_file():
+        log_path, records = out / NULL_JSON, _null_as_validation(out / NULL_JSON)
+    else:
         raise KgprobeError(f"{log_path} is missing: run the validate stage first")
-    records = [r for r in ChunkLog(log_path).chunks.values() if r.get("best")]
     # validated concepts first, then the largest concept drops
     records.sort(key=lambda r: (not r["validated"], r.get("smallest_set") is None, r.get("smallest_set") or 0,
                                 -r["best"]["concept_drop"], r["concept"]))
@@ -321,13 +443,15 @@ def unlearn_all(model, tokenizer, concepts: Sequence[Concept], out: Path, *,
                 restore(model, snap)
                 if before is None:
                     before = measure()
-                run_log = unlearn(model, tokenizer, method=method, forget=forget, retain=retain,
+                train_on = forget if options.forget_on == "questions" else concept_sentences(concept)
+                run_log = unlearn(model, tokenizer, method=method, forget=train_on, retain=retain,
                                   concept_vectors=vectors, steps=options.steps, lr=options.lr, beta=options.beta,
                                   seed=seed, few_shot=few_shot)
                 after = measure()
                 done = {"concept": concept.id, "method": method, "vectors": [list(v) for v in vectors],
                         "validated": rec["validated"], "before": before, "after": after,
-                        "intrinsic": intrinsic(snap, model, concept_vectors=vectors, k=options.top_tokens),
+                        "intrinsic": intrinsic(snap, model, concept_vectors=vectors, k=options.top_tokens,
+                                               concept_ids=concept_token_ids(concept, tokenizer)),
                         "log": run_log}
                 log.write(n, json.loads(json.dumps(done)))
                 echo(f"{concept.name} / {method}: forget acc {before['forget_acc']:.2f} -> {after['forget_acc']:.2f}, "
@@ -340,6 +464,21 @@ def unlearn_all(model, tokenizer, concepts: Sequence[Concept], out: Path, *,
     report = json.loads(paths["json"].read_text())
     echo(f"unlearning report for {len(chosen)} concepts x {len(options.methods)} methods -> {out}")
     return report.get("summary", {})
+
+
+def _null_as_validation(path: Path) -> list[dict]:
+    """The null protocol's records in the strict validation's shape, for :func:`unlearn_all`: a
+    concept that beats its null counts as validated, its vectors are those of its test with the
+    lowest adjusted p, and ``1 - p`` orders the rest."""
+    records = []
+    for r in json.loads(path.read_text(encoding="utf-8"))["records"]:
+        tests = r.get("tests") or {}
+        if not tests:
+            continue
+        best = min(tests.values(), key=lambda t: (t["p_adjusted"], len(t["vectors"])))
+        records.append({"concept": r["concept"], "validated": bool(r["beats_null"]), "smallest_set": None,
+                        "best": {"vectors": best["vectors"], "concept_drop": 1 - best["p_adjusted"]}})
+    return records
 
 
 def _unlearn_fact_set(source: str, seed: int):
@@ -461,6 +600,21 @@ def run_locate(out: str | Path, *, concept_files: Sequence[str | Path] = DEFAULT
                       echo=echo)
     _record_halvings(out, "locate", halvings)
     return rows
+
+
+def run_discover(out: str | Path, *, model: str = "smollm2-135m", device: str = "auto", few_shot: str | None = None,
+                 dtype: str = "auto", device_map: str | None = None, options: DiscoverOptions = DiscoverOptions(),
+                 batch_size: int = 32, echo: Callable[[str], None] = print, loading_bars: bool = True) -> list[Concept]:
+    """``kgprobe probe discover``: :func:`discover` with the causal LM ``model`` into the run
+    directory ``out`` (new, empty or a probe run; checked before anything loads)."""
+    out = Path(out)
+    lm, tokenizer, _, prefix = _open_stage("locate", out, concept_files=(), model=model, device=device,
+                                           few_shot=few_shot, max_concepts=None, loading_bars=loading_bars,
+                                           dtype=dtype, device_map=device_map)
+    with recording_halvings() as halvings:
+        concepts = discover(lm, tokenizer, out, options=options, few_shot=prefix, batch_size=batch_size, echo=echo)
+    _record_halvings(out, "locate", halvings)
+    return concepts
 
 
 def run_validate(out: str | Path, *, concept_files: Sequence[str | Path] = DEFAULT_CONCEPT_FILES,

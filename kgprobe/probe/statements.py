@@ -30,7 +30,6 @@ so the cache changes the arithmetic's order only: scores agree to float rounding
 """
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -38,7 +37,7 @@ import torch
 
 from kgprobe.errors import KgprobeError
 from kgprobe.models.device import input_device
-from kgprobe.models.lm import cache_keyword, cache_layers
+from kgprobe.models.lm import cache_keyword, cache_layers, kept_logits
 from kgprobe.models.memory import OomHalving, lm_bytes_per_item, plan_batch_size, resolve_batch_size
 
 SPANS = ("statement", "answer", "conditional")
@@ -157,23 +156,6 @@ def _token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
     return logits.gather(-1, targets[..., None]).squeeze(-1) - logits.logsumexp(-1)
 
 
-def _takes_logits_to_keep(model) -> bool:
-    # the class's forward: an accelerate device map wraps the instance's and hides its signature
-    return "logits_to_keep" in inspect.signature(type(model).forward).parameters
-
-
-def _kept_logits(model, keep: torch.Tensor, **inputs):
-    """The forward pass and its logits at the positions ``keep`` [batch, width] (bool), flattened
-    row by row [kept, V]. The LM head (49k x 576 of SmolLM2's 135M weights) then runs on the
-    positions a score needs only, not on pads or a statement's last token, where the model takes
-    ``logits_to_keep`` (as transformers' causal LMs do); otherwise all logits, then the kept ones."""
-    if _takes_logits_to_keep(model):
-        out = model(**inputs, logits_to_keep=keep.to(input_device(model)))
-        return out, out.logits.reshape(-1, out.logits.shape[-1])
-    out = model(**inputs)
-    return out, out.logits[keep.to(out.logits.device)]
-
-
 def _passes(n: torch.Tensor) -> list[list[int]]:
     """Rows grouped by their option's token count ``n`` (shortest first), at most
     :data:`ROWS_PER_PASS` a pass: no row of a pass is padded."""
@@ -211,7 +193,7 @@ class _CausalBatch:
         mask = (torch.arange(width)[None] >= pad[:, None]).long()
         positions = (mask.cumsum(1) - 1).clamp(min=0)
         keep = mask.bool()  # every real position: each predicts the next token, the last one the option's first
-        out, logits = _kept_logits(self.model, keep, input_ids=x.to(self.device), attention_mask=mask.to(self.device),
+        out, logits = kept_logits(self.model, keep, input_ids=x.to(self.device), attention_mask=mask.to(self.device),
                                    position_ids=positions.to(self.device), use_cache=True,
                                    output_hidden_states=self.layers is not None)
         logits = logits.float()
@@ -256,7 +238,7 @@ class _CausalBatch:
         positions = c[part, None] + torch.arange(fed.shape[1])  # carrying on after each fact's prefix
         keep = torch.arange(fed.shape[1]).expand(len(part), -1) < width - 1  # not the last token's prediction
         mask = torch.cat([pre_mask[groups], torch.ones_like(fed)], 1)
-        out, logits = _kept_logits(self.model, keep, input_ids=fed.to(self.device), attention_mask=mask.to(self.device),
+        out, logits = kept_logits(self.model, keep, input_ids=fed.to(self.device), attention_mask=mask.to(self.device),
                                    position_ids=positions.to(self.device), use_cache=True,
                                    output_hidden_states=self.layers is not None, **{cache_keyword(self.model): cache})
         target = x[:, 1:].reshape(-1).to(logits.device)

@@ -81,10 +81,7 @@ def validate_concepts(model, tokenizer, concepts: Sequence[Concept],
     log = ChunkLog(Path(log_path)) if log_path is not None else None
     records = []
     for n, concept in enumerate(concepts):
-        record = log.done(n) if log is not None else None
-        if record is not None and record.get("concept") != concept.id:
-            raise KgprobeError(f"{log_path}: checkpoint line {n} is for {record.get('concept')!r}, not "
-                               f"{concept.id!r}; the concept list changed — use a fresh output directory")
+        record = log.done_for(n, key="concept", value=concept.id) if log is not None else None
         if record is None:
             record = _validate_one(model, tokenizer, concept, candidates.get(concept.id, []), known, params,
                                    few_shot, batch_size, (effect_sets or {}).get(concept.id, []))

@@ -1,0 +1,146 @@
+"""The null-controlled validation of concept vectors, concept by concept (see :mod:`kgprobe.probe.nulls`).
+
+Per concept ``c``: its questions ``Q`` (the ones the intact model answers, at most
+``max_questions``) and ``unrelated_size`` answered questions of other concepts ``U`` (a seeded
+sample per concept); two tests, each against its own null:
+
+- ``single``: the concept's first candidate vector (``locate``'s ranking);
+- ``set``: its first ``set_size`` candidates together (when it has two or more), against random
+  sets of as many norm-matched columns from the same layers.
+
+All tests of a run are corrected together (Benjamini-Hochberg by default, :func:`nulls.adjust`); a
+concept *beats its null* when one of its tests has an adjusted p below ``alpha``. Records go to a
+:class:`~kgprobe.checkpoint.ChunkLog` (one line per concept), so a killed run resumes.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from kgprobe.checkpoint import ChunkLog
+from kgprobe.errors import KgprobeError
+from kgprobe.probe.concepts import QA, Concept
+from kgprobe.probe.nulls import InterventionRunner, NullParams, adjust, null_test
+
+
+@dataclass(frozen=True)
+class NullValidation:
+    null: NullParams = field(default_factory=NullParams)
+    set_size: int = 4                 # vectors in the set test (1: no set test)
+    max_questions: int = 8            # of the concept's answered questions
+    min_questions: int = 2
+    unrelated_size: int = 16
+    alpha: float = 0.01
+    correction: str = "bh"
+
+    def check(self) -> None:
+        self.null.check()
+        if not 1 <= self.set_size <= 4:
+            raise KgprobeError(f"set_size must be 1..4, got {self.set_size}")
+        if self.max_questions < 1 or self.min_questions < 1 or self.unrelated_size < 1:
+            raise KgprobeError("max_questions, min_questions and unrelated_size must be >= 1")
+        if not 0 < self.alpha < 1:
+            raise KgprobeError(f"alpha must be in (0, 1), got {self.alpha}")
+        adjust([], method=self.correction)
+
+
+def _unrelated(known: dict[str, list[QA]], concept_id: str, size: int, seed: int) -> list[QA]:
+    pool = [qa for cid, items in sorted(known.items()) if cid != concept_id for qa in items]
+    return random.Random(f"{seed}:{concept_id}:null unrelated").sample(pool, min(size, len(pool)))
+
+
+def _test_one(model, tokenizer, concept: Concept, candidates: list[tuple[int, int, float]],
+              known: dict[str, list[QA]], options: NullValidation, few_shot: str) -> dict:
+    mine = known.get(concept.id, [])[: options.max_questions]
+    record = {"concept": concept.id, "name": concept.name, "n_concept": len(mine), "tests": {}}
+    if len(mine) < options.min_questions:
+        record["skipped"] = f"{len(mine)} answered questions < {options.min_questions}"
+        return record
+    if not candidates:
+        record["skipped"] = "no candidate vector"
+        return record
+    unrelated = _unrelated(known, concept.id, options.unrelated_size, options.null.seed)
+    record["n_unrelated"] = len(unrelated)
+    runner = InterventionRunner(model, tokenizer, mine + unrelated, few_shot=few_shot)
+    exclude = {(layer, j) for layer, j, _ in candidates}
+    vectors = [(layer, j) for layer, j, _ in candidates]
+    kinds = {"single": vectors[:1]}
+    if options.set_size > 1 and len(vectors) > 1:
+        kinds["set"] = vectors[: options.set_size]
+    for kind, chosen in kinds.items():
+        record["tests"][kind] = null_test(runner, chosen, n_concept=len(mine), exclude=exclude, params=options.null,
+                                          key=f"{concept.id}:{kind}")
+    return record
+
+
+def validate_null(model, tokenizer, concepts: Sequence[Concept], candidates: dict[str, list[tuple[int, int, float]]],
+                  known: dict[str, list[QA]], *, options: NullValidation = NullValidation(), few_shot: str = "",
+                  log_path: str | Path | None = None, progress: Callable[[str], None] | None = None) -> list[dict]:
+    """One record per concept (see the module docstring), then every test's adjusted p-value."""
+    options.check()
+    log = ChunkLog(Path(log_path)) if log_path is not None else None
+    records = []
+    for n, concept in enumerate(concepts):
+        record = log.done_for(n, key="concept", value=concept.id) if log is not None else None
+        if record is None:
+            record = _test_one(model, tokenizer, concept, candidates.get(concept.id, []), known, options, few_shot)
+            if log is not None:
+                log.write(n, record)
+        records.append({k: v for k, v in record.items() if k != "chunk"})
+        if progress is not None:
+            tests = record.get("tests", {})
+            shown = ", ".join(f"{k} effect {t['effect']:.3f} p {t['p']:.2g} ({t['draws']} draws)"
+                              for k, t in tests.items())
+            progress(f"[{n + 1}/{len(concepts)}] {concept.name}: {shown or record.get('skipped')}")
+    tests = [(r, kind) for r in records for kind in r.get("tests", {})]
+    adjusted = adjust([r["tests"][kind]["p"] for r, kind in tests], method=options.correction)
+    for (r, kind), p in zip(tests, adjusted):
+        r["tests"][kind]["p_adjusted"] = p
+        r["tests"][kind]["significant"] = p < options.alpha
+    for r in records:
+        r["beats_null"] = any(t.get("significant") for t in r.get("tests", {}).values())
+    return records
+
+
+def summarise_null(records: Sequence[dict], options: NullValidation) -> dict:
+    """Counts of concepts that beat their null, per test and overall, with the settings."""
+    tested = [r for r in records if r.get("tests")]
+    per_kind = {kind: {"tested": sum(kind in r["tests"] for r in tested),
+                       "significant": sum(r["tests"].get(kind, {}).get("significant", False) for r in tested)}
+                for kind in ("single", "set")}
+    return {"concepts": len(records), "tested": len(tested),
+            "beat_null": sum(r["beats_null"] for r in records),
+            "beat_null_concepts": [r["concept"] for r in records if r["beats_null"]],
+            "per_test": per_kind,
+            "skipped": {r["concept"]: r["skipped"] for r in records if r.get("skipped")},
+            "settings": {**asdict(options), "null": asdict(options.null)}}
+
+
+def plot_nulls(records: Sequence[dict], path: Path, *, title: str = "", panels: int = 12) -> None:
+    """Null distributions (histograms) with each candidate's effect marked, most significant
+    concepts first, and the histogram of all tests' p-values."""
+    import matplotlib
+    matplotlib.use("Agg")  # files only, never a window
+    import matplotlib.pyplot as plt
+
+    tests = sorted(((t["p"], r["name"], kind, t) for r in records for kind, t in r.get("tests", {}).items()),
+                   key=lambda x: (x[0], x[1], x[2]))[:panels]
+    cols = 4
+    rows = max(1, -(-(len(tests) + 1) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False)
+    for ax, (p, name, kind, t) in zip(axes.flat, tests):
+        ax.hist(t["null"], bins=30, color="#9ab", edgecolor="none")
+        ax.axvline(t["effect"], color="#c33", linewidth=1.5)
+        ax.set_title(f"{name} ({kind}): p={p:.2g}", fontsize=8)
+        ax.tick_params(labelsize=7)
+    ax = axes.flat[len(tests)]
+    ax.hist([t["p"] for r in records for t in r.get("tests", {}).values()], bins=20, range=(0, 1), color="#555")
+    ax.set_title("p-values of all tests", fontsize=8)
+    for extra in list(axes.flat)[len(tests) + 1:]:
+        extra.axis("off")
+    fig.suptitle(title or "effect of the candidate (red) against norm-matched random vectors", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
