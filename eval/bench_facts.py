@@ -207,7 +207,7 @@ def main() -> None:
     ap.add_argument("--max-facts", type=int, default=40, help="agreement: facts per relation")
     ap.add_argument("--lmpq-batch", type=int, default=32, help="agreement: lm-pub-quiz's larger batch size")
     ap.add_argument("--models", nargs="+", default=["smollm2-135m", "gemma3-270m"])
-    ap.add_argument("--models-max-facts", type=int, default=300, help="models: facts per relation (seeded sample)")
+    ap.add_argument("--models-max-facts", type=int, default=250, help="models: facts per relation (seeded sample)")
     ap.add_argument("--models-batch", type=int, default=64, help="models: statements per forward pass (fixed)")
     ap.add_argument("--runs", default=str(ROOT / "eval/results/facts_runs"))
     ap.add_argument("--out", default=str(ROOT / "eval/results/facts.json"))

@@ -23,12 +23,31 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 RELATIONS = ["capital", "currency", "demonym", "subregion", "language"]
 
 
+def add_to_facts(result: dict, source: Path, facts: Path) -> None:
+    """The Inside-Out gap per relation at the best layer, next to the fact-probe accuracies."""
+    import json
+
+    from kgprobe.atomic import write_json
+
+    best = result["best_layer"]
+    summary = {"model": result["model"], "source": source.name, "best_layer": best["layer"],
+               "chosen_on": best["chosen_on"], "test_accuracy_at_best_layer": best["test_accuracy"],
+               "lm_accuracy": result["lm_accuracy"],
+               "probe_accuracy_at_best_layer": {rel: accs[best["index"]]
+                                                for rel, accs in result["probe_accuracy"]["relations"].items()},
+               "gap": result["gap"]}
+    data = json.loads(facts.read_text()) if facts.is_file() else {}
+    write_json(facts, {**data, "hidden": summary})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--max-facts", type=int, default=100, help="facts per relation (seeded sample)")
     ap.add_argument("--feature", choices=("last", "answer"), default="last")
     ap.add_argument("--out", default=str(ROOT / "eval/results/facts_hidden.json"))
+    ap.add_argument("--facts", default=str(ROOT / "eval/results/facts.json"),
+                    help="also write the gap per relation and the best layer under this file's 'hidden' key")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -48,6 +67,7 @@ def main() -> None:
                    "wall_seconds": {"load": round(t1 - t0, 1), "probe_hidden": round(time.perf_counter() - t1, 1)}})
     write_json(Path(args.out), result)
     plot_hidden(result, Path(args.out).with_suffix(".png"))
+    add_to_facts(result, Path(args.out), Path(args.facts))
     best = result["best_layer"]
     print(f"LM accuracy {result['lm_accuracy']['overall']:.3f}; best layer {best['layer']}: probe "
           f"{best['test_accuracy']:.3f}; hidden_only {result['gap']['overall']['hidden_only']:.3f}, "

@@ -204,6 +204,9 @@ def test_min_matches_must_be_positive(tok, llama, lexicon):
 # ------------------------------------------------------------------ questions
 def test_wordnet_questions_from_the_graph(wn_dir):
     qa = wordnet_questions("wordnet:00000003", wordnet_dir=wn_dir)
+    # examples first (the hyponyms a dog column promotes), most tagged first, one frame each
+    assert qa[:2] == [QA("One example of a dog is", "hound", "wordnet:example"),
+                      QA("A well-known dog is", "puppy", "wordnet:example")]
     assert QA("A dog is a kind of", "canine", "wordnet:hypernym") in qa
     assert QA("A puppy is a kind of", "dog", "wordnet:hyponym") in qa
     assert QA("A hound is a kind of", "dog", "wordnet:hyponym") in qa

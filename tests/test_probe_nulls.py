@@ -149,7 +149,7 @@ def test_validate_null_resumes_to_identical_records_and_plots(tok, tmp_path):
              "c:none": [QA("Nowhere is", "here")]}
     candidates = {"c:france": [(1, 11, 0.5), (1, 12, 0.2)], "c:peru": [(1, 30, 0.4)]}
     options = NullValidation(null=NullParams(null_size=40, min_exceed=5, norm_tolerance=10.0), alpha=0.05,
-                             unrelated_size=3)
+                             unrelated_size=3, questions="known")
     log = tmp_path / "null.jsonl"
     first = validate_null(model, tok, concepts[:1], candidates, known, options=options, log_path=log)
     again = validate_null(model, tok, concepts, candidates, known, options=options, log_path=log)
@@ -158,6 +158,8 @@ def test_validate_null_resumes_to_identical_records_and_plots(tok, tmp_path):
     assert first[0]["tests"]["single"]["effect"] == again[0]["tests"]["single"]["effect"]
     assert set(again[0]["tests"]) == {"single", "set"} and set(again[1]["tests"]) == {"single"}
     assert again[2]["skipped"] == "1 answered questions < 2"
+    with pytest.raises(KgprobeError, match="questions 'some'"):
+        validate_null(model, tok, concepts, candidates, known, options=NullValidation(questions="some"))
     assert again[0]["beats_null"] and not again[1]["beats_null"]
     summary = summarise_null(again, options)
     assert summary["beat_null_concepts"] == ["c:france"] and summary["per_test"]["set"]["tested"] == 1

@@ -378,8 +378,9 @@ def _short(word: str) -> bool:
 def wordnet_questions(synset_id: str, *, wordnet_dir=None, per_relation: int = 3) -> list[QA]:
     """Cloze questions about a noun synset (``"wordnet:02084071"`` or ``"02084071"``) from WordNet.
 
-    Answers are short lemmas (first lemma of the related synset), never gloss text:
-    hypernym "A dog is a kind of" -> "canine"; hyponym "A puppy is a kind of" -> "dog"; instance
+    Answers are short lemmas (first lemma of the related synset), never gloss text: examples
+    "One example of a dog is" -> "puppy" (hyponyms and instances, first); hypernym "A dog is a
+    kind of" -> "canine"; hyponym "A puppy is a kind of" -> "dog"; instance
     "Paris is a" -> "city"; part holonym "The X is part of the" -> whole; meronym "The Y is part of
     the" -> X; gloss "The word for <gloss> is" -> X (skipped when the gloss names the word).
     At most ``per_relation`` questions per relation: the related words SemCor tags most often
@@ -405,7 +406,13 @@ def wordnet_questions(synset_id: str, *, wordnet_dir=None, per_relation: int = 3
         words = sorted((w for w in dict.fromkeys(words) if _short(w)), key=lambda w: -tagged.get(w.lower(), 0))
         return words[:per_relation]  # the words running text uses most ("puppy" before "straggle")
 
-    qa = [QA(f"{lead} is a kind of", w, "wordnet:hypernym") for w in related("@")]
+    # examples first: their answers are the hyponyms a concept column promotes ("Ohio" for American
+    # state), the words whose loss shows a damaged column best
+    examples = list(dict.fromkeys(related("~i") + related("~")))[:per_relation]
+    frames = ("One example of {} is", "A well-known {} is", "A typical {} is")
+    qa = [QA(frame.format(_article(name) if n == 0 else name), w, "wordnet:example")
+          for n, (frame, w) in enumerate(zip(frames, examples)) if w.lower() != name.lower()]
+    qa += [QA(f"{lead} is a kind of", w, "wordnet:hypernym") for w in related("@")]
     qa += [QA(f"{lead} is a", w, "wordnet:instance") for w in related("@i")]
     if _short(name):
         qa += [QA(f"{_cap(_article(w))} is a kind of", name, "wordnet:hyponym") for w in related("~")]

@@ -181,8 +181,9 @@ class InterventionRunner:
         for layer in sorted({layer for s in chunk for layer, _ in s}):
             edits.update(_layer_edits(self, layer, [[j for lj, j in s if lj == layer] for s in chunk], q,
                                       params, generator))
+        skip = self._entry(lowest) and lowest > 0  # checked on the intact model, before the edits
         with torch.inference_mode(), edit(self.model, edits):
-            if self._entry(lowest) and lowest > 0:
+            if skip:
                 with _skipping(self.arch, lowest):
                     return self._score(None, self._resid[lowest].repeat(len(chunk), 1, 1), q * len(chunk))
             return self._score(self.ids.repeat(len(chunk), 1).to(self.device), None, q * len(chunk))

@@ -1,8 +1,8 @@
 """The null-controlled validation of concept vectors, concept by concept (see :mod:`kgprobe.probe.nulls`).
 
-Per concept ``c``: its questions ``Q`` (the ones the intact model answers, at most
-``max_questions``) and ``unrelated_size`` answered questions of other concepts ``U`` (a seeded
-sample per concept); two tests, each against its own null:
+Per concept ``c``: its questions ``Q`` (its first ``max_questions``; ``questions="known"``: only
+those the intact model answers) and ``unrelated_size`` answered questions of other concepts ``U``
+(a seeded sample per concept); two tests, each against its own null:
 
 - ``single``: the concept's first candidate vector (``locate``'s ranking);
 - ``set``: its first ``set_size`` candidates together (when it has two or more), against random
@@ -29,7 +29,9 @@ from kgprobe.probe.nulls import InterventionRunner, NullParams, adjust, null_tes
 class NullValidation:
     null: NullParams = field(default_factory=NullParams)
     set_size: int = 4                 # vectors in the set test (1: no set test)
-    max_questions: int = 8            # of the concept's answered questions
+    questions: str = "all"            # the concept's questions: all, or only those the intact model answers
+    few_shot: bool = False            # prefix the questions with the run's few-shot text (4x the tokens)
+    max_questions: int = 8            # the concept's first questions used
     min_questions: int = 2
     unrelated_size: int = 16
     alpha: float = 0.01
@@ -44,6 +46,8 @@ class NullValidation:
         if not 0 < self.alpha < 1:
             raise KgprobeError(f"alpha must be in (0, 1), got {self.alpha}")
         adjust([], method=self.correction)
+        if self.questions not in ("all", "known"):
+            raise KgprobeError(f"questions {self.questions!r}: expected 'all' or 'known'")
 
 
 def _unrelated(known: dict[str, list[QA]], concept_id: str, size: int, seed: int) -> list[QA]:
@@ -53,17 +57,22 @@ def _unrelated(known: dict[str, list[QA]], concept_id: str, size: int, seed: int
 
 def _test_one(model, tokenizer, concept: Concept, candidates: list[tuple[int, int, float]],
               known: dict[str, list[QA]], options: NullValidation, few_shot: str) -> dict:
-    mine = known.get(concept.id, [])[: options.max_questions]
+    # the effect is a change of log-probability: a question the model gets wrong still shows
+    # whether the vector carries its answer, so by default every question counts (as in the original)
+    mine = (concept.qa if options.questions == "all" else known.get(concept.id, []))[: options.max_questions]
     record = {"concept": concept.id, "name": concept.name, "n_concept": len(mine), "tests": {}}
     if len(mine) < options.min_questions:
-        record["skipped"] = f"{len(mine)} answered questions < {options.min_questions}"
+        record["skipped"] = f"{len(mine)} {'answered ' * (options.questions == 'known')}questions < " \
+                            f"{options.min_questions}"
         return record
     if not candidates:
         record["skipped"] = "no candidate vector"
         return record
     unrelated = _unrelated(known, concept.id, options.unrelated_size, options.null.seed)
     record["n_unrelated"] = len(unrelated)
-    runner = InterventionRunner(model, tokenizer, mine + unrelated, few_shot=few_shot)
+    # no few-shot prefix by default: a log-probability needs no answer format, and the prefix would
+    # be most of every row's tokens (the original protocol asks its questions bare too)
+    runner = InterventionRunner(model, tokenizer, mine + unrelated, few_shot=few_shot if options.few_shot else "")
     exclude = {(layer, j) for layer, j, _ in candidates}
     vectors = [(layer, j) for layer, j, _ in candidates]
     kinds = {"single": vectors[:1]}
@@ -96,11 +105,14 @@ def validate_null(model, tokenizer, concepts: Sequence[Concept], candidates: dic
             progress(f"[{n + 1}/{len(concepts)}] {concept.name}: {shown or record.get('skipped')}")
     tests = [(r, kind) for r in records for kind in r.get("tests", {})]
     adjusted = adjust([r["tests"][kind]["p"] for r, kind in tests], method=options.correction)
-    for (r, kind), p in zip(tests, adjusted):
-        r["tests"][kind]["p_adjusted"] = p
-        r["tests"][kind]["significant"] = p < options.alpha
+    # the Monte-Carlo p alone (no tail fit): it cannot go below 1 / (K + 1), a conservative count
+    plain = adjust([r["tests"][kind]["p_monte_carlo"] for r, kind in tests], method=options.correction)
+    for (r, kind), p, q in zip(tests, adjusted, plain):
+        r["tests"][kind].update(p_adjusted=p, significant=p < options.alpha, p_monte_carlo_adjusted=q,
+                                significant_monte_carlo=q < options.alpha)
     for r in records:
         r["beats_null"] = any(t.get("significant") for t in r.get("tests", {}).values())
+        r["beats_null_monte_carlo"] = any(t.get("significant_monte_carlo") for t in r.get("tests", {}).values())
     return records
 
 
@@ -108,10 +120,13 @@ def summarise_null(records: Sequence[dict], options: NullValidation) -> dict:
     """Counts of concepts that beat their null, per test and overall, with the settings."""
     tested = [r for r in records if r.get("tests")]
     per_kind = {kind: {"tested": sum(kind in r["tests"] for r in tested),
-                       "significant": sum(r["tests"].get(kind, {}).get("significant", False) for r in tested)}
+                       "significant": sum(r["tests"].get(kind, {}).get("significant", False) for r in tested),
+                       "significant_monte_carlo": sum(r["tests"].get(kind, {}).get("significant_monte_carlo", False)
+                                                      for r in tested)}
                 for kind in ("single", "set")}
     return {"concepts": len(records), "tested": len(tested),
             "beat_null": sum(r["beats_null"] for r in records),
+            "beat_null_monte_carlo_only": sum(r["beats_null_monte_carlo"] for r in records),
             "beat_null_concepts": [r["concept"] for r in records if r["beats_null"]],
             "per_test": per_kind,
             "skipped": {r["concept"]: r["skipped"] for r in records if r.get("skipped")},

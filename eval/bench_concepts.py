@@ -1,0 +1,111 @@
+"""Concept vectors under three protocols, per model (issue #25) -> eval/results/probe.json ``protocols``.
+
+For each ``--models`` LM, in resumable run directories under ``--runs/<model>/``:
+
+1. ``discovered``: :func:`kgprobe.probe.run.discover` (vectors -> concepts: raw-lens top-200 tokens
+   of the upper half's columns named by WordNet synsets and countries, questions from the KG);
+2. ``null`` on the discovered concepts (the first ``--max-concepts``): each concept's best column
+   and its best four together against norm-matched random columns (``--intervention``,
+   ``--null-size`` draws at most), Benjamini-Hochberg over all tests, alpha 0.01;
+3. ``original`` on the first ``--original-concepts`` of them: ConceptVectors' noise and BLEU /
+   ROUGE-L of greedy ``--max-new-tokens`` answers (the original-form table);
+4. ``unlearn``: gradient ascent, gradient difference, NPO, ablation and Needle on the
+   ``--unlearn-concepts`` concepts that beat their null first (trained on concept text).
+
+Every stage resumes from its run directory, so a killed run continues where it stopped. The
+result records each part's summary and the machine; ``--parts`` picks the parts to run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "eval"))
+
+from machine import machine_info  # noqa: E402
+
+PARTS = ("null", "original", "unlearn")
+
+
+def run_model(name: str, args, echo) -> dict:
+    from kgprobe.models import load_causal_lm
+    from kgprobe.probe.concepts import FEW_SHOT, load_concepts
+    from kgprobe.probe.run import DiscoverOptions, UnlearnOptions, ValidateOptions, discover, unlearn_all, validate
+
+    run = Path(args.runs) / name
+    model, tokenizer = load_causal_lm(name, device="cpu")
+    model.eval()
+    out: dict = {"model": name, "run": str(run.relative_to(ROOT)) if run.is_relative_to(ROOT) else str(run)}
+    seconds = {}
+    t = time.perf_counter()
+    if not (run / "concepts.jsonl").is_file():
+        discover(model, tokenizer, run, options=DiscoverOptions(), few_shot=FEW_SHOT, echo=echo)
+    concepts = load_concepts(run / "concepts.jsonl")[: args.max_concepts]
+    seconds["discover"] = round(time.perf_counter() - t, 1)
+    found = [json.loads(line) for line in (run / "discovered.jsonl").read_text().splitlines()]
+    out["discovery"] = {"columns": len(found), "concepts": len({r["concept"] for r in found}),
+                        "tested_concepts": len(concepts),
+                        "top": [{k: r[k] for k in ("layer", "index", "name", "matches", "matched_tokens")}
+                                for r in found[:15]]}
+    if "null" in args.parts:
+        t = time.perf_counter()
+        options = ValidateOptions(protocol="null", intervention=args.intervention, null_size=args.null_size)
+        out["null"] = validate(model, tokenizer, concepts, run, options=options, few_shot=FEW_SHOT, echo=echo)
+        seconds["null"] = round(time.perf_counter() - t, 1)
+    if "original" in args.parts:
+        t = time.perf_counter()
+        options = ValidateOptions(protocol="original", max_new_tokens=args.max_new_tokens)
+        out["original"] = validate(model, tokenizer, concepts[: args.original_concepts], run, options=options,
+                                   few_shot=FEW_SHOT, echo=echo)
+        seconds["original"] = round(time.perf_counter() - t, 1)
+    if "unlearn" in args.parts:
+        t = time.perf_counter()
+        options = UnlearnOptions(concepts=args.unlearn_concepts, forget_on="text", fact_set=None,
+                                 methods=["gradient-ascent", "gradient-difference", "npo", "ablation", "needle"])
+        out["unlearning"] = unlearn_all(model, tokenizer, concepts, run, options=options, few_shot=FEW_SHOT,
+                                        echo=echo)
+        seconds["unlearn"] = round(time.perf_counter() - t, 1)
+    out["seconds"] = seconds
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=["smollm2-135m", "gemma3-270m"])
+    ap.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
+    ap.add_argument("--max-concepts", type=int, default=200, help="discovered concepts tested (best columns first)")
+    ap.add_argument("--intervention", choices=("zero", "mean", "noise"), default="zero")
+    ap.add_argument("--null-size", type=int, default=200)
+    ap.add_argument("--original-concepts", type=int, default=50)
+    ap.add_argument("--max-new-tokens", type=int, default=100)
+    ap.add_argument("--unlearn-concepts", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--runs", default=str(ROOT / "eval/results/concepts_runs"))
+    ap.add_argument("--out", default=str(ROOT / "eval/results/probe.json"))
+    args = ap.parse_args()
+
+    import os
+
+    import torch
+
+    from kgprobe.atomic import write_json
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    torch.set_num_threads(args.threads)
+    path = Path(args.out)
+    result = json.loads(path.read_text()) if path.is_file() else {}
+    protocols = result.get("protocols", {})
+    for name in args.models:
+        protocols[name] = run_model(name, args, print)
+        result["protocols"] = {**protocols, "machine": {**machine_info(torch.device("cpu")), "threads": args.threads}}
+        write_json(path, result)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
