@@ -40,13 +40,13 @@ def run_model(name: str, args, echo) -> dict:
     run = Path(args.runs) / name
     model, tokenizer = load_causal_lm(name, device="cpu")
     model.eval()
-    out: dict = {"model": name, "run": str(run.relative_to(ROOT)) if run.is_relative_to(ROOT) else str(run)}
+    out: dict = {"model": name, "run": str(run.relative_to(ROOT)) if run.is_relative_to(ROOT) else run.name}
     seconds = {}
     t = time.perf_counter()
-    if not (run / "concepts.jsonl").is_file():
+    if not (run / "concepts.jsonl").is_file():  # else done by an earlier run: its time is not known here
         discover(model, tokenizer, run, options=DiscoverOptions(), few_shot=FEW_SHOT, echo=echo)
+        seconds["discover"] = round(time.perf_counter() - t, 1)
     concepts = load_concepts(run / "concepts.jsonl")[: args.max_concepts]
-    seconds["discover"] = round(time.perf_counter() - t, 1)
     found = [json.loads(line) for line in (run / "discovered.jsonl").read_text().splitlines()]
     out["discovery"] = {"columns": len(found), "concepts": len({r["concept"] for r in found}),
                         "tested_concepts": len(concepts),
@@ -77,7 +77,7 @@ def run_model(name: str, args, echo) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=["smollm2-135m", "gemma3-270m"])
-    ap.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
+    ap.add_argument("--parts", nargs="*", choices=PARTS, default=list(PARTS), help="none: the discovery alone")
     ap.add_argument("--max-concepts", type=int, default=200, help="discovered concepts tested (best columns first)")
     ap.add_argument("--intervention", choices=("zero", "mean", "noise"), default="zero")
     ap.add_argument("--null-size", type=int, default=200)

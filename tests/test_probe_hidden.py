@@ -158,3 +158,20 @@ def test_errors(lm):
     assert "\n" not in str(err.value)
     with pytest.raises(KgprobeError, match="no facts"):
         probe_hidden(model, tok, FactSet("empty", TEMPLATES, []), progress=False)
+
+
+def test_bench_hidden_puts_the_gap_per_relation_into_facts_json(tmp_path):
+    from conftest import load_bench
+
+    bench = load_bench("bench_hidden")
+    facts = tmp_path / "facts.json"
+    facts.write_text(json.dumps({"agreement": {"k": "all"}}))
+    result = {"model": "m", "best_layer": {"layer": 2, "index": 1, "chosen_on": "validation facts",
+                                           "test_accuracy": 0.6},
+              "lm_accuracy": {"overall": 0.5}, "probe_accuracy": {"relations": {"capital": [0.1, 0.7, 0.2]}},
+              "gap": {"overall": {"hidden_only": 0.2, "lm_only": 0.1}}}
+    bench.add_to_facts(result, tmp_path / "facts_hidden.json", facts)
+    saved = json.loads(facts.read_text())
+    assert saved["agreement"] == {"k": "all"}  # the other parts are kept
+    assert saved["hidden"]["best_layer"] == 2 and saved["hidden"]["probe_accuracy_at_best_layer"] == {"capital": 0.7}
+    assert saved["hidden"]["gap"]["overall"]["hidden_only"] == 0.2 and saved["hidden"]["source"] == "facts_hidden.json"

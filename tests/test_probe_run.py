@@ -184,6 +184,10 @@ def test_validate_null_protocol_writes_its_files_and_resumes(lm, tok, concepts, 
     runs = json.loads((out / "unlearning_report.json").read_text())["concepts"]
     run = next(iter(runs.values()))["needle"]
     assert run["log"]["train"] == "concept-vectors" and 0 <= run["intrinsic"]["jaccard_top200_raw"] <= 1
+    # ConceptVectors' attacks: accuracy per style (german: none of these tiny concepts' questions translate)
+    styles = run["after"]["attack_style_acc"]
+    assert set(styles) == {"role", "grandmother", "in_context", "german"}
+    assert all(0 <= styles[s] <= 1 for s in ("role", "grandmother", "in_context"))
 
 
 def test_validate_original_protocol_writes_the_original_table(lm, tok, concepts, tmp_path):

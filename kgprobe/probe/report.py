@@ -42,9 +42,12 @@ REPORT_JSON = "unlearning_report.json"
 SUMMARY_TSV = "unlearning_summary.tsv"
 REPORT_PNG = "unlearning_report.png"
 
-_INTRINSIC = ("cosine", "l2", "jaccard_topk", "layer_cosine", "layer_l2", "layer_jaccard")
+_INTRINSIC = ("cosine", "l2", "jaccard_topk", "layer_cosine", "layer_l2", "layer_jaccard", "jaccard_top200_raw",
+              "concept_token_share")
+_STYLES = ("role", "grandmother", "in_context", "german")  # kgprobe.probe.attacks.ATTACK_STYLES
 SUMMARY_COLUMNS = ("n_concepts", "forget_acc_before", "forget_acc_after", "forget_acc_drop", "retain_acc_before",
                    "retain_acc_after", "retain_acc_drop", "attack_acc_before", "attack_acc_after",
+                   *(f"attack_{style}_acc_after" for style in _STYLES),
                    "forget_logprob_drop", "retain_logprob_drop", "forget_fact_acc_before", "forget_fact_acc_after",
                    "forget_fact_acc_drop", "retain_fact_acc_drop", *_INTRINSIC)
 _REQUIRED = ("concept", "method", "before", "after", "intrinsic")
@@ -82,6 +85,8 @@ def _row(run: dict) -> dict[str, float | None]:
         "retain_fact_acc_drop": _diff(before, after, "retain_fact_acc"),
     }
     row.update({key: _number(intr.get(key)) for key in _INTRINSIC})
+    for style in _STYLES:  # ConceptVectors' attacks, after unlearning
+        row[f"attack_{style}_acc_after"] = _number((after.get("attack_style_acc") or {}).get(style))
     return row
 
 

@@ -104,6 +104,9 @@ class UnlearnOptions(BaseModel):
     fact_set: str | None = Field(default="countries", description="fact probes before and after (kgprobe probe "
                                  "facts): the concept's facts forgotten, other facts kept; None: QA items only")
     fact_retain_size: int = Field(default=40, ge=1, description="other facts sampled per concept")
+    attack_styles: list[Literal["role", "grandmother", "in_context", "german"]] = Field(
+        default_factory=lambda: ["role", "grandmother", "in_context", "german"],
+        description="ConceptVectors' attacks on the concept's questions, accuracy per style before and after")
 
 
 def _read_json(path: Path, what: str):
@@ -434,8 +437,10 @@ def unlearn_all(model, tokenizer, concepts: Sequence[Concept], out: Path, *,
         pool = [qa for cid, items in sorted(known.items()) if cid != concept.id for qa in items]
         retain = random.Random(f"{seed}:{concept.id}:retain").sample(pool, min(options.retain_size, len(pool)))
         facts = _concept_facts(fact_set, concept, size=options.fact_retain_size, seed=seed)
+        styles = _attack_styles(concept, forget, options.attack_styles)
         measure = functools.partial(_measure, model, tokenizer, forget=forget, retain=retain, attack=concept.attack,
-                                    facts=facts, fact_set=fact_set, few_shot=few_shot, batch_size=batch_size)
+                                    facts=facts, fact_set=fact_set, few_shot=few_shot, batch_size=batch_size,
+                                    styles=styles)
         before = None
         for method in options.methods:
             done = log.done(n)
@@ -497,14 +502,29 @@ def _concept_facts(fact_set, concept: Concept, *, size: int, seed: int) -> tuple
     return about, random.Random(f"{seed}:{concept.id}:retain facts").sample(others, min(size, len(others)))
 
 
+def _attack_styles(concept: Concept, questions: Sequence[QA], styles: Sequence[str]) -> dict[str, list[QA]]:
+    """The concept's answered questions in each of ConceptVectors' attack styles
+    (:mod:`kgprobe.probe.attacks`; the in-context text: its fact sentences)."""
+    from kgprobe.probe.attacks import attack_items
+    from kgprobe.probe.concept_text import concept_sentences
+
+    text = concept_sentences(concept) if "in_context" in styles else None
+    return {style: attack_items(concept, questions, style=style, text=text) for style in styles}
+
+
 def _measure(model, tokenizer, *, forget, retain, attack, facts: tuple[list, list] | None, fact_set, few_shot: str,
-             batch_size: int) -> dict:
-    """The QA measures (:func:`kgprobe.probe.measure.behavioural`) and, with ``facts``, fact-probe
-    accuracy on the concept's facts (to forget) and on other facts (to keep)."""
+             batch_size: int, styles: dict[str, list[QA]] | None = None) -> dict:
+    """The QA measures (:func:`kgprobe.probe.measure.behavioural`), accuracy per attack style
+    (``attack_style_acc``) and, with ``facts``, fact-probe accuracy on the concept's facts (to
+    forget) and on other facts (to keep)."""
     from kgprobe.probe.measure import behavioural, fact_accuracy
+    from kgprobe.probe.qa import accuracy, score_qa
 
     got = behavioural(model, tokenizer, forget=forget, retain=retain, attack=attack, few_shot=few_shot,
                       batch_size=batch_size)
+    got["attack_style_acc"] = {style: accuracy(score_qa(model, tokenizer, items, few_shot=few_shot,
+                                                        batch_size=batch_size)) if items else None
+                               for style, items in (styles or {}).items()}
     if facts is None:
         return got
     about, others = facts
