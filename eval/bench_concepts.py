@@ -54,7 +54,7 @@ def run_model(name: str, args, echo) -> dict:
                                 for r in found[:15]]}
     if "null" in args.parts:
         t = time.perf_counter()
-        options = ValidateOptions(protocol="null", intervention=args.intervention, null_size=args.null_size)
+        options = ValidateOptions(protocol="null-controlled", intervention=args.intervention, null_size=args.null_size)
         out["null"] = validate(model, tokenizer, concepts, run, options=options, few_shot=FEW_SHOT, echo=echo)
         seconds["null"] = round(time.perf_counter() - t, 1)
     if "original" in args.parts:

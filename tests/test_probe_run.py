@@ -164,7 +164,7 @@ def test_validate_null_protocol_writes_its_files_and_resumes(lm, tok, concepts, 
     out = tmp_path / "cv"
     locate(lm, tok, concepts, out, options=LocateOptions(top_tokens=20, pool=30, per_concept=2, effect_set=0),
            echo=lambda s: None)
-    opts = ValidateOptions(protocol="null", intervention="mean", null_size=30, alpha=0.05, unrelated_size=6)
+    opts = ValidateOptions(protocol="null-controlled", intervention="mean", null_size=30, alpha=0.05, unrelated_size=6)
     summary = validate(lm, tok, concepts, out, options=opts, echo=lambda s: None)
     saved = json.loads((out / "null.json").read_text())
     assert saved["summary"] == summary and summary["tested"] == len(saved["records"]) - len(summary["skipped"])

@@ -127,22 +127,23 @@ def _layer_list(text: str | None) -> list[int] | None:
 
 @probe.command()
 @_stage_options
-@click.option("--protocol", type=click.Choice(["strict", "null", "original"]), default="strict", show_default=True,
-              help="strict: per-concept accuracy-drop thresholds (validation.*); null: each concept's vector (and "
-                   "set of up to 4) against norm-matched random vectors of its layer, a p-value per test, "
-                   "corrected over concepts (null.json, null.png); original: ConceptVectors' protocol, noise on "
-                   "the vector and BLEU / ROUGE-L between greedy answers with and without it (original.json).")
+@click.option("--protocol", type=click.Choice(["strict", "null-controlled", "original"]), default="strict",
+              show_default=True,
+              help="strict: per-concept accuracy-drop thresholds (validation.*); null-controlled: each concept's "
+                   "vector (and set of up to 4) against norm-matched random vectors of its layer, a p-value per "
+                   "test, corrected over concepts (null.json, null.png); original: ConceptVectors' protocol, noise "
+                   "on the vector and BLEU / ROUGE-L between greedy answers with and without it (original.json).")
 @click.option("--intervention", type=click.Choice(["zero", "mean", "noise"]), default="zero", show_default=True,
-              help="Null protocol: zero the neuron, set it to its mean activation, or add noise to its vector.")
+              help="Null-controlled: zero the neuron, set it to its mean activation, or add noise to its vector.")
 @click.option("--noise-ratio", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Expected noise norm over the vector's norm (default: 1 for the null protocol's noise; 4, an "
+              help="Expected noise norm over the vector's norm (default: 1 for the null-controlled noise; 4, an "
                    "estimate of ConceptVectors' ratio on LLaMA-2-7B, for the original protocol).")
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=100, show_default=True,
               help="Original protocol: tokens of each greedy answer.")
 @click.option("--null-size", type=click.IntRange(min=1), default=200, show_default=True,
-              help="Null protocol: most random draws per test (stops early once 10 reach the candidate's effect).")
+              help="Null-controlled: most random draws per test (stops early once 10 reach the candidate's effect).")
 @click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.01, show_default=True,
-              help="Null protocol: Benjamini-Hochberg adjusted p-value a concept must beat.")
+              help="Null-controlled: Benjamini-Hochberg adjusted p-value a concept must beat.")
 @click.option("--mode", type=click.Choice(["zero", "noise"]), default="zero", show_default=True,
               help="Strict protocol: zero the vector (ablation) or add Gaussian noise.")
 @click.option("--noise-std", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,

@@ -20,7 +20,7 @@ from kgprobe.pipeline.registry import (
 )
 from kgprobe.precision import DeviceMapName, DtypeName
 from kgprobe.probe.facts import FactProbeOptions
-from kgprobe.probe.run import LocateOptions, UnlearnOptions, ValidateOptions
+from kgprobe.probe.run import DiscoverOptions, LocateOptions, UnlearnOptions, ValidateOptions
 
 STAGES = ("locate", "validate", "unlearn")
 
@@ -28,16 +28,18 @@ STAGES = ("locate", "validate", "unlearn")
 class ConceptVectorsStep(StepConfig):
     type: Literal["concept_vectors"] = "concept_vectors"
     model: str = "smollm2-135m"
-    concepts: list[Path] = Field(min_length=1)
+    concepts: list[Path] = Field(default_factory=list, description="concept files (none with the discover stage: "
+                                 "its concepts.jsonl)")
     max_concepts: int | None = Field(default=None, ge=1, description="use only the first N concepts (file order)")
     out: Path
     few_shot: str | None = Field(default=None, description="prefix of every question (None: the concepts' default)")
-    stages: list[Literal["locate", "validate", "unlearn"]] = Field(default_factory=lambda: list(STAGES))
+    stages: list[Literal["discover", "locate", "validate", "unlearn"]] = Field(default_factory=lambda: list(STAGES))
     batch_size: int = Field(default=32, ge=1)
     #: the LM's weights: auto (bf16 on a GPU, fp32 on CPU), bf16, fp16, fp32
     dtype: DtypeName = "auto"
     #: none: the whole LM on the pipeline's device; auto: its layers spread over the GPUs (accelerate)
     device_map: DeviceMapName | None = None
+    discover: DiscoverOptions = Field(default_factory=DiscoverOptions)
     locate: LocateOptions = Field(default_factory=LocateOptions)
     validate_: ValidateOptions = Field(default_factory=ValidateOptions, alias="validate")
     unlearn: UnlearnOptions = Field(default_factory=UnlearnOptions)
@@ -49,6 +51,12 @@ def _check(step: ConceptVectorsStep, ctx: CheckContext) -> None:
 
     check_model(step.model)
     check_model_kind(step.model, ("causal-lm",), "a causal LM")  # reads its MLPs
+    if "discover" in step.stages:
+        if step.concepts or "locate" in step.stages:
+            raise StepCheckError("stages", "the discover stage finds its own concepts: give no concepts and no "
+                                           "locate stage with it")
+    elif not step.concepts:
+        raise StepCheckError("concepts", "give at least one concept file (or the discover stage)")
     with problem_at("concepts"):
         load_concept_files(step.concepts)
     unknown = [m for m in step.unlearn.methods if m not in unlearner_names()]
@@ -62,7 +70,7 @@ def _check(step: ConceptVectorsStep, ctx: CheckContext) -> None:
 def _run(step: ConceptVectorsStep, ctx: RunContext) -> None:
     from kgprobe.models import dtype_name, load_causal_lm
     from kgprobe.probe.concepts import FEW_SHOT
-    from kgprobe.probe.run import load_concept_files, locate, unlearn_all, validate
+    from kgprobe.probe.run import discover, load_concept_files, locate, unlearn_all, validate
 
     concepts = load_concept_files(step.concepts)[: step.max_concepts]
     loaded = ctx.models.get(step.model)
@@ -75,13 +83,18 @@ def _run(step: ConceptVectorsStep, ctx: RunContext) -> None:
     common = dict(few_shot=few_shot, batch_size=step.batch_size, echo=ctx.echo)
     results = ctx.results.setdefault("concept_vectors", {}).setdefault(str(step.out), {})
     results["dtype"] = dtype_name(next(model.parameters()).dtype)
+    if "discover" in step.stages:
+        concepts = discover(model, tokenizer, out, options=step.discover, **common)[: step.max_concepts]
+        results["discovered_concepts"] = len(concepts)
     if "locate" in step.stages:
         rows = locate(model, tokenizer, concepts, out, options=step.locate, **common)
         results["candidates"] = len(rows)
     if "validate" in step.stages:
         summary = validate(model, tokenizer, concepts, out, options=step.validate_, seed=ctx.seed, **common)
-        results["validated"] = summary["validated"]
-        results["tested"] = summary["tested"]
+        # strict: validated of tested; null: beat_null of tested; original: the original-form table
+        results["validation"] = {key: summary[key] for key in ("validated", "beat_null", "tested", "concepts",
+                                                              "target_bleu", "target_rouge_l", "unrelated_bleu",
+                                                              "unrelated_rouge_l") if key in summary}
     if "unlearn" in step.stages:
         results["unlearning"] = unlearn_all(model, tokenizer, concepts, out, options=step.unlearn, seed=ctx.seed,
                                             **common)

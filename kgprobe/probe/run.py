@@ -68,9 +68,9 @@ class DiscoverOptions(BaseModel):
 
 class ValidateOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    protocol: Literal["strict", "null", "original"] = Field(
-        default="strict", description="strict: accuracy-drop thresholds per concept (validation.*); null: each "
-        "candidate against norm-matched random vectors of its layer, p-values corrected over concepts (null.*); "
+    protocol: Literal["strict", "null-controlled", "original"] = Field(
+        default="strict", description="strict: accuracy-drop thresholds per concept (validation.*); null-controlled: "
+        "each candidate against norm-matched random vectors of its layer, p-values corrected over concepts (null.*); "
         "original: ConceptVectors' noise and BLEU / ROUGE-L of 100-token answers (original.*)")
     intervention: Literal["zero", "mean", "noise"] = Field(default="zero", description="null protocol: the damage")
     noise_ratio: float | None = Field(default=None, gt=0, description="noise norm / vector norm (None: 1 for the "
@@ -260,7 +260,7 @@ def validate(model, tokenizer, concepts: Sequence[Concept], out: Path, *,
     from kgprobe.probe.validate import ValidationParams, validate_concepts
 
     known = _known_items(concepts, _read_json(out / KNOWN_FILE, "locate"))
-    if options.protocol == "null":
+    if options.protocol == "null-controlled":
         return validate_against_nulls(model, tokenizer, concepts, out, known=known, options=options,
                                       few_shot=few_shot, seed=seed, echo=echo)
     if options.protocol == "original":
