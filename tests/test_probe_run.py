@@ -246,8 +246,9 @@ def _cli(args, capsys):
 def test_cli_help_pipeline_check_and_stage_order_error(tmp_path, capsys):
     code, out, _ = _cli(["probe", "--help"], capsys)
     assert code == 0 and "locate" in out and "unlearn" in out
-    code, out, err = _cli(["run", "pipelines/concept_vectors.yaml", "--check"], capsys)
-    assert code == 0, err
+    for pipeline in ("concept_vectors", "concept_vectors_discovered"):
+        code, out, err = _cli(["run", f"pipelines/{pipeline}.yaml", "--check"], capsys)
+        assert code == 0, err
     code, _, err = _cli(["probe", "validate", "--out", str(tmp_path / "none"), "--max-concepts", "2"], capsys)
     assert code == 2 and err.count("\n") == 1 and "run the locate stage first" in err
     code, _, err = _cli(["probe", "validate", "--out", str(tmp_path), "--set-sizes", "4,x"], capsys)
