@@ -222,9 +222,11 @@ def test_probe_stages_write_what_the_commands_write(tmp_path, capsys, monkeypatc
     for name in (".kgprobe", "known.json", "candidates.jsonl", "effects.jsonl"):
         assert (tmp_path / "lib" / name).read_bytes() == (tmp_path / "cli" / name).read_bytes(), name
 
-    code, out, err = _run(["probe", "validate", "--out", tmp_path / "cli", *common, "--set-sizes", "2"], capsys)
+    code, out, err = _run(["probe", "validate", "--out", tmp_path / "cli", *common, "--protocol", "strict",
+                           "--set-sizes", "2"], capsys)
     assert code == 0, err
-    summary = run_validate(tmp_path / "lib", options=ValidateOptions(set_sizes=[2]), echo=lambda s: None, **kwargs)
+    summary = run_validate(tmp_path / "lib", options=ValidateOptions(protocol="strict", set_sizes=[2]),
+                           echo=lambda s: None, **kwargs)
     assert out == json.dumps(summary, indent=2) + "\n"
     for name in ("validation.tsv", "validation.json", "validation.jsonl"):
         assert (tmp_path / "lib" / name).read_bytes() == (tmp_path / "cli" / name).read_bytes(), name

@@ -127,7 +127,7 @@ def test_stages_write_their_files_and_resume(lm, tok, concepts, tmp_path):
     assert {e["concept"] for e in effects} == {c.id for c in concepts}
     assert all(len(e["vectors"]) == 64 and [v[2] for v in e["vectors"]] == sorted((v[2] for v in e["vectors"]),
                                                                                   reverse=True) for e in effects)
-    opts = ValidateOptions(min_questions=3, unrelated_size=6, set_sizes=[2, 8])
+    opts = ValidateOptions(protocol="strict", min_questions=3, unrelated_size=6, set_sizes=[2, 8])
     summary = validate(lm, tok, concepts, out, options=opts, echo=echo.append)
     assert summary["concepts"] == len(concepts)
     assert set(summary["validated_by_set_of"]) == {"2", "8"} and set(summary["effect_sets"]) == {"2", "8"}

@@ -127,7 +127,7 @@ def _layer_list(text: str | None) -> list[int] | None:
 
 @probe.command()
 @_stage_options
-@click.option("--protocol", type=click.Choice(["strict", "null-controlled", "original"]), default="strict",
+@click.option("--protocol", type=click.Choice(["strict", "null-controlled", "original"]), default="null-controlled",
               show_default=True,
               help="strict: per-concept accuracy-drop thresholds (validation.*); null-controlled: each concept's "
                    "vector (and set of up to 4) against norm-matched random vectors of its layer, a p-value per "

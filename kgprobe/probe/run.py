@@ -69,8 +69,9 @@ class DiscoverOptions(BaseModel):
 class ValidateOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     protocol: Literal["strict", "null-controlled", "original"] = Field(
-        default="strict", description="strict: accuracy-drop thresholds per concept (validation.*); null-controlled: "
-        "each candidate against norm-matched random vectors of its layer, p-values corrected over concepts (null.*); "
+        default="null-controlled", description="strict: accuracy-drop thresholds per concept (validation.*); "
+        "null-controlled: each candidate against norm-matched random vectors of its layer, p-values corrected over "
+        "concepts (null.*); "
         "original: ConceptVectors' noise and BLEU / ROUGE-L of 100-token answers (original.*)")
     intervention: Literal["zero", "mean", "noise"] = Field(default="zero", description="null protocol: the damage")
     noise_ratio: float | None = Field(default=None, gt=0, description="noise norm / vector norm (None: 1 for the "
