@@ -49,7 +49,7 @@ def run_model(name: str, args, echo) -> dict:
     concepts = load_concepts(run / "concepts.jsonl")[: args.max_concepts]
     found = [json.loads(line) for line in (run / "discovered.jsonl").read_text().splitlines()]
     out["discovery"] = {"columns": len(found), "concepts": len({r["concept"] for r in found}),
-                        "tested_concepts": len(concepts),
+                        **({"tested_concepts": len(concepts)} if args.parts else {}),
                         "top": [{k: r[k] for k in ("layer", "index", "name", "matches", "matched_tokens")}
                                 for r in found[:15]]}
     if "null" in args.parts:
