@@ -64,15 +64,10 @@ def kept_logits(model, keep: torch.Tensor, **inputs):
     LMs do (the class's forward is asked: a device map wraps the instance's and hides its
     signature); otherwise all logits are computed and the kept ones picked."""
     if "logits_to_keep" in inspect.signature(type(model).forward).parameters:
-        out = model(**inputs, logits_to_keep=keep.to(inputs_device(inputs)))
+        out = model(**inputs, logits_to_keep=keep.to(input_device(model)))
         return out, out.logits.reshape(-1, out.logits.shape[-1])
     out = model(**inputs)
     return out, out.logits[keep.to(out.logits.device)]
-
-
-def inputs_device(inputs: dict) -> torch.device:
-    """The device of the first tensor among a forward call's inputs."""
-    return next(v.device for v in inputs.values() if torch.is_tensor(v))
 
 
 def prefix_cache(model, ids: list[int]) -> KV:

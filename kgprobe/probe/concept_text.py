@@ -25,7 +25,6 @@ from __future__ import annotations
 import functools
 import os
 import re
-from pathlib import Path
 from typing import Sequence
 
 from kgprobe.errors import KgprobeError
@@ -109,17 +108,6 @@ def find_country(key: str | Concept | CountryFacts, facts: Sequence[CountryFacts
     raise KgprobeError(f"concept text: no country matches {names[0]!r}")
 
 
-@functools.lru_cache(maxsize=2)
-def _synsets(root: str) -> dict[str, object]:
-    """offset -> Synset, the first part of speech (noun, verb, adj, adv) keeping a shared offset."""
-    from kgprobe.kg.datasets.wordnet import read_synsets
-
-    table: dict[str, object] = {}
-    for synset in read_synsets(Path(root)):
-        table.setdefault(synset.offset, synset)
-    return table
-
-
 def wordnet_sentences(offset: str, *, wordnet_dir: str | os.PathLike | None = None) -> list[str]:
     """Definition, synonyms, hypernyms and (up to :data:`MAX_HYPONYMS`) hyponyms of one synset."""
     from kgprobe.kg.datasets import wordnet
@@ -127,7 +115,7 @@ def wordnet_sentences(offset: str, *, wordnet_dir: str | os.PathLike | None = No
     hint = wordnet.available(wordnet_dir)
     if hint:
         raise KgprobeError(hint)
-    table = _synsets(str(wordnet.resolve_dir(wordnet_dir)))
+    table = wordnet.synsets_by_offset(str(wordnet.resolve_dir(wordnet_dir)))
     synset = table.get(offset)
     if synset is None:
         raise KgprobeError(f"concept text: no WordNet synset {offset}")
@@ -172,15 +160,18 @@ def concept_sentences(concept: Concept | CountryFacts | str | int, *,
         sentences = wordnet_sentences(match.group(1), wordnet_dir=wordnet_dir)
         prompts = [q.prompt for q in (*concept.qa, *concept.attack)] if isinstance(concept, Concept) else []
     else:
-        if country_facts is None:
-            from kgprobe.probe.concepts import country_facts as load_country_facts
-
-            country_facts = load_country_facts()
-        f = find_country(concept, country_facts)
+        f = find_country(concept, _default_country_facts() if country_facts is None else country_facts)
         sentences = country_sentences(f)
         prompts = [q.prompt for q in (*concept.qa, *concept.attack)] if isinstance(concept, Concept) else []
         prompts += _template_prompts(f)
     return [s for s in sentences if not any(p and p in s for p in prompts)]
+
+
+@functools.lru_cache(maxsize=1)  # half a second of countryinfo parsing, asked once per concept otherwise
+def _default_country_facts() -> tuple[CountryFacts, ...]:
+    from kgprobe.probe.concepts import country_facts
+
+    return tuple(country_facts())
 
 
 def _template_prompts(f: CountryFacts) -> list[str]:

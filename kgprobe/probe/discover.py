@@ -40,7 +40,7 @@ from torch import nn
 from kgprobe.errors import KgprobeError
 from kgprobe.models.memory import plan_batch_size, scan_bytes_per_row
 from kgprobe.probe.concepts import QA, load_concepts
-from kgprobe.probe.hooks import arch_of, value_vectors
+from kgprobe.probe.hooks import arch_of, raw_lens_ids, value_vectors
 
 #: the most columns ``chunk="auto"`` projects at once
 AUTO_CHUNK = 4096
@@ -77,12 +77,6 @@ def default_layers(n_layers: int) -> list[int]:
 
 
 # ------------------------------------------------------------------ the lens
-def _check_k(k, vocab: int) -> int:
-    if isinstance(k, bool) or not isinstance(k, int) or not 0 < k <= vocab:
-        raise KgprobeError(f"k must be an integer in 1..{vocab} (the vocabulary size), got {k!r}")
-    return k
-
-
 def lens_top_tokens(model: nn.Module, *, layers: Sequence[int], k: int = 200,
                     chunk: int | str = "auto") -> tuple[torch.Tensor, list[tuple[int, int]]]:
     """Top-``k`` tokens of ``W_U · v`` (no final norm, no lm_head bias) for every value vector ``v``
@@ -98,25 +92,18 @@ def lens_top_tokens(model: nn.Module, *, layers: Sequence[int], k: int = 200,
     if not layers:
         raise KgprobeError("layers is empty: name at least one layer (default_layers(n) gives the upper half)")
     vocab = arch.unembed.shape[0]
-    k = _check_k(k, vocab)
     if chunk == "auto":
         chunk = plan_batch_size(bytes_per_item=scan_bytes_per_row(vocab, 4), device="cpu", limit=AUTO_CHUNK)
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk <= 0:
         raise KgprobeError(f"chunk must be a positive integer or 'auto', got {chunk!r}")
+    weight = arch.unembed.detach().to(device="cpu", dtype=torch.float32)  # converted once, not per chunk
+    parts = []
     with torch.no_grad():
-        weight_t = arch.unembed.detach().to(device="cpu", dtype=torch.float32).T.contiguous()  # [d, vocab]
-        buf = torch.empty(min(chunk, arch.n_neurons), vocab)
-        top_ids = torch.empty(len(layers) * arch.n_neurons, k, dtype=torch.int32)
-        for i, layer in enumerate(layers):
-            vectors = value_vectors(model, layer).to(torch.float32)  # [n_neurons, d], offloaded layers too
-            for start in range(0, arch.n_neurons, chunk):
-                part = vectors[start:start + chunk]
-                out = buf[:part.shape[0]]
-                torch.matmul(part, weight_t, out=out)
-                row = i * arch.n_neurons + start
-                top_ids[row:row + part.shape[0]] = out.topk(k, dim=-1).indices.to(torch.int32)
+        for layer in layers:
+            vectors = value_vectors(model, layer)  # [n_neurons, d], offloaded layers too
+            parts += [raw_lens_ids(part, weight, k=k).to(torch.int32) for part in vectors.split(chunk)]
     rows = [(layer, j) for layer in layers for j in range(arch.n_neurons)]
-    return top_ids, rows
+    return torch.cat(parts), rows
 
 
 # ------------------------------------------------------------------ the lexicon
@@ -136,6 +123,7 @@ class Lexicon:
     member: torch.Tensor         # sparse CSR [n_keys, C] float32
     sizes: torch.Tensor          # [C] int64
     concept_keys: list[frozenset[int]]  # K_c as key indices, for naming matched tokens
+    token_text: list[str]        # [vocab] each token decoded alone, for the records
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -218,7 +206,7 @@ def build_lexicon(tokenizer, *, sources: Sequence[str] = SOURCES, wordnet_dir=No
     if unknown or not sources:
         raise KgprobeError(f"unknown lexicon source(s) {', '.join(unknown) or '(none given)'}; "
                            f"known: {', '.join(SOURCES)}")
-    keys, token_key, _ = vocabulary_keys(tokenizer)
+    keys, token_key, token_text = vocabulary_keys(tokenizer)
     index = {key: i for i, key in enumerate(keys)}
     found: list[tuple[str, str, str, set[int]]] = []
     if "wordnet" in sources:
@@ -238,7 +226,7 @@ def build_lexicon(tokenizer, *, sources: Sequence[str] = SOURCES, wordnet_dir=No
     return Lexicon(ids=[c[0] for c in found], names=[c[1] for c in found], kinds=[c[2] for c in found],
                    keys=keys, token_key=token_key, member=member,
                    sizes=torch.tensor([len(c[3]) for c in found], dtype=torch.int64),
-                   concept_keys=[frozenset(c[3]) for c in found])
+                   concept_keys=[frozenset(c[3]) for c in found], token_text=token_text)
 
 
 def _csr(coo: torch.Tensor) -> torch.Tensor:
@@ -249,17 +237,12 @@ def _csr(coo: torch.Tensor) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------ WordNet access
-@lru_cache(maxsize=2)  # a few seconds of parsing per call otherwise
+@lru_cache(maxsize=2)
 def _noun_synsets(root: str) -> dict:
-    """offset -> Synset of data.noun (only the noun file: discovery names nouns)."""
-    from kgprobe.kg.datasets.wordnet import read_synsets
+    """offset -> Synset of the nouns (discovery names nouns), from WordNet's cached table."""
+    from kgprobe.kg.datasets.wordnet import synsets_by_offset
 
-    out = {}
-    for s in read_synsets(Path(root)):
-        if s.pos != "n":
-            break  # read_synsets goes noun, verb, adj, adv
-        out[s.offset] = s
-    return out
+    return {offset: s for offset, s in synsets_by_offset(root).items() if s.pos == "n"}
 
 
 # ------------------------------------------------------------------ discovery
@@ -335,7 +318,8 @@ def discover_concepts(model: nn.Module, tokenizer, *, layers: Sequence[int] | No
     for r in ((matches >= need[best]) & (matches >= min_lift * chance[best])).nonzero()[:, 0].tolist():
         c = int(best[r])
         ids = top_ids[r].tolist()
-        texts = [tokenizer.decode([t]) for t in ids]
+        # decoded once per vocabulary entry with the lexicon (lm_head rows past the tokenizer: "")
+        texts = [lexicon.token_text[t] if t < len(lexicon.token_text) else "" for t in ids]
         mine = lexicon.concept_keys[c]
         size = int(lexicon.sizes[c])
         records.append({
@@ -443,10 +427,15 @@ def concept_questions(concept_id: str, *, wordnet_dir=None, country_file=None) -
     if concept_id.startswith("wordnet:"):
         return wordnet_questions(concept_id, wordnet_dir=wordnet_dir)
     path = Path(country_file or COUNTRY_FILE)
-    for concept in load_concepts(path):
-        if concept.id == concept_id:
-            return list(concept.qa)
+    found = _country_questions(str(path)).get(concept_id)
+    if found is not None:
+        return list(found)
     raise KgprobeError(f"unknown concept {concept_id!r}: expected wordnet:<offset> or a country id of {path}")
+
+
+@lru_cache(maxsize=2)  # asked once per discovered concept
+def _country_questions(path: str) -> dict[str, tuple[QA, ...]]:
+    return {c.id: tuple(c.qa) for c in load_concepts(path)}
 
 
 @lru_cache(maxsize=2)

@@ -296,6 +296,13 @@ def _weight_view(arch: Arch, layer: int, index: int) -> torch.Tensor:
     return w[index] if arch.rows_are_vectors(layer) else w[:, index]
 
 
+def value_vector(model: nn.Module, layer: int, index: int) -> torch.Tensor:
+    """Detached copy of value vector (layer, index) [d_model], read without copying the layer
+    (the layer must be on a device, as for :func:`set_value_vector`)."""
+    arch = arch_of(model)
+    return _weight_view(arch, arch.check_layer(layer), arch.check_index(index)).detach().clone()
+
+
 def set_value_vector(model: nn.Module, layer: int, index: int, vector: torch.Tensor) -> None:
     """Write ``vector`` [d_model] as value vector (layer, index), in place (persists; no grad)."""
     arch = arch_of(model)
@@ -343,6 +350,16 @@ def damage_value_vectors(model: nn.Module, targets: Iterable[tuple[int, int]], *
 
 
 # ------------------------------------------------------------------ logit lens
+def raw_lens_ids(vectors: torch.Tensor, unembed: torch.Tensor, *, k: int) -> torch.Tensor:
+    """Top-``k`` token ids [n, k] of the raw lens ``v · W_U^T`` (no final norm, no bias; as
+    ConceptVectors reads its vectors) of each row of ``vectors`` [n, d], in float32 on the CPU
+    (``unembed`` is ``W_U`` [vocab, d]; pass it as float32 on the CPU to skip the conversion)."""
+    w = unembed.detach().float().cpu()
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= w.shape[0]:
+        raise KgprobeError(f"k must be an integer in 1..{w.shape[0]} (the vocabulary size), got {k!r}")
+    return torch.topk(vectors.detach().float().cpu() @ w.T, k, dim=1).indices
+
+
 def logit_lens(model: nn.Module, vectors: torch.Tensor, *, k: int = 20,
                chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-``k`` (logits [n, k] float32, token ids [n, k]) of ``lm_head(final_norm(v))`` per vector.

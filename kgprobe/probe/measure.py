@@ -42,7 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from kgprobe.errors import KgprobeError
-from kgprobe.probe.hooks import arch_of, logit_lens, value_vectors
+from kgprobe.probe.hooks import arch_of, logit_lens, raw_lens_ids, value_vectors
 from kgprobe.probe.qa import accuracy, mean_logprob, score_qa
 
 __all__ = ["behavioural", "intrinsic", "layer_vectors", "jaccard_rows", "raw_lens_ids", "lens_jaccard_top200",
@@ -145,15 +145,6 @@ def _readout_of(model: nn.Module, snap: Mapping[str, Tensor] | None) -> Iterator
                 p.copy_(value)
 
 
-def raw_lens_ids(vectors: Tensor, unembed: Tensor, *, k: int = RAW_TOP_K) -> Tensor:
-    """Top-``k`` token ids [n, k] of the raw lens ``v · W_U^T`` (no final norm) of each row of
-    ``vectors`` [n, d], in float32 on the CPU (``unembed`` is ``W_U`` [vocab, d])."""
-    w = unembed.detach().float().cpu()
-    if not 1 <= k <= w.shape[0]:
-        raise KgprobeError(f"raw lens: k must be in 1..{w.shape[0]}, got {k}")
-    return torch.topk(vectors.detach().float().cpu() @ w.T, k, dim=1).indices
-
-
 def _zero_rows(*tensors: Tensor) -> Tensor:
     return torch.stack([t.detach().float().cpu().abs().amax(dim=1) == 0 for t in tensors]).any(0)
 
@@ -164,8 +155,7 @@ def lens_jaccard_top200(before: Tensor, after: Tensor, unembed: Tensor, *, k: in
     ``v · W_U^T``; ``before`` is read through ``unembed_before`` when given (the model before
     unlearning), else ``unembed``. A row that is zero before or after gives 0 (its top-k is an
     arbitrary tie-break, as in :func:`intrinsic`)."""
-    old = raw_lens_ids(before, unembed if unembed_before is None else unembed_before, k=k)
-    new = raw_lens_ids(after, unembed, k=k)
+    old, new = _raw_ids(before, after, unembed, unembed_before, k)
     return jaccard_rows(old, new).masked_fill(_zero_rows(before, after), 0.0)
 
 
@@ -174,9 +164,18 @@ def concept_token_share(before: Tensor, after: Tensor, unembed: Tensor, concept_
     """Per row: ``|R(v') ∩ L1| / |L1|`` with ``L1 = R(v) ∩ C`` (``C`` = ``concept_ids``), ``R``
     the raw top-``k`` lens as in :func:`lens_jaccard_top200`; None where ``L1`` is empty, 0 where
     the vector is zero after (its top-k promotes nothing)."""
-    old = raw_lens_ids(before, unembed if unembed_before is None else unembed_before, k=k)
-    new = raw_lens_ids(after, unembed, k=k)
-    zero_after = _zero_rows(after)
+    old, new = _raw_ids(before, after, unembed, unembed_before, k)
+    return _shares(old, new, _zero_rows(after), concept_ids)
+
+
+def _raw_ids(before: Tensor, after: Tensor, unembed: Tensor, unembed_before: Tensor | None, k: int):
+    """The raw top-``k`` lens ids of ``before`` (through ``unembed_before`` when given) and ``after``."""
+    return (raw_lens_ids(before, unembed if unembed_before is None else unembed_before, k=k),
+            raw_lens_ids(after, unembed, k=k))
+
+
+def _shares(old: Tensor, new: Tensor, zero_after: Tensor, concept_ids: Sequence[int]) -> list[float | None]:
+    """:func:`concept_token_share` from the lens ids before and after."""
     concept = {int(i) for i in concept_ids}
     out: list[float | None] = []
     for row in range(old.shape[0]):
@@ -272,7 +271,8 @@ def _raw_measures(model: nn.Module, snap: Mapping[str, Tensor] | None, old: Tens
     if snap is not None:
         with _readout_of(model, snap):
             unembed_before = arch.unembed.detach().float().cpu().clone()
-    jaccard = lens_jaccard_top200(old, new, unembed, k=k, unembed_before=unembed_before)
+    old_ids, new_ids = _raw_ids(old, new, unembed, unembed_before, k)  # once for both measures
+    jaccard = jaccard_rows(old_ids, new_ids).masked_fill(_zero_rows(old, new), 0.0)
     share = ([None] * old.shape[0] if concept_ids is None else
-             concept_token_share(old, new, unembed, concept_ids, k=k, unembed_before=unembed_before))
+             _shares(old_ids, new_ids, _zero_rows(new), concept_ids))
     return {"jaccard": jaccard, "share": share}

@@ -66,7 +66,7 @@ from kgprobe.errors import KgprobeError
 from kgprobe.models.device import input_device
 from kgprobe.models.memory import OomHalving, lm_bytes_per_item, plan_batch_size, resolve_batch_size
 from kgprobe.probe.concepts import Concept
-from kgprobe.probe.hooks import arch_of, set_value_vector
+from kgprobe.probe.hooks import arch_of, set_value_vector, value_vector
 
 #: expected noise norm / column norm of the original (sigma 0.1 on LLaMA-2-7B). An ESTIMATE: it assumes
 #: ||v|| ~ 1.6 (per-coordinate scale ~0.025 x sqrt(4096)); replace it by a measurement on the real columns.
@@ -183,22 +183,10 @@ class OriginalParams:
         resolve_batch_size(self.batch_size)
 
 
-def _column(model, layer: int, index: int) -> torch.Tensor:
-    """A detached float32 copy of value vector (layer, index), read without cloning the whole layer."""
-    arch = arch_of(model)
-    layer, index = arch.check_layer(layer), arch.check_index(index)
-    w = arch.down_proj(layer).weight
-    if w.device.type == "meta":
-        raise KgprobeError(f"layer {layer}'s weights are offloaded to CPU or disk by the device map: the "
-                           "original protocol edits value vectors, which needs the layer on a device")
-    view = w[index] if arch.rows_are_vectors(layer) else w[:, index]
-    return view.detach().clone()
-
-
 def noise_std_for(model, layer: int, index: int, *, noise_ratio: float) -> float:
     """``sigma = noise_ratio * ||v|| / sqrt(d)``: per-coordinate std whose expected noise norm is
     ``noise_ratio`` times the norm of value vector ``v`` = (layer, index) (``E||z|| ~ sigma sqrt(d)``)."""
-    v = _column(model, layer, index).float()
+    v = value_vector(model, layer, index).float()
     return float(noise_ratio) * float(v.norm()) / math.sqrt(v.numel())
 
 
@@ -271,7 +259,7 @@ def _unrelated(concepts: list[dict], concept: dict, params: OriginalParams) -> l
 def _with_noise(model, layer: int, index: int, std: float, seed: int, run: Callable[[], list[str]]):
     """``run()`` with ``v + z`` written as value vector (layer, index); ``v`` restored and checked bit-exact
     after. Returns (run's result, ||v_noisy - v|| as stored in the model's dtype)."""
-    original = _column(model, layer, index)
+    original = value_vector(model, layer, index)
     z = _noise(original.numel(), std, seed, layer, index).to(original.device)
     noisy = (original.float() + z).to(original.dtype)  # one rounding to the model's dtype
     realised = float((noisy.float() - original.float()).norm())
@@ -280,7 +268,7 @@ def _with_noise(model, layer: int, index: int, std: float, seed: int, run: Calla
         result = run()
     finally:
         set_value_vector(model, layer, index, original)
-    if not torch.equal(_bits(_column(model, layer, index)), _bits(original)):
+    if not torch.equal(_bits(value_vector(model, layer, index)), _bits(original)):
         raise KgprobeError(f"value vector ({layer}, {index}) was not restored bit-exactly after the noise run")
     return result, realised
 
@@ -318,7 +306,7 @@ def _settings(params: OriginalParams) -> dict:
 def _validate_one(model, tokenizer, concepts: list[dict], concept: dict, params: OriginalParams,
                   halving: OomHalving) -> dict:
     layer, index = concept["layer"], concept["index"]
-    v = _column(model, layer, index).float()
+    v = value_vector(model, layer, index).float()
     norm, d = float(v.norm()), v.numel()
     std = float(params.noise_std) if params.noise_std is not None else \
         noise_std_for(model, layer, index, noise_ratio=params.noise_ratio)

@@ -65,8 +65,8 @@ from torch import Tensor, nn
 
 from kgprobe.errors import KgprobeError
 from kgprobe.models.device import input_device
-from kgprobe.probe.hooks import arch_of, set_value_vector, value_vectors
-from kgprobe.probe.original import ORIGINAL_NOISE_RATIO
+from kgprobe.probe.hooks import arch_of, set_value_vector, value_vector
+from kgprobe.probe.original import ORIGINAL_NOISE_RATIO, noise_std_for
 from kgprobe.probe.qa import answer_logprobs
 from kgprobe.registry import Registry
 
@@ -356,14 +356,13 @@ def add_vector_noise(model: nn.Module, vectors: Sequence[tuple[int, int]], *, no
     ``σ = noise_ratio · |v| / sqrt(d)`` (so ``E|ε|² = noise_ratio² |v|²``), drawn in float32 on
     the CPU from a generator seeded by ``seed`` (the same seed, the same noise); returns ``|ε|``
     per vector. A repeated pair gets noise twice."""
-    arch = arch_of(model)
     generator = torch.Generator().manual_seed(int(seed))
     norms = []
     for layer, index in vectors:
-        v = value_vectors(model, layer)[index].float().cpu()
-        sigma = float(noise_ratio) * float(v.norm()) / math.sqrt(arch.d_model)
-        eps = torch.randn(arch.d_model, generator=generator) * sigma
-        set_value_vector(model, layer, index, (v + eps).to(value_vectors(model, layer).dtype))
+        v = value_vector(model, layer, index)
+        sigma = noise_std_for(model, layer, index, noise_ratio=noise_ratio)
+        eps = torch.randn(v.numel(), generator=generator) * sigma
+        set_value_vector(model, layer, index, (v.float().cpu() + eps).to(v.dtype))
         norms.append(float(eps.norm()))
     return norms
 

@@ -60,7 +60,9 @@ class ValidationParams:
             raise KgprobeError(f"set_sizes must be >= 1, got {list(self.set_sizes)}")
 
 
-def _unrelated(known: dict[str, list[QA]], concept_id: str, size: int, seed: int) -> list[QA]:
+def unrelated_sample(known: dict[str, list[QA]], concept_id: str, size: int, seed: int) -> list[QA]:
+    """``size`` answered questions of the other concepts, seeded per concept (independent of the
+    concept order)."""
     pool = [qa for cid, items in sorted(known.items()) if cid != concept_id for qa in items]
     rng = random.Random(f"{seed}:{concept_id}")  # per concept, independent of the concept order
     return rng.sample(pool, min(size, len(pool)))
@@ -106,7 +108,7 @@ def _validate_one(model, tokenizer, concept: Concept, candidates: list[tuple[int
     if not candidates and not effect_set:
         record["skipped"] = "no candidate vector"
         return record
-    unrelated = _unrelated(known, concept.id, params.unrelated_size, params.seed)
+    unrelated = unrelated_sample(known, concept.id, params.unrelated_size, params.seed)
     items = mine + unrelated
     k = len(mine)
 

@@ -14,7 +14,6 @@ concept *beats its null* when one of its tests has an adjusted p below ``alpha``
 """
 from __future__ import annotations
 
-import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -23,6 +22,7 @@ from kgprobe.checkpoint import ChunkLog
 from kgprobe.errors import KgprobeError
 from kgprobe.probe.concepts import QA, Concept
 from kgprobe.probe.nulls import InterventionRunner, NullParams, adjust, null_test
+from kgprobe.probe.validate import unrelated_sample
 
 
 @dataclass(frozen=True)
@@ -50,11 +50,6 @@ class NullValidation:
             raise KgprobeError(f"questions {self.questions!r}: expected 'all' or 'known'")
 
 
-def _unrelated(known: dict[str, list[QA]], concept_id: str, size: int, seed: int) -> list[QA]:
-    pool = [qa for cid, items in sorted(known.items()) if cid != concept_id for qa in items]
-    return random.Random(f"{seed}:{concept_id}:null unrelated").sample(pool, min(size, len(pool)))
-
-
 def _test_one(model, tokenizer, concept: Concept, candidates: list[tuple[int, int, float]],
               known: dict[str, list[QA]], options: NullValidation, few_shot: str) -> dict:
     # the effect is a change of log-probability: a question the model gets wrong still shows
@@ -68,7 +63,7 @@ def _test_one(model, tokenizer, concept: Concept, candidates: list[tuple[int, in
     if not candidates:
         record["skipped"] = "no candidate vector"
         return record
-    unrelated = _unrelated(known, concept.id, options.unrelated_size, options.null.seed)
+    unrelated = unrelated_sample(known, concept.id, options.unrelated_size, options.null.seed)
     record["n_unrelated"] = len(unrelated)
     # no few-shot prefix by default: a log-probability needs no answer format, and the prefix would
     # be most of every row's tokens (the original protocol asks its questions bare too)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
@@ -104,6 +105,16 @@ def read_synsets(root: Path) -> Iterator[Synset]:
                 pointers=tuple(tuple(ptr_fields[k:k + 4]) for k in range(0, len(ptr_fields), 4)),
                 gloss=gloss.strip(),
             )
+
+
+@lru_cache(maxsize=2)  # a few seconds of parsing; Synsets are immutable
+def synsets_by_offset(root: str) -> dict[str, Synset]:
+    """offset -> :class:`Synset` over the four data files; where two parts of speech share an
+    offset the first file's (noun, verb, adj, adv) is kept."""
+    table: dict[str, Synset] = {}
+    for synset in read_synsets(Path(root)):
+        table.setdefault(synset.offset, synset)
+    return table
 
 
 class IndexEntry(NamedTuple):
