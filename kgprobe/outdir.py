@@ -65,6 +65,12 @@ def _owner(path: Path) -> str | None:
     return owner
 
 
+def recorded_command(path: Path) -> str | None:
+    """The kgprobe command that wrote directory ``path``, by its marker, else by its record files
+    (directories written before markers existed); None for anything else."""
+    return _recorded_owner(Path(path))
+
+
 def _recorded_owner(path: Path) -> str | None:
     owner = marker_command(path)
     if owner is not None:

@@ -23,10 +23,11 @@ def cli() -> None:
 
 def _register() -> None:
     from kgprobe.cli import data_cmd, harvest_cmd, index_cmd, kg_cmd, linkpred_cmd, models_cmd, probe_cmd, run_cmd
+    from kgprobe.cli.serve_cmd import serve
 
     for command in (models_cmd.models, data_cmd.data, kg_cmd.kg, run_cmd.run, harvest_cmd.harvest,
                     harvest_cmd.harvest_eval, index_cmd.embed, index_cmd.neighbors, linkpred_cmd.linkpred,
-                    probe_cmd.probe):
+                    probe_cmd.probe, serve):
         cli.add_command(command)
 
 

@@ -140,6 +140,11 @@ def _layer_list(text: str | None) -> list[int] | None:
                    "estimate of ConceptVectors' ratio on LLaMA-2-7B, for the original protocol).")
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=100, show_default=True,
               help="Original protocol: tokens of each greedy answer.")
+@click.option("--original-unrelated-size", type=click.IntRange(min=0), default=50, show_default=True,
+              help="Original protocol: unrelated questions per concept (the original samples 50; its code "
+                   "scores 10).")
+@click.option("--unrelated-size", type=click.IntRange(min=1), default=40, show_default=True,
+              help="Strict and null-controlled: answered questions of other concepts per concept.")
 @click.option("--null-size", type=click.IntRange(min=1), default=200, show_default=True,
               help="Null-controlled: most random draws per test (stops early once 10 reach the candidate's effect).")
 @click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.01, show_default=True,
@@ -159,7 +164,7 @@ def _layer_list(text: str | None) -> list[int] | None:
 @click.option("--seed", type=SEED, default=0, show_default=True)
 def validate(concept_files, max_concepts, out: Path, model: str, device: str, dtype: str, device_map: str | None,
              few_shot, protocol: str, intervention: str, noise_ratio: float | None, max_new_tokens: int,
-             null_size: int, alpha: float, mode: str,
+             original_unrelated_size: int, unrelated_size: int, null_size: int, alpha: float, mode: str,
              noise_std: float, min_concept_drop: float, max_unrelated_drop: float, vectors_per_concept: int,
              set_sizes: str, seed: int) -> None:
     """Damage each candidate and measure concept vs unrelated QA (needs `probe locate` first)."""
@@ -173,8 +178,9 @@ def validate(concept_files, max_concepts, out: Path, model: str, device: str, dt
     if any(size < 1 for size in sizes):
         raise click.BadParameter(f"{set_sizes!r}: every size must be a positive integer", param_hint="--set-sizes")
     options = options_model(ValidateOptions, renames=_OPTION_NAMES, protocol=protocol, intervention=intervention,
-                            noise_ratio=noise_ratio, max_new_tokens=max_new_tokens, null_size=null_size, alpha=alpha,
-                            mode=mode, noise_std=noise_std,
+                            noise_ratio=noise_ratio, max_new_tokens=max_new_tokens,
+                            original_unrelated_size=original_unrelated_size, unrelated_size=unrelated_size,
+                            null_size=null_size, alpha=alpha, mode=mode, noise_std=noise_std,
                             min_concept_drop=min_concept_drop, max_unrelated_drop=max_unrelated_drop,
                             vectors_per_concept=vectors_per_concept, set_sizes=sizes)
     summary = run_validate(out, concept_files=concept_files, max_concepts=max_concepts, model=model, device=device,

@@ -135,6 +135,12 @@ class ReferenceIndex:
         return cls(reference_pairs(*load_reference(reference)))
 
 
+def tuple_hits(tuples: list, ref: ReferenceIndex, *, head_slot: int = 0, tail_slot: int = 1) -> list[bool]:
+    """Per tuple, whether the reference holds it (as :func:`judge` counts a hit)."""
+    return [len(ents) > max(head_slot, tail_slot)
+            and (normalise(ents[head_slot]), normalise(ents[tail_slot])) in ref.index for ents in tuples]
+
+
 def judge(tuples: list, ref: ReferenceIndex, *, head_slot: int = 0, tail_slot: int = 1,
           ks: tuple[int, ...] = (10, 50, 100)) -> dict:
     """Precision@k (None below k tuples), precision over all, coverage of the reference, and the

@@ -13,6 +13,7 @@
   ``LinkPredOptions`` / ``LinkPredConfig`` (a training run's, behind the command and the pipeline step).
 * :mod:`~kgprobe.linkpred.trainer` — :class:`Trainer` / :func:`train` with checkpoints and resume.
 * :mod:`~kgprobe.linkpred.run` — a training run end to end, evaluation and encoding of run directories.
+* :mod:`~kgprobe.linkpred.predict` — :class:`Predictor`: a trained run's answers to ``(h, r, ?)`` / ``(?, r, t)``.
 
 The names below are imported on first use (``from kgprobe.linkpred import get_scorer`` works as
 ever): reading the configuration, as ``kgprobe linkpred train --help`` does, then needs
@@ -30,12 +31,14 @@ _EXPORTS = {
     "RankBasedEvaluator": "evaluator", "Ranks": "evaluator", "SideRanks": "evaluator", "compute_ranks": "evaluator",
     "evaluate": "evaluator", "evaluate_model": "evaluator", "rank_metrics": "evaluator",
     "FilterIndex": "filters",
+    "Predictor": "predict",
     "LOSSES": "losses", "Loss": "losses", "get_loss": "losses", "loss_names": "losses",
     "SAMPLERS": "samplers", "NegativeSampler": "samplers", "build_sampler": "samplers", "get_sampler": "samplers",
     "SCORERS": "scorers", "Scorer": "scorers", "get_scorer": "scorers", "scorer_names": "scorers",
     "Trainer": "trainer", "TrainResult": "trainer", "train": "trainer",
 }
-_MODULES = ("config", "data", "encoders", "evaluator", "filters", "losses", "run", "samplers", "scorers", "trainer")
+_MODULES = ("config", "data", "encoders", "evaluator", "filters", "losses", "predict", "run", "samplers", "scorers",
+            "trainer")
 
 __all__ = sorted(_EXPORTS)
 

@@ -77,6 +77,8 @@ class ValidateOptions(BaseModel):
     noise_ratio: float | None = Field(default=None, gt=0, description="noise norm / vector norm (None: 1 for the "
                                       "null protocol's noise, the original's estimated 4 for the original)")
     max_new_tokens: int = Field(default=100, ge=1, description="original protocol: greedy answer length")
+    original_unrelated_size: int = Field(default=50, ge=0, description="original protocol: unrelated questions "
+                                         "per concept (the original samples 50; its code scores 10 of them)")
     null_size: int = Field(default=200, ge=1, description="null protocol: most random draws per candidate")
     alpha: float = Field(default=0.01, gt=0, lt=1, description="null protocol: adjusted p-value threshold")
     mode: str = Field(default="zero", pattern="^(zero|noise)$")
@@ -348,7 +350,8 @@ def validate_as_original(model, tokenizer, concepts: Sequence[Concept], out: Pat
     found = _candidates(out)
     chosen = [original_concept(c, *found[c.id][0][:2]) for c in concepts if found.get(c.id)]
     params = OriginalParams(noise_ratio=options.noise_ratio or ORIGINAL_NOISE_RATIO,
-                            max_new_tokens=options.max_new_tokens, seed=seed)
+                            max_new_tokens=options.max_new_tokens, unrelated_size=options.original_unrelated_size,
+                            seed=seed)
     records = validate_original(model, tokenizer, chosen, params=params, log_path=out / ORIGINAL_LOG, progress=echo)
     table = original_table(records)
     write_json(out / ORIGINAL_JSON, {"table": table, "records": records})

@@ -99,17 +99,19 @@ _STRING_ESCAPES = str.maketrans({
 class _Syntax:
     """Renders terms as N-Triples (full IRIs, typed literals) or Turtle (prefixed names)."""
 
-    def __init__(self, base: str, *, turtle: bool):
-        if _NOT_IN_IRI.search(base):
-            raise KgprobeError(f"RDF base {base!r} contains a character an IRI cannot hold")
+    def __init__(self, base: str, *, turtle: bool, graph: str | None = None):
+        for what, iri in (("base", base), ("graph", graph or "")):
+            if _NOT_IN_IRI.search(iri):
+                raise KgprobeError(f"RDF {what} {iri!r} contains a character an IRI cannot hold")
         self.turtle = turtle
         self.prefixes = {
             "rdf": RDF, "rdfs": RDFS, "xsd": XSD, "dcterms": DCTERMS,
             "kgp": base + "schema#", "entity": base + "entity/", "relation": base + "relation/",
-            "triple": base + "triple/",
+            # statements live under the graph node, so several KGs in one store never share one
+            "triple": (graph + "/" if graph else base) + "triple/",
         }
         self.type = "a" if turtle else self.name("rdf", "type")
-        self.graph_node = f"<{base}graph>"
+        self.graph_node = f"<{graph or base + 'graph'}>"
 
     def name(self, prefix: str, local: str) -> str:
         """An IRI given as a prefix and an already IRI-safe local part."""
@@ -173,10 +175,14 @@ def _blocks(kg: KnowledgeGraph, syntax: _Syntax) -> Iterator[tuple[str, list[tup
         yield name("triple", str(i)), pairs
 
 
-def rdf_lines(kg: KnowledgeGraph, *, format: str = "turtle", base: str = DEFAULT_BASE) -> Iterator[str]:
-    """The text of a Turtle or N-Triples file for ``kg``, in chunks."""
+def rdf_lines(kg: KnowledgeGraph, *, format: str = "turtle", base: str = DEFAULT_BASE,
+              graph: str | None = None) -> Iterator[str]:
+    """The text of a Turtle or N-Triples file for ``kg``, in chunks. ``graph``: the IRI of the graph
+    node (default ``<base>graph``); the reified statements are ``<graph>/triple/<i>`` then (default
+    ``<base>triple/<i>``), so KGs loaded side by side into one store keep their statements apart
+    while sharing the entity and relation IRIs."""
     _check_format(format)
-    syntax = _Syntax(base, turtle=format == "turtle")
+    syntax = _Syntax(base, turtle=format == "turtle", graph=graph)
     if format == "turtle":
         yield from (f"@prefix {p}: <{iri}> .\n" for p, iri in syntax.prefixes.items())
         previous = 2
