@@ -72,7 +72,7 @@ def run_model(name: str, args, echo) -> dict:
         out["unlearning"] = unlearn_all(model, tokenizer, concepts, run, options=options, few_shot=FEW_SHOT,
                                         echo=echo)
         seconds["unlearn"] = round(time.perf_counter() - t, 1)
-    out["seconds"] = seconds
+    out["seconds"] = seconds  # this invocation's wall time: a resumed part only reads its checkpoints back
     return out
 
 

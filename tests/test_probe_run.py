@@ -158,6 +158,12 @@ def test_stages_write_their_files_and_resume(lm, tok, concepts, tmp_path):
     assert len(lines) == 8
     unlearn_all(lm, tok, concepts, out, options=UnlearnOptions(concepts=2, steps=2), echo=echo.append)
     assert (out / "unlearning.jsonl").read_text().splitlines() == lines
+    # another order (as validating more concepts gives): records are reused by concept, method and
+    # vectors, never by place, so each concept keeps its own results and nothing is recomputed
+    reordered = UnlearnOptions(concepts=2, steps=2, methods=["ablation", "npo"])
+    again = unlearn_all(lm, tok, concepts, out, options=reordered, echo=echo.append)
+    assert (out / "unlearning.jsonl").read_text().splitlines() == lines
+    assert again["npo"] == report["npo"] and again["ablation"] == report["ablation"]
 
 
 def test_validate_null_protocol_writes_its_files_and_resumes(lm, tok, concepts, tmp_path):

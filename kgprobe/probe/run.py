@@ -428,8 +428,11 @@ def unlearn_all(model, tokenizer, concepts: Sequence[Concept], out: Path, *,
     fact_set = None if options.fact_set is None else _unlearn_fact_set(options.fact_set, seed)
     snap = snapshot(model)
     log = ChunkLog(out / UNLEARN_LOG)
+    # finished runs are found by what they are, not by their place: validating more concepts later
+    # reorders `chosen`, and a record of another concept must never stand in for this one
+    finished = {_unlearn_key(r["concept"], r["method"], r["vectors"]): r for r in log.chunks.values()}
     results = []
-    n = 0
+    n = len(log.chunks)
     for rec in chosen:
         concept = by_id[rec["concept"]]
         vectors = [tuple(v) for v in rec["best"]["vectors"]]
@@ -447,7 +450,7 @@ def unlearn_all(model, tokenizer, concepts: Sequence[Concept], out: Path, *,
                                     styles=styles)
         before = None
         for method in options.methods:
-            done = log.done(n)
+            done = finished.get(_unlearn_key(concept.id, method, vectors))
             if done is None:
                 restore(model, snap)
                 if before is None:
@@ -463,16 +466,20 @@ def unlearn_all(model, tokenizer, concepts: Sequence[Concept], out: Path, *,
                                                concept_ids=concept_token_ids(concept, tokenizer)),
                         "log": run_log}
                 log.write(n, json.loads(json.dumps(done)))
+                n += 1
                 echo(f"{concept.name} / {method}: forget acc {before['forget_acc']:.2f} -> {after['forget_acc']:.2f}, "
                      f"retain {before['retain_acc']:.2f} -> {after['retain_acc']:.2f}, "
                      f"vector cosine {done['intrinsic']['cosine']:.4f}")
-            results.append({k: v for k, v in done.items() if k != "chunk"})
-            n += 1
+            results.append({**{k: v for k, v in done.items() if k != "chunk"}, "validated": rec["validated"]})
     restore(model, snap)
     paths = write_report(results, out)
     report = json.loads(paths["json"].read_text())
     echo(f"unlearning report for {len(chosen)} concepts x {len(options.methods)} methods -> {out}")
     return report.get("summary", {})
+
+
+def _unlearn_key(concept_id: str, method: str, vectors) -> tuple[str, str, tuple]:
+    return concept_id, method, tuple(tuple(int(x) for x in v) for v in vectors)
 
 
 def _null_as_validation(path: Path) -> list[dict]:
