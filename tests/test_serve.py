@@ -434,3 +434,39 @@ def test_serve_help_explains_the_pages_and_the_safety_rules():
     for needle in ("RUNS_DIR", "--store", "--allow-update", "--host", "127.0.0.1", "/harvest/RUN", "/sparql",
                    "/entity/RUN/ENTITY", "/concepts/RUN", "HTML-escaped"):
         assert needle in result.output, needle
+
+
+@pytest.mark.slow
+def test_same_rows_through_the_store_the_http_endpoint_via_rdflib_sparqlstore_and_rdflib_on_turtle(runs, tmp_path):
+    """A harvested relation in the store: one SELECT through kgprobe.kg.store, through `kgprobe serve`'s
+    /sparql as a SPARQL 1.1 client sees it (rdflib's SPARQLStore over HTTP) and through rdflib over
+    the harvest's Turtle file gives the same rows."""
+    from rdflib import Graph
+    from rdflib.plugins.stores.sparqlstore import SPARQLStore
+
+    from kgprobe.kg.formats import save_kg
+    from kgprobe.kg.graph import KnowledgeGraph
+    from kgprobe.kg.store import open_store
+    from kgprobe.serve.announce import announced_url
+
+    run = tmp_path / "runs" / "cap"
+    pairs = [["Paris", "France"], ["Berlin", "Germany"], [XSS, "Evil"]]
+    harvest_files(run, pairs)
+    save_kg(KnowledgeGraph.from_labeled_triples([(h, "capital_of", t) for h, t in pairs], scores=[0.9, 0.8, 0.1],
+                                                name="cap"), run / "kg.ttl")
+    with open_store(tmp_path / "store", create=True, read_only=False) as store:
+        store.load(run)
+    q = ("SELECT ?h ?t WHERE { ?h <https://kgprobe.org/kg/relation/capital_of> ?t } ORDER BY ?h ?t")
+    with open_store(tmp_path / "store") as store:
+        direct = store.query(q).values()
+    on_turtle = [tuple(str(v) for v in row) for row in Graph().parse(run / "kg.ttl").query(q)]
+    proc = subprocess.Popen([sys.executable, "-m", "kgprobe", "serve", str(run.parent), "--store",
+                             str(tmp_path / "store"), "--port", "0"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    try:
+        url = announced_url(proc, timeout_s=90)
+        over_http = [tuple(str(v) for v in row) for row in Graph(store=SPARQLStore(f"{url}/sparql")).query(q)]
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+    assert len(direct) == 3 and direct == on_turtle == over_http
