@@ -59,8 +59,8 @@ def marker_command(path: Path) -> str | None:
 def _owner(path: Path) -> str | None:
     """The kgprobe command that wrote directory ``path``: its marker, else its record files, else
     ``run`` when a child directory is some command's output (a pipeline interrupted early)."""
-    owner = _recorded_owner(path)
-    if owner is None and any(child.is_dir() and _recorded_owner(child) for child in path.iterdir()):
+    owner = recorded_command(path)
+    if owner is None and any(child.is_dir() and recorded_command(child) for child in path.iterdir()):
         return "run"
     return owner
 
@@ -68,10 +68,6 @@ def _owner(path: Path) -> str | None:
 def recorded_command(path: Path) -> str | None:
     """The kgprobe command that wrote directory ``path``, by its marker, else by its record files
     (directories written before markers existed); None for anything else."""
-    return _recorded_owner(Path(path))
-
-
-def _recorded_owner(path: Path) -> str | None:
     owner = marker_command(path)
     if owner is not None:
         return owner

@@ -141,15 +141,13 @@ def tsv(h: HarvestRun, rows: list[dict]) -> str:
 
 
 def turtle(h: HarvestRun, rows: list[dict]) -> bytes:
-    """The rows as RDF Turtle through the KG core (:func:`kgprobe.kg.formats.save_kg`), as kg.ttl is written."""
-    import tempfile
-
-    from kgprobe.kg.formats import save_kg
+    """The rows as RDF Turtle by the KG core's writer (:func:`kgprobe.kg.formats.rdf.rdf_lines`), as kg.ttl is
+    written."""
+    from kgprobe.kg.formats.rdf import rdf_lines
     from kgprobe.kg.graph import KnowledgeGraph
 
     if h.arity != 2:
         raise BadQuery(f"Turtle is written for binary relations; this one has {h.arity} slots (download TSV)")
     kg = KnowledgeGraph.from_labeled_triples([(r["entities"][0], h.relation, r["entities"][1]) for r in rows],
                                              scores=[r["score"] or 0.0 for r in rows], name=h.relation)
-    with tempfile.TemporaryDirectory() as tmp:
-        return save_kg(kg, Path(tmp) / "kg.ttl").read_bytes()
+    return "".join(rdf_lines(kg, format="turtle")).encode("utf-8")
