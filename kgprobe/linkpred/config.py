@@ -103,6 +103,11 @@ class TrainOptions(BaseModel):
     drop_last: bool = Field(default=False, description="Leave out each epoch's last, smaller batch.")
     restore_best: bool = Field(default=True,
                                description="End with the best validation epoch's weights (false: the last epoch's).")
+    pre_batch: int = Field(
+        default=0, ge=0,
+        description="SimKGC's pre-batch negatives: the (detached) vectors of the entities of the last N batches "
+                    "join every row's negatives, as heads and as tails; known training triples and the row's own "
+                    "answer are masked (0: none; SimKGC uses 2). One process only.")
 
 
 class TrainConfig(TrainOptions):
@@ -115,7 +120,7 @@ class TrainConfig(TrainOptions):
 
     #: settings added after checkpoints were first written: left out of the resume key at their
     #: default, so that those checkpoints still resume
-    ADDED_LATER: ClassVar[tuple[str, ...]] = ("dropout", "cpu_bf16")
+    ADDED_LATER: ClassVar[tuple[str, ...]] = ("dropout", "cpu_bf16", "pre_batch")
 
     seed: int = Field(default=0, description=_SEED)
 
@@ -149,15 +154,20 @@ class ComponentOptions(BaseModel):
         default="cls", description="Transformer: the [CLS] vector or the mean of the token vectors.")
     dim: int = Field(default=128, ge=1, description="Entity embedding size.")
     max_length: int = Field(default=32, ge=2, description="Tokens (words for bow) per text.")
-    scorer: str = Field(default="transe", description="transe, distmult, complex, simple or rotate.")
+    scorer: str = Field(
+        default="transe", description="transe, distmult, complex, simple, rotate, or query-encoder (SimKGC's "
+                                      "bi-encoder: the query encoded from its head and relation texts).")
     scorer_options: dict[str, Any] = Field(
         default_factory=dict, description="A scorer parameter, repeatable: p=2 (transe, rotate); fast_l2=true "
                                           "(transe); clamp=20 (simple).")
     loss: str = Field(default="margin", description="margin, softplus, adversarial or infonce.")
     loss_options: dict[str, Any] = Field(
         default_factory=dict, description="A loss parameter, repeatable: margin=1 (margin); gamma=9, alpha=1 "
-                                          "(adversarial); tau=1, margin=0 (infonce).")
-    sampler: str = Field(default="in-batch", description="Negatives: in-batch, uniform, bernoulli, lemon, knn-hard.")
+                                          "(adversarial); tau=1, margin=0, learn_tau=false, max_inverse_tau=100 "
+                                          "(infonce).")
+    sampler: str = Field(default="in-batch", description="Negatives: in-batch, uniform, bernoulli, lemon, knn-hard, "
+                                                         "lemon-replaced (near the replaced entity), lm-proposed (the "
+                                                         "causal LM's wrong answers).")
     sampler_options: dict[str, Any] = Field(
         default_factory=dict, description="A sampler parameter, repeatable: self_negatives=1, "
                                           "self_relations=asymmetric, replacement=false (in-batch); n_clusters=15, "

@@ -42,7 +42,7 @@ filtered entry); ``num_options`` comes from the filter, not from the scores.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -57,7 +57,7 @@ from kgprobe.models.memory import SCORE_BLOCK_BYTES_PER_ELEMENT, OomHalving, pla
 
 __all__ = [
     "DEFAULT_KS", "RANK_TYPES", "SIDES", "RankBasedEvaluator", "Ranks", "SideRanks", "compute_ranks", "evaluate",
-    "evaluate_model", "evaluate_model_sharded", "rank_metrics",
+    "evaluate_model", "evaluate_model_sharded", "evaluate_query_model", "rank_metrics",
 ]
 
 RANK_TYPES: tuple[str, ...] = ("optimistic", "realistic", "pessimistic")
@@ -547,6 +547,56 @@ def evaluate_model(
             max_block_elements=max_block_elements, device=dev, memory=memory)
     metrics = rank_metrics(ranks, ks=ks)
     return (metrics, ranks) if return_ranks else metrics
+
+
+def _query_lookup(model: Any, anchors: Tensor, relations: Tensor, num_relations: int, *, head: bool,
+                  batch_size: int) -> Callable[[Tensor, Tensor], Tensor]:
+    """Each distinct ``(anchor, relation)`` query encoded once (unit vectors), and the lookup from
+    a block's anchors and relations to their rows."""
+    keys = torch.unique(anchors * num_relations + relations)
+    host = keys.cpu()
+    vectors = torch.nn.functional.normalize(
+        model.query_vectors(host // num_relations, host % num_relations, head=head, batch_size=batch_size), dim=-1)
+    vectors = vectors.to(anchors.device)
+
+    def lookup(block_anchors: Tensor, block_relations: Tensor) -> Tensor:
+        return vectors[torch.searchsorted(keys, block_anchors * num_relations + block_relations)]
+
+    return lookup
+
+
+def evaluate_query_model(model: Any, entity_emb: Tensor, triples, *, candidates=None, batch_size: int | None = None,
+                         encode_batch_size: int = 256, sides: Sequence[str] = ("head", "tail"),
+                         ks: Iterable[int] = DEFAULT_KS, **kwargs: Any) -> dict[str, float]:
+    """Metrics of a ``query-encoder`` model (SimKGC's bi-encoder): every distinct tail query
+    ``(h, r)`` and head query ``(t, r)`` of ``triples`` is encoded from its text once
+    (``model.query_vectors``), and ranks every candidate's vector in ``entity_emb`` by cosine.
+    ``encode_batch_size`` queries are encoded at a time; filtering, candidates, ``batch_size`` and
+    the other keyword arguments are those of :func:`compute_ranks`."""
+    bad = set(sides) - {"head", "tail"}
+    if bad or not sides:
+        raise KgprobeError(f"sides must be a non-empty subset of head, tail; got {list(sides)}")
+    dev = entity_emb.device
+    triples_t = as_triples(triples, keep_device=True).to(dev)
+    num_relations = int(model.relations.num_embeddings)
+    size = int(encode_batch_size)
+    with torch.no_grad():
+        ent = torch.nn.functional.normalize(entity_emb.detach().float(), dim=-1)
+        cand = ent if candidates is None else ent[_as_index_tensor(candidates, ent.shape[0], dev)]
+        h, r, t = triples_t[:, 0], triples_t[:, 1], triples_t[:, 2]
+        tail_q = _query_lookup(model, h, r, num_relations, head=False, batch_size=size) if "tail" in sides else None
+        head_q = _query_lookup(model, t, r, num_relations, head=True, batch_size=size) if "head" in sides else None
+
+        def tails(hh: Tensor, rr: Tensor, blk: slice) -> Tensor:
+            return tail_q(hh, rr) @ cand[blk].T
+
+        def heads(rr: Tensor, tt: Tensor, blk: slice) -> Tensor:
+            return head_q(tt, rr) @ cand[blk].T
+
+        ranks = compute_ranks(tails if tail_q else None, heads if head_q else None, triples_t,
+                              num_entities=ent.shape[0], num_relations=num_relations, candidates=candidates,
+                              batch_size=batch_size, device=dev, **kwargs)
+    return rank_metrics(ranks, ks=ks)
 
 
 def _empty_side() -> SideRanks:

@@ -18,6 +18,7 @@ softplus      softplus(-s+_b) + mean_k softplus(s-_bk)      (BLP's "nll")
 adversarial   -log sig(gamma + s+_b) - sum_k w_bk log sig(-gamma - s-_bk),
               w_b = softmax(alpha * s-_b) (no gradient through w; RotatE / LEMON)
 infonce       -log softmax([s+_b - margin, s-_b1, ..., s-_bK] / tau)[0]
+              (``learn_tau=True``: tau a parameter, trained with the model)
               (softmax cross-entropy over the positive and its negatives; SimKGC)
 ============  =========================================================================
 
@@ -26,6 +27,7 @@ over positives of the per-positive mean when every row has the same number of ne
 """
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 import torch
@@ -153,7 +155,7 @@ class InfoNCELoss(Loss):
     2022; PyKEEN's ``CrossEntropyLoss`` over one positive and ``K`` negatives):
 
     .. math:: \operatorname{mean}_b \Big[-\log
-              \frac{e^{(s^+_b - m)/\tau}}{e^{(s^+_b - m)/\tau} + \sum_k e^{s^-_{bk}/\tau}}\Big]
+              \frac{e^{(s^+_b - \gamma)/\tau}}{e^{(s^+_b - \gamma)/\tau} + \sum_k e^{s^-_{bk}/\tau}}\Big]
 
     Unlike the margin loss, whose gradient is the same for every negative inside the margin, the
     softmax weights each negative by how close it comes to the positive, so the few hard
@@ -161,28 +163,68 @@ class InfoNCELoss(Loss):
     asks for, and it gains from more negatives per positive (e.g. every other entity of an
     in-batch draw). ``tau`` sets the score scale (TransE on unit vectors: distances of 0 to ~2
     sqrt(d) for L1; on WordNet pilots tau 0.5 ranked best of 0.25 to 2, see
-    ``eval/results/linkpred_pilots.jsonl``); ``m`` is an additive margin on the positive. Masked
-    negatives get :math:`-\infty`, so a row without valid negatives contributes zero.
+    ``eval/results/linkpred_pilots.jsonl``).
+
+    ``margin`` is SimKGC's additive margin :math:`\gamma`: subtracted from the positive's score
+    *before* the division by :math:`\tau` (SimKGC: ``logits -= margin`` on the diagonal, then
+    ``logits *= 1/t``), so the positive must beat every negative by :math:`\gamma` in score units
+    before its term fades. Masked negatives get :math:`-\infty`, so a row without valid negatives
+    contributes zero.
+
+    ``learn_tau=True`` (SimKGC's learnable temperature) makes :math:`\tau` a parameter, trained by
+    the trainer's optimiser with the model: stored as :math:`\log(1/\tau)` (initialised from
+    ``tau``) so that it stays positive and its steps are relative, and read as
+    :math:`1/\tau = \min(e^{\log(1/\tau)}, \text{max\_inverse\_tau})`, ``max_inverse_tau = 100`` as
+    in SimKGC (beyond it the clamp passes no gradient, so the temperature stops falling).
+    :attr:`tau` gives the current value.
     """
 
     name = "infonce"
 
-    def __init__(self, tau: float = 1.0, margin: float = 0.0):
+    def __init__(self, tau: float = 1.0, margin: float = 0.0, *, learn_tau: bool = False,
+                 max_inverse_tau: float = 100.0):
         super().__init__()
-        if not tau > 0:
-            raise KgprobeError(f"infonce: tau must be positive, got {tau!r}")
-        self.tau = float(tau)
+        for what, value in (("tau", tau), ("max_inverse_tau", max_inverse_tau)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise KgprobeError(f"infonce: {what} must be positive, got {value!r}")
+        if not isinstance(learn_tau, bool):
+            raise KgprobeError(f"infonce: learn_tau must be true or false, got {learn_tau!r}")
+        if learn_tau and 1.0 / tau > max_inverse_tau:
+            raise KgprobeError(f"infonce: tau {tau} is below 1/max_inverse_tau = {1.0 / max_inverse_tau:g}")
         self.margin = float(margin)
+        self.learn_tau = learn_tau
+        self.max_inverse_tau = float(max_inverse_tau)
+        self._tau = float(tau)
+        if learn_tau:  # float64 would make the fused optimiser step refuse the mixed dtypes
+            self.log_inverse_tau = nn.Parameter(torch.tensor(math.log(1.0 / tau), dtype=torch.float32))
+
+    def inverse_tau(self) -> Tensor | float:
+        """:math:`1/\\tau`: a fixed number, or the clamped learnt one (a tensor with gradient)."""
+        if not self.learn_tau:
+            return 1.0 / self._tau
+        return self.log_inverse_tau.exp().clamp(max=self.max_inverse_tau)
+
+    @property
+    def tau(self) -> float:
+        """The current temperature (the learnt one with ``learn_tau``)."""
+        return 1.0 / float(self.inverse_tau().detach()) if self.learn_tau else self._tau
 
     def forward(self, pos: Tensor, neg: Tensor, mask: Tensor | None = None) -> Tensor:
         pos, neg, mask = _prepare(pos, neg, mask)
-        if mask is not None:
-            neg = neg.masked_fill(~mask, float("-inf"))
-        logits = torch.cat([(pos - self.margin)[:, None], neg], dim=1) / self.tau
+        logits = torch.cat([(pos - self.margin)[:, None], neg], dim=1)
+        # a fixed tau divides, as this loss always has (the same bits as runs made before learn_tau)
+        logits = logits * self.inverse_tau() if self.learn_tau else logits / self._tau
+        if mask is not None:  # after the scaling: -inf x 1/tau would give the learnt tau a NaN gradient
+            logits = torch.cat([logits[:, :1], logits[:, 1:].masked_fill(~mask, float("-inf"))], dim=1)
         return (torch.logsumexp(logits, dim=1) - logits[:, 0]).mean()
 
+    def record(self) -> dict:
+        """What the trainer adds to each epoch's metrics record: the learnt temperature."""
+        return {"tau": self.tau} if self.learn_tau else {}
+
     def extra_repr(self) -> str:
-        return f"tau={self.tau}, margin={self.margin}"
+        learnt = f", learn_tau=True, max_inverse_tau={self.max_inverse_tau}" if self.learn_tau else ""
+        return f"tau={self._tau}, margin={self.margin}{learnt}"
 
 
 LOSSES: dict[str, type[Loss]] = {cls.name: cls for cls in (MarginRankingLoss, SoftplusLoss, SelfAdversarialLoss,

@@ -44,6 +44,11 @@ class Predictor:
             entities = run.model.all_entity_vectors(batch_size)
         return cls(run, entities)
 
+    def text(self, row: int) -> str:
+        """The entity text of a row of the run's table (its id when the run kept no texts)."""
+        texts: list[Any] = self.run.record.get("texts") or self.entity_ids
+        return str(texts[row])
+
     @property
     def entity_ids(self) -> list[str]:
         return self.run.record["entity_ids"]
@@ -73,14 +78,21 @@ class Predictor:
             raise KgprobeError(f"this run's encoder cannot encode new texts ({err})") from None
 
     def answers(self, vector: torch.Tensor, relation: str, *, k: int = 10, side: str = "tail",
-                exclude: int | None = None) -> list[Answer]:
+                exclude: int | None = None, text: str | None = None) -> list[Answer]:
         """The ``k`` best entities ``e`` for ``(vector, relation, e)`` (``side="tail"``) or
-        ``(e, relation, vector)`` (``side="head"``); ``exclude`` drops that entity row."""
+        ``(e, relation, vector)`` (``side="head"``); ``exclude`` drops that entity row. A run whose
+        scorer encodes queries from text (``query-encoder``) reads the anchor's ``text`` instead of
+        ``vector``: the query vector is the encoder over ``"text [SEP] relation"``."""
         if relation not in self.relation_ids:
             raise KgprobeError(f"the run has no relation {relation!r}")
         model = self.run.model
         rel = model.relations.weight[self.relation_ids.index(relation)].detach().float()[None]
         query = vector.float().to(self.entities.device)[None]
+        if model.encodes_queries:
+            if text is None:
+                raise KgprobeError("this run encodes its queries from text: give the entity's text")
+            query = self.encode([model.scorer.query_text(text, self.relation_ids.index(relation),
+                                                         head=side == "head")])
         with torch.no_grad():
             if side == "tail":
                 scores = model.scorer.score_all_tails(query, rel, self.entities)[0]
@@ -91,6 +103,5 @@ class Predictor:
         if exclude is not None:
             scores[exclude] = float("-inf")
         top = torch.topk(scores, min(k + (exclude is not None), len(scores)))
-        texts: list[Any] = self.run.record.get("texts") or self.entity_ids
         rows = [(int(i), float(s)) for s, i in zip(top.values, top.indices) if s != float("-inf")][:k]
-        return [Answer(n + 1, self.entity_ids[i], str(texts[i]), round(s, 6)) for n, (i, s) in enumerate(rows)]
+        return [Answer(n + 1, self.entity_ids[i], self.text(i), round(s, 6)) for n, (i, s) in enumerate(rows)]

@@ -81,6 +81,21 @@ def check_component_options(cfg: LinkPredOptions) -> None:
         check_component_option_values(component, getattr(cfg, component), getattr(cfg, f"{component}_options"))
 
 
+def check_combinations(cfg: LinkPredOptions, *, processes: int = 1) -> None:
+    """Raise a :class:`KgprobeError` for options that do not go together (the trainer says the same,
+    but only once the data is loaded): pre-batch negatives or the query encoder with several
+    processes, and pre-batch negatives with the query encoder."""
+    from kgprobe.linkpred.scorers import SCORER_REGISTRY
+
+    queries = bool(getattr(SCORER_REGISTRY.lookup(cfg.scorer), "encodes_queries", False))
+    if cfg.pre_batch and processes > 1:
+        raise KgprobeError("pre_batch negatives work in one process only: drop pre_batch or run one process")
+    if queries and processes > 1:
+        raise KgprobeError("the query-encoder scorer works in one process only")
+    if queries and cfg.pre_batch:
+        raise KgprobeError("the query-encoder scorer does not take pre_batch negatives (yet): drop pre_batch")
+
+
 def _read_ids(path: Path, graph: Any) -> torch.Tensor:
     index = []
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
@@ -162,10 +177,17 @@ def _components(options: dict, data: SplitData, texts: Sequence[str], *, progres
 
     encoder = build_encoder(options["encoder"], texts, options, train_entities=data.entities["train"],
                             seed=options["seed"])
-    scorer = get_scorer(options["scorer"], **options["scorer_options"])
+    scorer = _with_texts(get_scorer(options["scorer"], **options["scorer_options"]), texts, data.graph.relation_ids)
     loss = get_loss(options["loss"], **options["loss_options"])
     sampler = build_sampler(options["sampler"], data, options["sampler_options"], progress=progress)
     return encoder, scorer, loss, sampler
+
+
+def _with_texts(scorer: Any, texts: Sequence[str], relation_ids: Sequence[str]) -> Any:
+    """A ``query-encoder`` scorer (queries read from text) with the entity texts and relation names."""
+    if getattr(scorer, "encodes_queries", False):
+        scorer.set_texts(texts, relation_ids)
+    return scorer
 
 
 def preflight(cfg: LinkPredConfig, *, overwrite: bool = False) -> tuple[torch.device, Any]:
@@ -178,6 +200,7 @@ def preflight(cfg: LinkPredConfig, *, overwrite: bool = False) -> tuple[torch.de
     check_names(encoder=cfg.encoder, scorer=cfg.scorer, loss=cfg.loss, sampler=cfg.sampler)
     device = resolve_device(cfg.device)
     check_component_options(cfg)
+    check_combinations(cfg)
     ENCODER_REGISTRY.lookup(cfg.encoder).preflight(cfg.model_dump())
     return device, check_output_dir(cfg.out, command=COMMAND, overwrite=overwrite)
 
@@ -202,6 +225,7 @@ def run_training(config: LinkPredConfig | dict, *, progress: bool = True,
     check_names(encoder=cfg.encoder, scorer=cfg.scorer, loss=cfg.loss, sampler=cfg.sampler)
     world, device = join(resolve_device(cfg.device))
     try:
+        check_combinations(cfg, processes=world.size)  # before any data loads, by every rank alike
         _, target = preflight(cfg, overwrite=overwrite)
         world.barrier()  # every rank has looked at OUT before rank 0 changes it
         if not world.is_main:
@@ -300,7 +324,8 @@ def load_trained(run_dir: str | Path, *, device: str = "auto") -> TrainedRun:
                            path=weights) from None
     encoder = build_encoder(cfg["encoder"], record["texts"], cfg,
                             train_entities=torch.tensor(record["train_entities"], dtype=torch.long), seed=cfg["seed"])
-    scorer = get_scorer(cfg["scorer"], **cfg.get("scorer_options", {}))
+    scorer = _with_texts(get_scorer(cfg["scorer"], **cfg.get("scorer_options", {})), record["texts"],
+                         record["relation_ids"])
     # None in the record of a run that has not finished: the config's setting, else the scorer's default
     normalize = record.get("normalize_entities")
     model = LinkPredictionModel(encoder, scorer, len(record["relation_ids"]),
@@ -342,7 +367,7 @@ def load_for_evaluation(run_dir: str | Path, data: str | Path, *, device: str = 
 def evaluate_run(run_dir: str | Path, data: str | Path, *, split: str = "test", device: str = "auto",
                  batch_size: int = 256) -> dict:
     """Filtered metrics of a trained run on ``split`` of the split directory ``data`` (BLP candidates)."""
-    from kgprobe.linkpred.evaluator import evaluate_model
+    from kgprobe.linkpred.evaluator import evaluate_model, evaluate_query_model
 
     if split not in ("valid", "test"):
         raise KgprobeError(f"unknown split {split!r}; choose valid or test")
@@ -355,9 +380,14 @@ def evaluate_run(run_dir: str | Path, data: str | Path, *, split: str = "test", 
     model = run.model
     device_ = next(model.parameters()).device
     memory = OomHalving(device=device_, what="query block", on_halve=warn_on_halve("query block", device_))
-    metrics = evaluate_model(entities, model.relations.weight.detach().float(), model.scorer,
-                             splits.triples[split].to(device_), filter_triples=known.to(device_),
-                             candidates=None if candidates is None else candidates.to(device_), memory=memory)
+    where = dict(filter_triples=known.to(device_), candidates=None if candidates is None else candidates.to(device_),
+                 memory=memory)
+    if model.encodes_queries:  # SimKGC's bi-encoder: the queries are encoded from text
+        metrics = evaluate_query_model(model, entities, splits.triples[split].to(device_),
+                                       encode_batch_size=batch_size, **where)
+    else:
+        metrics = evaluate_model(entities, model.relations.weight.detach().float(), model.scorer,
+                                 splits.triples[split].to(device_), **where)
     record = {"split": split, **{k: (v.item() if hasattr(v, "item") else v) for k, v in metrics.items()}}
     if memory.notes:  # query blocks halved after running out of memory: said in the record
         record["memory_halvings"] = memory.notes
@@ -413,6 +443,7 @@ def encode_file(run_dir: str | Path, tsv: str | Path, out: str | Path, *, device
     return result
 
 
-__all__ = ["PARTS", "LinkPredConfig", "LinkPredOptions", "SplitData", "TrainedRun", "check_component_option_values",
+__all__ = ["PARTS", "LinkPredConfig", "LinkPredOptions", "SplitData", "TrainedRun", "check_combinations",
+           "check_component_option_values",
            "check_component_options", "check_names", "encode_file", "encode_texts", "evaluate_run",
            "load_split_data", "load_trained", "parse_key_values", "preflight", "read_texts_tsv", "run_training"]

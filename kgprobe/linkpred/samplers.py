@@ -28,24 +28,34 @@ the class take what it needs from an inductive split, see :meth:`NegativeSampler
               entity (3 by default, optionally only those with cosine >= ``threshold``).
 ``knn-hard``  The replacement is one of the ``k`` nearest allowed entities of the kept entity
               by the same frozen embeddings (:class:`kgprobe.index.VectorIndex`).
+``lemon-replaced``  A LEMON variant: the replacement is one of the ``k`` nearest allowed entities
+              of the entity it *replaces* (not of the kept one), known triples filtered, uniform
+              draws when too few survive (``uniform_share``: a fixed share uniform anyway).
+``lm-proposed``  The wrong completions a causal LM prefers: per query ``(h, r, ?)`` / ``(?, r, t)``
+              the LM scores a pool of candidates (the ``lemon-replaced`` neighbours of the true
+              answers) in a verbalised prompt; its best-scoring non-answers are the negatives
+              (a table built once, cached in a file; other queries fall back to ``lemon-replaced``).
+              Both: :mod:`kgprobe.linkpred.lm_negatives`.
 ``given``     User-supplied negatives: a tensor ``(N, K, 3)`` aligned with the training triples,
               a dict with ``positives``/``negatives``, or a file
               (:func:`~kgprobe.linkpred.data.load_negatives`).
 
 Every sampler discards the positive itself (a replacement equal to the replaced entity) and,
-with ``filtered=True`` (the default for ``lemon`` only), every known true triple (the training
-triples plus ``filter_triples``): such entries are redrawn up to ``filter_rounds`` times, then
-drawn uniformly (LEMON's fallback; not for ``in-batch``, whose point is to stay inside the
-batch), and whatever is still not a true negative is flagged ``mask == False``. BLP's original
-had no false-negative filter; here a round costs one ``searchsorted`` over the known triples
-(:class:`~kgprobe.linkpred.filters.FilterIndex`).
+with ``filtered=True`` (the default for ``lemon``, ``lemon-replaced`` and ``lm-proposed`` only),
+every known true triple (the training triples plus ``filter_triples``): such entries are redrawn
+up to ``filter_rounds`` times, then drawn uniformly (LEMON's fallback; not for ``in-batch``, whose
+point is to stay inside the batch), and whatever is still not a true negative is flagged
+``mask == False``. BLP's original had no false-negative filter; here a round costs one
+``searchsorted`` over the known triples (:class:`~kgprobe.linkpred.filters.FilterIndex`).
 
 Side choice (``side=``): ``both`` (head or tail with probability 1/2 per negative, BLP and
 LEMON), ``head``, ``tail`` or ``bernoulli``.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
 import numpy as np
@@ -54,7 +64,18 @@ import torch
 from kgprobe.errors import KgprobeError
 from kgprobe.linkpred.data import SplitData, as_triples, head_corruption_probability, load_negatives, triple_keys
 from kgprobe.linkpred.filters import FilterIndex
-from kgprobe.models.registry import DEFAULT_SENTENCE_ENCODER
+from kgprobe.linkpred.lm_negatives import (
+    NAME_PARTS,
+    SCORE_MODES,
+    check_templates,
+    entity_names,
+    lm_table,
+    neighbour_table,
+    query_keys,
+    relation_templates,
+)
+from kgprobe.models.memory import resolve_batch_size
+from kgprobe.models.registry import DEFAULT_CAUSAL_LM, DEFAULT_SENTENCE_ENCODER, kgprobe_home
 from kgprobe.registry import Registry
 
 SIDES = ("both", "head", "tail", "bernoulli")
@@ -104,6 +125,11 @@ class NegativeSampler:
     def loads_model(cls, options: Mapping[str, Any]) -> str | None:
         """The pretrained model (registry name, directory or hub id) building the sampler loads, if any."""
         return None
+
+    @classmethod
+    def check_values(cls, options: Mapping[str, Any]) -> None:
+        """Option values checked without building the sampler (for those not ``cheap_to_check``);
+        one-line :class:`KgprobeError` on a bad one. Nothing to check here."""
 
     def __init__(
         self,
@@ -506,8 +532,8 @@ class KnnHardSampler(_FrozenVectorSampler):
     """Hard negatives: one of the ``k`` nearest allowed entities of the kept entity.
 
     Neighbours come from one exact cosine search of every entity against the allowed entities
-    (:class:`~kgprobe.index.VectorIndex`), done once; the entity itself is removed from its own
-    list. Rows with fewer than ``k`` neighbours are padded with ``-1`` (uniform draws there).
+    (:func:`~kgprobe.linkpred.lm_negatives.neighbour_table`), done once; the entity itself is
+    removed from its own list. Rows with fewer than ``k`` neighbours are padded with ``-1`` (uniform draws there).
     """
 
     name = "knn-hard"
@@ -519,22 +545,8 @@ class KnnHardSampler(_FrozenVectorSampler):
         self.k = _positive_int(k, "k")
         self.vectors = _frozen_vectors(vectors=vectors, kg=self.kg, num_entities=self.num_entities, model=model,
                                        text=text, encoder=encoder, device=device, cache=cache, progress=progress)
-        from kgprobe.index import VectorIndex
-
-        index = VectorIndex(self.vectors.shape[1], kind=index_kind, metric="cosine", device="cpu")
-        index.add(self.vectors[self.entities].numpy())
-        want = min(self.k + 1, len(self.entities))
-        _, found = index.search(self.vectors.numpy(), want)
-        found = torch.from_numpy(found).long()
-        ids = torch.where(found >= 0, self.entities[found.clamp_min(0)], torch.full_like(found, -1))
-        ids = torch.where(ids == torch.arange(self.num_entities).unsqueeze(1), torch.full_like(ids, -1), ids)
-        # move the -1 holes (self, missing) to the end of each row, keeping neighbour order
-        order = torch.sort((ids < 0).to(torch.int8), dim=1, stable=True).indices
-        ids = torch.gather(ids, 1, order)[:, :self.k]
-        if ids.shape[1] < self.k:
-            ids = torch.cat([ids, torch.full((len(ids), self.k - ids.shape[1]), -1, dtype=torch.long)], dim=1)
         #: ``(num_entities, k)`` nearest allowed entities of every entity, nearest first
-        self.neighbors = ids
+        self.neighbors = neighbour_table(self.vectors, self.entities, self.k, index_kind=index_kind)
 
     def _draw(self, batch, corrupt_head, generator):
         kept = torch.where(corrupt_head, batch[:, 2:3], batch[:, 0:1])
@@ -543,6 +555,208 @@ class KnnHardSampler(_FrozenVectorSampler):
 
     def describe(self) -> dict:
         return {**super().describe(), "k": self.k}
+
+
+def _share(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not 0 <= float(value) <= 1:
+        raise KgprobeError(f"{what} must be a number from 0 to 1, got {value!r}")
+    return float(value)
+
+
+def _choice(value: Any, choices: tuple[str, ...], what: str) -> str:
+    if value not in choices:
+        raise KgprobeError(f"{what} must be one of: {', '.join(choices)}; got {value!r}")
+    return value
+
+
+class LemonReplacedSampler(_FrozenVectorSampler):
+    """LEMON variant ``lemon-replaced``: replacements resemble the entity they *replace*.
+
+    LEMON as published (``lemon``) draws from the clusters nearest to the entity the triple
+    keeps, so ``(dog, hypernym, ?)`` gets dog-like tails (puppy, cat) where a hard negative is a
+    canine-like one (feline, wolf). Here the candidates of a head corruption are the ``k`` nearest
+    allowed entities of the true head, of a tail corruption those of the true tail, by the same
+    frozen sentence-encoder vectors (one top-k table, :func:`~kgprobe.linkpred.lm_negatives.neighbour_table`).
+
+    Per batch row and side the candidates that would give a known triple (``filtered``, on by
+    default as in LEMON) or the positive are dropped and the rest shuffled; the row's negatives on
+    that side take them in turn, each once, and when fewer survive than the side needs the rest are
+    uniform draws. ``uniform_share`` (0 to 1, default 0) makes that share of every row's ``K``
+    negatives (its last ``round(share x K)``) uniform anyway: a mix of hard and easy negatives.
+    Deterministic given the generator.
+    """
+
+    name = "lemon-replaced"
+
+    @classmethod
+    def check_values(cls, options: Mapping[str, Any]) -> None:
+        """One-line errors for bad option values, without building anything (no encoder runs)."""
+        if "k" in options:
+            _positive_int(options["k"], "k")
+        if "uniform_share" in options:
+            _share(options["uniform_share"], "uniform_share")
+
+    def __init__(self, *, vectors: Any = None, k: int = 32, uniform_share: float = 0.0,
+                 model: str = DEFAULT_SENTENCE_ENCODER, text: str = "both", encoder: Any = None, device: Any = "auto",
+                 cache: Any = True, index_kind: str = "flat", progress: bool = False, **kwargs: Any):
+        # as LEMON: known true triples are not negatives, on by default when triples are known
+        if kwargs.get("filtered") is None:
+            kwargs["filtered"] = any(kwargs.get(x) is not None for x in ("triples", "kg", "filter_triples"))
+        super().__init__(**kwargs)
+        self.k = _positive_int(k, "k")
+        self.uniform_share = _share(uniform_share, "uniform_share")
+        self.vectors = _frozen_vectors(vectors=vectors, kg=self.kg, num_entities=self.num_entities, model=model,
+                                       text=text, encoder=encoder, device=device, cache=cache, progress=progress)
+        #: ``(num_entities, k)`` nearest allowed entities of every entity, nearest first, -1 padded
+        self.neighbors = neighbour_table(self.vectors, self.entities, self.k, index_kind=index_kind)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "k": self.k, "uniform_share": self.uniform_share}
+
+    def _usable(self, batch: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
+        """``(B, 2, C)`` bool for candidates ``(B, 2, C)`` (side 0 replaces the tail, side 1 the
+        head): drawn, not the replaced entity, and (``filtered``) not making a known triple."""
+        h, r, t = (batch[:, i].view(-1, 1, 1).expand_as(cand) for i in range(3))
+        head_side = torch.tensor([False, True]).view(1, 2, 1)
+        ok = (cand >= 0) & (cand != torch.where(head_side, h, t))
+        if self.known is not None and cand.numel():
+            c = cand.clamp_min(0)
+            ok &= ~self._known(torch.stack([torch.where(head_side, c, h), r, torch.where(head_side, t, c)], dim=-1))
+        return ok
+
+    def _neighbour_lists(self, batch: torch.Tensor, generator: torch.Generator | None):
+        """Per row and side the usable neighbours of the replaced entity in random order, ``-1``
+        holes last ``(B, 2, k)``, and how many there are ``(B, 2)``."""
+        cand = torch.stack([self.neighbors[batch[:, 2]], self.neighbors[batch[:, 0]]], dim=1)
+        ok = self._usable(batch, cand)
+        keys = torch.rand(cand.shape, generator=generator) + (~ok).float() * 2  # unusable ones sort last
+        order = torch.argsort(keys, dim=-1, stable=True)
+        return torch.gather(torch.where(ok, cand, -1), -1, order), ok.sum(-1)
+
+    def _take(self, lists: torch.Tensor, counts: torch.Tensor, corrupt_head: torch.Tensor,
+              generator: torch.Generator | None) -> torch.Tensor:
+        """``(B, K)`` replacements: a row's n-th negative on a side takes that side's n-th listed
+        candidate while there are any (and it is not in the uniform share), else a uniform draw."""
+        b, k = corrupt_head.shape
+        side = corrupt_head.long()
+        picking = torch.arange(k) < k - round(self.uniform_share * k)
+        per_side = torch.nn.functional.one_hot(side, 2) * picking.view(1, k, 1)
+        rank = torch.gather(per_side.cumsum(1) - 1, 2, side.unsqueeze(-1)).squeeze(-1)
+        use = picking.unsqueeze(0) & (rank < torch.gather(counts, 1, side))
+        picked = lists[torch.arange(b).unsqueeze(1), side, rank.clamp(0, max(lists.shape[-1] - 1, 0))] \
+            if lists.shape[-1] else torch.full((b, k), -1, dtype=torch.long)
+        return torch.where(use, picked, self._uniform((b, k), generator))
+
+    def _draw(self, batch, corrupt_head, generator):
+        lists, counts = self._neighbour_lists(batch, generator)
+        return self._take(lists, counts, corrupt_head, generator), None
+
+
+class LmProposedSampler(LemonReplacedSampler):
+    """``lm-proposed``: the wrong answers a causal LM itself would give.
+
+    For a query ``(h, r, ?)`` (or ``(?, r, t)``) the LM reads a verbalised prompt ("dog is a kind
+    of"; per relation a tail and a head template, :data:`~kgprobe.linkpred.lm_negatives.WORDNET_TEMPLATES`
+    for WordNet's relations, ``templates`` for others) and scores every candidate of a pool as its
+    continuation: the ``pool_size`` nearest neighbours of the query's true answers (those of
+    ``lemon-replaced``) minus every known answer. Its ``top`` best-scoring candidates become the
+    query's negatives, best first: a row's n-th negative on that side takes the n-th proposal, and
+    uniform draws follow once they run out (``uniform_share`` as in ``lemon-replaced``).
+
+    The table is built once, for the ``max_queries`` queries the most training triples share
+    (:func:`~kgprobe.linkpred.lm_negatives.lm_table`: one forward pass per query over its pool with
+    the prompt's key/value cache reused, a progress bar), and kept in ``cache_dir`` (default
+    ``$KGPROBE_HOME/lm_negatives``; ``table_cache=False``: not kept) under a name that digests every
+    input of it, so a rerun loads it. Rows of other queries get ``lemon-replaced`` negatives.
+    ``lm``: a causal-LM name (default ``smollm2-135m``) or a loaded ``(model, tokenizer)``;
+    ``score``: ``sum`` (the log-probability of the name) or ``mean`` (per token); ``names``:
+    ``first`` (a label up to its first ", ") or ``label``. Deterministic given the generator.
+    """
+
+    name = "lm-proposed"
+
+    @classmethod
+    def loads_model(cls, options: Mapping[str, Any]) -> str | None:
+        """The causal LM (the sentence encoder of the pools is loaded too: the ``model`` option)."""
+        lm = options.get("lm", DEFAULT_CAUSAL_LM)
+        return lm if isinstance(lm, str) else None
+
+    @classmethod
+    def check_values(cls, options: Mapping[str, Any]) -> None:
+        super().check_values(options)
+        for key in ("pool_size", "top", "max_queries"):
+            if key in options:
+                _positive_int(options[key], key)
+        _choice(options.get("score", "sum"), SCORE_MODES, "score")
+        _choice(options.get("names", "first"), NAME_PARTS, "names")
+        check_templates(options.get("templates"))
+        lm = options.get("lm", DEFAULT_CAUSAL_LM)
+        if not isinstance(lm, str) and not (isinstance(lm, (tuple, list)) and len(lm) == 2):
+            raise KgprobeError(f"lm must be a causal-LM name or a (model, tokenizer) pair, got {type(lm).__name__}")
+        resolve_batch_size(options.get("lm_batch_size", "auto"), what="lm_batch_size")
+        if not isinstance(options.get("table_cache", True), bool):
+            raise KgprobeError(f"table_cache must be true or false, got {options['table_cache']!r}")
+
+    def __init__(self, *, lm: Any = DEFAULT_CAUSAL_LM, pool_size: int = 32, top: int = 16, max_queries: int = 5000,
+                 score: str = "sum", names: str = "first", templates: Mapping[str, Any] | None = None,
+                 lm_device: Any = "auto", lm_batch_size: int | str = "auto", table_cache: bool = True,
+                 cache_dir: str | Path | None = None, progress: bool = False, **kwargs: Any):
+        type(self).check_values({"lm": lm, "pool_size": pool_size, "top": top, "max_queries": max_queries,
+                                 "score": score, "names": names, "templates": templates,
+                                 "lm_batch_size": lm_batch_size, "table_cache": table_cache})
+        super().__init__(progress=progress, **kwargs)
+        if self.kg is None or self.triples is None:
+            raise KgprobeError("the lm-proposed sampler needs the graph (kg=...): its names, relation labels and "
+                               "triples make the prompts")
+        self.lm_name = lm if isinstance(lm, str) else type(lm[0]).__name__
+        self.pool_size, self.top, self.max_queries, self.score = pool_size, top, max_queries, score
+        # the pools leave out known answers even when sampling is unfiltered: a true answer is no proposal
+        known = self.known if self.known is not None else FilterIndex.from_triples(
+            self.triples, num_entities=self.num_entities, num_relations=self.num_relations)
+        directory = None if not table_cache else Path(cache_dir) if cache_dir is not None \
+            else kgprobe_home() / "lm_negatives"
+        start = time.perf_counter()
+        #: the LM's proposals per query (:class:`~kgprobe.linkpred.lm_negatives.LmTable`)
+        self.table = lm_table(
+            triples=self.triples, known=known, neighbours=self.neighbors,
+            names=entity_names(self.kg.entity_labels, names),
+            templates=relation_templates(self.kg.relation_ids, self.kg.relation_labels, check_templates(templates)),
+            num_entities=self.num_entities, num_relations=self.num_relations, lm=lm, pool_size=pool_size, top=top,
+            max_queries=max_queries, score=score, batch_size=lm_batch_size, device=lm_device, cache_dir=directory,
+            progress=progress)
+        self.table_seconds = time.perf_counter() - start
+
+    def describe(self) -> dict:
+        return {**super().describe(), "lm": self.lm_name, "pool_size": self.pool_size, "top": self.top,
+                "score": self.score, "queries": int(len(self.table.keys)), "table_cached": self.table.cached,
+                "table_seconds": round(self.table_seconds, 2),
+                "table_file": None if self.table.path is None else str(self.table.path)}
+
+    def _proposal_lists(self, batch: torch.Tensor):
+        """Per row and side the usable LM proposals, best first, ``-1`` holes last ``(B, 2, top)``,
+        their counts ``(B, 2)``, and whether the query has any (else ``lemon-replaced`` serves it)."""
+        sides = [torch.full((len(batch),), head) for head in (False, True)]
+        keys = torch.stack([query_keys(batch, s, self.num_entities, self.num_relations) for s in sides], dim=1)
+        table = self.table
+        if not len(table.keys):
+            return torch.full((len(batch), 2, self.top), -1), torch.zeros((len(batch), 2), dtype=torch.long), \
+                torch.zeros((len(batch), 2), dtype=torch.bool)
+        pos = torch.searchsorted(table.keys, keys).clamp_max(len(table.keys) - 1)
+        cand = table.proposals[pos]
+        ok = self._usable(batch, cand) & (table.keys[pos] == keys).unsqueeze(-1)
+        order = torch.sort((~ok).to(torch.int8), dim=-1, stable=True).indices  # keeps the LM's order
+        counts = ok.sum(-1)
+        return torch.gather(torch.where(ok, cand, -1), -1, order), counts, counts > 0
+
+    def _draw(self, batch, corrupt_head, generator):
+        lists, counts = self._neighbour_lists(batch, generator)
+        proposed, proposed_counts, covered = self._proposal_lists(batch)
+        width = max(lists.shape[-1], proposed.shape[-1])
+        lists, proposed = (torch.nn.functional.pad(x, (0, width - x.shape[-1]), value=-1) for x in (lists, proposed))
+        lists = torch.where(covered.unsqueeze(-1), proposed, lists)
+        counts = torch.where(covered, proposed_counts, counts)
+        return self._take(lists, counts, corrupt_head, generator), None
 
 
 class GivenSampler(NegativeSampler):
@@ -609,6 +823,8 @@ SAMPLERS: dict[str, type[NegativeSampler]] = {
     "bernoulli": BernoulliSampler,
     "lemon": LemonSampler,
     "knn-hard": KnnHardSampler,
+    "lemon-replaced": LemonReplacedSampler,
+    "lm-proposed": LmProposedSampler,
     "given": GivenSampler,
 }
 SAMPLER_REGISTRY = Registry("negative sampler", NegativeSampler, SAMPLERS)
@@ -637,12 +853,14 @@ def build_sampler(name: str | type[NegativeSampler], split: SplitData, options: 
 def check_sampler_options(name: str, options: dict[str, Any]) -> None:
     """Fail before any data loads on options ``name`` does not take, and, for the samplers that
     are cheap to build (``cheap_to_check``: no frozen encoder), on bad values: build one over a
-    2-entity graph."""
+    2-entity graph; the others check what they can without building (:meth:`NegativeSampler.check_values`)."""
     cls = SAMPLER_REGISTRY.check_options(name, options)
+    cls.check_values(options)
     if cls.cheap_to_check:
         cls(**{"num_entities": 2, "num_relations": 1, "triples": torch.tensor([[0, 0, 1]]), **options})
 
 
-__all__ = ["BernoulliSampler", "GivenSampler", "InBatchSampler", "KnnHardSampler", "LemonSampler", "Negatives",
+__all__ = ["BernoulliSampler", "GivenSampler", "InBatchSampler", "KnnHardSampler", "LemonReplacedSampler",
+           "LemonSampler", "LmProposedSampler", "Negatives",
            "NegativeSampler", "SAMPLERS", "SAMPLER_REGISTRY", "SIDES", "UniformSampler", "build_sampler",
            "check_sampler_options", "get_sampler", "mutual_share"]

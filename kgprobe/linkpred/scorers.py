@@ -26,6 +26,9 @@ complex    Re(sum_i h_i r_i conj(t_i))                 d             even
 simple     (<h_H, r, t_T> + <t_H, r_inv, h_T>) / 2      d             even
 rotate     -sum_i |h_i e^{i theta_i} - t_i|   (p = 1)   d / 2         even
 =========  ==========================================  ============  ===================
+
+``query-encoder`` (SimKGC's bi-encoder) is the odd one out: its ``h`` is a query vector encoded
+from ``"text(h) [SEP] text(r)"``, scored against ``t`` by cosine (see :class:`QueryEncoder`).
 """
 from __future__ import annotations
 
@@ -38,8 +41,8 @@ from kgprobe.errors import KgprobeError
 from kgprobe.registry import Registry
 
 __all__ = [
-    "SCORERS", "Scorer", "TransE", "DistMult", "ComplEx", "SimplE", "RotatE", "get_scorer", "normalizes_entities",
-    "scorer_names",
+    "SCORERS", "Scorer", "TransE", "DistMult", "ComplEx", "SimplE", "RotatE", "QueryEncoder", "get_scorer",
+    "normalizes_entities", "scorer_names",
 ]
 
 # Elements of one (B, C, d) temporary in the distance scorers: 8 MB on a CPU (measured on par
@@ -348,8 +351,77 @@ class RotatE(Scorer):
         return f"p={self.p}"
 
 
-SCORERS: dict[str, type[Scorer]] = {cls.name: cls for cls in (TransE, DistMult, ComplEx, SimplE, RotatE)}
-SCORER_REGISTRY = Registry("scorer", Scorer, SCORERS, fold=True)
+class QueryEncoder(Scorer):
+    r"""SimKGC's bi-encoder (Wang et al. 2022): the *query* is encoded from text, and a candidate
+    scores by the cosine between the query vector and its entity vector:
+
+    .. math:: f(h, r, t) = \cos\big(\mathrm{enc}(\text{"text}(h)\ \text{[SEP]}\ \text{text}(r)\text{"}),
+              \ \mathrm{enc}(\text{text}(t))\big)
+
+    for tail queries, and for head queries the tail's text with the *inverse* relation's text,
+    ``"text(t) [SEP] inverse text(r)"`` (SimKGC's inverse triples). The same encoder reads
+    entities and queries (BLP's single encoder; SimKGC has two). The relation is read as words,
+    not looked up: the model's relation table (``d`` wide, as for the others) goes unused.
+
+    Here ``score(q, r, t)`` is the cosine of ``q`` and ``t`` (``r`` ignored): the trainer and
+    the evaluator pass query vectors as ``q`` (see :meth:`query_texts`); they need the entity and
+    relation texts, given by :meth:`set_texts` (:func:`kgprobe.linkpred.run.run_training` does).
+    Relation names are read with underscores as spaces (``_hypernym`` -> ``hypernym``). A
+    bag-of-words encoder ignores relation words outside its vocabulary (the entity texts').
+    """
+
+    name = "query-encoder"
+    normalize_entities = True
+    #: the trainer and the evaluator encode queries from text for this scorer
+    encodes_queries: ClassVar[bool] = True
+
+    def __init__(self, *, separator: str = " [SEP] ", inverse: str = "inverse"):
+        super().__init__()
+        if not isinstance(separator, str) or not isinstance(inverse, str):
+            raise KgprobeError("query-encoder: separator and inverse must be texts")
+        self.separator, self.inverse = separator, inverse
+        self.entity_texts: list[str] | None = None
+        self.relation_texts: list[str] | None = None
+
+    def set_texts(self, entity_texts: Any, relation_names: Any) -> "QueryEncoder":
+        """The texts the queries are made of: one per entity id, one name per relation id."""
+        self.entity_texts = [str(x) for x in entity_texts]
+        self.relation_texts = [" ".join(str(x).replace("_", " ").split()) for x in relation_names]
+        return self
+
+    def query_texts(self, anchors: Tensor, relations: Tensor, *, head: bool) -> list[str]:
+        """``"text(h) [SEP] text(r)"`` (tail queries) or ``"text(t) [SEP] inverse text(r)"`` (``head``)."""
+        if self.entity_texts is None or self.relation_texts is None:
+            raise KgprobeError("query-encoder: no entity and relation texts (call set_texts first)")
+        return [self.query_text(self.entity_texts[a], r, head=head)
+                for a, r in zip(anchors.tolist(), relations.tolist())]
+
+    def query_text(self, anchor: str, relation: int, *, head: bool) -> str:
+        """One query's text from the anchor entity's text (a new entity's too) and a relation id."""
+        if self.relation_texts is None:
+            raise KgprobeError("query-encoder: no relation texts (call set_texts first)")
+        inverse = f"{self.inverse} " if head else ""
+        return f"{anchor}{self.separator}{inverse}{self.relation_texts[relation]}"
+
+    def score(self, h: Tensor, r: Tensor | None, t: Tensor) -> Tensor:
+        return nn.functional.cosine_similarity(h, t, dim=-1)
+
+    def score_all_tails(self, h: Tensor, r: Tensor | None, candidates: Tensor) -> Tensor:
+        norm = nn.functional.normalize
+        return norm(h, dim=-1) @ norm(candidates, dim=-1).T
+
+    def score_all_heads(self, r: Tensor | None, t: Tensor, candidates: Tensor) -> Tensor:
+        return self.score_all_tails(t, r, candidates)  # t is the head query's vector
+
+    def extra_repr(self) -> str:
+        return f"separator={self.separator!r}, inverse={self.inverse!r}"
+
+
+SCORERS: dict[str, type[Scorer]] = {cls.name: cls for cls in (TransE, DistMult, ComplEx, SimplE, RotatE,
+                                                               QueryEncoder)}
+# folding drops the hyphen: the folded name leads back to the registered one
+SCORER_REGISTRY = Registry("scorer", Scorer, SCORERS, fold=True,
+                           aliases={"queryencoder": "query-encoder", "simkgc": "query-encoder"})
 
 
 def normalizes_entities(scorer: Any, setting: bool | None = None) -> bool:

@@ -13,6 +13,18 @@ training step, for a batch of ``B`` positive triples:
    ``normalize_entities`` (``None``: as the scorer's own ``normalize_entities`` says, true for
    TransE as in BLP).
 
+SimKGC's levers (docs/linkpred.md): a loss with parameters (``infonce`` with ``learn_tau``: its
+log inverse temperature) is trained by the same optimiser, in a group of its own without weight
+decay, saved in the checkpoint (``loss``) and all-reduced with the model under several
+processes; its ``record()`` (the learnt ``tau``) joins each epoch's record. ``pre_batch = N``
+keeps the detached vectors of the entities encoded by the last ``N`` batches in a FIFO queue and
+scores every row against them as extra tails and heads (:meth:`Trainer._pre_batch_negatives`;
+the row's answer and known training triples masked); the queue is part of the checkpoint (one
+process only). The ``query-encoder`` scorer (SimKGC's bi-encoder) encodes each triple's tail and
+head queries from text (:meth:`LinkPredictionModel.query_vectors`) and scores answers by cosine
+(:meth:`Trainer._query_batch_loss`; evaluation by
+:func:`~kgprobe.linkpred.evaluator.evaluate_query_model`).
+
 Optimisation: AdamW, linear warm-up over the first ``warmup`` fraction of the optimiser steps
 then linear decay to zero (BLP: 20 %), gradient accumulation over ``grad_accumulation``
 batches, optional gradient clipping, mixed precision on CUDA only (bf16 where supported, else
@@ -68,6 +80,7 @@ text (most of the 8 minutes of WordNet's test evaluation on a 2-core CPU).
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import inspect
@@ -132,6 +145,23 @@ class LinkPredictionModel(nn.Module):
     def entity_vectors(self, entities: torch.Tensor) -> torch.Tensor:
         vectors = self.encoder.encode(entities)
         return nn.functional.normalize(vectors, dim=-1) if self.normalize_entities else vectors
+
+    @property
+    def encodes_queries(self) -> bool:
+        """Whether the scorer reads queries from text (``query-encoder``, SimKGC's bi-encoder)."""
+        return bool(getattr(self.scorer, "encodes_queries", False))
+
+    def query_vectors(self, anchors: torch.Tensor, relations: torch.Tensor, *, head: bool,
+                      batch_size: int | None = None) -> torch.Tensor:
+        """``(n, dim)`` query vectors of a ``query-encoder`` model: the encoder over
+        ``"text(anchor) [SEP] text(relation)"`` (``head``: ``"... [SEP] inverse text(relation)"``).
+        With ``batch_size``: eval mode, no gradient, in batches (evaluation); else one pass with
+        gradient (training)."""
+        texts = self.scorer.query_texts(anchors, relations, head=head)
+        encoder = self.encoder.for_texts(texts)  # shares every weight; only the texts are new
+        if batch_size is None:
+            return encoder.encode(torch.arange(len(texts)))
+        return encoder.encode_all(batch_size).float()
 
     def all_entity_vectors(self, batch_size: int = 256, *, entities: torch.Tensor | None = None,
                            progress: bool = False) -> torch.Tensor:
@@ -223,6 +253,8 @@ class _DistributedStep(nn.Module):
     def __init__(self, trainer: "Trainer"):
         super().__init__()
         self.model = trainer.model
+        if trainer._loss_parameters():  # a learnt temperature: its gradient is all-reduced like the model's
+            self.loss = trainer.loss_fn
         self.trainer = trainer
 
     def forward(self, batch: torch.Tensor, negatives: Negatives) -> tuple[torch.Tensor, torch.Tensor]:
@@ -274,7 +306,8 @@ class Trainer:
         self.world = world or SINGLE
         self._set_triples(encoder, train_triples, num_relations, valid_triples, valid_candidates, filter_triples)
         self.evaluate_fn = evaluate
-        self.loss_fn = loss
+        # a loss with parameters (infonce's learnt temperature) trains on the model's device
+        self.loss_fn = loss.to(self.device) if isinstance(loss, nn.Module) else loss
         self._loss_takes_mask = _accepts_mask(loss)
         self.sampler = sampler
         self.out_dir = None if out_dir is None else Path(out_dir)
@@ -285,6 +318,8 @@ class Trainer:
         self._epoch_end: dict | None = None
         self._eval_vectors: tuple[tuple, torch.Tensor] | None = None
         self._build_model(encoder, scorer)
+        self._check_query_encoder()
+        self._set_pre_batch()
         self._ddp: nn.Module | None = None
         if self.world.size > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -334,6 +369,57 @@ class Trainer:
                                          normalize_entities=config.normalize_entities,
                                          seed=config.seed).to(self.device)
 
+    def _check_query_encoder(self) -> None:
+        """``query-encoder`` needs a text encoder and the scorer's texts; it runs in one process and
+        without pre-batch negatives (their scores need relation vectors)."""
+        if not self.model.encodes_queries:
+            return
+        if self.world.size > 1:
+            raise KgprobeError("the query-encoder scorer works in one process only")
+        if self.config.pre_batch:
+            raise KgprobeError("the query-encoder scorer does not take pre_batch negatives (yet): drop pre_batch")
+        if getattr(self.model.scorer, "entity_texts", None) is None:
+            raise KgprobeError("query-encoder: no entity and relation texts (call scorer.set_texts first)")
+        self.model.encoder.for_texts(["query"])  # a table encoder says here that it reads no text
+
+    def _set_pre_batch(self) -> None:
+        """The queue of pre-batch negatives (``pre_batch`` batches of ``(ids, vectors)``) and the
+        sorted keys of the known training triples that mask its false negatives."""
+        n = self.config.pre_batch
+        self._pre_batch: collections.deque = collections.deque(maxlen=max(n, 1))
+        self._known_keys: torch.Tensor | None = None
+        if not n:
+            return
+        if self.world.size > 1:
+            raise KgprobeError("pre_batch negatives work in one process only: drop pre_batch or run one process")
+        known = [self.train_triples]
+        sampler_triples = getattr(self.sampler, "triples", None)  # the whole training part under a subset
+        if sampler_triples is not None:
+            known.append(as_triples(sampler_triples))
+        known_triples = torch.cat(known)
+        self._known_keys = torch.unique(self._triple_keys(known_triples[:, 0], known_triples[:, 1],
+                                                          known_triples[:, 2]))
+
+    def _triple_keys(self, h: torch.Tensor, r: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """One int64 per triple (broadcast over the arguments' shapes)."""
+        num_entities = int(self.model.encoder.num_entities)
+        return (h * self.num_relations + r) * num_entities + t
+
+    def _known(self, h: torch.Tensor, r: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Whether ``(h, r, t)`` is a known training triple (broadcast, on the host)."""
+        keys, known = self._triple_keys(h, r, t), self._known_keys
+        at = torch.searchsorted(known, keys.reshape(-1)).clamp_max(len(known) - 1)
+        return (known[at] == keys.reshape(-1)).view(keys.shape)
+
+    def _loss_parameters(self) -> list[nn.Parameter]:
+        """The loss's trainable parameters (infonce's learnt temperature), trained with the model's."""
+        if not isinstance(self.loss_fn, nn.Module):
+            return []
+        return [p for p in self.loss_fn.parameters() if p.requires_grad]
+
+    def _loss_is_stateful(self) -> bool:
+        return isinstance(self.loss_fn, nn.Module) and bool(self.loss_fn.state_dict())
+
     def _build_optimizer(self) -> None:
         """AdamW, a linear warmup then linear decay over every optimizer step, and mixed precision
         (bf16, or fp16 with a gradient scaler where bf16 is missing) when asked for on CUDA, and
@@ -345,7 +431,11 @@ class Trainer:
         config = self.config
         fused = self.device.type in ("cpu", "cuda") and all(
             p.dtype.is_floating_point for p in self.model.parameters())
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
+        groups: list[dict] = [{"params": list(self.model.parameters())}]
+        if self._loss_parameters():
+            # no weight decay on log(1/tau): it would pull the temperature towards 1, not towards "small"
+            groups.append({"params": self._loss_parameters(), "weight_decay": 0.0})
+        self.optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay,
                                            fused=fused or None)
         self.steps_per_epoch = -(-num_batches(len(self.train_triples), self.global_batch_size,
                                               drop_last=config.drop_last) // config.grad_accumulation)
@@ -392,6 +482,8 @@ class Trainer:
     # ----------------------------------------------------------------- one epoch
     def _batch_loss(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         cfg, model = self.config, self.model
+        if model.encodes_queries:
+            return self._query_batch_loss(batch, generator)
         negatives = self.sampler.sample_negatives(batch, cfg.num_negatives, generator=generator)
         b, k = negatives.mask.shape
         ids = torch.cat([batch[:, [0, 2]].reshape(-1), negatives.triples[..., [0, 2]].reshape(-1)])
@@ -413,10 +505,60 @@ class Trainer:
             neg_rel = model.relations(neg_rel_ids)
             pos = model.scorer.score(pos_ent[:, 0], rel, pos_ent[:, 1])
             neg = model.scorer.score(neg_ent[:, :, 0], neg_rel, neg_ent[:, :, 1])
-        loss = self._loss(pos.float(), neg.float(), mask.bool(), usable)
+            mask = mask.bool()
+            if self._pre_batch:  # the queue's entities join the negatives, then this batch joins the queue
+                extra, extra_mask = self._pre_batch_negatives(batch, pos_ent, rel)
+                neg, mask, usable = torch.cat([neg, extra], dim=1), torch.cat([mask, extra_mask], dim=1), False
+        if cfg.pre_batch:
+            self._pre_batch.append((unique, vectors.detach()))
+        loss = self._loss(pos.float(), neg.float(), mask, usable)
         if cfg.regularization:
             loss = loss + cfg.regularization * (pos_ent.float().pow(2).mean() + rel.float().pow(2).mean())
         return loss
+
+    def _query_batch_loss(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """A ``query-encoder`` step (SimKGC's bi-encoder): each triple gives two rows, the tail
+        query ``"h [SEP] r"`` answered by ``t`` and the head query ``"t [SEP] inverse r"`` answered
+        by ``h``, scored by cosine. A negative replacing the tail joins the tail row, one replacing
+        the head the head row (the other row masks it), so every row's softmax is over answers of
+        its own query."""
+        cfg, model = self.config, self.model
+        negatives = self.sampler.sample_negatives(batch, cfg.num_negatives, generator=generator)
+        b, k = negatives.mask.shape
+        ids = torch.cat([batch[:, [0, 2]].reshape(-1), negatives.entities.reshape(-1)])
+        unique, inverse = torch.unique(ids, return_inverse=True)
+        side = negatives.corrupt_head
+        mask = host_to_device(torch.cat([negatives.mask & ~side, negatives.mask & side]), self.device)
+        inverse = host_to_device(inverse, self.device)
+        with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
+            vectors = model.entity_vectors(unique)
+            queries = torch.cat([model.query_vectors(batch[:, 0], batch[:, 1], head=False),
+                                 model.query_vectors(batch[:, 2], batch[:, 1], head=True)])
+            pos_ent = nn.functional.embedding(inverse[:2 * b], vectors).view(b, 2, -1)
+            answers = torch.cat([pos_ent[:, 1], pos_ent[:, 0]])  # tail rows: t; head rows: h
+            neg_ent = nn.functional.embedding(inverse[2 * b:], vectors).view(b, k, -1).repeat(2, 1, 1)
+            pos = model.scorer.score(queries, None, answers)
+            neg = model.scorer.score(queries[:, None], None, neg_ent)
+        loss = self._loss(pos.float(), neg.float(), mask, False)
+        if cfg.regularization:
+            loss = loss + cfg.regularization * pos_ent.float().pow(2).mean()
+        return loss
+
+    def _pre_batch_negatives(self, batch: torch.Tensor, pos_ent: torch.Tensor,
+                             rel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """SimKGC's pre-batch negatives: ``(B, 2Q)`` scores of every row against the ``Q`` entity
+        vectors of the last ``pre_batch`` batches (detached: no gradient reaches an older batch),
+        first as tails ``(h, r, e)``, then as heads ``(e, r, t)``, and the ``(B, 2Q)`` mask that
+        drops the false negatives: ``e`` the row's own answer, or a known training triple."""
+        ids = torch.cat([queued for queued, _ in self._pre_batch])
+        vectors = torch.cat([v for _, v in self._pre_batch]).to(pos_ent.dtype)
+        h, r, t = (batch[:, i, None] for i in range(3))
+        keep = torch.cat([(ids[None] != t) & ~self._known(h, r, ids[None]),
+                          (ids[None] != h) & ~self._known(ids[None], r, t)], dim=1)
+        scorer = self.model.scorer
+        tails = scorer.score(pos_ent[:, None, 0], rel[:, None], vectors[None])
+        heads = scorer.score(vectors[None], rel[:, None], pos_ent[:, None, 1])
+        return torch.cat([tails, heads], dim=1), host_to_device(keep, self.device)
 
     def _loss(self, pos: torch.Tensor, neg: torch.Tensor, mask: torch.Tensor, usable: bool) -> torch.Tensor:
         if usable:  # every negative usable (known on the host: asking the GPU tensor would wait for it)
@@ -476,8 +618,10 @@ class Trainer:
             bar.close()
         # where the epoch's training ended: what a stop during the validation that follows saves
         self._epoch_end = self._position(run, n_batches)
+        # the loss's own state at the epoch's end (infonce with learn_tau: the learnt tau)
+        learnt = self.loss_fn.record() if callable(getattr(self.loss_fn, "record", None)) else {}
         return {"epoch": epoch, "loss": self._global_total(run) / max(run.seen, 1),
-                "lr": self.scheduler.get_last_lr()[0], "step": int(self.scheduler.last_epoch),
+                "lr": self.scheduler.get_last_lr()[0], "step": int(self.scheduler.last_epoch), **learnt,
                 "train_seconds": round(time.perf_counter() - run.started, 3)}
 
     def _train_step(self, run: _EpochRun, i: int, batch: torch.Tensor, bar: Any) -> torch.Tensor:
@@ -503,7 +647,7 @@ class Trainer:
             return loss.detach()
         if cfg.max_grad_norm is not None:
             self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+            nn.utils.clip_grad_norm_([*self.model.parameters(), *self._loss_parameters()], cfg.max_grad_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
@@ -619,7 +763,8 @@ class Trainer:
             pos = model.scorer.score(pos_ent[:, 0], rel, pos_ent[:, 1])
             neg = model.scorer.score(neg_ent[:, :, 0], neg_rel, neg_ent[:, :, 1])
         if n == 0:  # no rows here: a zero that still reaches every parameter DDP waits for
-            part = (vectors.float().sum() + model.relations.weight.float().sum()) * 0.0
+            part = (vectors.float().sum() + model.relations.weight.float().sum()
+                    + sum(p.sum() for p in self._loss_parameters())) * 0.0
         else:
             part = self._loss(pos.float(), neg.float(), mask.bool(), usable) * self._share(
                 negatives.mask, start, stop, usable)
@@ -635,7 +780,7 @@ class Trainer:
     # ----------------------------------------------------------------- evaluation
     def _default_evaluate(self) -> EvaluateFn:
         """:func:`kgprobe.linkpred.evaluator.evaluate_model` with one filter index reused by every validation."""
-        from kgprobe.linkpred.evaluator import evaluate_model, evaluate_model_sharded
+        from kgprobe.linkpred.evaluator import evaluate_model, evaluate_model_sharded, evaluate_query_model
         from kgprobe.linkpred.filters import FilterIndex
 
         cache: dict[int, Any] = {}
@@ -649,6 +794,10 @@ class Trainer:
                     cache[key] = FilterIndex(filter_triples, num_entities=entity_emb.shape[0],
                                              num_relations=relation_emb.shape[0]).to(entity_emb.device)
                 index = cache[key]
+            if self.model.encodes_queries:  # queries from text: the model encodes them
+                return evaluate_query_model(self.model, entity_emb, triples, filter_index=index,
+                                            candidates=candidates, batch_size=self.config.eval_batch_size,
+                                            encode_batch_size=self.config.eval_batch_size)
             if self.world.size > 1:  # each rank ranks its share of the queries
                 return evaluate_model_sharded(entity_emb, relation_emb, scorer, triples, filter_index=index,
                                               candidates=candidates, batch_size=self.config.eval_batch_size,
@@ -712,6 +861,9 @@ class Trainer:
             "encoder": _plain(self.model.encoder.describe()),
             "scorer": _scorer_name(self.model.scorer),
             "sampler": self.sampler.describe() if hasattr(self.sampler, "describe") else type(self.sampler).__name__,
+            # a loss with state (a learnt temperature) must be the same loss to resume it; stateless
+            # losses stay out, so that checkpoints written before learn_tau still resume
+            **({"loss": repr(self.loss_fn)} if self._loss_is_stateful() else {}),
         })
 
     def _rng_states(self) -> dict:
@@ -749,6 +901,9 @@ class Trainer:
             "fingerprint": self._fingerprint(),
             "partial": partial,
             **({"rank_rng": self.world.gather_objects(self._rng_states())} if self.world.size > 1 else {}),
+            **({"loss": self.loss_fn.state_dict()} if self._loss_is_stateful() else {}),
+            **({"pre_batch": [{"ids": ids, "vectors": v.detach().cpu()} for ids, v in self._pre_batch]}
+               if self.config.pre_batch else {}),
         }
 
     def _save(self, name: str, payload: dict) -> None:
@@ -825,6 +980,11 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
+        if "loss" in state:
+            self.loss_fn.load_state_dict(state["loss"])
+        self._pre_batch.clear()
+        for queued in state.get("pre_batch") or ():
+            self._pre_batch.append((queued["ids"], queued["vectors"].to(self.device)))
         self._restore_rng(self._rank_rng(state))
         self.best_metric, self.best_epoch = state["best_metric"], state["best_epoch"]
         self.best_metrics = dict(state.get("best_metrics") or {})

@@ -20,9 +20,9 @@ never one of the concept's candidates, get the same intervention. The Monte-Carl
 
     p = (1 + #{k : e(R_k) >= e(S)}) / (1 + K)
 
-drawn sequentially (Besag & Clifford 1991): sampling stops once ``min_exceed = h`` null effects
-reach ``e(S)``, and then ``p = h / k`` after ``k`` draws, so a vector no better than chance costs a
-few dozen draws and only promising ones get all ``K``. When fewer than ``h`` of the ``K`` draws
+drawn sequentially (Besag & Clifford 1991): sampling stops at the draw ``k`` where the
+``min_exceed = h``-th null effect reaches ``e(S)``, and then ``p = h / k``, so a vector no better
+than chance costs about ``h`` draws and only promising ones get all ``K``. When fewer than ``h`` of the ``K`` draws
 reach ``e(S)``, the tail of the null is extrapolated with a generalised Pareto distribution fitted to
 its top exceedances (Knijnenburg et al. 2009): ``p = (N_exc / K) (1 - F_GPD(e(S) - t))``, ``t`` the
 exceedance threshold, which resolves p below ``1 / K`` (the Monte-Carlo value is kept too). Across
@@ -347,14 +347,20 @@ def null_test(runner: InterventionRunner, candidate: Sequence[Target], *, n_conc
     draws = null_sets(runner.model, candidate, exclude=set(exclude) | set(candidate), params=params,
                       generator=generator)
     null: list[float] = []
-    while len(null) < params.null_size:
-        take = min(params.replicas_per_pass, params.null_size - len(null))
+    stopped = False
+    while len(null) < params.null_size and not stopped:
+        # the first pass holds just enough draws to stop on (most candidates are no better than
+        # chance and stop there), later passes fill the batch
+        take = min(params.min_exceed if not null else params.replicas_per_pass, params.null_size - len(null))
         sets = [next(draws) for _ in range(take)]
         null += effects(runner.deltas(sets, params=params, generator=generator), n_concept).tolist()
-        if sum(v >= observed for v in null) >= params.min_exceed:
-            break
+        hits = [i for i, v in enumerate(null) if v >= observed]
+        if len(hits) >= params.min_exceed:
+            # cut at the h-th exceedance: the draws after it in the same pass do not count, so the
+            # p-value does not depend on how draws are grouped into passes
+            null, stopped = null[: hits[params.min_exceed - 1] + 1], True
     values = torch.tensor(null, dtype=torch.float64)
-    complete = len(null) >= params.null_size
+    complete = not stopped
     p_mc = monte_carlo_p(values, observed, min_exceed=params.min_exceed, complete=complete)
     p_tail = (gpd_tail_p(values, observed) if params.tail == "gpd" and complete
               and int((values >= observed).sum()) < params.min_exceed else None)

@@ -65,6 +65,9 @@ def _test_one(model, tokenizer, concept: Concept, candidates: list[tuple[int, in
         return record
     unrelated = unrelated_sample(known, concept.id, options.unrelated_size, options.null.seed)
     record["n_unrelated"] = len(unrelated)
+    if not unrelated:  # the effect contrasts the two sets: without unrelated questions it is undefined
+        record["skipped"] = "no answered question of another concept to serve as unrelated"
+        return record
     # no few-shot prefix by default: a log-probability needs no answer format, and the prefix would
     # be most of every row's tokens (the original protocol asks its questions bare too)
     runner = InterventionRunner(model, tokenizer, mine + unrelated, few_shot=few_shot if options.few_shot else "")

@@ -128,10 +128,11 @@ def answers(pred, entity_id: str | None, text: str, limits: Limits, k: int) -> d
     if row is None and text in pred.entity_ids:
         row = pred.position(text)
     if row is not None:
-        vector, how = pred.entities[row], f"known entity {pred.entity_ids[row]}"
+        vector, how, text = pred.entities[row], f"known entity {pred.entity_ids[row]}", pred.text(row)
     else:
-        vector, how = pred.encode([text[: limits.max_text_chars]])[0], "encoded from its text"
+        text = text[: limits.max_text_chars]
+        vector, how = pred.encode([text])[0], "encoded from its text"
     k = max(1, min(k, limits.max_predictions))
-    rels = [{"relation": r, "answers": [a.as_json() for a in pred.answers(vector, r, k=k, exclude=row)]}
+    rels = [{"relation": r, "answers": [a.as_json() for a in pred.answers(vector, r, k=k, exclude=row, text=text)]}
             for r in pred.relation_ids[: limits.max_relations]]
     return {"how": how, "relations": rels, "relations_total": len(pred.relation_ids)}
