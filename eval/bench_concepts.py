@@ -108,7 +108,9 @@ def main() -> None:
     result = json.loads(path.read_text()) if path.is_file() else {}
     protocols = result.get("protocols", {})
     for name in args.models:
-        protocols[name] = run_model(name, args, print)
+        # the parts run now replace theirs; the model's other parts (an earlier invocation's) stay
+        new, old = run_model(name, args, print), protocols.get(name, {})
+        protocols[name] = {**old, **new, "seconds": {**old.get("seconds", {}), **new["seconds"]}}
         result["protocols"] = {**protocols, "machine": {**machine_info(torch.device("cpu")), "threads": args.threads}}
         write_json(path, result)
     print(f"wrote {path}")

@@ -26,16 +26,17 @@ by ``kgprobe.linkpred.run.run_training`` for each of ``--seeds``:
 * ``--part dropout``: ``base`` (encoder dropout on, the default) against ``no_dropout`` (off, as
   BLP's own loop): best validation MRR and test MRR.
 
-Budget options make a CPU pilot possible (``--encoder bow --epochs 1 --max-train-triples 2000``);
-with ``--batch-size`` the in-batch negatives follow the batch (every other batch entity once plus
-the self-negatives). Every arm and seed trains into ``--runs/ARM_seedS``: a finished run
+Budget options make a CPU pilot possible (``--encoder bow --lr 1e-2 --epochs 1 --max-train-triples
+2000``; ``--lr`` for an encoder other than the base's); with ``--batch-size`` the in-batch
+negatives follow the batch (every other batch entity once plus the self-negatives). Every arm
+and seed trains into ``--runs/ARM_seedS``: a finished run
 (``test_metrics.json``) is read back, not retrained, a partial one resumes from its checkpoint,
 and a run made with other settings is refused. ``--out`` keeps every other key of the file; a
 part's arms are merged with those already there when the budget is the same. After each run the
 file is rewritten (atomically), so a killed bench keeps what finished.
 
     python eval/bench_linkpred_levers.py --part levers --device cuda            # the full budget (GPU)
-    python eval/bench_linkpred_levers.py --part negatives dropout --encoder bow --epochs 2 \\
+    python eval/bench_linkpred_levers.py --part negatives dropout --encoder bow --lr 1e-2 --epochs 2 \\
         --max-train-triples 20000 --seeds 0 1 2                                 # a CPU pilot
     python eval/bench_linkpred_levers.py --part negatives --arms uniform lemon_replaced --seeds 0
 """
@@ -56,7 +57,7 @@ sys.path.insert(0, str(ROOT))
 
 from kgprobe.atomic import write_json  # noqa: E402
 from kgprobe.errors import KgprobeError  # noqa: E402
-from kgprobe.linkpred.config import LinkPredConfig, LinkPredOptions, TrainConfig  # noqa: E402
+from kgprobe.linkpred.config import LinkPredConfig, LinkPredOptions, TrainConfig, parse_key_values  # noqa: E402
 from kgprobe.linkpred.run import run_training  # noqa: E402
 from kgprobe.models.device import resolve_device  # noqa: E402
 from kgprobe.stopping import Stopped  # noqa: E402
@@ -107,7 +108,8 @@ def base_options(args) -> tuple[dict, dict, Path]:
     step = next(s for s in pipeline["steps"] if s["type"] == "linkpred_train")
     base = {k: v for k, v in step.items() if k in LinkPredOptions.model_fields}
     budget = {"encoder": args.encoder, "epochs": args.epochs, "max_train_triples": args.max_train_triples,
-              "batch_size": args.batch_size}
+              "batch_size": args.batch_size, "lr": args.lr,
+              "scorer_options": parse_key_values(args.scorer_option, "--scorer-option") or None}
     budget = {k: v for k, v in budget.items() if v is not None}
     if "batch_size" in budget and base.get("sampler", "in-batch") == "in-batch":
         # in-batch: every other entity of the batch once, plus the self-negatives, as the base has it
@@ -186,8 +188,6 @@ def run_record(name: str, seed: int, overrides: dict, budget: dict, cfg: LinkPre
               "train_and_validation_seconds": round(sum(r["seconds"] for r in history), 1),
               "learnt_tau": round(float(taus[-1]), 5) if taus else None,
               "machine": saved["machine"], "reused": saved["reused"], "run_dir": str(out)}
-    if "negatives_in_margin" in saved:
-        record["negatives_in_margin"] = saved["negatives_in_margin"]
     return record
 
 
@@ -216,12 +216,15 @@ class Hardness:
             self.negatives[name] = sampler.sample_negatives(self.triples, cfg.num_negatives, generator=gen)
         return self.negatives[name]
 
-    def __call__(self, name: str, cfg: LinkPredConfig, learnt_tau: float | None) -> dict:
+    def __call__(self, name: str, cfg: LinkPredConfig, learnt_tau: float | None, *,
+                 judge: Path | None = None) -> dict:
+        """Under the arm's own trained model, or under ``judge`` (another run, e.g. the uniform one
+        of the same seed: the same model for every sampler, so the shares compare the negatives)."""
         from kgprobe.linkpred.negative_stats import margin_stats
         from kgprobe.linkpred.run import load_trained
 
         negatives = self._negatives(name, cfg)
-        model = load_trained(cfg.out, device=self.device).model
+        model = load_trained(judge or cfg.out, device=self.device).model
         tau = learnt_tau or float(cfg.loss_options.get("tau", 1.0))
         margin = float(cfg.loss_options.get("margin", 0.0)) + tau if cfg.loss == "infonce" \
             else float(cfg.loss_options.get("margin", 1.0))
@@ -259,6 +262,10 @@ def summarise(section: dict, reference: str) -> None:
         inside = [r["negatives_in_margin"]["share_inside_margin"] for r in runs if "negatives_in_margin" in r]
         if inside:
             arm["share_inside_margin"] = mean_sd(inside)
+        judged = [r["negatives_in_margin_under_uniform"]["share_inside_margin"] for r in runs
+                  if "negatives_in_margin_under_uniform" in r]
+        if judged:
+            arm["share_inside_margin_under_uniform"] = mean_sd(judged)
 
 
 def write_section(path: Path, part: str, section: dict) -> None:
@@ -280,16 +287,18 @@ def _cell(value: float | None, spec: str) -> str:
 def table(part: str, section: dict) -> str:
     """The part's arms as a text table: mean over the seeds."""
     ref = REFERENCE[part]
-    head = ("arm", "seeds", "test MRR", "sd", "H@1", "H@10", "valid MRR", f"vs {ref}", "in margin", "tau", "train s")
+    head = ("arm", "seeds", "test MRR", "sd", "H@1", "H@10", "valid MRR", f"vs {ref}", "in margin",
+            f"in margin ({JUDGE})", "tau", "train s")
     rows = [head]
     for name, arm in section["arms"].items():
         runs, diff = arm["runs"], arm.get(f"minus_{ref}_test_mrr")
         taus = [r["learnt_tau"] for r in runs if r["learnt_tau"] is not None]
-        inside = arm.get("share_inside_margin")
+        inside, judged = arm.get("share_inside_margin"), arm.get("share_inside_margin_under_uniform")
         rows.append((name, str(len(runs)), _cell(arm["test_mrr"]["mean"], ".4f"), _cell(arm["test_mrr"]["sd"], ".4f"),
                      _cell(arm["test_hits_at_1"]["mean"], ".4f"), _cell(arm["test_hits_at_10"]["mean"], ".4f"),
                      _cell(arm["best_valid_mrr"] and arm["best_valid_mrr"]["mean"], ".4f"),
                      _cell(diff and diff["mean"], "+.4f"), _cell(inside and inside["mean"], ".3f"),
+                     _cell(judged and judged["mean"], ".3f"),
                      _cell(statistics.fmean(taus) if taus else None, ".4f"),
                      _cell(statistics.fmean(r["train_seconds"] for r in runs), ".1f")))
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
@@ -308,6 +317,25 @@ WHAT = {
 }
 
 
+JUDGE = "uniform"  # the arm whose trained model scores every sampler's negatives (the same model for all)
+
+
+def measure_hardness(hardness: Hardness, name: str, cfg: LinkPredConfig, record: dict, saved: dict,
+                     reference: Path) -> None:
+    """The arm's negatives inside the margin under its own model and under the reference arm's
+    model of the same seed (when that run has finished), kept in the arm's .json."""
+    keys = {"negatives_in_margin": None}
+    if (reference / "test_metrics.json").is_file():
+        keys["negatives_in_margin_under_uniform"] = reference
+    missing = [k for k in keys if k not in saved]
+    for key in missing:
+        saved[key] = hardness(name, cfg, record["learnt_tau"], judge=keys[key])
+    for key in keys:
+        record[key] = saved[key]
+    if missing:
+        write_json(bench_file(Path(cfg.out)), {k: v for k, v in saved.items() if k != "reused"})
+
+
 def run_part(part: str, args, base: dict, budget: dict, data: Path) -> dict:
     """Train (or read back) every arm and seed of ``part``, rewriting ``--out`` after each run."""
     device = resolve_device(args.device)
@@ -320,9 +348,8 @@ def run_part(part: str, args, base: dict, budget: dict, data: Path) -> dict:
             cfg = arm_config(base, overrides, seed, data, Path(args.runs) / f"{name}_seed{seed}", args.device)
             saved = train_or_read(cfg, device)
             record = run_record(name, seed, overrides, budget, cfg, saved)
-            if hardness is not None and "negatives_in_margin" not in record:
-                record["negatives_in_margin"] = saved["negatives_in_margin"] = hardness(name, cfg, record["learnt_tau"])
-                write_json(bench_file(Path(cfg.out)), {k: v for k, v in saved.items() if k != "reused"})
+            if hardness is not None:
+                measure_hardness(hardness, name, cfg, record, saved, Path(args.runs) / f"{JUDGE}_seed{seed}")
             section["arms"].setdefault(name, {"options": overrides, "runs": []})["runs"].append(record)
             write_section(Path(args.out), part, json.loads(json.dumps(section)))
     return json.loads(Path(args.out).read_text(encoding="utf-8"))[part]
@@ -346,6 +373,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     budget.add_argument("--encoder", default=None, help="e.g. bow for a CPU pilot")
     budget.add_argument("--epochs", type=int, default=None)
     budget.add_argument("--max-train-triples", type=int, default=None)
+    budget.add_argument("--lr", type=float, default=None,
+                        help="peak learning rate (the base's 2e-4 suits MiniLM; a bag-of-words encoder wants ~1e-2)")
+    budget.add_argument("--scorer-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="replaces the base's scorer options, e.g. p=2 fast_l2=true: TransE-L2 by matrix "
+                             "products, much faster to evaluate on a CPU than L1")
     budget.add_argument("--batch-size", type=int, default=None,
                         help="in-batch negatives follow it (every other batch entity once + the self-negatives)")
     neg = ap.add_argument_group("part negatives")

@@ -95,6 +95,11 @@ def test_negatives_and_dropout_pilot_is_read_back_and_keeps_other_keys(split_dir
             assert 0 <= stats["share_above_positive"] <= stats["share_inside_margin"] <= 1
             assert stats["triples"] == 300 and stats["negatives"] > 0
         assert 0 <= arm["share_inside_margin"]["mean"] <= 1
+        # every sampler's negatives also scored by the uniform run of the same seed: one model for all
+        judged = [r["negatives_in_margin_under_uniform"]["share_inside_margin"] for r in arm["runs"]]
+        assert arm["share_inside_margin_under_uniform"]["mean"] == pytest.approx(sum(judged) / len(judged), abs=1e-5)
+    assert [r["negatives_in_margin_under_uniform"] for r in neg["arms"]["uniform"]["runs"]] == \
+        [r["negatives_in_margin"] for r in neg["arms"]["uniform"]["runs"]]  # its own model judges it
     first = _files(runs)
     assert all(not r["reused"] for s in sections.values() for a in s["arms"].values() for r in a["runs"])
 
