@@ -435,23 +435,15 @@ def part_b(args) -> dict:
 
 def _score_negatives(run_dir: Path, triples: torch.Tensor, negatives: dict, margin: float) -> dict:
     """Mean ``s(pos) - s(neg)`` and the share of negatives within ``margin`` under a trained model."""
+    from kgprobe.linkpred.negative_stats import margin_stats
     from kgprobe.linkpred.run import load_trained
 
     model = load_trained(run_dir, device="cpu").model
     out = {}
-    with torch.no_grad():
-        for name, neg in negatives.items():
-            ids = torch.unique(torch.cat([triples[:, [0, 2]].reshape(-1), neg[..., [0, 2]].reshape(-1)]))
-            vec = torch.zeros(model.encoder.num_entities, model.encoder.dim)
-            vec[ids] = model.encoder.encode_all(1024, entities=ids).float()
-            if model.normalize_entities:
-                vec[ids] = torch.nn.functional.normalize(vec[ids], dim=-1)
-            rel = model.relations.weight
-            pos = model.scorer.score(vec[triples[:, 0]], rel[triples[:, 1]], vec[triples[:, 2]])
-            sneg = model.scorer.score(vec[neg[..., 0]], rel[neg[..., 1]], vec[neg[..., 2]])
-            gap = pos[:, None] - sneg
-            out[name] = {"mean_margin": round(float(gap.mean()), 4),
-                         "share_within_margin": round(float((gap < margin).float().mean()), 4)}
+    for name, neg in negatives.items():
+        stats = margin_stats(triples, neg, margin, model=model)
+        out[name] = {"mean_margin": round(stats["mean_gap"], 4),
+                     "share_within_margin": round(stats["share_inside_margin"], 4)}
     return out
 
 

@@ -101,6 +101,7 @@ from kgprobe.linkpred.config import TrainConfig
 from kgprobe.linkpred.data import as_triples, batch_slices, num_batches
 from kgprobe.linkpred.distributed import SINGLE, World, shard_bounds
 from kgprobe.linkpred.encoders import EntityEncoder
+from kgprobe.linkpred.filters import FilterIndex
 from kgprobe.linkpred.losses import MarginRankingLoss
 from kgprobe.linkpred.samplers import Negatives, NegativeSampler
 from kgprobe.linkpred.scorers import normalizes_entities
@@ -384,10 +385,10 @@ class Trainer:
 
     def _set_pre_batch(self) -> None:
         """The queue of pre-batch negatives (``pre_batch`` batches of ``(ids, vectors)``) and the
-        sorted keys of the known training triples that mask its false negatives."""
+        index of the known training triples that masks its false negatives."""
         n = self.config.pre_batch
         self._pre_batch: collections.deque = collections.deque(maxlen=max(n, 1))
-        self._known_keys: torch.Tensor | None = None
+        self._known: FilterIndex | None = None
         if not n:
             return
         if self.world.size > 1:
@@ -396,20 +397,13 @@ class Trainer:
         sampler_triples = getattr(self.sampler, "triples", None)  # the whole training part under a subset
         if sampler_triples is not None:
             known.append(as_triples(sampler_triples))
-        known_triples = torch.cat(known)
-        self._known_keys = torch.unique(self._triple_keys(known_triples[:, 0], known_triples[:, 1],
-                                                          known_triples[:, 2]))
+        self._known = FilterIndex.from_triples(*known, num_entities=int(self.model.encoder.num_entities),
+                                               num_relations=self.num_relations)
 
-    def _triple_keys(self, h: torch.Tensor, r: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """One int64 per triple (broadcast over the arguments' shapes)."""
-        num_entities = int(self.model.encoder.num_entities)
-        return (h * self.num_relations + r) * num_entities + t
-
-    def _known(self, h: torch.Tensor, r: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Whether ``(h, r, t)`` is a known training triple (broadcast, on the host)."""
-        keys, known = self._triple_keys(h, r, t), self._known_keys
-        at = torch.searchsorted(known, keys.reshape(-1)).clamp_max(len(known) - 1)
-        return (known[at] == keys.reshape(-1)).view(keys.shape)
+    def _is_known(self, h: torch.Tensor, r: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Whether ``(h, r, t)`` is a known training triple (broadcast over the arguments, on the host)."""
+        h, r, t = torch.broadcast_tensors(h, r, t)
+        return self._known.contains(torch.stack([h.reshape(-1), r.reshape(-1), t.reshape(-1)], dim=1)).view(h.shape)
 
     def _loss_parameters(self) -> list[nn.Parameter]:
         """The loss's trainable parameters (infonce's learnt temperature), trained with the model's."""
@@ -553,8 +547,8 @@ class Trainer:
         ids = torch.cat([queued for queued, _ in self._pre_batch])
         vectors = torch.cat([v for _, v in self._pre_batch]).to(pos_ent.dtype)
         h, r, t = (batch[:, i, None] for i in range(3))
-        keep = torch.cat([(ids[None] != t) & ~self._known(h, r, ids[None]),
-                          (ids[None] != h) & ~self._known(ids[None], r, t)], dim=1)
+        keep = torch.cat([(ids[None] != t) & ~self._is_known(h, r, ids[None]),
+                          (ids[None] != h) & ~self._is_known(ids[None], r, t)], dim=1)
         scorer = self.model.scorer
         tails = scorer.score(pos_ent[:, None, 0], rel[:, None], vectors[None])
         heads = scorer.score(vectors[None], rel[:, None], pos_ent[:, None, 1])
