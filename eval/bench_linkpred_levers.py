@@ -329,7 +329,10 @@ def measure_hardness(hardness: Hardness, name: str, cfg: LinkPredConfig, record:
         keys["negatives_in_margin_under_uniform"] = reference
     missing = [k for k in keys if k not in saved]
     for key in missing:
-        saved[key] = hardness(name, cfg, record["learnt_tau"], judge=keys[key])
+        if key != "negatives_in_margin" and Path(keys[key]).resolve() == Path(cfg.out).resolve():
+            saved[key] = saved["negatives_in_margin"]  # the reference arm itself: its own model judged it
+        else:
+            saved[key] = hardness(name, cfg, record["learnt_tau"], judge=keys[key])
     for key in keys:
         record[key] = saved[key]
     if missing:
