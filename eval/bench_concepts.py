@@ -12,8 +12,12 @@ For each ``--models`` LM, in resumable run directories under ``--runs/<model>/``
 4. ``unlearn``: gradient ascent, gradient difference, NPO, ablation and Needle on the
    ``--unlearn-concepts`` concepts that beat their null first (trained on concept text).
 
-Every stage resumes from its run directory, so a killed run continues where it stopped. The
-result records each part's summary and the machine; ``--parts`` picks the parts to run.
+Every stage resumes from its run directory, so a killed run continues where it stopped. A run
+continued on another machine (whose run directory is gone) can start from a published partial
+null run: ``--seed-null eval/results/probe_null_gemma3.json`` writes its records back as the
+checkpoint (the records are the checkpoint's lines plus the multiple-testing fields, which are
+recomputed over all tests at the end). The result records each part's summary and the machine;
+``--parts`` picks the parts to run.
 """
 from __future__ import annotations
 
@@ -30,6 +34,24 @@ sys.path.insert(0, str(ROOT / "eval"))
 from machine import machine_info  # noqa: E402
 
 PARTS = ("null", "original", "unlearn")
+# what validate_null adds to a checkpointed record once every test is in (BH over all of them)
+ADJUSTED = ("p_adjusted", "significant", "p_monte_carlo_adjusted", "significant_monte_carlo")
+
+
+def seed_null_checkpoint(published: Path, log_path: Path) -> int:
+    """Write ``published``'s records (a null.json) as the checkpoint ``log_path`` when it is absent
+    or shorter; returns the records written. The concept ids are checked again on resume."""
+    from kgprobe.checkpoint import ChunkLog
+
+    records = json.loads(published.read_text())["records"]
+    log = ChunkLog(log_path)
+    start = len(log.chunks)
+    for n, record in enumerate(records[start:], start=start):
+        record = {k: v for k, v in record.items() if k not in ("beats_null", "beats_null_monte_carlo")}
+        record["tests"] = {kind: {k: v for k, v in t.items() if k not in ADJUSTED}
+                           for kind, t in record.get("tests", {}).items()}
+        log.write(n, record)
+    return max(len(records) - start, 0)
 
 
 def run_model(name: str, args, echo) -> dict:
@@ -38,6 +60,7 @@ def run_model(name: str, args, echo) -> dict:
     from kgprobe.probe.run import DiscoverOptions, UnlearnOptions, ValidateOptions, discover, unlearn_all, validate
 
     run = Path(args.runs) / name
+    run.mkdir(parents=True, exist_ok=True)
     model, tokenizer = load_causal_lm(name, device="cpu")
     model.eval()
     out: dict = {"model": name, "run": str(run.relative_to(ROOT)) if run.is_relative_to(ROOT) else run.name}
@@ -53,6 +76,10 @@ def run_model(name: str, args, echo) -> dict:
                         "top": [{k: r[k] for k in ("layer", "index", "name", "matches", "matched_tokens")}
                                 for r in found[:15]]}
     if "null" in args.parts:
+        if args.seed_null:
+            written = seed_null_checkpoint(Path(args.seed_null), run / "null.jsonl")
+            echo(f"null checkpoint: {written} records from {args.seed_null}" if written else
+                 f"null checkpoint already holds {args.seed_null}'s records")
         t = time.perf_counter()
         options = ValidateOptions(protocol="null-controlled", intervention=args.intervention, null_size=args.null_size,
                                   unrelated_size=args.unrelated_size)
@@ -81,6 +108,8 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["smollm2-135m", "gemma3-270m"])
     ap.add_argument("--parts", nargs="*", choices=PARTS, default=list(PARTS), help="none: the discovery alone")
     ap.add_argument("--max-concepts", type=int, default=200, help="discovered concepts tested (best columns first)")
+    ap.add_argument("--seed-null", metavar="NULL_JSON",
+                    help="a published null.json whose records start the null checkpoint (one model only)")
     ap.add_argument("--intervention", choices=("zero", "mean", "noise"), default="zero")
     ap.add_argument("--null-size", type=int, default=200)
     ap.add_argument("--unrelated-size", type=int, default=16,
