@@ -171,6 +171,11 @@ def test_validate_null_resumes_to_identical_records_and_plots(tok, tmp_path):
     assert again[0]["beats_null"] and not again[1]["beats_null"]
     summary = summarise_null(again, options)
     assert summary["beat_null_concepts"] == ["c:france"] and summary["per_test"]["set"]["tested"] == 1
+    unbeaten = [(r["concept"], k) for r in again for k, t in r["tests"].items()
+                if t["exceed"] == 0 and t["draws"] == 40]
+    assert summary["beat_every_draw"] == {"tests": len(unbeaten), "concepts": len({c for c, _ in unbeaten})}
+    assert ("c:france", "single") in unbeaten
+    assert summary["beat_null_by_position"] == [{"from": 1, "to": 3, "tested": 2, "beat_null": 1}]
     plot_nulls(again, tmp_path / "nulls.png")
     assert (tmp_path / "nulls.png").stat().st_size > 1000
 

@@ -128,7 +128,26 @@ def summarise_null(records: Sequence[dict], options: NullValidation) -> dict:
             "beat_null_concepts": [r["concept"] for r in records if r["beats_null"]],
             "per_test": per_kind,
             "skipped": {r["concept"]: r["skipped"] for r in records if r.get("skipped")},
+            "beat_every_draw": _beat_every_draw(tested, options.null.null_size),
+            "beat_null_by_position": _by_position(records),
             "settings": {**asdict(options), "null": asdict(options.null)}}
+
+
+def _beat_every_draw(tested: Sequence[dict], null_size: int) -> dict:
+    """Concepts (and tests) whose effect beat all ``null_size`` draws. Only these can pass a strict
+    threshold: one draw at or above the effect puts the Monte-Carlo p at 2 / (K + 1) or more, and
+    the tail fit near that order too, so this count bounds what more draws of the same null find."""
+    tests = [(r, t) for r in tested for t in r["tests"].values() if t["draws"] >= null_size and t["exceed"] == 0]
+    return {"tests": len(tests), "concepts": len({r["concept"] for r, _ in tests})}
+
+
+def _by_position(records: Sequence[dict], *, width: int = 100) -> list[dict]:
+    """Concepts beating their null per ``width`` of the list (discovery's order: best columns
+    first), to show how the rate falls down the list."""
+    return [{"from": i + 1, "to": min(i + width, len(records)),
+             "tested": sum(bool(r.get("tests")) for r in records[i: i + width]),
+             "beat_null": sum(r["beats_null"] for r in records[i: i + width])}
+            for i in range(0, len(records), width)]
 
 
 def plot_nulls(records: Sequence[dict], path: Path, *, title: str = "", panels: int = 12) -> None:
