@@ -31,7 +31,10 @@ Budget options make a CPU pilot possible (``--encoder bow --lr 1e-2 --epochs 1 -
 negatives follow the batch (every other batch entity once plus the self-negatives). Every arm
 and seed trains into ``--runs/ARM_seedS``: a finished run
 (``test_metrics.json``) is read back, not retrained, a partial one resumes from its checkpoint,
-and a run made with other settings is refused. ``--out`` keeps every other key of the file; a
+and a run made with other settings is refused. A run that ``--out`` already holds (same split,
+base and budget) whose directory is absent, as on a new machine, is read from ``--out``
+(``"reused": "published"``; ``--no-published`` trains it instead); the margin statistics under the
+uniform model need that model, so run a seed's arms in one sitting. ``--out`` keeps every other key of the file; a
 part's arms are merged with those already there when the budget is the same. After each run the
 file is rewritten (atomically), so a killed bench keeps what finished.
 
@@ -339,20 +342,40 @@ def measure_hardness(hardness: Hardness, name: str, cfg: LinkPredConfig, record:
         write_json(bench_file(Path(cfg.out)), {k: v for k, v in saved.items() if k != "reused"})
 
 
+def published_runs(path: Path, part: str, section: dict) -> dict[tuple[str, int], dict]:
+    """The runs ``path`` already holds for ``part`` on the same split, base and budget, by (arm,
+    seed): a bench continued on another machine, whose run directories (not committed) are gone,
+    reads them back instead of training them again."""
+    old = (json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}).get(part)
+    if not isinstance(old, dict) or any(old.get(k) != section[k] for k in ("data", "base", "budget")):
+        return {}
+    return {(r["arm"], r["seed"]): r for arm in old.get("arms", {}).values() for r in arm["runs"]}
+
+
 def run_part(part: str, args, base: dict, budget: dict, data: Path) -> dict:
     """Train (or read back) every arm and seed of ``part``, rewriting ``--out`` after each run."""
     device = resolve_device(args.device)
     hardness = Hardness(data, args.stats_triples, args.device) if part == "negatives" else None
     section = {"what": WHAT[part], "pipeline": str(args.pipeline), "data": str(data), "base": base,
                "budget": budget, "arms": {}}
+    published = {} if args.no_published else published_runs(Path(args.out), part, section)
     for name, overrides in part_arms(part, base, args).items():
         overrides = {k: v for k, v in overrides.items() if base.get(k) != v}  # what differs from the base
         for seed in args.seeds:
             cfg = arm_config(base, overrides, seed, data, Path(args.runs) / f"{name}_seed{seed}", args.device)
-            saved = train_or_read(cfg, device)
-            record = run_record(name, seed, overrides, budget, cfg, saved)
-            if hardness is not None:
-                measure_hardness(hardness, name, cfg, record, saved, Path(args.runs) / f"{JUDGE}_seed{seed}")
+            record = published.get((name, seed))
+            if record is not None and record["options"] == overrides and not bench_file(Path(cfg.out)).exists():
+                log(f"{name} seed {seed}: read from {args.out} (its run directory is not here)")
+                record = {**record, "reused": "published"}
+            else:
+                saved = train_or_read(cfg, device)
+                record = run_record(name, seed, overrides, budget, cfg, saved)
+                if hardness is not None:
+                    reference = Path(args.runs) / f"{JUDGE}_seed{seed}"
+                    if (JUDGE, seed) in published and not reference.exists():
+                        log(f"{name} seed {seed}: the {JUDGE} run of this seed is only in {args.out}, so its "
+                            "model cannot judge these negatives: run the seed's arms in one sitting")
+                    measure_hardness(hardness, name, cfg, record, saved, reference)
             section["arms"].setdefault(name, {"options": overrides, "runs": []})["runs"].append(record)
             write_section(Path(args.out), part, json.loads(json.dumps(section)))
     return json.loads(Path(args.out).read_text(encoding="utf-8"))[part]
@@ -372,6 +395,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="run directories, RUNS/ARM_seedS (+ ARM_seedS.json: settings, machine, margin statistics)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON file whose part keys are updated")
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    ap.add_argument("--no-published", action="store_true",
+                    help="train a run that --out holds but whose directory is absent, instead of reading it from "
+                         "--out (e.g. to judge a seed's other arms under its uniform model)")
     budget = ap.add_argument_group("budget (default: the base step's)")
     budget.add_argument("--encoder", default=None, help="e.g. bow for a CPU pilot")
     budget.add_argument("--epochs", type=int, default=None)

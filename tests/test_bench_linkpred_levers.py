@@ -114,3 +114,17 @@ def test_negatives_and_dropout_pilot_is_read_back_and_keeps_other_keys(split_dir
     with pytest.raises(SystemExit) as exc:  # the same run directories with another budget: refused
         _bench().main([*argv, "--batch-size", "16"])
     assert exc.value.code == 2 and _files(runs) == first
+
+    # on a new machine (no run directories) the runs --out holds are read from it, none trained
+    elsewhere = tmp_path / "runs_elsewhere"
+    moved = _bench().main([*argv[: argv.index("--runs")], "--runs", str(elsewhere), *argv[argv.index("--out"):]])
+    assert not elsewhere.exists()
+    assert all(r["reused"] == "published" for s in moved.values() for a in s["arms"].values() for r in a["runs"])
+    assert strip == [{k: v for k, v in r.items() if k != "reused"} for s in moved.values()
+                     for a in s["arms"].values() for r in a["runs"]]
+    # with another budget nothing matches: it trains (one arm and seed here, to keep the test short)
+    other = _bench().main(["--part", "negatives", "--arms", "uniform", "--data", str(split_dir), "--runs",
+                           str(elsewhere), "--out", str(out), "--encoder", "bow", "--epochs", "1",
+                           "--max-train-triples", "100", "--seeds", "0", "--device", "cpu"])
+    assert other["negatives"]["arms"]["uniform"]["runs"][0]["reused"] is False
+    assert (elsewhere / "uniform_seed0" / "test_metrics.json").is_file()
