@@ -67,7 +67,8 @@ def test_negatives_and_dropout_pilot_is_read_back_and_keeps_other_keys(split_dir
     out, runs = tmp_path / "linkpred.json", tmp_path / "runs"
     out.write_text(json.dumps({"uniform_vs_lemon_umls": {"kept": [1, 2]}, "dropout": {"old": True}}))
     argv = ["--part", "negatives", "dropout", "--arms", "uniform", "lemon_replaced", "lm_proposed",
-            "--lm", str(tiny_lm_dir), "--max-queries", "20", "--stats-triples", "300", "--data", str(split_dir),
+            "--lm", str(tiny_lm_dir), "--max-queries", "20", "--lm-cache", str(tmp_path / "lm_cache"),
+            "--stats-triples", "300", "--data", str(split_dir),
             "--runs", str(runs), "--out", str(out), *PILOT]
     sections = _bench().main(argv)
     written = json.loads(out.read_text())
@@ -79,6 +80,9 @@ def test_negatives_and_dropout_pilot_is_read_back_and_keeps_other_keys(split_dir
     assert neg["arms"]["lemon_replaced"]["options"] == {"sampler": "lemon-replaced", "sampler_options": {},
                                                         "num_negatives": 32}
     assert drop["arms"]["no_dropout"]["options"] == {"dropout": False} and drop["arms"]["base"]["options"] == {}
+    # the LM's table went where --lm-cache said (a committed folder spares a new machine the LM pass)
+    assert neg["arms"]["lm_proposed"]["options"]["sampler_options"]["cache_dir"] == str(tmp_path / "lm_cache")
+    assert len(list((tmp_path / "lm_cache").glob("lm-proposed-*.pt"))) == 1
     for section in (neg, drop):
         assert section["budget"] == {"encoder": "bow", "epochs": 1, "max_train_triples": 200}
         for arm in section["arms"].values():
