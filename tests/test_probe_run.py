@@ -194,6 +194,17 @@ def test_validate_null_protocol_writes_its_files_and_resumes(lm, tok, concepts, 
     styles = run["after"]["attack_style_acc"]
     assert set(styles) == {"role", "grandmother", "in_context", "german"}
     assert all(0 <= styles[s] <= 1 for s in ("role", "grandmother", "in_context"))
+    # a tested concept without an answered question is passed over, not a crash: the next one is unlearnt
+    first = next(iter(runs))
+    other = next(r["concept"] for r in saved["records"] if r["tests"] and r["concept"] != first)
+    known = json.loads((out / "known.json").read_text())
+    assert known[other]
+    (out / "known.json").write_text(json.dumps({cid: (v if cid == other else []) for cid, v in known.items()}))
+    said = []
+    report = unlearn_all(lm, tok, concepts, out, options=opts, echo=said.append)
+    runs = json.loads((out / "unlearning_report.json").read_text())["concepts"]
+    assert list(runs) == [other] and report["needle"]["forget_acc_before"] is not None
+    assert any("have no answered question to forget: passed over" in line for line in said)
 
 
 def test_validate_original_protocol_writes_the_original_table(lm, tok, concepts, tmp_path):

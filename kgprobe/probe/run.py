@@ -417,6 +417,12 @@ def unlearn_all(model, tokenizer, concepts: Sequence[Concept], out: Path, *,
         log_path, records = out / NULL_JSON, _null_as_validation(out / NULL_JSON)
     else:
         raise KgprobeError(f"{log_path} is missing: run the validate stage first")
+    # a concept whose questions the model answers none of has nothing to forget (the null protocol
+    # may test a concept on all its questions): the next concept takes its place
+    answered = [r for r in records if known.get(r["concept"])]
+    if len(answered) < len(records):
+        echo(f"{len(records) - len(answered)} tested concepts have no answered question to forget: passed over")
+    records = answered
     # validated concepts first, then the largest concept drops
     records.sort(key=lambda r: (not r["validated"], r.get("smallest_set") is None, r.get("smallest_set") or 0,
                                 -r["best"]["concept_drop"], r["concept"]))
@@ -467,9 +473,10 @@ def unlearn_all(model, tokenizer, concepts: Sequence[Concept], out: Path, *,
                         "log": run_log}
                 log.write(n, json.loads(json.dumps(done)))
                 n += 1
-                echo(f"{concept.name} / {method}: forget acc {before['forget_acc']:.2f} -> {after['forget_acc']:.2f}, "
-                     f"retain {before['retain_acc']:.2f} -> {after['retain_acc']:.2f}, "
-                     f"vector cosine {done['intrinsic']['cosine']:.4f}")
+                shown = [("-" if d.get(k) is None else f"{d[k]:.2f}") for k in ("forget_acc", "retain_acc")
+                         for d in (before, after)]  # None: no question of that kind
+                echo(f"{concept.name} / {method}: forget acc {shown[0]} -> {shown[1]}, retain {shown[2]} -> "
+                     f"{shown[3]}, vector cosine {done['intrinsic']['cosine']:.4f}")
             results.append({**{k: v for k, v in done.items() if k != "chunk"}, "validated": rec["validated"]})
     restore(model, snap)
     paths = write_report(results, out)
