@@ -34,23 +34,17 @@ sys.path.insert(0, str(ROOT / "eval"))
 from machine import machine_info  # noqa: E402
 
 PARTS = ("null", "original", "unlearn")
-# what validate_null adds to a checkpointed record once every test is in (BH over all of them)
-ADJUSTED = ("p_adjusted", "significant", "p_monte_carlo_adjusted", "significant_monte_carlo")
-
-
 def seed_null_checkpoint(published: Path, log_path: Path) -> int:
     """Write ``published``'s records (a null.json) as the checkpoint ``log_path`` when it is absent
     or shorter; returns the records written. The concept ids are checked again on resume."""
     from kgprobe.checkpoint import ChunkLog
+    from kgprobe.probe.validate_null import as_checkpoint
 
     records = json.loads(published.read_text())["records"]
     log = ChunkLog(log_path)
     start = len(log.chunks)
     for n, record in enumerate(records[start:], start=start):
-        record = {k: v for k, v in record.items() if k not in ("beats_null", "beats_null_monte_carlo")}
-        record["tests"] = {kind: {k: v for k, v in t.items() if k not in ADJUSTED}
-                           for kind, t in record.get("tests", {}).items()}
-        log.write(n, record)
+        log.write(n, as_checkpoint(record))
     return max(len(records) - start, 0)
 
 
@@ -60,7 +54,6 @@ def run_model(name: str, args, echo) -> dict:
     from kgprobe.probe.run import DiscoverOptions, UnlearnOptions, ValidateOptions, discover, unlearn_all, validate
 
     run = Path(args.runs) / name
-    run.mkdir(parents=True, exist_ok=True)
     model, tokenizer = load_causal_lm(name, device="cpu")
     model.eval()
     out: dict = {"model": name, "run": str(run.relative_to(ROOT)) if run.is_relative_to(ROOT) else run.name}
@@ -124,6 +117,15 @@ def main() -> None:
     ap.add_argument("--runs", default=str(ROOT / "eval/results/concepts_runs"))
     ap.add_argument("--out", default=str(ROOT / "eval/results/probe.json"))
     args = ap.parse_args()
+    if args.seed_null:
+        if len(args.models) != 1 or "null" not in args.parts:
+            ap.error("--seed-null takes one --models and the null part: its records are one model's")
+        try:
+            records = json.loads(Path(args.seed_null).read_text())["records"]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            ap.error(f"--seed-null {args.seed_null}: not a null.json with records ({type(err).__name__}: {err})")
+        if not isinstance(records, list):
+            ap.error(f"--seed-null {args.seed_null}: its records are not a list")
 
     import os
 

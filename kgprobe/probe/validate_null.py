@@ -114,6 +114,19 @@ def validate_null(model, tokenizer, concepts: Sequence[Concept], candidates: dic
     return records
 
 
+# what validate_null adds to a checkpointed record once every test is in (corrections over all tests)
+ADJUSTED_TEST_KEYS = ("p_adjusted", "significant", "p_monte_carlo_adjusted", "significant_monte_carlo")
+ADJUSTED_RECORD_KEYS = ("beats_null", "beats_null_monte_carlo")
+
+
+def as_checkpoint(record: dict) -> dict:
+    """A finished record (from a null.json) as its checkpoint line was: without the fields the
+    multiple-testing correction adds, which a resumed run recomputes over all its tests."""
+    return {**{k: v for k, v in record.items() if k not in ADJUSTED_RECORD_KEYS},
+            "tests": {kind: {k: v for k, v in t.items() if k not in ADJUSTED_TEST_KEYS}
+                      for kind, t in record.get("tests", {}).items()}}
+
+
 def summarise_null(records: Sequence[dict], options: NullValidation) -> dict:
     """Counts of concepts that beat their null, per test and overall, with the settings."""
     tested = [r for r in records if r.get("tests")]
