@@ -12,6 +12,11 @@ by ``kgprobe.linkpred.run.run_training`` for each of ``--seeds``:
   pre-batch negatives of the last 2 batches), ``query_encoder`` (the relation-aware bi-encoder,
   ``--scorer query-encoder``, with learn_tau and margin 0.02 and no pre-batch, which it refuses; it
   keeps the base's in-batch sampler and asymmetric self-negative: SimKGC uses self-negatives too).
+  SimKGC's 0.05 and 0.02 are for cosine scores in [-1, 1]; the base's TransE-L1 distances between
+  unit vectors span about ten times more, and its tau 0.5 was chosen for them (the pilots' best of
+  0.25-2). So ``learn_tau_scaled``, ``margin_scaled`` and ``pre_batch_scaled`` are the same three
+  levers at the base's scale: tau learnt from the base's, a margin of 0.02 x base tau / 0.05 (0.2:
+  the same 0.4 in logits as SimKGC's), then pre-batch negatives of the last 2 batches.
 * ``--part negatives``: the samplers ``uniform``, ``lemon`` (as published: 15 k-means clusters, the
   3 nearest to the kept entity), ``lemon_replaced`` and ``lm_proposed`` (``--max-queries``
   queries, LM ``--lm``), all with the base's model and loss (InfoNCE) and ``--num-negatives``
@@ -72,7 +77,8 @@ DEFAULT_RUNS = ROOT / "eval" / "results" / "levers_runs"
 TEST_KEYS = ("both.realistic.mrr", "both.realistic.hits_at_1", "both.realistic.hits_at_10")
 SIMKGC = {"tau": 0.05, "learn_tau": True}  # SimKGC's starting temperature, learnt
 REFERENCE = {"levers": "base", "negatives": "uniform", "dropout": "base"}  # what each arm is compared with
-ARM_NAMES = {"levers": ("base", "learn_tau", "margin", "pre_batch", "query_encoder"),
+ARM_NAMES = {"levers": ("base", "learn_tau", "margin", "pre_batch", "query_encoder", "learn_tau_scaled",
+                        "margin_scaled", "pre_batch_scaled"),
              "negatives": ("uniform", "lemon", "lemon_replaced", "lm_proposed"),
              "dropout": ("base", "no_dropout")}
 # settings that may differ between a run and its read-back (where, not what)
@@ -93,6 +99,13 @@ def part_arms(part: str, base: dict, args) -> dict[str, dict]:
                 "margin": {"loss_options": {**infonce, **SIMKGC, "margin": 0.02}},
                 "pre_batch": {"loss_options": {**infonce, **SIMKGC, "margin": 0.02}, "pre_batch": 2},
                 "query_encoder": {"scorer": "query-encoder", "loss_options": {**infonce, **SIMKGC, "margin": 0.02}}}
+        # the same levers at the base's score scale (see the module's docstring)
+        tau = float(infonce.get("tau", 1.0))
+        scaled = {**infonce, "tau": tau, "learn_tau": True}
+        margin = round(0.02 * tau / SIMKGC["tau"], 6)
+        arms |= {"learn_tau_scaled": {"loss_options": scaled},
+                 "margin_scaled": {"loss_options": {**scaled, "margin": margin}},
+                 "pre_batch_scaled": {"loss_options": {**scaled, "margin": margin}, "pre_batch": 2}}
     elif part == "negatives":
         lm = {"max_queries": args.max_queries, **({"lm": args.lm} if args.lm else {}),
               **({"cache_dir": args.lm_cache} if args.lm_cache else {})}
@@ -274,11 +287,13 @@ def summarise(section: dict, reference: str) -> None:
 
 def write_section(path: Path, part: str, section: dict) -> None:
     """Update key ``part`` of ``path``, keeping every other key; the arms already there are kept
-    (those run again replaced) when they were made on the same split with the same base and budget."""
+    (those run again replaced) when they were made on the same split with the same base and budget,
+    as are keys this script does not write (a note on the conditions, say)."""
     data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     old = data.get(part)
     if isinstance(old, dict) and all(old.get(k) == section[k] for k in ("data", "base", "budget")):
         section["arms"] = {**old.get("arms", {}), **section["arms"]}
+        section = {**{k: v for k, v in old.items() if k not in section}, **section}
     summarise(section, REFERENCE[part])
     data[part] = section
     write_json(path, data, indent=2)
@@ -314,7 +329,8 @@ def table(part: str, section: dict) -> str:
 # ------------------------------------------------------------------ main
 WHAT = {
     "levers": "SimKGC's levers, cumulative, on the base step: learnt tau (0.05 to start), + additive margin 0.02, "
-              "+ pre-batch negatives (2 batches); and the query encoder with learnt tau and margin 0.02",
+              "+ pre-batch negatives (2 batches); and the query encoder with learnt tau and margin 0.02; the *_scaled "
+              "arms: the same three at the base's score scale (tau learnt from the base's, margin 0.02 x tau / 0.05)",
     "negatives": "negative samplers on the base's model and InfoNCE loss, same number of negatives and budget; "
                  "share of each run's own negatives inside the margin (additive margin + tau) on a fixed batch",
     "dropout": "encoder dropout on (base) vs off (as BLP's own loop): best validation and test MRR",

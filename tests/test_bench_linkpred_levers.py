@@ -132,3 +132,36 @@ def test_negatives_and_dropout_pilot_is_read_back_and_keeps_other_keys(split_dir
                            "--max-train-triples", "100", "--seeds", "0", "--device", "cpu"])
     assert other["negatives"]["arms"]["uniform"]["runs"][0]["reused"] is False
     assert (elsewhere / "uniform_seed0" / "test_metrics.json").is_file()
+
+
+def test_scaled_levers_keep_the_base_temperature_and_scale_the_margin():
+    """SimKGC's tau 0.05 / margin 0.02 are for cosine scores; the *_scaled arms start from the base's
+    tau and give the margin the same size in logits (0.02 / 0.05 = 0.4 = margin / tau)."""
+    bench = _bench()
+    args = bench.parse_args(["--part", "levers"])
+    base = {"loss": "infonce", "loss_options": {"tau": 0.5}}
+    arms = bench.part_arms("levers", base, args)
+    assert arms["learn_tau"]["loss_options"] == {"tau": 0.05, "learn_tau": True}
+    assert arms["learn_tau_scaled"]["loss_options"] == {"tau": 0.5, "learn_tau": True}
+    assert arms["margin_scaled"]["loss_options"] == {"tau": 0.5, "learn_tau": True, "margin": 0.2}
+    assert arms["pre_batch_scaled"] == {"loss_options": {"tau": 0.5, "learn_tau": True, "margin": 0.2},
+                                        "pre_batch": 2}
+    chosen = bench.part_arms("levers", base, bench.parse_args(["--part", "levers", "--arms", "pre_batch_scaled"]))
+    assert list(chosen) == ["pre_batch_scaled"]
+
+
+def test_a_note_on_a_section_survives_a_merge_of_the_same_budget(tmp_path):
+    bench = _bench()
+    run = {"arm": "base", "seed": 0, "test": {"both.realistic.mrr": 0.3, "both.realistic.hits_at_1": 0.2,
+                                              "both.realistic.hits_at_10": 0.5}, "best_valid_mrr": 0.31}
+    section = {"what": "w", "pipeline": "p", "data": "d", "base": {"tau": 0.5}, "budget": {"epochs": 2},
+               "arms": {"base": {"options": {}, "runs": [run]}}}
+    path = tmp_path / "linkpred.json"
+    path.write_text(json.dumps({"other": 1, "levers": {**section, "conditions": "five arms on one GPU"}}))
+    bench.write_section(path, "levers", json.loads(json.dumps({**section, "arms": {
+        "margin": {"options": {"margin": 0.2}, "runs": [{**run, "arm": "margin"}]}}})))
+    data = json.loads(path.read_text())
+    assert data["other"] == 1 and data["levers"]["conditions"] == "five arms on one GPU"
+    assert list(data["levers"]["arms"]) == ["base", "margin"]
+    bench.write_section(path, "levers", json.loads(json.dumps({**section, "budget": {"epochs": 8}})))
+    assert "conditions" not in json.loads(path.read_text())["levers"]  # another budget: a new section

@@ -30,4 +30,5 @@ state = load_file(sys.argv[1])
 save_file({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, ".gpu/minilm_fp16.safetensors",
           metadata={"format": "pt"})
 PYEOF
+xz -T2 -f .gpu/minilm_fp16.safetensors  # 45 -> 41 MB: the working tree that travels is bounded (64 MiB)
 du -sh .whl .gpu
