@@ -224,3 +224,14 @@ def test_smollm2_ablation_intrinsic():
     out = intrinsic(before, model, concept_vectors=[(20, 100)], k=50)
     assert out["cosine"] == 0.0 and out["jaccard_topk"] == 0.0
     assert out["layer_jaccard"] == pytest.approx(1535 / 1536, abs=1e-6)
+
+
+def test_report_figure_falls_back_to_the_attack_styles_mean():
+    """WordNet concepts have no indirect questions: the right panel plots the attack styles' mean."""
+    from kgprobe.probe.report import _attack_after
+
+    row = {"attack_acc_after": None, "attack_role_acc_after": 0.5, "attack_grandmother_acc_after": 1.0,
+           "attack_in_context_acc_after": 0.0, "attack_german_acc_after": None}
+    assert _attack_after(row) == pytest.approx(0.5)
+    assert _attack_after({**row, "attack_acc_after": 0.2}) == pytest.approx(0.2)
+    assert _attack_after({k: None for k in row}) is None

@@ -162,6 +162,14 @@ def _styles(methods: list[str]) -> dict[str, tuple[str, str]]:
     return {m: _STYLE[m] if m in _STYLE else next(extra) for m in methods}
 
 
+def _attack_after(row: dict) -> float | None:
+    """The right panel's y: accuracy on the indirect questions after unlearning, or, for concepts
+    that have none (WordNet concepts), the mean over ConceptVectors' attack styles."""
+    if row["attack_acc_after"] is not None:
+        return row["attack_acc_after"]
+    return _mean([row[f"attack_{style}_acc_after"] for style in _STYLES])
+
+
 def _plot(results: Sequence[dict], summary: dict, path: Path, *, intrinsic_axis: str) -> None:
     import matplotlib
     matplotlib.use("Agg")  # files only, never a window (and no display needed)
@@ -184,12 +192,12 @@ def _plot(results: Sequence[dict], summary: dict, path: Path, *, intrinsic_axis:
         if mean[key] is not None and mean["forget_acc_drop"] is not None:
             left.scatter([1 - mean[key]], [mean["forget_acc_drop"]], color=colour, marker=marker, s=110,
                          edgecolor="black", label=method)
-        pts = [(r["forget_acc_after"], r["attack_acc_after"]) for r in rows
-               if r["forget_acc_after"] is not None and r["attack_acc_after"] is not None]
+        pts = [(r["forget_acc_after"], _attack_after(r)) for r in rows
+               if r["forget_acc_after"] is not None and _attack_after(r) is not None]
         if pts:
             right.scatter(*zip(*pts), color=colour, marker=marker, alpha=0.35, s=22)
-        if mean["forget_acc_after"] is not None and mean["attack_acc_after"] is not None:
-            right.scatter([mean["forget_acc_after"]], [mean["attack_acc_after"]], color=colour, marker=marker, s=110,
+        if mean["forget_acc_after"] is not None and _attack_after(mean) is not None:
+            right.scatter([mean["forget_acc_after"]], [_attack_after(mean)], color=colour, marker=marker, s=110,
                           edgecolor="black", label=method)
     left.set_xlabel(f"intrinsic change: {label}")
     left.set_ylabel("behavioural change: drop in forget accuracy")
@@ -199,7 +207,7 @@ def _plot(results: Sequence[dict], summary: dict, path: Path, *, intrinsic_axis:
     right.set_ylim(-0.05, 1.05)
     right.set_xlabel("forget accuracy after unlearning")
     right.set_ylabel("attack accuracy after unlearning")
-    right.set_title("Indirect questions vs. direct ones")
+    right.set_title("Attacks (indirect questions, else the attack styles' mean)", fontsize=10)
     for ax in (left, right):
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
