@@ -18,7 +18,8 @@ by ``kgprobe.linkpred.run.run_training`` for each of ``--seeds``:
   levers at the base's scale: tau learnt from the base's, a margin of 0.02 x base tau / 0.05 (0.2:
   the same 0.4 in logits as SimKGC's), then pre-batch negatives of the last 2 batches.
 * ``--part negatives``: the samplers ``uniform``, ``lemon`` (as published: 15 k-means clusters, the
-  3 nearest to the kept entity), ``lemon_replaced`` and ``lm_proposed`` (``--max-queries``
+  3 nearest to the kept entity), ``in_batch`` (the base's sampler and its options, the asymmetric
+  self-negative included, with the arms' count), ``lemon_replaced`` and ``lm_proposed`` (``--max-queries``
   queries, LM ``--lm``), all with the base's model and loss (InfoNCE) and ``--num-negatives``
   negatives each; test MRR mean and sample sd per sampler and the difference to ``uniform``
   (paired by seed). For each trained run, the share of its own sampler's negatives inside the loss
@@ -79,7 +80,7 @@ SIMKGC = {"tau": 0.05, "learn_tau": True}  # SimKGC's starting temperature, lear
 REFERENCE = {"levers": "base", "negatives": "uniform", "dropout": "base"}  # what each arm is compared with
 ARM_NAMES = {"levers": ("base", "learn_tau", "margin", "pre_batch", "query_encoder", "learn_tau_scaled",
                         "margin_scaled", "pre_batch_scaled"),
-             "negatives": ("uniform", "lemon", "lemon_replaced", "lm_proposed"),
+             "negatives": ("uniform", "lemon", "lemon_replaced", "lm_proposed", "in_batch"),
              "dropout": ("base", "no_dropout")}
 # settings that may differ between a run and its read-back (where, not what)
 NOT_COMPARED = ("out", "data", "device", "resume", *TrainConfig.NOT_RESUMED)
@@ -113,6 +114,9 @@ def part_arms(part: str, base: dict, args) -> dict[str, dict]:
                     "lemon_replaced": ("lemon-replaced", {}), "lm_proposed": ("lm-proposed", lm)}
         arms = {name: {"sampler": sampler, "sampler_options": options, "num_negatives": args.num_negatives}
                 for name, (sampler, options) in samplers.items()}
+        if base.get("sampler", "in-batch") == "in-batch":  # the base's own sampler (self-negatives and all)
+            arms["in_batch"] = {"sampler": "in-batch", "sampler_options": base.get("sampler_options", {}),
+                                "num_negatives": args.num_negatives}
     else:
         arms = {"base": {}, "no_dropout": {"dropout": False}}
     chosen = [name for name in args.arms or () if name in arms]

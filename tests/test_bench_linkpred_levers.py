@@ -165,3 +165,15 @@ def test_a_note_on_a_section_survives_a_merge_of_the_same_budget(tmp_path):
     assert list(data["levers"]["arms"]) == ["base", "margin"]
     bench.write_section(path, "levers", json.loads(json.dumps({**section, "budget": {"epochs": 8}})))
     assert "conditions" not in json.loads(path.read_text())["levers"]  # another budget: a new section
+
+
+def test_in_batch_arm_is_the_base_sampler_with_the_arms_count():
+    bench = _bench()
+    base = {"sampler": "in-batch", "sampler_options": {"self_negatives": 1, "self_relations": "asymmetric"},
+            "num_negatives": 255}
+    arms = bench.part_arms("negatives", base, bench.parse_args(["--part", "negatives", "--num-negatives", "16"]))
+    assert arms["in_batch"] == {"sampler": "in-batch", "num_negatives": 16,
+                                "sampler_options": {"self_negatives": 1, "self_relations": "asymmetric"}}
+    assert arms["uniform"] == {"sampler": "uniform", "sampler_options": {}, "num_negatives": 16}
+    assert "in_batch" not in bench.part_arms("negatives", {**base, "sampler": "uniform"},
+                                             bench.parse_args(["--part", "negatives"]))
