@@ -34,6 +34,8 @@ sys.path.insert(0, str(ROOT / "eval"))
 from machine import machine_info  # noqa: E402
 
 PARTS = ("null", "original", "unlearn")
+
+
 def seed_null_checkpoint(published: Path, log_path: Path) -> int:
     """Write ``published``'s records (a null.json) as the checkpoint ``log_path`` when it is absent
     or shorter; returns the records written. The concept ids are checked again on resume."""

@@ -46,7 +46,7 @@ mkdir -p runs/linkpred_wordnet "$RUNS"
 [ -f $SPLIT/build.json ] || [ "$SPLIT" != runs/linkpred_wordnet/wordnet_split ] || tar -C runs/linkpred_wordnet -xJf .gpu/wordnet_split.tar.xz || exit 5
 [ -f $RESULT ] || cp eval/results/linkpred.json $RESULT || exit 5
 echo "setup took $(( $(date +%s) - START )) s"
-bench() {  # ARMS_GIVEN -> the bench's arguments
+bench() {  # the bench's arguments for the arms given
   echo --part levers --arms "$@" --seeds $SEEDS --device $DEVICE --data $SPLIT --runs $RUNS ${EPOCHS:+--epochs $EPOCHS} $EXTRA
 }
 if [ -n "${PARALLEL:-}" ]; then
@@ -69,14 +69,14 @@ if [ -n "${PARALLEL:-}" ]; then
   [ -z "$done_arms" ] || timeout -s INT 60 $PY eval/bench_linkpred_levers.py $(bench $done_arms) --out $RESULT \
     >> "$OUT/levers.log" 2>&1
 else
-# one arm at a time, each bounded by what is left of LIMIT: whatever finishes is in $RESULT at once
-for arm in $ARMS; do
-  left=$(( LIMIT - ($(date +%s) - START) ))
-  [ $left -gt 30 ] || { echo "no time left for $arm"; break; }
-  echo "== $arm ($left s left)"
-  timeout -s INT -k 30 $left $PY eval/bench_linkpred_levers.py $(bench $arm) --out $RESULT >> "$OUT/levers.log" 2>&1
-  echo "exit $? after $(( $(date +%s) - START )) s"
-done
+  # one arm at a time, each bounded by what is left of LIMIT: whatever finishes is in $RESULT at once
+  for arm in $ARMS; do
+    left=$(( LIMIT - ($(date +%s) - START) ))
+    [ $left -gt 30 ] || { echo "no time left for $arm"; break; }
+    echo "== $arm ($left s left)"
+    timeout -s INT -k 30 $left $PY eval/bench_linkpred_levers.py $(bench $arm) --out $RESULT >> "$OUT/levers.log" 2>&1
+    echo "exit $? after $(( $(date +%s) - START )) s"
+  done
 fi
 cp $RESULT "$OUT/linkpred.json"
 # the small files of every run (no weights): enough for the bench to read the finished ones back

@@ -192,12 +192,13 @@ def _plot(results: Sequence[dict], summary: dict, path: Path, *, intrinsic_axis:
         if mean[key] is not None and mean["forget_acc_drop"] is not None:
             left.scatter([1 - mean[key]], [mean["forget_acc_drop"]], color=colour, marker=marker, s=110,
                          edgecolor="black", label=method)
-        pts = [(r["forget_acc_after"], _attack_after(r)) for r in rows
-               if r["forget_acc_after"] is not None and _attack_after(r) is not None]
+        pts = [(x, y) for x, y in ((r["forget_acc_after"], _attack_after(r)) for r in rows)
+               if x is not None and y is not None]
         if pts:
             right.scatter(*zip(*pts), color=colour, marker=marker, alpha=0.35, s=22)
-        if mean["forget_acc_after"] is not None and _attack_after(mean) is not None:
-            right.scatter([mean["forget_acc_after"]], [_attack_after(mean)], color=colour, marker=marker, s=110,
+        attack = _attack_after(mean)
+        if mean["forget_acc_after"] is not None and attack is not None:
+            right.scatter([mean["forget_acc_after"]], [attack], color=colour, marker=marker, s=110,
                           edgecolor="black", label=method)
     left.set_xlabel(f"intrinsic change: {label}")
     left.set_ylabel("behavioural change: drop in forget accuracy")
