@@ -134,6 +134,14 @@ def test_country_aliases(geo):
     assert "United States of America" in aliases["USA"] or "America" in " ".join(aliases["USA"])
 
 
+def test_currency_aliases_are_unit_words(geo):
+    aliases = countries.currency_aliases()
+    assert set(aliases) <= set(geo.entity_ids)
+    assert aliases["currency:INR"] == ["Rupee"]  # Indian Rupee: the country adjective is no alias
+    assert aliases["currency:GBP"] == ["Pound", "Sterling"]  # Pound ends Egyptian Pound
+    assert "currency:JPY" not in aliases  # Yen: a one-word name adds nothing
+
+
 def test_same_capital_name_in_different_regions_is_two_cities(geo):
     assert _has(geo, "JAM", "capital", "city:kingston-americas")
     assert _has(geo, "NFK", "capital", "city:kingston-oceania")

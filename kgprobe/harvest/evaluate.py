@@ -6,7 +6,8 @@ dropped, a leading article ("the", "a", "an") dropped. An entity's forms are its
 parts of a label listing alternatives ("A / B", WordNet's "dog, domestic dog"), the label without
 a trailing "City" or "D.C." ("Mexico City" ~ "Mexico", "Washington D.C." ~ "Washington"), and the
 dataset's aliases where it
-has them (country alternative spellings from countryinfo, capital spellings from GeoNames; for
+has them (country alternative spellings from countryinfo, capital spellings from GeoNames,
+currencies' unit words, "Rupee" for *Indian Rupee*; for
 ``geonames``, cities' alternative names and US state codes).
 """
 from __future__ import annotations
@@ -46,9 +47,9 @@ def surface_forms(label: str, aliases: list[str] = ()) -> set[str]:
 
 def _dataset_aliases(name: str) -> dict[str, list[str]]:
     if name == "countries":
-        from kgprobe.kg.datasets.countries import capital_aliases, country_aliases
+        from kgprobe.kg.datasets.countries import capital_aliases, country_aliases, currency_aliases
 
-        return {**country_aliases(), **capital_aliases()}
+        return {**country_aliases(), **capital_aliases(), **currency_aliases()}
     if name == "geonames":
         from kgprobe.kg.datasets.geonames import aliases
 

@@ -225,6 +225,22 @@ def capital_aliases(*, data_dir: str | os.PathLike | None = None) -> dict[str, l
     return out
 
 
+def currency_aliases(*, data_dir: str | os.PathLike | None = None) -> dict[str, list[str]]:
+    """Currency id -> its unit word: "Rupee" for *Indian Rupee*, "Pound" for *Pound Sterling*.
+
+    People name a currency by its unit ("the rupee", "the peso"), ISO 4217 by country and unit.
+    A name's unit words are its last word and any word that ends another currency's name
+    ("Pound" ends *Egyptian Pound*, so *Pound Sterling* answers to "Pound" and "Sterling").
+    One-word names have nothing to add.
+    """
+    names = _iso_names("iso_4217.json", "4217", "alpha_3")
+    codes = {code for c in _countries(_root(data_dir)) for code in c.currencies}
+    words = {code: names.get(code, code).split() for code in codes}
+    units = {w[-1] for w in words.values() if w}
+    return {f"currency:{code}": list(dict.fromkeys(x for x in w if x == w[-1] or x in units))
+            for code, w in words.items() if len(w) > 1}
+
+
 def build(*, data_dir: str | os.PathLike | None = None) -> KnowledgeGraph:
     """The countries graph: ``capital``, ``borders``, ``region``, ``subregion``, ``language``,
     ``currency`` and ``demonym`` facts, with countries keyed by ISO alpha-3 code.
