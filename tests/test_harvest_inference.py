@@ -40,6 +40,8 @@ def test_capital_seeds_are_national_capitals_and_countries(wordnet_index):
         [True, True, False, False]
     assert [has_type(wordnet_index, country, v) for v in ("Ivory Coast", "Australian", "East Africa", "Texas")] == \
         [True, False, False, False]
+    # the type's own name is the class, not a member
+    assert not has_type(wordnet_index, country, "country") and not has_type(wordnet_index, city, "capital")
 
 
 def test_quorum_forgives_one_odd_seed_and_pos_types_words(wordnet_index):
@@ -51,6 +53,18 @@ def test_quorum_forgives_one_odd_seed_and_pos_types_words(wordnet_index):
     adjective = infer_slot_type(wordnet_index, 0, ["hot", "big", "happy", "fast", "old"])
     assert (adjective.method, adjective.pos) == ("wordnet-pos", ("a",))
     assert has_type(wordnet_index, adjective, "cold") and not has_type(wordnet_index, adjective, "quickly")
+
+
+def test_seeds_not_mostly_used_as_one_pos_are_typed_by_the_pos_they_all_have(wordnet_index):
+    from kgprobe.harvest.slot_types import has_type, infer_slot_type
+
+    # "desert" is used as a verb most and "purchase" as a noun: no majority part of speech, but
+    # every seed has a noun (verb) sense, and it is the one they are used as most in sum
+    nouns = infer_slot_type(wordnet_index, 1, ["river", "lake", "desert", "ocean", "river"])
+    assert (nouns.method, nouns.pos) == ("wordnet-pos", ("n",))
+    verbs = infer_slot_type(wordnet_index, 1, ["start", "purchase", "close", "assist", "select"])
+    assert (verbs.method, verbs.pos) == ("wordnet-pos", ("v",))
+    assert has_type(wordnet_index, verbs, "begin") and not has_type(wordnet_index, verbs, "decision")
 
 
 def test_seeds_that_do_not_agree_leave_the_slot_untyped_with_a_reason(wordnet_index):

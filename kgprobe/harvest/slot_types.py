@@ -16,14 +16,17 @@ seeds share *in their common senses* wins. The quorum forgives one odd seed in f
 is no continent in WordNet); the rank keeps rare senses from deciding (French, Japanese,
 Portuguese are languages first and peoples second; "tool" is no organism in its first sense)
 ("national capital" for Paris, Tokyo, Nairobi, Lima, Ottawa; "country" for France, Japan, ...).
-A candidate value then passes when one of its senses lies under that synset. When the shared
+A candidate value then passes when one of its senses lies under that synset and none is the
+synset itself (the type's own name is the class, not a member: *violin -> musician*). When the shared
 synset is too general to say anything (depth < ``MIN_DEPTH``: "entity", "abstraction", "object")
 or the seeds are not all nouns, the slot is typed by part of speech instead: the part of speech
 (nearly) all seeds are used as most (WordNet's tagged-sense counts: "quick" is an adjective
-first, though also a noun), and a candidate passes when it has a sense of it (antonyms of
-adjectives stay adjectives). Seeds unknown to WordNet are tolerated up to ``MIN_KNOWN``; past that, or when the
-known seeds share neither a synset nor a part of speech, the slot stays untyped and the run says
-why. Candidates unknown to WordNet fail a typed slot: a type is a claim about WordNet's words.
+first, though also a noun), else the one (nearly) all seeds have a sense of (river, lake, desert,
+ocean are nouns, though "desert" is used as a verb most), and a candidate passes when it has a
+sense of it (antonyms of adjectives stay adjectives). Seeds unknown to WordNet are tolerated up
+to ``MIN_KNOWN``; past that, or when the known seeds share neither a synset nor a part of speech,
+the slot stays untyped and the run says why. Candidates unknown to WordNet fail a typed slot: a
+type is a claim about WordNet's words.
 
 WordNet's index files give lemma -> synsets per part of speech; the hypernym edges come from the
 data files as :func:`kgprobe.kg.datasets.wordnet.read_synsets` reads them.
@@ -160,14 +163,37 @@ def infer_slot_type(index: WordNetIndex, slot: int, values: list[str]) -> Inferr
     main = [index.main_pos(v) for v in known]
     pos = {p for p in set(main) if main.count(p) >= QUORUM * len(known)}
     if not pos:
+        pos = _shared_pos(index, known)
+    if not pos:
         return (f"slot {slot}: the seed values share no WordNet type or part of speech "
                 f"({', '.join(known)}); left untyped")
     return InferredType(slot=slot, method="wordnet-pos", name=" or ".join(POS_NAMES[p] for p in sorted(pos)),
                         synset=None, pos=tuple(sorted(pos)), seeds_known=len(known), seeds=len(set(values)))
 
 
+def _shared_pos(index: WordNetIndex, known: list[str]) -> set[str]:
+    """The part of speech (nearly) all ``known`` seeds have a sense of, when they are not mostly
+    *used* as one ("desert" is a verb first, "purchase" a noun first): of several, the one with
+    the largest summed usage share ``sum_v tagged(v, p) / sum_q tagged(v, q)``; empty if none."""
+    have = [p for p in POS_NAMES if sum(p in index.pos_of(v) for v in known) >= QUORUM * len(known) - 1e-9]
+
+    def usage(p: str) -> float:
+        total = 0.0
+        for v in known:
+            key = index.key(v)
+            tagged = {q: index.tagged.get((key, q), 0) for q in index.pos_of(v)}
+            if sum(tagged.values()):
+                total += tagged.get(p, 0) / sum(tagged.values())
+        return total
+
+    return {max(have, key=lambda p: (usage(p), p))} if have else set()
+
+
 def has_type(index: WordNetIndex, inferred: InferredType, value: str) -> bool:
-    """Whether ``value`` is a WordNet word of the inferred type."""
+    """Whether ``value`` is a WordNet word of the inferred type: for a synset type, a word with a
+    sense under it but not a name of the type itself (the class is no member: *musician* names no
+    one who plays the violin, *capital* no capital)."""
     if inferred.synset is not None:
-        return inferred.synset in index.up(value)
+        own = index.senses.get(index.key(value), {}).get("n", [])
+        return inferred.synset in index.up(value) and inferred.synset not in own
     return bool(index.pos_of(value) & set(inferred.pos))
