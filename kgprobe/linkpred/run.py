@@ -230,7 +230,12 @@ def run_training(config: LinkPredConfig | dict, *, progress: bool = True,
         world.barrier()  # every rank has looked at OUT before rank 0 changes it
         if not world.is_main:
             echo, progress = (lambda message: None), False
-        return _train_and_test(cfg, target, world, device, progress=progress, echo=echo or _echo_default)
+        summary = _train_and_test(cfg, target, world, device, progress=progress, echo=echo or _echo_default)
+        # no rank tears its groups down while a peer still has gloo work in flight (a rank that
+        # destroyed them first has been seen to abort the others at exit); only on success, as a
+        # dead peer would hang this barrier
+        world.barrier()
+        return summary
     finally:
         world.close()
 
