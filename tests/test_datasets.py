@@ -142,6 +142,15 @@ def test_currency_aliases_are_unit_words(geo):
     assert "currency:JPY" not in aliases  # Yen: a one-word name adds nothing
 
 
+def test_currency_aliases_add_geonames_everyday_names(geo):
+    aliases = countries.currency_aliases()
+    assert aliases["currency:ILS"] == ["Sheqel", "Shekel"]  # ISO's unit word, then GeoNames' spelling
+    assert aliases["currency:CNY"] == ["Renminbi", "Yuan"]  # GeoNames' "Yuan Renminbi": each word
+    # a retired code iso-codes no longer names: GeoNames' name for Belarus's currency (BY...),
+    # without the demonym
+    assert aliases["currency:BYR"] == ["Belarusian ruble", "ruble"]
+
+
 def test_same_capital_name_in_different_regions_is_two_cities(geo):
     assert _has(geo, "JAM", "capital", "city:kingston-americas")
     assert _has(geo, "NFK", "capital", "city:kingston-oceania")

