@@ -15,6 +15,10 @@ harvest ranks with, so a variant's tuples are those a harvest with those options
 type check drops candidates before rescoring there, after it here; rescoring is per candidate,
 so the scores agree; the critic's negative pool is the untyped candidates here). Each variant's
 top ``--top-k`` is judged against the reference (precision@10/50/100, :mod:`kgprobe.harvest.evaluate`).
+``right_in_output`` counts the right tuples in a variant's whole output (no top-k cut), and
+``ranking_ceiling@50 = min(right_in_output, 50) / 50`` is its precision@50 were that output
+ordered perfectly: where it is low, the search or the reference bounds the relation, not the
+ranking.
 
 Writes eval/results/relations.json (or --out): per relation the inferred types and properties,
 the critic's weight, timings and LM passes, precision per variant; the mean per variant. Runs
@@ -34,7 +38,7 @@ from machine import machine_info  # noqa: E402  (eval/machine.py, beside this sc
 
 ROOT = Path(__file__).resolve().parent.parent
 SIGNALS = ("types", "properties", "critic")
-DEFAULT_SIGNALS = ("types", "properties")  # what `kgprobe harvest` runs by default
+DEFAULT_SIGNALS = ("types", "properties", "critic")  # what `kgprobe harvest` runs by default
 
 
 def variant_name(on: tuple[str, ...]) -> str:
@@ -66,13 +70,14 @@ def signals_of(run: Path, rel, candidates, weighted, backend, model, tokenizer, 
     report = json.loads((critic_dir / "critic.json").read_text())
     return {"keep": torch.tensor(keep), "tier": harvest_run.type_tiers(candidates, types, rel),
             "types": types.get("inferred", {}), "properties": props,
-            "critic": critic, "critic_report": {k: report[k] for k in ("layer", "weight", "table", "train_accuracy")},
+            "critic": critic,
+            "critic_report": {k: report[k] for k in ("layer", "weight", "weight_from", "table", "train_accuracy")},
             "seconds": {"properties": round(t_props, 2), "critic": round(t_critic, 2)}}
 
 
 def ablation(rel, candidates, per_prompt, weights, signals: dict, ref, options, top_k: int) -> dict:
     """precision per combination of signals."""
-    from kgprobe.harvest.evaluate import judge
+    from kgprobe.harvest.evaluate import judge, tuple_hits
     from kgprobe.harvest.properties import infer_properties
     from kgprobe.harvest.ranking import final_ranking
 
@@ -88,12 +93,18 @@ def ablation(rel, candidates, per_prompt, weights, signals: dict, ref, options, 
                 functional=props.functional, critic=signals["critic"][idx] if "critic" in on else None,
                 tier=signals["tier"][idx] if "types" in on else None,
                 share_weight=options.share_weight,
-                diversity=options.diversity, top_k=top_k)
-            tuples = [candidates[idx[i]] for i in ranking.kept]
+                diversity=options.diversity, top_k=len(idx))
+            every = [candidates[idx[i]] for i in ranking.kept]  # the output without the top_k cut
+            tuples = every[:top_k]
             ks = (10, 50, 100) if top_k <= 100 else (10, 50, 100, top_k)
             judged = judge(tuples, ref, head_slot=rel.reference.head, tail_slot=rel.reference.tail, ks=ks)
             rows[variant_name(on)] = {k: judged[k] for k in (
                 "tuples", *(f"precision@{k}" for k in ks), "judged_precision@50", "coverage")}
+            # how many right tuples the variant has to rank at all: precision@50 under a perfect
+            # order of its own output (the search and the reference bound it, not the ranking)
+            right = sum(tuple_hits(every, ref, head_slot=rel.reference.head, tail_slot=rel.reference.tail))
+            rows[variant_name(on)]["right_in_output"] = right
+            rows[variant_name(on)]["ranking_ceiling@50"] = min(right, 50) / 50
             rows[variant_name(on)]["wrong_in_top_50"] = judged["wrong_in_top_50"][:10]
     return rows
 
@@ -159,15 +170,16 @@ def summary(rows: list[dict]) -> dict:
     out = {}
     for name in rows[0]["variants"]:
         out[name] = {k: round(sum(r["variants"][name][k] or 0 for r in rows) / len(rows), 4)
-                     for k in ("precision@10", "precision@50", "precision@100")}
+                     for k in ("precision@10", "precision@50", "precision@100", "ranking_ceiling@50")}
     return out
 
 
 def markdown(result: dict) -> str:
-    """The per-relation table of docs/harvest.md: precision@50 per variant, what was inferred."""
+    """The per-relation table of docs/harvest.md: precision@50 per variant, the default's ranking
+    ceiling (its precision@50 were its own output perfectly ordered), what was inferred."""
     names = ["none", "types", "properties", "critic", "types+properties", "types+properties+critic"]
-    head = "| relation | kind | " + " | ".join(names) + " | inferred | s |"
-    lines = [head, "|" + "---|" * (len(names) + 4)]
+    head = "| relation | kind | " + " | ".join(names) + " | ceiling | inferred | s |"
+    lines = [head, "|" + "---|" * (len(names) + 5)]
     for r in result["relations"]:
         types = ", ".join(f"{s}: {t['name']}" if isinstance(t, dict) else f"{s}: -" for s, t in
                           sorted(r["inferred_types"].items()))
@@ -175,11 +187,14 @@ def markdown(result: dict) -> str:
         flags = [f for f, on in (("symmetric", props["symmetric"]), ("functional", props["functional"])) if on]
         kind = r["description"].split("(")[-1].rstrip(")") if "(" in r["description"] else ""
         cells = [_fmt(r["variants"][n]["precision@50"]) for n in names]
-        lines.append(f"| {r['relation']} | {kind} | " + " | ".join(cells) +
+        ceiling = _fmt(r["variants"][variant_name(DEFAULT_SIGNALS)]["ranking_ceiling@50"])
+        lines.append(f"| {r['relation']} | {kind} | " + " | ".join(cells) + f" | {ceiling}" +
                      f" | {types}; {', '.join(flags) or 'neither'}; critic w={r['critic']['weight']} "
                      f"| {r['seconds']['harvest']:.0f} |")
     mean = result["mean"]
-    lines.append("| **mean** | | " + " | ".join(f"**{mean[n]['precision@50']:.3f}**" for n in names) + " | | |")
+    default = mean[variant_name(DEFAULT_SIGNALS)]["ranking_ceiling@50"]
+    lines.append("| **mean** | | " + " | ".join(f"**{mean[n]['precision@50']:.3f}**" for n in names)
+                 + f" | **{default:.3f}** | | |")
     return "\n".join(lines)
 
 

@@ -6,7 +6,16 @@ import json
 import pytest
 import torch
 
-from kgprobe.harvest.critic import critic_scores, default_layer, fit_critic, hidden_states, loo_weight, negatives
+from kgprobe.harvest.critic import (
+    PRIOR_WEIGHT,
+    critic_scores,
+    default_layer,
+    fit_critic,
+    hidden_states,
+    loo_weight,
+    negatives,
+    seeds_tell_nothing,
+)
 from kgprobe.harvest.relation import Template
 
 TEXTS = ["Paris is the capital of France .", "Lima is the capital of Peru .",
@@ -143,10 +152,17 @@ def test_loo_weight_with_min_t_zero_takes_the_best_weight_smallest_first():
         assert weight == min(r["weight"] for r in rows if r["mrr"] == best)
 
 
-def test_loo_weight_with_a_perfect_base_keeps_it():
+def test_loo_weight_with_a_perfect_base_falls_back_to_the_prior():
     data = _synthetic(3.0, 0.0, 0)
-    data["pos_base"] = torch.full((5,), 100.0)  # every seed first already: nothing to gain
-    assert loo_weight(**data, min_t=0.0)[0] == 0
+    data["pos_base"] = torch.full((5,), 100.0)  # every seed first whatever the weight: the seeds tell nothing
+    weight, table = loo_weight(**data, min_t=0.0)
+    assert weight == PRIOR_WEIGHT == 0.5 and seeds_tell_nothing(table)
+    assert all(row["mrr"] == 1.0 for row in table if row["weight"] != "critic")
+    assert loo_weight(**data, prior=0.0)[0] == 0
+    # one seed that some weight moves: the seeds do tell, and leave-one-out decides
+    data = _synthetic(3.0, 0.0, 0)
+    weight, table = loo_weight(**data)
+    assert not seeds_tell_nothing(table) and weight > 0
 
 
 @pytest.mark.slow

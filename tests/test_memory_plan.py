@@ -260,6 +260,10 @@ def test_harvest_halves_lm_batches_and_search_chunks(llama, tok, tmp_path, monke
     assert [r["score"] for r in halved] == pytest.approx([r["score"] for r in plain], abs=1e-4)
     notes = json.loads((tmp_path / "halved" / "run.json").read_text())["memory"]["halvings"]
     assert {n["what"] for n in notes} == {"LM forward batch", "search chunk"}
+    # the critic (on by default) reads its hidden states through the same halving
+    critic = [json.loads((tmp_path / d / "critic.json").read_text()) for d in ("plain", "halved")]
+    assert critic[1]["weight"] == critic[0]["weight"]
+    assert critic[1]["scores"] == pytest.approx(critic[0]["scores"], abs=1e-4) and len(critic[0]["scores"]) > 0
     # the first: the 8 few-shot prefixes (2 prompts x 4 left-out seeds) of the prompt weighting
     assert (notes[0]["what"], notes[0]["from"]) == ("LM forward batch", 8)
     assert all(n["to"] == n["from"] // 2 for n in notes)

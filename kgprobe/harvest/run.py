@@ -85,8 +85,9 @@ class HarvestOptions(BaseModel):
     seed: int = 0
     infer_types: bool = Field(default=True, description="type slots the file leaves untyped from the seeds' "
                                                         "WordNet types (kgprobe.harvest.slot_types)")
-    critic: bool = Field(default=False, description="add a hidden-state critic's score, weighted by "
-                                                    "leave-one-out on the seeds (kgprobe.harvest.critic)")
+    critic: bool = Field(default=True, description="add a hidden-state critic's score, weighted by "
+                                                   "leave-one-out on the seeds or the prior 0.5 where they "
+                                                   "cannot tell (kgprobe.harvest.critic)")
     infer_properties: bool = Field(default=True, description="infer symmetric / functional where the file "
                                                              "is silent (kgprobe.harvest.properties)")
     search: SearchOptions = Field(default_factory=SearchOptions)
@@ -420,9 +421,12 @@ def _critic(backend, model, tokenizer, weighted: list[tuple[Template, float]], c
     seed_base = torch.stack([score([s], i)[0] for i, s in enumerate(seeds)])
     pool = {j: sorted({c[j] for c in candidates}) for j in range(rel.arity)}
     scores, report = critic_scores(model, tokenizer, template=weighted[0][0], seeds=seeds, candidates=candidates,
-                                   seed_base=seed_base, base_fn=score, pool=pool, seed=options.seed)
+                                   seed_base=seed_base, base_fn=score, pool=pool, seed=options.seed,
+                                   memory=backend.lm.memory)  # the harvest's batch size and halvings
     write_json(path, {**report, "scores": [round(float(x), 6) for x in scores]})
-    echo(f"critic: layer {report['layer']}, weight {report['weight']} (leave-one-out on the seeds)")
+    how = ("the prior: leave-one-out on the seeds cannot tell the weights apart" if report["weight_from"] == "prior"
+           else "leave-one-out on the seeds")
+    echo(f"critic: layer {report['layer']}, weight {report['weight']} ({how})")
     return scores
 
 
