@@ -204,6 +204,8 @@ def main() -> None:
     ap.add_argument("--suite", default=str(ROOT / "kg_data/relations/suite"))
     ap.add_argument("--only", nargs="*", default=None, help="relation names to run (default: all)")
     ap.add_argument("--top-k", type=int, default=100)
+    ap.add_argument("--paraphrases", type=int, default=0,
+                    help="prompts each harvest adds by paraphrasing (kgprobe harvest --paraphrases; default 0)")
     ap.add_argument("--runs", default=str(ROOT / "eval/results/relations_runs"))
     ap.add_argument("--out", default=str(ROOT / "eval/results/relations.json"))
     ap.add_argument("--table", action="store_true", help="print --out's table for docs/harvest.md and stop")
@@ -221,8 +223,8 @@ def main() -> None:
     if args.only:
         paths = [p for p in paths if p.stem in args.only]
     # the harvest runs with every new signal off; the signals are added afterwards, per variant
-    options = HarvestOptions(model=args.model, top_k=args.top_k, infer_types=False, infer_properties=False,
-                             critic=False)
+    options = HarvestOptions(model=args.model, top_k=args.top_k, paraphrases=args.paraphrases, infer_types=False,
+                             infer_properties=False, critic=False)
     model_pair = load_causal_lm(args.model, device="auto")
     runs = Path(args.runs)
     runs.mkdir(parents=True, exist_ok=True)
@@ -232,7 +234,8 @@ def main() -> None:
                            echo=print) for p in paths]
     means = summary(rows)
     write_json(Path(args.out), {
-        "benchmark": "relations", "model": args.model, "top_k": args.top_k, "machine": machine_info(),
+        "benchmark": "relations", "model": args.model, "top_k": args.top_k, "paraphrases": args.paraphrases,
+        "machine": machine_info(),
         "relations": rows, "mean": means, "default_variant": variant_name(DEFAULT_SIGNALS),
         "seconds": round(time.perf_counter() - t0, 1)})
     for name, m in means.items():
