@@ -18,7 +18,9 @@ top ``--top-k`` is judged against the reference (precision@10/50/100, :mod:`kgpr
 ``right_in_output`` counts the right tuples in a variant's whole output (no top-k cut), and
 ``ranking_ceiling@50 = min(right_in_output, 50) / 50`` is its precision@50 were that output
 ordered perfectly: where it is low, the search or the reference bounds the relation, not the
-ranking.
+ranking. ``critic_weight_sweep`` is the default's precision@50 with the critic at each grid weight
+(per relation and the mean): the suite's best is the critic's prior weight
+(:data:`kgprobe.harvest.critic.PRIOR_WEIGHT`).
 
 Writes eval/results/relations.json (or --out): per relation the inferred types and properties,
 the critic's weight, timings and LM passes, precision per variant; the mean per variant. Runs
@@ -70,7 +72,7 @@ def signals_of(run: Path, rel, candidates, weighted, backend, model, tokenizer, 
     report = json.loads((critic_dir / "critic.json").read_text())
     return {"keep": torch.tensor(keep), "tier": harvest_run.type_tiers(candidates, types, rel),
             "types": types.get("inferred", {}), "properties": props,
-            "critic": critic,
+            "critic": critic, "critic_logits": torch.tensor(report["logits"]),
             "critic_report": {k: report[k] for k in ("layer", "weight", "weight_from", "table", "train_accuracy")},
             "seconds": {"properties": round(t_props, 2), "critic": round(t_critic, 2)}}
 
@@ -109,6 +111,28 @@ def ablation(rel, candidates, per_prompt, weights, signals: dict, ref, options, 
     return rows
 
 
+def critic_sweep(rel, candidates, per_prompt, weights, signals: dict, ref, options, top_k: int) -> dict:
+    """precision@50 of the default variant with the critic at each grid weight instead of its
+    chosen one (how the prior weight was chosen: the grid weight with the best suite mean)."""
+    from kgprobe.harvest.critic import GRID
+    from kgprobe.harvest.evaluate import judge
+    from kgprobe.harvest.ranking import final_ranking
+
+    idx = [i for i in range(len(candidates)) if bool(signals["keep"][i])]
+    props = signals["properties"]
+    out = {}
+    for w in GRID:
+        ranking = final_ranking(
+            [candidates[i] for i in idx], per_prompt[idx], weights, constraints=rel.constraints,
+            seeds=list(rel.seeds), max_per_slot=props.max_per_slot, symmetric=props.symmetric,
+            functional=props.functional, critic=w * signals["critic_logits"][idx], tier=signals["tier"][idx],
+            share_weight=options.share_weight, diversity=options.diversity, top_k=top_k)
+        judged = judge([candidates[idx[i]] for i in ranking.kept], ref, head_slot=rel.reference.head,
+                       tail_slot=rel.reference.tail, ks=(50,))
+        out[str(w)] = judged["precision@50"]
+    return out
+
+
 def bench_relation(path: Path, runs: Path, *, model_pair, options, refs: dict, top_k: int, echo) -> dict:
     import torch
 
@@ -142,6 +166,7 @@ def bench_relation(path: Path, runs: Path, *, model_pair, options, refs: dict, t
     if spec not in refs:
         refs[spec] = ReferenceIndex.load(spec)
     variants = ablation(rel, candidates, per_prompt, weights, signals, refs[spec], options, top_k)
+    sweep = critic_sweep(rel, candidates, per_prompt, weights, signals, refs[spec], options, top_k)
     default = variants[variant_name(DEFAULT_SIGNALS)]
     echo(f"{rel.name:24s} p@50 none {_fmt(variants['none']['precision@50'])}  "
          f"default {_fmt(default['precision@50'])}  all {_fmt(variants['types+properties+critic']['precision@50'])}"
@@ -154,7 +179,7 @@ def bench_relation(path: Path, runs: Path, *, model_pair, options, refs: dict, t
             "lm_forward_passes": timing["lm"]["forward_calls"],
             # LM forward passes of the harvest (batches of up to 64 sequences) per tuple of the default output
             "lm_passes_per_output_tuple": round(timing["lm"]["forward_calls"] / max(default_tuples(variants), 1), 3),
-            "variants": variants}
+            "variants": variants, "critic_weight_sweep": sweep}
 
 
 def default_tuples(variants: dict) -> int:
@@ -233,13 +258,18 @@ def main() -> None:
     rows = [bench_relation(p, runs, model_pair=model_pair, options=options, refs=refs, top_k=args.top_k,
                            echo=print) for p in paths]
     means = summary(rows)
+    sweep = {w: round(sum(r["critic_weight_sweep"][w] or 0 for r in rows) / len(rows), 4)
+             for w in rows[0]["critic_weight_sweep"]}
     write_json(Path(args.out), {
         "benchmark": "relations", "model": args.model, "top_k": args.top_k, "paraphrases": args.paraphrases,
         "machine": machine_info(),
         "relations": rows, "mean": means, "default_variant": variant_name(DEFAULT_SIGNALS),
+        # mean precision@50 of the default with the critic at each grid weight (its prior's choice)
+        "critic_weight_sweep": sweep,
         "seconds": round(time.perf_counter() - t0, 1)})
     for name, m in means.items():
         print(f"{name:28s} p@10 {m['precision@10']:.3f}  p@50 {m['precision@50']:.3f}  p@100 {m['precision@100']:.3f}")
+    print("default p@50 with the critic at weight " + "  ".join(f"{w}: {p:.3f}" for w, p in sweep.items()))
 
 
 if __name__ == "__main__":

@@ -207,9 +207,17 @@ def test_the_critic_runs_in_a_harvest_and_records_its_weight(tmp_path):
     critic = json.loads((tmp_path / "run" / "critic.json").read_text())
     candidates = (tmp_path / "run" / "candidates.jsonl").read_text().splitlines()
     assert critic["weight"] in (0, 0.25, 0.5, 1, 2, 4) and critic["n_pos"] == 4
-    assert len(critic["scores"]) == len(candidates) and 1 <= len(rows) <= 5
-    # a weight of 0 leaves the ranking as without the critic
-    if critic["weight"] == 0:
-        plain = harvest(rel, tmp_path / "plain", options=options.model_copy(update={"critic": False}),
-                        device="cpu", loaded_model=(tiny_llama(tok), tok), echo=lambda s: None)
+    assert len(critic["scores"]) == len(candidates) == len(critic["logits"]) and 1 <= len(rows) <= 5
+    assert critic["weight_from"] in ("prior", "leave-one-out")
+    assert critic["scores"] == pytest.approx([critic["weight"] * z for z in critic["logits"]], abs=1e-5)
+    # each output tuple's score is its score without the critic plus the critic's term
+    plain = harvest(rel, tmp_path / "plain", options=options.model_copy(update={"critic": False}),
+                    device="cpu", loaded_model=(tiny_llama(tok), tok), echo=lambda s: None)
+    without = {tuple(json.loads(x)["entities"]): json.loads(x)["score"]
+               for x in (tmp_path / "plain" / "candidates.jsonl").read_text().splitlines()}
+    term = {tuple(json.loads(x)["entities"]): z for x, z in zip(candidates, critic["scores"])}
+    for row in rows:
+        key = tuple(row["entities"])
+        assert row["score"] == pytest.approx(without[key] + term[key], abs=1e-4)
+    if critic["weight"] == 0:  # and a weight of 0 leaves the ranking as without the critic
         assert [r["entities"] for r in plain] == [r["entities"] for r in rows]

@@ -47,7 +47,8 @@ Tuple = tuple[str, ...]
 GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 #: ``w_c`` when leave-one-out cannot tell the weights apart (every weight ranks every held-out seed
 #: exactly as ``w = 0`` does): the grid weight with the best mean precision@50 over the judged
-#: suite with SmolLM2-135M (0.833 at 0, 0.849 at 0.5, 0.840 at 1, 0.839 at 2, 0.835 at 4)
+#: suite with SmolLM2-135M (eval/results/relations.json ``critic_weight_sweep``: 0.833 at 0, 0.847
+#: at 0.25, 0.849 at 0.5, 0.840 at 1, 0.839 at 2, 0.835 at 4)
 PRIOR_WEIGHT = 0.5
 
 
@@ -305,7 +306,8 @@ def critic_scores(model, tokenizer, *, template: Template, seeds: list[Tuple], c
                   seed: int = 0, l2: float = 1.0, grid: Sequence[float] = GRID, min_t: float = 2.0,
                   batch_size: int = 32, memory: OomHalving | None = None) -> tuple[torch.Tensor, dict]:
     """The critic's term ``w_c * z / s`` for each candidate (zeros when ``w_c == 0``) and a
-    JSON-serialisable report ``{layer, weight, weight_from, table, n_pos, n_neg, train_accuracy}``.
+    JSON-serialisable report ``{layer, weight, weight_from, table, n_pos, n_neg, train_accuracy, logits}``
+    (``logits``: each candidate's ``z / s``).
 
     ``seed_base``: the harvest's own score of each seed; ``base_fn(tuples)``: the same score for
     other tuples (here the negatives). Texts are ``template.fill(t)``; the features of seeds,
@@ -325,8 +327,11 @@ def critic_scores(model, tokenizer, *, template: Template, seeds: list[Tuple], c
                                min_t=min_t)
     critic = fit_critic(pos_feats, neg_all, l2=l2, seed=seed)
     hits = torch.cat([critic.logit(pos_feats) > 0, critic.logit(neg_all) <= 0]).float().mean()
-    scores = weight * critic.standardised(cand_feats) if weight else torch.zeros(len(candidates))
+    z = critic.standardised(cand_feats)
+    scores = weight * z if weight else torch.zeros(len(candidates))
     report = {"layer": layer if isinstance(layer, int) else list(layer), "weight": weight,
               "weight_from": "prior" if seeds_tell_nothing(table) else "leave-one-out", "table": table,
-              "n_pos": len(seeds), "n_neg": len(flat), "train_accuracy": round(float(hits), 6)}
+              "n_pos": len(seeds), "n_neg": len(flat), "train_accuracy": round(float(hits), 6),
+              # z / s per candidate, so another weight can be tried without refitting
+              "logits": [round(float(x), 6) for x in z]}
     return scores, report
