@@ -77,29 +77,37 @@ def signals_of(run: Path, rel, candidates, weighted, backend, model, tokenizer, 
             "seconds": {"properties": round(t_props, 2), "critic": round(t_critic, 2)}}
 
 
-def ablation(rel, candidates, per_prompt, weights, signals: dict, ref, options, top_k: int) -> dict:
-    """precision per combination of signals."""
-    from kgprobe.harvest.evaluate import judge, tuple_hits
+def ranked_output(rel, candidates, per_prompt, weights, signals: dict, options, on: tuple[str, ...],
+                  critic=None) -> list[tuple[str, ...]]:
+    """The whole output (no top-k cut) of the variant with the signals ``on``, ranked by
+    :func:`kgprobe.harvest.ranking.final_ranking` as a harvest ranks; ``critic`` replaces the
+    critic's term (per candidate) when given."""
     from kgprobe.harvest.properties import infer_properties
     from kgprobe.harvest.ranking import final_ranking
 
-    plain = infer_properties(rel.constraints, list(rel.seeds), infer=False)
+    idx = [i for i in range(len(candidates)) if "types" not in on or bool(signals["keep"][i])]
+    props = signals["properties"] if "properties" in on else \
+        infer_properties(rel.constraints, list(rel.seeds), infer=False)
+    term = critic if critic is not None else signals["critic"] if "critic" in on else None
+    ranking = final_ranking(
+        [candidates[i] for i in idx], per_prompt[idx], weights, constraints=rel.constraints,
+        seeds=list(rel.seeds), max_per_slot=props.max_per_slot, symmetric=props.symmetric,
+        functional=props.functional, critic=term[idx] if term is not None else None,
+        tier=signals["tier"][idx] if "types" in on else None,
+        share_weight=options.share_weight, diversity=options.diversity, top_k=len(idx))
+    return [candidates[idx[i]] for i in ranking.kept]
+
+
+def ablation(rel, candidates, per_prompt, weights, signals: dict, ref, options, top_k: int) -> dict:
+    """precision per combination of signals."""
+    from kgprobe.harvest.evaluate import judge, tuple_hits
+
     rows = {}
     for n in range(len(SIGNALS) + 1):
         for on in itertools.combinations(SIGNALS, n):
-            idx = [i for i in range(len(candidates)) if "types" not in on or bool(signals["keep"][i])]
-            props = signals["properties"] if "properties" in on else plain
-            ranking = final_ranking(
-                [candidates[i] for i in idx], per_prompt[idx], weights, constraints=rel.constraints,
-                seeds=list(rel.seeds), max_per_slot=props.max_per_slot, symmetric=props.symmetric,
-                functional=props.functional, critic=signals["critic"][idx] if "critic" in on else None,
-                tier=signals["tier"][idx] if "types" in on else None,
-                share_weight=options.share_weight,
-                diversity=options.diversity, top_k=len(idx))
-            every = [candidates[idx[i]] for i in ranking.kept]  # the output without the top_k cut
-            tuples = every[:top_k]
+            every = ranked_output(rel, candidates, per_prompt, weights, signals, options, on)
             ks = (10, 50, 100) if top_k <= 100 else (10, 50, 100, top_k)
-            judged = judge(tuples, ref, head_slot=rel.reference.head, tail_slot=rel.reference.tail, ks=ks)
+            judged = judge(every[:top_k], ref, head_slot=rel.reference.head, tail_slot=rel.reference.tail, ks=ks)
             rows[variant_name(on)] = {k: judged[k] for k in (
                 "tuples", *(f"precision@{k}" for k in ks), "judged_precision@50", "coverage")}
             # how many right tuples the variant has to rank at all: precision@50 under a perfect
@@ -116,20 +124,13 @@ def critic_sweep(rel, candidates, per_prompt, weights, signals: dict, ref, optio
     chosen one (how the prior weight was chosen: the grid weight with the best suite mean)."""
     from kgprobe.harvest.critic import GRID
     from kgprobe.harvest.evaluate import judge
-    from kgprobe.harvest.ranking import final_ranking
 
-    idx = [i for i in range(len(candidates)) if bool(signals["keep"][i])]
-    props = signals["properties"]
     out = {}
     for w in GRID:
-        ranking = final_ranking(
-            [candidates[i] for i in idx], per_prompt[idx], weights, constraints=rel.constraints,
-            seeds=list(rel.seeds), max_per_slot=props.max_per_slot, symmetric=props.symmetric,
-            functional=props.functional, critic=w * signals["critic_logits"][idx], tier=signals["tier"][idx],
-            share_weight=options.share_weight, diversity=options.diversity, top_k=top_k)
-        judged = judge([candidates[idx[i]] for i in ranking.kept], ref, head_slot=rel.reference.head,
-                       tail_slot=rel.reference.tail, ks=(50,))
-        out[str(w)] = judged["precision@50"]
+        every = ranked_output(rel, candidates, per_prompt, weights, signals, options, DEFAULT_SIGNALS,
+                              critic=w * signals["critic_logits"])
+        out[str(w)] = judge(every[:top_k], ref, head_slot=rel.reference.head, tail_slot=rel.reference.tail,
+                            ks=(50,))["precision@50"]
     return out
 
 

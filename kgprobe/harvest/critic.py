@@ -78,8 +78,8 @@ def hidden_states(model, tokenizer, texts: list[str], *, layer: int | Sequence[i
     Each text is encoded alone (with the special tokens the tokenizer adds by default); batches of
     similar lengths are right-padded and the padding masked out, so a text's state does not depend
     on its batch (up to float rounding), nor on the tokenizer's padding side or pad token.
-    ``memory`` (a harvest passes its LM's): a batch that runs out of memory is halved and retried,
-    the halving noted there and kept for later batches (the LM's, too: both share one device).
+    A batch that runs out of memory is halved and retried; ``memory`` (a harvest passes its LM's)
+    keeps that halving for later batches, the LM's too (both share one device), and notes it.
     """
     layers = [default_layer(model)] if layer is None else [layer] if isinstance(layer, int) else list(layer)
     if not texts:
@@ -115,11 +115,8 @@ def hidden_states(model, tokenizer, texts: list[str], *, layer: int | Sequence[i
         for row, i in enumerate(idx):
             rows[i] = feats[row]
 
-    if memory is None:
-        for start in range(0, len(order), batch_size):
-            run(order[start:start + batch_size])
-    else:
-        memory.run(run, order, batch_size=min(batch_size, memory.batch_size))
+    halving = memory or OomHalving(batch_size, device=device, what="hidden-state batch")
+    halving.run(run, order, batch_size=min(batch_size, halving.batch_size))
     return torch.stack(rows)  # type: ignore[arg-type]
 
 

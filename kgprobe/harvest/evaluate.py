@@ -7,7 +7,7 @@ parts of a label listing alternatives ("A / B", WordNet's "dog, domestic dog"), 
 a trailing "City" or "D.C." ("Mexico City" ~ "Mexico", "Washington D.C." ~ "Washington"), and the
 dataset's aliases where it
 has them (country alternative spellings from countryinfo, capital spellings from GeoNames,
-currencies' unit words, "Rupee" for *Indian Rupee*; for
+currencies' unit words and GeoNames' everyday names, "Rupee" for *Indian Rupee*; for
 ``geonames``, cities' alternative names and US state codes).
 """
 from __future__ import annotations

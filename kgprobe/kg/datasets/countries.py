@@ -246,8 +246,8 @@ def currency_aliases(*, data_dir: str | os.PathLike | None = None) -> dict[str, 
     units = {w[-1] for w in words.values() if w}
     out = {code: [x for x in w if x == w[-1] or x in units] if len(w) > 1 else [] for code, w in words.items()}
     everyday = _geonames_currency_names()
-    qualifiers = {normalised for c in countries for text in (c.name, c.demonym, *c.aliases)
-                  for normalised in text.casefold().split()}
+    qualifiers = {word for c in countries for text in (c.name, c.demonym, *c.aliases)
+                  for word in text.casefold().split()}
     for code in codes:
         name = everyday.get(code) or (everyday.get(code[:2]) if code not in names else None)
         if name:
