@@ -156,7 +156,7 @@ def test_loo_weight_with_a_perfect_base_falls_back_to_the_prior():
     data = _synthetic(3.0, 0.0, 0)
     data["pos_base"] = torch.full((5,), 100.0)  # every seed first whatever the weight: the seeds tell nothing
     weight, table = loo_weight(**data, min_t=0.0)
-    assert weight == PRIOR_WEIGHT == 0.5 and seeds_tell_nothing(table)
+    assert weight == PRIOR_WEIGHT == 0.25 and seeds_tell_nothing(table)
     assert all(row["mrr"] == 1.0 for row in table if row["weight"] != "critic")
     assert loo_weight(**data, prior=0.0)[0] == 0
     # one seed that some weight moves: the seeds do tell, and leave-one-out decides
@@ -175,7 +175,10 @@ def test_critic_scores_on_smollm2_capitals(smollm2):
     prompt = "<ENT0> is the capital of <ENT1> ."
     template = Template.parse(prompt)
     rel = relation_from_options([prompt], ["|".join(s) for s in SEEDS])
-    backend = CausalBackend(model, tok, rel, batch_size=32, min_weight=0.5, search=SearchParams(), search_prompts=1)
+    # prior_correction 0.5 (the default is 1): a base score that misranks one held-out seed, so
+    # leave-one-out has something to decide (with 1 every seed is first and the prior applies)
+    backend = CausalBackend(model, tok, rel, batch_size=32, min_weight=0.5, search=SearchParams(), search_prompts=1,
+                            prior_correction=0.5)
     seed_base = torch.stack([backend.score(template, [s], leave_out=i)[0] for i, s in enumerate(SEEDS)])
     candidates = [("Berlin", "Germany"), ("Berlin", "Peru"), ("Madrid", "Spain"), ("Cairo", "Canada")]
     scores, report = critic_scores(model, tok, template=template, seeds=SEEDS, candidates=candidates,

@@ -48,7 +48,7 @@ MANY_ONLY = ("executor", "ray_address", "gpus_per_relation", "cpus_per_relation"
               help="Extra prompts to generate by paraphrasing with the model (0: only the file's prompts).")
 @click.option("--first-candidates", type=click.IntRange(min=1), default=None,
               help="Entities kept for the first slot searched.")
-@click.option("--prior-correction", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+@click.option("--prior-correction", type=click.FloatRange(0, 1), default=1.0, show_default=True,
               help="Causal LMs: discount of the log-probability of the entity written first "
                    "(its prior: how common the name is); 0 = plain sentence likelihood, 1 = PMI.")
 @click.option("--infer-types/--no-infer-types", default=True, show_default=True,

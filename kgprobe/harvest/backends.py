@@ -24,7 +24,7 @@ class CausalBackend:
     """Few-shot prefix of the seeds, left-to-right search, full-sentence rescoring."""
 
     def __init__(self, model, tokenizer, rel: Relation, *, batch_size: int | str, min_weight: float,
-                 search: SearchParams, search_prompts: int, prior_correction: float = 0.5):
+                 search: SearchParams, search_prompts: int, prior_correction: float = 1.0):
         self.lm = CausalLMRunner(model, tokenizer, batch_size=batch_size)
         # partial tuples per search_position call: a chunk that runs out of memory is searched in
         # halves (each partial tuple's search is independent of the others', so the result is the same)

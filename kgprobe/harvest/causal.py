@@ -17,7 +17,7 @@ same prompt, one per line): with ``l_i = log p(t_i | P, t_<i)`` over the sentenc
 The joint term is what makes "Paris" fit ``<ENT0> is the capital of <ENT1> .`` and "2018 was"
 not; the minimum keeps one implausible entity from hiding behind a likely one.
 
-``a`` (``prior_correction``, default 0.5) discounts the log-probability of the entity written
+``a`` (``prior_correction``, default 1) discounts the log-probability of the entity written
 first. Nothing before it in the sentence says which entity it should be, so its log-probability
 is mostly how common the name is after the prefix: with ``a = 0`` "Istanbul is the capital of
 Turkey" beats "Ankara ..." by Istanbul's fame alone; ``a = 1`` keeps only what the rest of the
@@ -25,6 +25,9 @@ sentence says given that entity (a pointwise-mutual-information score, as for su
 competition, Holtzman et al. 2021). On "capital of" with SmolLM2-135M (top 100, the same 434
 candidates rescored): precision@100 0.62 with ``a = 0``, 0.67-0.71 with 0.5, 0.71-0.74 with 1;
 end to end with ``a = 0.5`` (prompt weights too): precision@50 0.90 (was 0.84), @100 0.71.
+Over the judged relation suite (15 relations, prompts + seeds only) ``a = 1`` beats 0.5 end to
+end, mean precision@50 0.844 -> 0.859, and on 13 held-out relations 0.520 -> 0.538
+(eval/results/relations.json, relations_heldout.json; docs/harvest.md), so 1 is the default.
 """
 from __future__ import annotations
 
@@ -101,7 +104,7 @@ def score_tuples(
     tuples: list[tuple[str, ...]],
     *,
     min_weight: float = 0.5,
-    prior_correction: float = 0.5,
+    prior_correction: float = 1.0,
 ) -> torch.Tensor:
     """Compatibility score (see module doc) of each tuple under one prompt and prefix."""
     if not tuples:

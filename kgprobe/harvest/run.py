@@ -76,7 +76,7 @@ class HarvestOptions(BaseModel):
     max_prompts: int = Field(default=10, ge=1)
     search_prompts: int = Field(default=2, ge=1)
     min_weight: float = Field(default=0.5, ge=0, le=1, description="lam in (1-lam)*joint + lam*min entity")
-    prior_correction: float = Field(default=0.5, ge=0, le=1,
+    prior_correction: float = Field(default=1.0, ge=0, le=1,
                                     description="causal LMs: discount of the first-written entity's log-prob")
     diversity: int = Field(default=5, ge=1, description="at most this many output tuples share a word")
     include_seeds: bool = False
@@ -86,7 +86,7 @@ class HarvestOptions(BaseModel):
     infer_types: bool = Field(default=True, description="type slots the file leaves untyped from the seeds' "
                                                         "WordNet types (kgprobe.harvest.slot_types)")
     critic: bool = Field(default=True, description="add a hidden-state critic's score, weighted by "
-                                                   "leave-one-out on the seeds or the prior 0.5 where they "
+                                                   "leave-one-out on the seeds or the prior 0.25 where they "
                                                    "cannot tell (kgprobe.harvest.critic)")
     infer_properties: bool = Field(default=True, description="infer symmetric / functional where the file "
                                                              "is silent (kgprobe.harvest.properties)")
