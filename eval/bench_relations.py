@@ -62,7 +62,8 @@ def signals_of(run: Path, rel, candidates, weighted, backend, model, tokenizer, 
     t = time.perf_counter()
     rows = json.loads((run / "prompts.json").read_text())["prompts"]
     props = infer_properties(rel.constraints, list(rel.seeds),
-                             margins=lambda: symmetry_margins(backend.score, weighted, list(rel.seeds), rows))
+                             margins=lambda: symmetry_margins(backend.score, weighted, list(rel.seeds), rows),
+                             slots_differ=harvest_run.slots_differ(rel, typed_opts))
     t_props = time.perf_counter() - t
     t = time.perf_counter()
     critic_dir = run.parent / f"{run.name}.critic"  # beside the run: resuming the harvest keeps only its own files

@@ -98,9 +98,37 @@ def test_properties_from_the_seeds_the_lm_and_the_file():
     called.clear()
     stated = infer_properties(Constraints(symmetric=False, max_per_slot={1: 2}), CAPITALS, margins=margins(3, 3))
     assert (stated.symmetric, stated.functional, stated.max_per_slot, called) == (False, False, {1: 2}, [])
+    # slots of different types (countries, capitals) are no symmetric relation: the LM is not asked
+    typed = infer_properties(Constraints(), CAPITALS, margins=margins(3.0, 2.9), slots_differ=True)
+    assert (typed.symmetric, typed.symmetric_from, typed.functional, typed.max_per_slot, typed.margins,
+            called) == (False, "types", True, {0: 1}, None, [])
     off = infer_properties(Constraints(), CAPITALS, margins=margins(3, 3), infer=False)
     assert (off.symmetric, off.functional, off.max_per_slot, called) == (False, False, {}, [])
     assert json.loads(json.dumps(functional.as_dict()))["max_per_slot"] == {"0": 1}
+
+
+def test_slots_of_different_types_rule_out_symmetry(wordnet_index):
+    from kgprobe.harvest.relation import relation_from_options
+    from kgprobe.harvest.run import HarvestOptions, slots_differ
+    from kgprobe.harvest.slot_types import infer_slot_type, types_differ
+
+    def typed(*values):
+        return infer_slot_type(wordnet_index, 0, list(values))
+
+    countries = typed("France", "Japan", "Kenya", "Peru", "Canada")
+    capitals = typed("Paris", "Tokyo", "Nairobi", "Lima", "Ottawa")
+    verbs = typed("lose", "fly", "choose", "succeed", "learn")
+    nouns = typed("loss", "flight", "choice", "success", "lesson")
+    dogs = typed("poodle", "beagle", "collie", "terrier", "dachshund")
+    carnivores = typed("dog", "cat", "wolf", "fox", "bear")
+    assert types_differ(wordnet_index, countries, capitals) and types_differ(wordnet_index, verbs, nouns)
+    # one type under the other, or the same type: the slots may hold the same things
+    assert not types_differ(wordnet_index, dogs, carnivores) and not types_differ(wordnet_index, countries, countries)
+    assert not types_differ(wordnet_index, countries, typed("cat", "idea", "river", "music", "chair"))  # noun pos
+    rel = lambda *seeds: relation_from_options(["<ENT0> and <ENT1> ."], seeds)  # noqa: E731
+    assert slots_differ(rel("Paris|France", "Tokyo|Japan", "Lima|Peru"), HarvestOptions())
+    assert not slots_differ(rel("France|Spain", "Peru|Chile", "Japan|China"), HarvestOptions())
+    assert not slots_differ(rel("Paris|France", "Tokyo|Japan"), HarvestOptions(infer_types=False))
 
 
 def test_a_symmetric_ranking_keeps_one_order_per_pair_and_no_seed_reversed():

@@ -14,6 +14,9 @@ and ``w_t`` the prompt weights:
 
 "Spain borders France" is as likely as the seed; "France is the capital of Paris" falls below the
 corruptions. A symmetric harvest keeps one tuple per unordered pair (the better-scored order).
+Before the LM is asked, slots of different types settle it: a relation from countries to national
+capitals, or from verbs to nouns, cannot be symmetric however well the LM reads "The noun for the
+verb decision is decide ." (``slots_differ``, from the slot types; ``symmetric_from`` "types").
 
 **Functional** (capital_of, city_in_country: each subject has one object): slot 0 is the subject.
 The seeds say it is functional when no two of them share a subject; then ``max_per_slot`` gets
@@ -68,10 +71,12 @@ def symmetry_margins(score: Callable[[Template, list[tuple[str, ...]], int], tor
 
 
 def infer_properties(constraints: Constraints, seeds: list[tuple[str, ...]], *,
-                     margins: Callable[[], dict[str, float]] | None = None, infer: bool = True) -> Properties:
+                     margins: Callable[[], dict[str, float]] | None = None, infer: bool = True,
+                     slots_differ: bool = False) -> Properties:
     """The relation's properties: the file's where it states them, else inferred (``infer``;
     otherwise neither symmetric nor functional). ``margins`` runs the LM test of symmetry
-    (:func:`symmetry_margins`); it is called only when needed."""
+    (:func:`symmetry_margins`); it is called only when needed. ``slots_differ``: the two slots
+    hold different kinds of thing (their types say so), so the relation is not symmetric."""
     symmetric, symmetric_from, found = False, "arity", None
     if len(seeds[0]) == 2:
         pairs = {tuple(e.lower() for e in s) for s in seeds}
@@ -81,6 +86,8 @@ def infer_properties(constraints: Constraints, seeds: list[tuple[str, ...]], *,
             symmetric_from = "off"
         elif any(p[::-1] in pairs for p in pairs):
             symmetric, symmetric_from = True, "seeds"
+        elif slots_differ:
+            symmetric_from = "types"
         elif margins is not None:
             found = margins()
             symmetric = found["forward"] > 0 and found["reverse"] >= SYMMETRY_RATIO * found["forward"]

@@ -391,11 +391,33 @@ def _properties(backend, weighted: list[tuple[Template, float]], prompt_rows: li
         return Properties(**{**data, "max_per_slot": {int(k): v for k, v in data["max_per_slot"].items()}})
     margins = (lambda: symmetry_margins(backend.score, weighted, list(rel.seeds), prompt_rows)) \
         if options.infer_properties else None
-    props = infer_properties(rel.constraints, list(rel.seeds), margins=margins, infer=options.infer_properties)
+    props = infer_properties(rel.constraints, list(rel.seeds), margins=margins, infer=options.infer_properties,
+                             slots_differ=options.infer_properties and slots_differ(rel, options))
     write_json(path, props.as_dict())
     echo(f"symmetric: {props.symmetric} ({props.symmetric_from}); functional: {props.functional} "
          f"({props.functional_from}); max_per_slot: {props.max_per_slot or 'none'}")
     return props
+
+
+def slots_differ(rel: Relation, options: HarvestOptions) -> bool:
+    """Whether a binary relation's two slots hold different kinds of thing, by their types: two
+    written types of different names, or two types inferred from the seeds that
+    :func:`~kgprobe.harvest.slot_types.types_differ` tells apart (only the seeds are needed, so
+    this runs before the search)."""
+    if rel.arity != 2:
+        return False
+    written = rel.constraints.types
+    if 0 in written and 1 in written:
+        return written[0].type != written[1].type
+    if written or not options.infer_types:
+        return False
+    from kgprobe.harvest.slot_types import infer_slot_type, load_index, types_differ
+
+    index = load_index()
+    if index is None:
+        return False
+    a, b = (infer_slot_type(index, slot, [s[slot] for s in rel.seeds]) for slot in (0, 1))
+    return not isinstance(a, str) and not isinstance(b, str) and types_differ(index, a, b)
 
 
 def weighted_scorer(backend, weighted: list[tuple[Template, float]]):

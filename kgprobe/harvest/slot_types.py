@@ -189,6 +189,15 @@ def _shared_pos(index: WordNetIndex, known: list[str]) -> set[str]:
     return {max(have, key=lambda p: (usage(p), p))} if have else set()
 
 
+def types_differ(index: WordNetIndex, a: InferredType, b: InferredType) -> bool:
+    """Whether two slot types name different kinds of thing: two synsets neither of which lies
+    under the other (*country*, *national capital*), or parts of speech with none in common
+    (verb, noun). A synset type is a noun type, so it meets a part-of-speech type that has nouns."""
+    if a.synset is not None and b.synset is not None:
+        return a.synset not in index._up(b.synset) and b.synset not in index._up(a.synset)
+    return not set(a.pos) & set(b.pos)
+
+
 def has_type(index: WordNetIndex, inferred: InferredType, value: str) -> bool:
     """Whether ``value`` is a WordNet word of the inferred type: for a synset type, a word with a
     sense under it but not a name of the type itself (the class is no member: *musician* names no
