@@ -108,7 +108,9 @@ def test_properties_from_the_seeds_the_lm_and_the_file():
 
 
 def test_slots_of_different_types_rule_out_symmetry(wordnet_index):
-    from kgprobe.harvest.relation import relation_from_options
+    from dataclasses import replace
+
+    from kgprobe.harvest.relation import SlotType, relation_from_options
     from kgprobe.harvest.run import HarvestOptions, slots_differ
     from kgprobe.harvest.slot_types import infer_slot_type, types_differ
 
@@ -129,6 +131,13 @@ def test_slots_of_different_types_rule_out_symmetry(wordnet_index):
     assert slots_differ(rel("Paris|France", "Tokyo|Japan", "Lima|Peru"), HarvestOptions())
     assert not slots_differ(rel("France|Spain", "Peru|Chile", "Japan|China"), HarvestOptions())
     assert not slots_differ(rel("Paris|France", "Tokyo|Japan"), HarvestOptions(infer_types=False))
+    # types the file writes for both slots decide by their names (no WordNet asked)
+    def written(a, b):
+        spec = lambda name: SlotType(type=name, against={"state": ["Texas"]})  # noqa: E731
+        return replace(rel("Paris|France", "Tokyo|Japan"), constraints=Constraints(types={0: spec(a), 1: spec(b)}))
+
+    assert slots_differ(written("city", "country"), HarvestOptions(infer_types=False))
+    assert not slots_differ(written("country", "country"), HarvestOptions())
 
 
 def test_a_symmetric_ranking_keeps_one_order_per_pair_and_no_seed_reversed():
