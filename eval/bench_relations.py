@@ -47,7 +47,7 @@ def variant_name(on: tuple[str, ...]) -> str:
     return "+".join(on) if on else "none"
 
 
-def signals_of(run: Path, rel, candidates, weighted, backend, model, tokenizer, options, echo) -> dict:
+def signals_of(run: Path, rel, candidates, experts, options, echo) -> dict:
     """Each signal computed once on the run's candidates (kept in the run directory)."""
     import torch
 
@@ -61,14 +61,15 @@ def signals_of(run: Path, rel, candidates, weighted, backend, model, tokenizer, 
             for c in candidates]
     t = time.perf_counter()
     rows = json.loads((run / "prompts.json").read_text())["prompts"]
+    main = experts[0]
     props = infer_properties(rel.constraints, list(rel.seeds),
-                             margins=lambda: symmetry_margins(backend.score, weighted, list(rel.seeds), rows),
+                             margins=lambda: symmetry_margins(main.backend.score, main.weighted, list(rel.seeds), rows),
                              slots_differ=harvest_run.slots_differ(rel, typed_opts))
     t_props = time.perf_counter() - t
     t = time.perf_counter()
     critic_dir = run.parent / f"{run.name}.critic"  # beside the run: resuming the harvest keeps only its own files
     critic_dir.mkdir(exist_ok=True)
-    critic = harvest_run._critic(backend, model, tokenizer, weighted, candidates, rel, options, critic_dir, echo)
+    critic = harvest_run._critic(experts, candidates, rel, options, critic_dir, echo)
     t_critic = time.perf_counter() - t
     report = json.loads((critic_dir / "critic.json").read_text())
     return {"keep": torch.tensor(keep), "tier": harvest_run.type_tiers(candidates, types, rel),
@@ -140,14 +141,16 @@ def bench_relation(path: Path, runs: Path, *, model_pair, options, refs: dict, t
 
     from kgprobe.atomic import write_json
     from kgprobe.harvest import run as harvest_run
+    from kgprobe.harvest.ensemble import columns
     from kgprobe.harvest.evaluate import ReferenceIndex
     from kgprobe.harvest.relation import load_relation
 
     rel = load_relation(path)
     out = runs / rel.name
     t = time.perf_counter()
-    harvest_run.harvest(rel, out, options=options, device="cpu" if not torch.cuda.is_available() else "auto",
-                        resume=True, loaded_model=model_pair, echo=lambda s: None)
+    device = "cpu" if not torch.cuda.is_available() else "auto"
+    harvest_run.harvest(rel, out, options=options, device=device, resume=True, loaded_model=model_pair,
+                        echo=lambda s: None)
     wall = time.perf_counter() - t
     record = json.loads((out / "run.json").read_text())
     # the harvest's own time and LM passes, from the run that did the work (a resumed run that
@@ -156,14 +159,13 @@ def bench_relation(path: Path, runs: Path, *, model_pair, options, refs: dict, t
     if not first.exists():
         write_json(first, {"harvest": round(wall, 1), "timings": record["timings"], "lm": record["lm"]})
     timing = json.loads(first.read_text())
-    weighted = harvest_run._weighted(json.loads((out / "prompts.json").read_text())["prompts"], lambda s: None)
+    experts = harvest_run.run_experts(out, rel, options, loaded_model=model_pair, device=device)
+    cols = columns(experts)  # candidates.jsonl's score columns, every LM's prompts
     lines = [json.loads(x) for x in (out / "candidates.jsonl").read_text(encoding="utf-8").splitlines()]
     candidates = [tuple(x["entities"]) for x in lines]
-    per_prompt = torch.tensor([x["prompt_scores"] for x in lines]).reshape(-1, len(weighted))
-    weights = torch.tensor([w for _, w in weighted])
-    model, tokenizer = model_pair
-    backend = harvest_run._backend(record["model_kind"], model, tokenizer, rel, options, "auto")
-    signals = signals_of(out, rel, candidates, weighted, backend, model, tokenizer, options, echo)
+    per_prompt = torch.tensor([x["prompt_scores"] for x in lines]).reshape(-1, len(cols))
+    weights = torch.tensor([w for _, _, w in cols])
+    signals = signals_of(out, rel, candidates, experts, options, echo)
     spec = f"{rel.reference.kg}:{rel.reference.relation}"
     if spec not in refs:
         refs[spec] = ReferenceIndex.load(spec)
@@ -228,6 +230,8 @@ def markdown(result: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--ensemble", nargs="*", default=[],
+                    help="other LMs that search and score with --model (kgprobe harvest --ensemble)")
     ap.add_argument("--suite", default=str(ROOT / "kg_data/relations/suite"))
     ap.add_argument("--only", nargs="*", default=None, help="relation names to run (default: all)")
     ap.add_argument("--top-k", type=int, default=100)
@@ -250,8 +254,8 @@ def main() -> None:
     if args.only:
         paths = [p for p in paths if p.stem in args.only]
     # the harvest runs with every new signal off; the signals are added afterwards, per variant
-    options = HarvestOptions(model=args.model, top_k=args.top_k, paraphrases=args.paraphrases, infer_types=False,
-                             infer_properties=False, critic=False)
+    options = HarvestOptions(model=args.model, ensemble=args.ensemble, top_k=args.top_k, paraphrases=args.paraphrases,
+                             infer_types=False, infer_properties=False, critic=False)
     model_pair = load_causal_lm(args.model, device="auto")
     runs = Path(args.runs)
     runs.mkdir(parents=True, exist_ok=True)
@@ -263,7 +267,8 @@ def main() -> None:
     sweep = {w: round(sum(r["critic_weight_sweep"][w] or 0 for r in rows) / len(rows), 4)
              for w in rows[0]["critic_weight_sweep"]}
     write_json(Path(args.out), {
-        "benchmark": "relations", "model": args.model, "top_k": args.top_k, "paraphrases": args.paraphrases,
+        "benchmark": "relations", "model": args.model, "ensemble": args.ensemble, "top_k": args.top_k,
+        "paraphrases": args.paraphrases,
         "machine": machine_info(),
         "relations": rows, "mean": means, "default_variant": variant_name(DEFAULT_SIGNALS),
         # mean precision@50 of the default with the critic at each grid weight (its prior's choice)

@@ -132,6 +132,12 @@ TWO_FIELDS = ROOT / "tests" / "bad_inputs" / "triples_two_fields.tsv"
      8, "steps[0].options.weighting.temperature: must be > 0"),
     (f"  - type: harvest\n    relation: {CAPITAL_OF}\n    out: h\n    model: minilm-l6\n", 7,
      "steps[0].model: model 'minilm-l6' is a sentence encoder, not a causal or masked LM"),
+    (f"  - type: harvest\n    relation: {CAPITAL_OF}\n    out: h\n    options:\n"
+     "      ensemble: [gemma3-270m, minilm-l6]\n", 8,
+     "steps[0].options.ensemble[1]: model 'minilm-l6' is a sentence encoder, not a causal or masked LM"),
+    (f"  - type: harvest\n    relation: {CAPITAL_OF}\n    out: h\n    options:\n"
+     "      ensemble: [smollm2-135m]\n", 8,
+     "steps[0].options.ensemble: smollm2-135m is the main model already"),
     (f"  - {{type: load_kg, path: {TWO_FIELDS}, as: k}}\n", 4, f"steps[0].path: {TWO_FIELDS}:2: "),
     ("  - {type: harvest_eval, run: nowhere}\n", 4, "steps[0].run: no earlier harvest step writes nowhere"),
     ("  - {type: build_dataset, dataset: nations, options: {wordnet_dir: /x}}\n", 4,

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from kgprobe.cli.options import BATCH_SIZE, DEVICE_MAP, DTYPE, SEED, OutputPath
+from kgprobe.cli.options import BATCH_SIZE, DEVICE_MAP, DTYPE, SEED, OutputPath, options_model
 
 
 def _seed_values(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[int, tuple[str, ...]]:
@@ -43,6 +43,11 @@ MANY_ONLY = ("executor", "ray_address", "gpus_per_relation", "cpus_per_relation"
                    "Run directory to write (several relations: the job's folder, a run directory per relation inside).")
 @click.option("--model", default="smollm2-135m", show_default=True,
               help="Registry name, local model directory, .gguf file or hub id (causal or masked LM).")
+@click.option("--ensemble", multiple=True, metavar="MODEL",
+              help="Another LM (named as for --model; repeatable) that weighs the prompts, searches and scores "
+                   "with --model: the candidates are every LM's, ranked by the mean of the LMs' weighted scores "
+                   "(a product of experts; about twice the time with two LMs of one size). The critic, "
+                   "symmetry and paraphrases use --model.")
 @click.option("--top-k", type=click.IntRange(min=1), default=100, show_default=True, help="Tuples to output.")
 @click.option("--paraphrases", type=click.IntRange(min=0), default=0, show_default=True,
               help="Extra prompts to generate by paraphrasing with the model (0: only the file's prompts).")
@@ -97,7 +102,8 @@ MANY_ONLY = ("executor", "ray_address", "gpus_per_relation", "cpus_per_relation"
               help="--executor ray: how often Ray runs a relation again whose worker died (killed, node lost); "
                    "it continues from the relation's checkpoints.")
 @click.pass_context
-def harvest(ctx: click.Context, relations: tuple[Path, ...], out: Path | None, model: str, top_k: int, paraphrases: int,
+def harvest(ctx: click.Context, relations: tuple[Path, ...], out: Path | None, model: str, ensemble: tuple[str, ...],
+            top_k: int, paraphrases: int,
             first_candidates: int | None, prior_correction: float, infer_types: bool, infer_properties: bool,
             critic: bool, device: str, dtype: str, device_map: str | None,
             batch_size: int | str, prompts: tuple[str, ...], seeds: tuple[int, tuple[str, ...]], name: str | None,
@@ -131,11 +137,12 @@ def harvest(ctx: click.Context, relations: tuple[Path, ...], out: Path | None, m
 
     seed, seed_tuples = seeds
     search = {"first_candidates": first_candidates} if first_candidates else {}
-    chosen = dict(model=model, top_k=top_k, paraphrases=paraphrases, seed=seed, search=search,
+    chosen = dict(model=model, ensemble=list(ensemble), top_k=top_k, paraphrases=paraphrases, seed=seed, search=search,
                   prior_correction=prior_correction, dtype=dtype, device_map=device_map, infer_types=infer_types,
                   infer_properties=infer_properties, critic=critic)
+    options = options_model(HarvestOptions, **chosen)
     if suggest_seeds is not None:
-        _suggest(prompts, seed_tuples, n=suggest_seeds, options=HarvestOptions(**chosen), device=device,
+        _suggest(prompts, seed_tuples, n=suggest_seeds, options=options, device=device,
                  batch_size=batch_size, relations=relations)
         return
     if out is None:
@@ -158,12 +165,12 @@ def harvest(ctx: click.Context, relations: tuple[Path, ...], out: Path | None, m
 
             raise KgprobeError(f"{', '.join(given)}: only for several relations (a folder or several relation "
                                "files); one relation runs in this process")
-        _harvest_one(relations[0], out, options=HarvestOptions(**chosen), device=device, batch_size=batch_size,
+        _harvest_one(relations[0], out, options=options, device=device, batch_size=batch_size,
                      resume=resume, overwrite=overwrite)
         return
     from kgprobe.harvest.many import harvest_many
 
-    done = harvest_many(relations, out, options=HarvestOptions(**chosen), device=device, batch_size=batch_size,
+    done = harvest_many(relations, out, options=options, device=device, batch_size=batch_size,
                         executor=executor,
                         ray_address=ray_address, gpus_per_relation=gpus_per_relation,
                         cpus_per_relation=cpus_per_relation, max_retries=max_retries, resume=resume,

@@ -7,6 +7,7 @@ Files in ``OUT``::
     prompts.json       prompts, their weights and the pos/neg scores behind them
     search_{p}.jsonl   checkpoints of the search at text position p (one line per chunk)
     rescore.jsonl      checkpoints of the rescoring (one line per chunk of candidates)
+    experts/{m}/       with --ensemble: the m-th other LM's prompts.json, search and rescore checkpoints
     tuples.jsonl       the result: one tuple per line, best first (entities, score, prompt scores)
     candidates.jsonl   every rescored candidate, best first, before the diversity and top-k cuts
     types.json         for typed slots: the type the LM gives each candidate value
@@ -24,11 +25,12 @@ from pathlib import Path
 from typing import Callable, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_serializer, model_serializer
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_serializer, field_validator, model_serializer
 
 from kgprobe.atomic import atomic_path, write_json
 from kgprobe.checkpoint import ChunkLog
 from kgprobe.errors import KgprobeError
+from kgprobe.harvest.ensemble import Expert, columns, expert_dir, scorer
 from kgprobe.harvest.properties import Properties
 from kgprobe.harvest.ranking import final_ranking
 from kgprobe.harvest.relation import Relation, Template, load_relation
@@ -90,6 +92,10 @@ class HarvestOptions(BaseModel):
                                                    "cannot tell (kgprobe.harvest.critic)")
     infer_properties: bool = Field(default=True, description="infer symmetric / functional where the file "
                                                              "is silent (kgprobe.harvest.properties)")
+    ensemble: list[str] = Field(default_factory=list,
+                                description="other LMs (names as for model) that search and score with the "
+                                            "main one: the mean of their weighted scores ranks "
+                                            "(kgprobe.harvest.ensemble)")
     search: SearchOptions = Field(default_factory=SearchOptions)
     weighting: WeightingOptions = Field(default_factory=WeightingOptions)
     dtype: DtypeName = Field(
@@ -97,13 +103,30 @@ class HarvestOptions(BaseModel):
     #: where the layers go (None: all on ``device``; auto: spread by accelerate); not in config.json
     device_map: DeviceMapName | None = Field(default=None, exclude=True)
 
+    @field_validator("ensemble")
+    @classmethod
+    def _other_lms(cls, names: list[str], info: ValidationInfo) -> list[str]:
+        if len(set(names)) != len(names):
+            raise ValueError("an LM is named twice")
+        if info.data.get("model") in names:
+            raise ValueError(f"{info.data['model']} is the main model already (name the other LMs)")
+        return names
+
     @model_serializer(mode="wrap")
     def _dtype_when_given(self, handler) -> dict:
-        # dtype "auto" is left out, so config.json of runs from before the option still matches
+        # dtype "auto" and an empty ensemble are left out, so config.json of runs from before these
+        # options still matches
         data = handler(self)
         if self.dtype == "auto":
             data.pop("dtype", None)
+        if not self.ensemble:
+            data.pop("ensemble", None)
         return data
+
+    @property
+    def models(self) -> list[str]:
+        """Every LM of the harvest, the main one first."""
+        return [self.model, *self.ensemble]
 
     @field_serializer("search", "weighting")
     def _given_only(self, value: BaseModel) -> dict:
@@ -158,9 +181,11 @@ def check_run_dir(relation: Relation, out: str | Path, *, options: HarvestOption
 
 
 def check_harvest_model(options: HarvestOptions) -> None:
-    """What :func:`harvest` checks of ``options.model`` before loading it (a causal or masked LM that
-    is there), loading nothing."""
+    """What :func:`harvest` checks of ``options.model`` (and of every ``ensemble`` LM) before loading
+    it (a causal or masked LM that is there), loading nothing."""
     check_model(options.model, kind=lm_kind(options.model, options.model_kind))
+    for name in options.ensemble:
+        check_model(name, kind=lm_kind(name))
 
 
 def load_harvest_model(options: HarvestOptions, device: str = "auto"):
@@ -233,55 +258,75 @@ def harvest(
     config = _run_config(rel, options, kind)
     if loaded_model is None:
         check_model(options.model, kind=kind)
+    for name in options.ensemble:
+        check_model(name, kind=lm_kind(name))
     target = _check_out(out, config, resume=resume, overwrite=overwrite)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     torch.manual_seed(options.seed)
     model, tokenizer = loaded_model or _load_model(options.model, kind, device, options)
-    # the run directory appears only once the model has loaded: a model that cannot be loaded
+    others = [_expert_model(name, device, options) for name in options.ensemble]
+    # the run directory appears only once the models have loaded: a model that cannot be loaded
     # leaves nothing behind that would block the corrected command
     _open_out(target, config)
     _write_relation_file(out / RELATION_FILE, rel)
-    backend = _backend(kind, model, tokenizer, rel, options, batch_size)
+    experts = [Expert(options.model, model, tokenizer, _backend(kind, model, tokenizer, rel, options, batch_size),
+                      out, main=True)]
+    for i, (name, (m, tok)) in enumerate(zip(options.ensemble, others), start=1):
+        experts.append(Expert(name, m, tok, _backend(lm_kind(name), m, tok, rel, options, batch_size),
+                              expert_dir(out, i), main=False))
+        experts[-1].dir.mkdir(parents=True, exist_ok=True)
+    backend = experts[0].backend
     timings["load_model"] = time.perf_counter() - t0
 
-    # 1. prompts and their weights
+    # 1. prompts and their weights, per LM
     t = time.perf_counter()
     prompt_rows = _prompt_rows(backend, model, tokenizer, rel, options, out, echo)
+    experts[0].weighted = _weighted(prompt_rows, echo)
+    for e in experts[1:]:
+        echo(f"{e.name}:")
+        e.weighted = _weighted(_prompt_rows(e.backend, e.model, e.tokenizer, rel, options, e.dir, echo), echo)
     timings["weighting"] = time.perf_counter() - t
-    weighted = _weighted(prompt_rows, echo)
-    props = _properties(backend, weighted, prompt_rows, rel, options, out, echo)
+    props = _properties(backend, experts[0].weighted, prompt_rows, rel, options, out, echo)
 
-    # 2. candidates
+    # 2. candidates: every LM's search, together
     t = time.perf_counter()
-    candidates = _candidates(backend, weighted, rel, options, out, echo)
+    candidates = _candidates(experts, rel, options, out, echo)
     timings["search"] = time.perf_counter() - t
 
-    # 3. rescore every candidate under every weighted prompt
+    # 3. rescore every candidate under every weighted prompt of every LM
     t = time.perf_counter()
-    per_prompt = _rescore(backend, weighted, candidates, options, out, echo)
+    per_prompt = [sum(rows, []) for rows in zip(*(_rescore(e.backend, e.weighted, candidates, options, e.dir, echo)
+                                                  for e in experts))]
     timings["rescore"] = time.perf_counter() - t
-    critic = _critic(backend, model, tokenizer, weighted, candidates, rel, options, out, echo) if options.critic \
-        else None
+    critic = _critic(experts, candidates, rel, options, out, echo) if options.critic else None
 
     # 4. the ranked, capped tuples, and every candidate
-    scores, ranked, kept = _ranking(candidates, per_prompt, weighted, rel, props, critic, options, out)
+    cols = columns(experts)
+    scores, ranked, kept = _ranking(candidates, per_prompt, [(tm, w) for _, tm, w in cols], rel, props, critic,
+                                    options, out)
     rows = [{"rank": r + 1, "entities": list(candidates[i]), "score": round(float(scores[i]), 6),
-             "prompt_scores": {tm.prompt: round(per_prompt[i][j], 6) for j, (tm, _) in enumerate(weighted)}}
+             "prompt_scores": {label: round(per_prompt[i][j], 6) for j, (label, _, _) in enumerate(cols)}}
             for r, i in enumerate(kept)]
     _write_outputs(out, rel, options, rows)
     _write_candidates(out / "candidates.jsonl", candidates, scores, per_prompt, ranked)
     timings["total"] = time.perf_counter() - t0
-    stats = backend.stats
+    stats = [e.backend.stats for e in experts]
+    forward_calls = sum(st.forward_calls for st in stats)
+    lm = stats[0].as_dict() if len(stats) == 1 else {
+        "forward_calls": forward_calls, "tokens": sum(st.tokens for st in stats),
+        "seconds": round(sum(st.seconds for st in stats), 3),
+        "per_model": {e.name: st.as_dict() for e, st in zip(experts, stats)}}
     write_json(out / "run.json", {
-        "relation": rel.name, "model": options.model, "model_kind": kind, "device": str(backend.device),
+        "relation": rel.name, "model": options.model, "model_kind": kind, **(
+            {"ensemble": options.ensemble} if options.ensemble else {}), "device": str(backend.device),
         "dtype": dtype_name(next(model.parameters()).dtype), "device_map": getattr(model, "hf_device_map", None),
-        "candidates": len(candidates), "tuples": len(rows), "lm": stats.as_dict(),
-        "forward_passes_per_tuple": round(stats.forward_calls / max(len(rows), 1), 3),
+        "candidates": len(candidates), "tuples": len(rows), "lm": lm,
+        "forward_passes_per_tuple": round(forward_calls / max(len(rows), 1), 3),
         "timings": {k: round(v, 3) for k, v in timings.items()}, "resumed": resume,
-        "memory": {"batch_size": batch_size, "halvings": backend.memory_notes()},
+        "memory": {"batch_size": batch_size, "halvings": [n for e in experts for n in e.backend.memory_notes()]},
     })
-    echo(f"{len(rows)} tuples -> {out / 'tuples.jsonl'} ({stats.forward_calls} LM forward passes, "
+    echo(f"{len(rows)} tuples -> {out / 'tuples.jsonl'} ({forward_calls} LM forward passes, "
          f"{timings['total']:.0f}s)")
     return rows
 
@@ -302,6 +347,36 @@ def _load_model(name: str, kind: str, device: str, options: HarvestOptions):
 
     loader = load_masked_lm if kind == "masked-lm" else load_causal_lm
     return loader(name, device=device, dtype=options.dtype, device_map=options.device_map)
+
+
+#: the ensemble's other LMs, loaded once per process: (name, device, dtype) -> (model, tokenizer)
+_EXPERT_MODELS: dict[tuple[str, str, str], tuple] = {}
+
+
+def _expert_model(name: str, device: str, options: HarvestOptions):
+    """``(model, tokenizer)`` of an ``ensemble`` LM (kept for the next relation of a job)."""
+    key = (name, device, options.dtype)
+    if key not in _EXPERT_MODELS:
+        _EXPERT_MODELS[key] = _load_model(name, lm_kind(name), device, options)
+    return _EXPERT_MODELS[key]
+
+
+def run_experts(out: str | Path, rel: Relation, options: HarvestOptions, *, loaded_model, device: str = "auto",
+                batch_size: int | str = "auto") -> list[Expert]:
+    """The LMs of the finished harvest in ``out`` with their weighted prompts as it ran them (the
+    main LM's ``loaded_model`` first; the ``ensemble`` LMs loaded as :func:`harvest` loads them),
+    for re-ranking its candidates.jsonl, whose score columns are
+    :func:`kgprobe.harvest.ensemble.columns` of these."""
+    out = Path(out)
+    experts = []
+    for i, name in enumerate(options.models):
+        model, tokenizer = loaded_model if i == 0 else _expert_model(name, device, options)
+        kind = lm_kind(name, options.model_kind if i == 0 else "auto")
+        folder = out if i == 0 else expert_dir(out, i)
+        rows = json.loads((folder / "prompts.json").read_text())["prompts"]
+        experts.append(Expert(name, model, tokenizer, _backend(kind, model, tokenizer, rel, options, batch_size),
+                              folder, main=i == 0, weighted=_weighted(rows, lambda s: None)))
+    return experts
 
 
 def _backend(kind: str, model, tokenizer, rel: Relation, options: HarvestOptions, batch_size: int | str):
@@ -342,15 +417,15 @@ def _weighted(prompt_rows: list[dict], echo: Callable[[str], None]) -> list[tupl
     return weighted
 
 
-def _candidates(backend, weighted: list[tuple[Template, float]], rel: Relation, options: HarvestOptions,
-                out: Path, echo: Callable[[str], None]) -> list[tuple[str, ...]]:
-    """The distinct tuples the search proposes, without the seeds (unless ``include_seeds``) and
-    without values of the wrong type."""
-    candidates = list(dict.fromkeys(backend.search(weighted, out, echo)))
+def _candidates(experts: list[Expert], rel: Relation, options: HarvestOptions, out: Path,
+                echo: Callable[[str], None]) -> list[tuple[str, ...]]:
+    """The distinct tuples the searches propose (the main LM's first, then each other LM's new
+    ones), without the seeds (unless ``include_seeds``) and without values of the wrong type."""
+    candidates = list(dict.fromkeys(c for e in experts for c in e.backend.search(e.weighted, e.dir, echo)))
     if not options.include_seeds:
         seeds = {tuple(e.lower() for e in s) for s in rel.seeds}
         candidates = [c for c in candidates if tuple(e.lower() for e in c) not in seeds]
-    return _typed(candidates, rel, out, backend.lm, options, echo)
+    return _typed(candidates, rel, out, experts[0].backend.lm, options, echo)
 
 
 def _rescore(backend, weighted: list[tuple[Template, float]], candidates: list[tuple[str, ...]],
@@ -420,31 +495,26 @@ def slots_differ(rel: Relation, options: HarvestOptions) -> bool:
     return not isinstance(a, str) and not isinstance(b, str) and types_differ(index, a, b)
 
 
-def weighted_scorer(backend, weighted: list[tuple[Template, float]]):
-    """``(tuples, leave_out) -> sum_t w_t s_t(tuples)``: the plain weighted score (no key shares)."""
-    def score(tuples: list[tuple[str, ...]], leave_out: int | None = None) -> torch.Tensor:
-        return sum(w * backend.score(t, tuples, leave_out) for t, w in weighted)
-
-    return score
-
-
-def _critic(backend, model, tokenizer, weighted: list[tuple[Template, float]], candidates: list[tuple[str, ...]],
-            rel: Relation, options: HarvestOptions, out: Path, echo: Callable[[str], None]) -> torch.Tensor:
+def _critic(experts: list[Expert], candidates: list[tuple[str, ...]], rel: Relation, options: HarvestOptions,
+            out: Path, echo: Callable[[str], None]) -> torch.Tensor:
     """The hidden-state critic's term per candidate (:func:`kgprobe.harvest.critic.critic_scores`
-    on the heaviest prompt; the base it is weighed against is the plain weighted score, each seed
-    scored without itself in the few-shot prefix). Kept in critic.json."""
+    on the main LM's hidden states of its heaviest prompt; the base it is weighed against is the
+    plain weighted score of every LM, :func:`kgprobe.harvest.ensemble.scorer`, each seed scored
+    without itself in the few-shot prefix). Kept in critic.json."""
     from kgprobe.harvest.critic import critic_scores
 
     path = out / "critic.json"
     if path.exists():
         return torch.tensor(json.loads(path.read_text())["scores"])
-    score = weighted_scorer(backend, weighted)
+    score = scorer(experts)
     seeds = list(rel.seeds)
     seed_base = torch.stack([score([s], i)[0] for i, s in enumerate(seeds)])
     pool = {j: sorted({c[j] for c in candidates}) for j in range(rel.arity)}
-    scores, report = critic_scores(model, tokenizer, template=weighted[0][0], seeds=seeds, candidates=candidates,
-                                   seed_base=seed_base, base_fn=score, pool=pool, seed=options.seed,
-                                   memory=backend.lm.memory)  # the harvest's batch size and halvings
+    main = experts[0]
+    scores, report = critic_scores(main.model, main.tokenizer, template=main.weighted[0][0], seeds=seeds,
+                                   candidates=candidates, seed_base=seed_base, base_fn=score, pool=pool,
+                                   # the harvest's batch size and halvings
+                                   seed=options.seed, memory=main.backend.lm.memory)
     write_json(path, {**report, "scores": [round(float(x), 6) for x in scores]})
     how = ("the prior: leave-one-out on the seeds cannot tell the weights apart" if report["weight_from"] == "prior"
            else "leave-one-out on the seeds")
@@ -554,7 +624,7 @@ def _write_outputs(out: Path, rel: Relation, options: HarvestOptions, rows: list
         kg = KnowledgeGraph.from_labeled_triples(
             [(r["entities"][0], rel.name, r["entities"][1]) for r in rows],
             scores=[r["score"] for r in rows],
-            provenance=[f"kgprobe-harvest:{options.model}"] * len(rows),
+            provenance=[f"kgprobe-harvest:{'+'.join(options.models)}"] * len(rows),
             name=rel.name,
         )
         save_kg(kg, out / "kg.ttl")

@@ -84,6 +84,13 @@ def _check_harvest(step: HarvestStep, ctx: CheckContext) -> None:
     kind = step.options.model_kind
     if kind != "auto":
         check_model_kind(step.model, (kind,), KIND_WORDS[kind], key=("options", "model_kind"))
+    for i, name in enumerate(step.options.ensemble):
+        check_model(name, key=("options", "ensemble", i))
+        check_model_kind(name, ("causal-lm", "masked-lm"), "a causal or masked LM", key=("options", "ensemble", i))
+    if step.model in step.options.ensemble:
+        raise StepCheckError(("options", "ensemble"), f"{step.model} is the main model already (name the other LMs)")
+    if len(set(step.options.ensemble)) != len(step.options.ensemble):
+        raise StepCheckError(("options", "ensemble"), "an LM is named twice")
     if (step.relation is None) == (step.relations is None):
         raise StepCheckError(None, "give `relation` (a relation file, or a folder of them) or `relations` "
                                    "(a list of relation files), one of the two")
