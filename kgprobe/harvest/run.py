@@ -349,13 +349,13 @@ def _load_model(name: str, kind: str, device: str, options: HarvestOptions):
     return loader(name, device=device, dtype=options.dtype, device_map=options.device_map)
 
 
-#: the ensemble's other LMs, loaded once per process: (name, device, dtype) -> (model, tokenizer)
-_EXPERT_MODELS: dict[tuple[str, str, str], tuple] = {}
+#: the ensemble's other LMs, loaded once per process: (name, device, dtype, device map) -> (model, tokenizer)
+_EXPERT_MODELS: dict[tuple, tuple] = {}
 
 
 def _expert_model(name: str, device: str, options: HarvestOptions):
     """``(model, tokenizer)`` of an ``ensemble`` LM (kept for the next relation of a job)."""
-    key = (name, device, options.dtype)
+    key = (name, device, options.dtype, options.device_map)
     if key not in _EXPERT_MODELS:
         _EXPERT_MODELS[key] = _load_model(name, lm_kind(name), device, options)
     return _EXPERT_MODELS[key]
