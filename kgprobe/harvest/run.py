@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_seriali
 from kgprobe.atomic import atomic_path, write_json
 from kgprobe.checkpoint import ChunkLog
 from kgprobe.errors import KgprobeError
-from kgprobe.harvest.ensemble import Expert, columns, expert_dir, scorer
+from kgprobe.harvest.ensemble import Expert, columns, ensemble_problem, expert_dir, scorer
 from kgprobe.harvest.properties import Properties
 from kgprobe.harvest.ranking import final_ranking
 from kgprobe.harvest.relation import Relation, Template, load_relation
@@ -106,10 +106,9 @@ class HarvestOptions(BaseModel):
     @field_validator("ensemble")
     @classmethod
     def _other_lms(cls, names: list[str], info: ValidationInfo) -> list[str]:
-        if len(set(names)) != len(names):
-            raise ValueError("an LM is named twice")
-        if info.data.get("model") in names:
-            raise ValueError(f"{info.data['model']} is the main model already (name the other LMs)")
+        problem = ensemble_problem(info.data.get("model"), names)
+        if problem:
+            raise ValueError(problem)
         return names
 
     @model_serializer(mode="wrap")

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import ConfigDict, Field, create_model
 
 from kgprobe.errors import KgprobeError
+from kgprobe.harvest.ensemble import ensemble_problem
 from kgprobe.harvest.run import HarvestOptions
 from kgprobe.pipeline.registry import (
     KIND_WORDS,
@@ -87,10 +88,9 @@ def _check_harvest(step: HarvestStep, ctx: CheckContext) -> None:
     for i, name in enumerate(step.options.ensemble):
         check_model(name, key=("options", "ensemble", i))
         check_model_kind(name, ("causal-lm", "masked-lm"), "a causal or masked LM", key=("options", "ensemble", i))
-    if step.model in step.options.ensemble:
-        raise StepCheckError(("options", "ensemble"), f"{step.model} is the main model already (name the other LMs)")
-    if len(set(step.options.ensemble)) != len(step.options.ensemble):
-        raise StepCheckError(("options", "ensemble"), "an LM is named twice")
+    problem = ensemble_problem(step.model, step.options.ensemble)
+    if problem:  # HarvestOptions' own check, which the step's copy of its fields does not carry
+        raise StepCheckError(("options", "ensemble"), problem)
     if (step.relation is None) == (step.relations is None):
         raise StepCheckError(None, "give `relation` (a relation file, or a folder of them) or `relations` "
                                    "(a list of relation files), one of the two")
