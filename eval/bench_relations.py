@@ -13,7 +13,10 @@ candidate's score under every prompt. The signals are then computed on those can
 and every combination is ranked by :func:`kgprobe.harvest.ranking.final_ranking`, the function a
 harvest ranks with, so a variant's tuples are those a harvest with those options outputs (the
 type check drops candidates before rescoring there, after it here; rescoring is per candidate,
-so the scores agree; the critic's negative pool is the untyped candidates here). Each variant's
+so the scores agree; the critic's negative pool is the untyped candidates here). With
+``--ensemble`` every LM rescores every candidate here, and each variant keeps the main LM's best
+``--ensemble-pool`` of the candidates it types (by the main LM's own ranking), as a harvest's pool
+does (a harvest picks it after its type check; :func:`kgprobe.harvest.ensemble.pool`). Each variant's
 top ``--top-k`` is judged against the reference (precision@10/50/100, :mod:`kgprobe.harvest.evaluate`).
 ``right_in_output`` counts the right tuples in a variant's whole output (no top-k cut), and
 ``ranking_ceiling@50 = min(right_in_output, 50) / 50`` is its precision@50 were that output
@@ -84,19 +87,30 @@ def ranked_output(rel, candidates, per_prompt, weights, signals: dict, options, 
     """The whole output (no top-k cut) of the variant with the signals ``on``, ranked by
     :func:`kgprobe.harvest.ranking.final_ranking` as a harvest ranks; ``critic`` replaces the
     critic's term (per candidate) when given."""
+    import torch
+
+    from kgprobe.harvest.ensemble import pool
     from kgprobe.harvest.properties import infer_properties
     from kgprobe.harvest.ranking import final_ranking
 
     idx = [i for i in range(len(candidates)) if "types" not in on or bool(signals["keep"][i])]
     props = signals["properties"] if "properties" in on else \
         infer_properties(rel.constraints, list(rel.seeds), infer=False)
+
+    def rank(idx: list[int], weights, term, top_k: int):
+        return final_ranking(
+            [candidates[i] for i in idx], per_prompt[idx], weights, constraints=rel.constraints,
+            seeds=list(rel.seeds), max_per_slot=props.max_per_slot, symmetric=props.symmetric,
+            functional=props.functional, critic=term[idx] if term is not None else None,
+            tier=signals["tier"][idx] if "types" in on else None,
+            share_weight=options.share_weight, diversity=options.diversity, top_k=top_k)
+
+    if signals["pool"] is not None:  # as a harvest's ensemble pool: the main LM's own ranking first
+        main, size = signals["pool"]
+        alone = rank(idx, torch.tensor([w for _, w in main] + [0.0] * (len(weights) - len(main))), None, size)
+        idx = [idx[j] for j in pool(alone.ranked, alone.kept, size)]
     term = critic if critic is not None else signals["critic"] if "critic" in on else None
-    ranking = final_ranking(
-        [candidates[i] for i in idx], per_prompt[idx], weights, constraints=rel.constraints,
-        seeds=list(rel.seeds), max_per_slot=props.max_per_slot, symmetric=props.symmetric,
-        functional=props.functional, critic=term[idx] if term is not None else None,
-        tier=signals["tier"][idx] if "types" in on else None,
-        share_weight=options.share_weight, diversity=options.diversity, top_k=len(idx))
+    ranking = rank(idx, weights, term, len(idx))
     return [candidates[idx[i]] for i in ranking.kept]
 
 
@@ -136,7 +150,8 @@ def critic_sweep(rel, candidates, per_prompt, weights, signals: dict, ref, optio
     return out
 
 
-def bench_relation(path: Path, runs: Path, *, model_pair, options, refs: dict, top_k: int, echo) -> dict:
+def bench_relation(path: Path, runs: Path, *, model_pair, options, refs: dict, top_k: int, echo,
+                   pool_size: int | None = None) -> dict:
     import torch
 
     from kgprobe.atomic import write_json
@@ -166,6 +181,7 @@ def bench_relation(path: Path, runs: Path, *, model_pair, options, refs: dict, t
     per_prompt = torch.tensor([x["prompt_scores"] for x in lines]).reshape(-1, len(cols))
     weights = torch.tensor([w for _, _, w in cols])
     signals = signals_of(out, rel, candidates, experts, options, echo)
+    signals["pool"] = (experts[0].weighted, pool_size) if len(experts) > 1 and pool_size else None
     spec = f"{rel.reference.kg}:{rel.reference.relation}"
     if spec not in refs:
         refs[spec] = ReferenceIndex.load(spec)
@@ -232,6 +248,9 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--ensemble", nargs="*", default=[],
                     help="other LMs that search and score with --model (kgprobe harvest --ensemble)")
+    ap.add_argument("--ensemble-pool", default=None, metavar="N|all",
+                    help="with --ensemble: the main LM's best N candidates that each variant keeps "
+                         "(kgprobe harvest --ensemble-pool; default 3 x --top-k)")
     ap.add_argument("--suite", default=str(ROOT / "kg_data/relations/suite"))
     ap.add_argument("--only", nargs="*", default=None, help="relation names to run (default: all)")
     ap.add_argument("--top-k", type=int, default=100)
@@ -254,20 +273,25 @@ def main() -> None:
     if args.only:
         paths = [p for p in paths if p.stem in args.only]
     # the harvest runs with every new signal off; the signals are added afterwards, per variant
+    # (with an ensemble every LM rescores every candidate, and each variant takes its own pool)
     options = HarvestOptions(model=args.model, ensemble=args.ensemble, top_k=args.top_k, paraphrases=args.paraphrases,
-                             infer_types=False, infer_properties=False, critic=False)
+                             infer_types=False, infer_properties=False, critic=False,
+                             ensemble_pool="all" if args.ensemble else None)
+    pool = args.ensemble_pool if args.ensemble_pool in (None, "all") else int(args.ensemble_pool)
+    pool_size = options.model_copy(update={"ensemble_pool": pool}).pool_size
     model_pair = load_causal_lm(args.model, device="auto")
     runs = Path(args.runs)
     runs.mkdir(parents=True, exist_ok=True)
     refs: dict = {}
     t0 = time.perf_counter()
     rows = [bench_relation(p, runs, model_pair=model_pair, options=options, refs=refs, top_k=args.top_k,
-                           echo=print) for p in paths]
+                           echo=print, pool_size=pool_size) for p in paths]
     means = summary(rows)
     sweep = {w: round(sum(r["critic_weight_sweep"][w] or 0 for r in rows) / len(rows), 4)
              for w in rows[0]["critic_weight_sweep"]}
     write_json(Path(args.out), {
         "benchmark": "relations", "model": args.model, "ensemble": args.ensemble, "top_k": args.top_k,
+        **({"ensemble_pool": pool_size or "all"} if args.ensemble else {}),
         "paraphrases": args.paraphrases,
         "machine": machine_info(),
         "relations": rows, "mean": means, "default_variant": variant_name(DEFAULT_SIGNALS),

@@ -5,6 +5,7 @@ turns the first pydantic error into ``file:line: where.in.config: message``.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -142,15 +143,46 @@ _BOUNDS = {"greater_than_equal": (">=", "ge"), "greater_than": (">", "gt"),
            "less_than_equal": ("<=", "le"), "less_than": ("<", "lt")}
 
 
+def _is_union_tag(part) -> bool:
+    """A part of a pydantic error location that names a member of a union type, not a key of the
+    file (``constrained-int``, ``literal['auto']``, ``int``)."""
+    return isinstance(part, str) and (not part.isidentifier() or part in ("int", "float", "str", "bool", "none"))
+
+
+def _short(error: dict) -> str:
+    """One error's message, said shortly (range errors as ``must be >= 1, got -5``)."""
+    if error["type"] == "extra_forbidden":
+        return "unknown option"
+    if error["type"] in _BOUNDS:
+        op, key = _BOUNDS[error["type"]]
+        return f"must be {op} {error.get('ctx', {}).get(key)}, got {error['input']!r}"
+    return error["msg"]
+
+
+def _message(errors: list[dict]) -> tuple[str, tuple]:
+    """The message and location of the first problem; a value that fits no member of a union type
+    (``batch_size: Annotated[int, Field(ge=1)] | Literal["auto"]``) is said once, at its own key:
+    the range it missed, or every form it could take."""
+    first = errors[0]
+    if first["type"] == "extra_forbidden":
+        return "unknown option", tuple(first["loc"])
+    cut = next((i for i, part in enumerate(first["loc"]) if _is_union_tag(part)), None)
+    if cut is None:
+        return _short(first), tuple(first["loc"])
+    where = tuple(first["loc"][:cut])
+    members = [e for e in errors if tuple(e["loc"][:cut]) == where and len(e["loc"]) > cut
+               and _is_union_tag(e["loc"][cut])]
+    bounds = [e for e in members if e["type"] in _BOUNDS]
+    if bounds:  # the right kind of value, out of range
+        return _short(bounds[0]), where
+    forms = dict.fromkeys(re.split(r", (?:unable|got) ", e["msg"].removeprefix("Input should be "))[0]
+                          for e in members)
+    return f"should be {' or '.join(forms)}, got {first['input']!r}", where
+
+
 def validate(model: type[M], data: Any, path: Path, root: yaml.Node | None, loc: tuple = ()) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as err:
-        first = err.errors()[0]
-        msg = first["msg"]
-        if first["type"] == "extra_forbidden":
-            msg = "unknown option"
-        elif first["type"] in _BOUNDS:
-            op, key = _BOUNDS[first["type"]]
-            msg = f"must be {op} {first.get('ctx', {}).get(key)}, got {first['input']!r}"
-        raise config_error(msg, path, root, loc + tuple(first["loc"])) from None
+        msg, where = _message(err.errors())
+        raise config_error(msg, path, root, loc + where) from None

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from kgprobe.errors import KgprobeError
-from kgprobe.harvest.ensemble import scorer
+from kgprobe.harvest.ensemble import pool, scorer
 from kgprobe.harvest.relation import load_relation
 from kgprobe.harvest.run import HarvestOptions, harvest, load_harvest_model, run_experts
 
@@ -91,7 +91,7 @@ def test_killed_ensemble_run_resumes_to_the_same_tuples(two_lms, tmp_path):
     a, b = two_lms
     rel = tmp_path / "rel.yaml"
     rel.write_text(json.dumps(RELATION))
-    opts = _options(a, [b], critic=True)
+    opts = _options(a, [b], critic=True, ensemble_pool=20)  # the other LM rescores a pool of 20
     rows = harvest(rel, tmp_path / "run", options=opts, device="cpu", echo=lambda s: None)
     run = tmp_path / "run"
     assert json.loads((run / "critic.json").read_text())["layer"] == 1
@@ -135,3 +135,61 @@ def test_a_missing_ensemble_lm_stops_before_the_run_starts(two_lms, tmp_path):
         harvest(rel, tmp_path / "run", options=_options(a, [str(tmp_path / "no-such-lm")]), device="cpu",
                 echo=lambda s: None)
     assert not (tmp_path / "run").exists()
+
+
+def test_other_lms_rescore_only_the_main_lms_pool(two_lms, tmp_path):
+    a, b = two_lms
+    rel = tmp_path / "rel.yaml"
+    rel.write_text(json.dumps(RELATION))
+    quiet = {"device": "cpu", "echo": lambda s: None}
+    # no inferred caps: the main LM's output at top_k 10 is its 10 best, and the pool is just those
+    plain = {"infer_properties": False}
+    harvest(rel, tmp_path / "all", options=_options(a, [b], ensemble_pool="all", **plain), **quiet)
+    rows = harvest(rel, tmp_path / "pool", options=_options(a, [b], ensemble_pool=10, **plain), **quiet)
+    every = _lines(tmp_path / "all" / "candidates.jsonl")
+    pooled = _lines(tmp_path / "pool" / "candidates.jsonl")
+    # the pool: the 10 candidates of highest weighted score under the main LM's prompts alone
+    main = {p["prompt"]: p["weight"] for p in json.loads((tmp_path / "all" / "prompts.json").read_text())["prompts"]
+            if p["weight"] > 0}
+    order = sorted(every, key=lambda x: -sum(w * x["prompt_scores"][i] for i, w in enumerate(main.values())))
+    assert len(every) > 20 and len(pooled) == 10
+    assert {tuple(x["entities"]) for x in pooled} == {tuple(x["entities"]) for x in order[:10]}
+    # each LM scores a candidate alone, so the pool's scores are those the full run gave them
+    full = {tuple(x["entities"]): x["score"] for x in every}
+    assert [x["score"] for x in pooled] == pytest.approx([full[tuple(x["entities"])] for x in pooled], abs=1e-6)
+    assert [r["entities"] for r in rows] == [x["entities"] for x in pooled]
+    # the other LM rescored the pool only; the main LM every candidate
+    scored = sum(len(json.loads(x)["scores"]) for x in (tmp_path / "pool" / "experts" / "1" / "rescore.jsonl")
+                 .read_text().splitlines())
+    assert scored == 10
+    assert sum(len(json.loads(x)["scores"]) for x in (tmp_path / "pool" / "rescore.jsonl")
+               .read_text().splitlines()) == len(every)
+    run = json.loads((tmp_path / "pool" / "run.json").read_text())
+    assert (run["candidates"], run["searched"]) == (10, len(every))
+    assert json.loads((tmp_path / "pool" / "config.json").read_text())["options"]["ensemble_pool"] == 10
+    # the default: three times top_k (every candidate here, at top_k 1000)
+    assert _options(a, [b]).pool_size == 3000 and _options(a, [b], top_k=7).pool_size == 21
+    assert _options(a, [b], ensemble_pool="all").pool_size is None
+
+
+def test_the_pool_reaches_as_deep_as_the_main_lms_own_output():
+    # ranked: the main LM's order; kept: its output at top_k = size, which skips candidates the caps
+    # refuse (here 3 and 0), so the pool holds the 2 first of each
+    assert pool([5, 3, 1, 0, 2, 4], [5, 1, 4], 2) == [1, 3, 5]
+    assert pool([5, 3, 1, 0, 2, 4], [5, 1, 4], 3) == [1, 3, 4, 5]
+    assert pool([2, 0, 1], [2, 0, 1], 10) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "some"])
+def test_a_bad_ensemble_pool_is_one_line(value, tmp_path, capsys):
+    from kgprobe.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["harvest", "kg_data/relations/capital_of.yaml", "--ensemble", "gemma3-270m", "--ensemble-pool", value,
+              "--out", str(tmp_path / "x")])
+    out, err = capsys.readouterr()
+    assert exc.value.code == 2 and out == "" and err.count("\n") == 1
+    assert "--ensemble-pool" in err and f"{value!r} is neither a positive number of candidates nor 'all'" in err
+    assert not (tmp_path / "x").exists()
+    with pytest.raises(ValueError, match="greater than or equal to 1"):
+        HarvestOptions(ensemble=["gemma3-270m"], ensemble_pool=0)

@@ -138,6 +138,14 @@ TWO_FIELDS = ROOT / "tests" / "bad_inputs" / "triples_two_fields.tsv"
     (f"  - type: harvest\n    relation: {CAPITAL_OF}\n    out: h\n    options:\n"
      "      ensemble: [smollm2-135m]\n", 8,
      "steps[0].options.ensemble: smollm2-135m is the main model already"),
+    (f"  - type: harvest\n    relation: {CAPITAL_OF}\n    out: h\n    options:\n"
+     "      ensemble: [gemma3-270m]\n      ensemble_pool: 0\n", 9,
+     "steps[0].options.ensemble_pool: must be >= 1, got 0"),
+    # a value that fits no form of a union type: said at its key, with every form it may take
+    (f"  - type: harvest\n    relation: {CAPITAL_OF}\n    out: h\n    batch_size: big\n", 7,
+     "steps[0].batch_size: should be a valid integer or 'auto', got 'big'"),
+    (f"  - type: harvest\n    relation: {CAPITAL_OF}\n    out: h\n    batch_size: 2.5\n", 7,
+     "steps[0].batch_size: should be a valid integer or 'auto', got 2.5"),
     (f"  - {{type: load_kg, path: {TWO_FIELDS}, as: k}}\n", 4, f"steps[0].path: {TWO_FIELDS}:2: "),
     ("  - {type: harvest_eval, run: nowhere}\n", 4, "steps[0].run: no earlier harvest step writes nowhere"),
     ("  - {type: build_dataset, dataset: nations, options: {wordnet_dir: /x}}\n", 4,

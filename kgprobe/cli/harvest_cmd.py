@@ -32,6 +32,20 @@ def _seed_values(ctx: click.Context, param: click.Parameter, values: tuple[str, 
     return (0 if rng is None else rng), tuple(tuples)
 
 
+def _pool_size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | str | None:
+    """--ensemble-pool: a positive count or ``all``."""
+    if value is None or value == "all":
+        return value
+    try:
+        size = int(value)
+    except ValueError:
+        size = 0
+    if size < 1:
+        raise click.BadParameter(f"{value!r} is neither a positive number of candidates nor 'all'",
+                                 ctx=ctx, param=param)
+    return size
+
+
 #: the options of a job of several relations (a folder, or several files)
 MANY_ONLY = ("executor", "ray_address", "gpus_per_relation", "cpus_per_relation", "max_retries")
 
@@ -46,8 +60,12 @@ MANY_ONLY = ("executor", "ray_address", "gpus_per_relation", "cpus_per_relation"
 @click.option("--ensemble", multiple=True, metavar="MODEL",
               help="Another LM (named as for --model; repeatable) that weighs the prompts, searches and scores "
                    "with --model: the candidates are every LM's, ranked by the mean of the LMs' weighted scores "
-                   "(a product of experts; SmolLM2 with gemma3-270m took 4-5 times SmolLM2's time). The critic, "
+                   "(a product of experts; SmolLM2 with gemma3-270m: about 3 times SmolLM2's time). The critic, "
                    "symmetry and paraphrases use --model.")
+@click.option("--ensemble-pool", default=None, metavar="N|all", callback=_pool_size,
+              help="With --ensemble: the other LMs rescore only the N candidates --model ranks first by itself "
+                   "and its own output at --top-k N (default N = 3 x --top-k; all: every candidate); the rest "
+                   "leave the run. Their rescoring is most of an ensemble's time.")
 @click.option("--top-k", type=click.IntRange(min=1), default=100, show_default=True, help="Tuples to output.")
 @click.option("--paraphrases", type=click.IntRange(min=0), default=0, show_default=True,
               help="Extra prompts to generate by paraphrasing with the model (0: only the file's prompts).")
@@ -65,7 +83,7 @@ MANY_ONLY = ("executor", "ray_address", "gpus_per_relation", "cpus_per_relation"
                    "subject; properties.json says what.")
 @click.option("--critic/--no-critic", default=True, show_default=True,
               help="Add a hidden-state critic's score (a linear probe on the LM's hidden states, trained on the "
-                   "seeds against corrupted seeds), weighted by leave-one-out on the seeds, or 0.5 where the "
+                   "seeds against corrupted seeds), weighted by leave-one-out on the seeds, or 0.25 where the "
                    "seeds cannot tell; critic.json says the weight and why. --no-critic saves a pass over the "
                    "candidates (about a quarter of a harvest's time).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
@@ -103,7 +121,7 @@ MANY_ONLY = ("executor", "ray_address", "gpus_per_relation", "cpus_per_relation"
                    "it continues from the relation's checkpoints.")
 @click.pass_context
 def harvest(ctx: click.Context, relations: tuple[Path, ...], out: Path | None, model: str, ensemble: tuple[str, ...],
-            top_k: int, paraphrases: int,
+            ensemble_pool: int | str | None, top_k: int, paraphrases: int,
             first_candidates: int | None, prior_correction: float, infer_types: bool, infer_properties: bool,
             critic: bool, device: str, dtype: str, device_map: str | None,
             batch_size: int | str, prompts: tuple[str, ...], seeds: tuple[int, tuple[str, ...]], name: str | None,
@@ -137,7 +155,8 @@ def harvest(ctx: click.Context, relations: tuple[Path, ...], out: Path | None, m
 
     seed, seed_tuples = seeds
     search = {"first_candidates": first_candidates} if first_candidates else {}
-    chosen = dict(model=model, ensemble=list(ensemble), top_k=top_k, paraphrases=paraphrases, seed=seed, search=search,
+    chosen = dict(model=model, ensemble=list(ensemble), ensemble_pool=ensemble_pool, top_k=top_k,
+                  paraphrases=paraphrases, seed=seed, search=search,
                   prior_correction=prior_correction, dtype=dtype, device_map=device_map, infer_types=infer_types,
                   infer_properties=infer_properties, critic=critic)
     options = options_model(HarvestOptions, **chosen)

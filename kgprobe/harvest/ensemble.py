@@ -14,6 +14,11 @@ so a tuple ranks high only where every LM finds it likely. (SmolLM2-135M with Ge
 states or needs one LM (the critic, symmetry, written types, paraphrases of the main LM) uses the
 main LM; the critic's base score is :func:`scorer`'s ensemble score.
 
+The other LMs rescore only the *pool*: the ``N`` candidates the main LM ranks first by itself,
+and what it alone would output at ``top_k = N`` (:func:`pool`; ``N`` = ``ensemble_pool``, by
+default three times ``top_k``). A candidate the main LM puts below them seldom reaches the output,
+and the other LMs' rescoring, most of an ensemble's time, shrinks to about ``N`` candidates.
+
 An expert's prompts, search and rescoring checkpoints live in ``OUT/experts/{m}/`` (``m`` from 1),
 so a killed ensemble run resumes like a single one. Columns of the main LM keep the prompt as
 their label; an expert's are ``"{model}: {prompt}"``.
@@ -67,6 +72,15 @@ def columns(experts: list[Expert]) -> list[tuple[str, Template, float]]:
     the columns is :math:`S_i` above."""
     share = 1.0 / len(experts)
     return [(e.label(t), t, w * share) for e in experts for t, w in e.weighted]
+
+
+def pool(ranked: list[int], kept: list[int], size: int) -> list[int]:
+    """The candidates the other LMs rescore, in candidate order: the ``size`` first of the main LM's
+    own order (``ranked``, :func:`kgprobe.harvest.ranking.final_ranking` on its scores alone) and
+    its whole output at ``top_k = size`` (``kept``: deeper where caps skip candidates, so a
+    functional relation still fills ``top_k``). Its ranking breaks ties by the tuple, so a resumed
+    run picks the same pool."""
+    return sorted(set(ranked[:size]) | set(kept[:size]))
 
 
 def scorer(experts: list[Expert]):

@@ -10,9 +10,11 @@ Files in ``OUT``::
     experts/{m}/       with --ensemble: the m-th other LM's prompts.json, search and rescore checkpoints
     tuples.jsonl       the result: one tuple per line, best first (entities, score, prompt scores)
     candidates.jsonl   every rescored candidate, best first, before the diversity and top-k cuts
+                       (with --ensemble, the pool that every LM rescored)
     types.json         for typed slots: the type the LM gives each candidate value
     kg.ttl             the result as RDF through the KG core (binary relations)
-    run.json           model, timings, LM forward passes and tokens, counts, memory halvings
+    run.json           model, timings, LM forward passes and tokens, counts (with --ensemble,
+                       ``searched``: the candidates before the pool), memory halvings
 
 Every stage is checkpointed, so ``resume=True`` continues a killed run and produces the same
 ``tuples.jsonl`` as an uninterrupted one.
@@ -22,7 +24,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Annotated, Callable, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_serializer, field_validator, model_serializer
@@ -30,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_seriali
 from kgprobe.atomic import atomic_path, write_json
 from kgprobe.checkpoint import ChunkLog
 from kgprobe.errors import KgprobeError
-from kgprobe.harvest.ensemble import Expert, columns, ensemble_problem, expert_dir, scorer
+from kgprobe.harvest.ensemble import Expert, columns, ensemble_problem, expert_dir, pool, scorer
 from kgprobe.harvest.properties import Properties
 from kgprobe.harvest.ranking import final_ranking
 from kgprobe.harvest.relation import Relation, Template, load_relation
@@ -96,6 +98,10 @@ class HarvestOptions(BaseModel):
                                 description="other LMs (names as for model) that search and score with the "
                                             "main one: the mean of their weighted scores ranks "
                                             "(kgprobe.harvest.ensemble)")
+    ensemble_pool: Annotated[int, Field(ge=1)] | Literal["all"] | None = Field(
+        default=None, description="with ensemble: the other LMs rescore the N candidates the main LM ranks "
+                                  "first and its own output at top_k N (None: 3 x top_k; all: every "
+                                  "candidate; kgprobe.harvest.ensemble.pool)")
     search: SearchOptions = Field(default_factory=SearchOptions)
     weighting: WeightingOptions = Field(default_factory=WeightingOptions)
     dtype: DtypeName = Field(
@@ -113,14 +119,23 @@ class HarvestOptions(BaseModel):
 
     @model_serializer(mode="wrap")
     def _dtype_when_given(self, handler) -> dict:
-        # dtype "auto" and an empty ensemble are left out, so config.json of runs from before these
-        # options still matches
+        # dtype "auto" and an empty ensemble (with its pool) are left out, so config.json of runs
+        # from before these options still matches; an ensemble run from before the pool (every
+        # candidate rescored by every LM) does not, and is not resumed with a pool it never had
         data = handler(self)
         if self.dtype == "auto":
             data.pop("dtype", None)
         if not self.ensemble:
             data.pop("ensemble", None)
+            data.pop("ensemble_pool", None)
         return data
+
+    @property
+    def pool_size(self) -> int | None:
+        """The ``N`` of the ensemble's pool (None: every candidate)."""
+        if self.ensemble_pool == "all":
+            return None
+        return 3 * self.top_k if self.ensemble_pool is None else self.ensemble_pool
 
     @property
     def models(self) -> list[str]:
@@ -293,10 +308,19 @@ def harvest(
     candidates = _candidates(experts, rel, options, out, echo)
     timings["search"] = time.perf_counter() - t
 
-    # 3. rescore every candidate under every weighted prompt of every LM
+    # 3. rescore: every candidate under the main LM's weighted prompts, the main LM's best (the
+    # pool) under every other LM's too; the rest leave the run (kgprobe.harvest.ensemble)
     t = time.perf_counter()
-    per_prompt = [sum(rows, []) for rows in zip(*(_rescore(e.backend, e.weighted, candidates, options, e.dir, echo)
-                                                  for e in experts))]
+    per_prompt = _rescore(backend, experts[0].weighted, candidates, options, out, echo)
+    searched = len(candidates)
+    if len(experts) > 1:
+        size = options.pool_size or len(candidates)
+        _, alone, output = _ranking(candidates, per_prompt, experts[0].weighted, rel, props, None,
+                                    options.model_copy(update={"top_k": size}), out)
+        kept = pool(alone, output, size)
+        candidates, per_prompt = [candidates[i] for i in kept], [per_prompt[i] for i in kept]
+        per_prompt = [sum(rows, []) for rows in zip(per_prompt, *(
+            _rescore(e.backend, e.weighted, candidates, options, e.dir, echo) for e in experts[1:]))]
     timings["rescore"] = time.perf_counter() - t
     critic = _critic(experts, candidates, rel, options, out, echo) if options.critic else None
 
@@ -320,7 +344,8 @@ def harvest(
         "relation": rel.name, "model": options.model, "model_kind": kind, **(
             {"ensemble": options.ensemble} if options.ensemble else {}), "device": str(backend.device),
         "dtype": dtype_name(next(model.parameters()).dtype), "device_map": getattr(model, "hf_device_map", None),
-        "candidates": len(candidates), "tuples": len(rows), "lm": lm,
+        "candidates": len(candidates), **({"searched": searched} if options.ensemble else {}),
+        "tuples": len(rows), "lm": lm,
         "forward_passes_per_tuple": round(forward_calls / max(len(rows), 1), 3),
         "timings": {k: round(v, 3) for k, v in timings.items()}, "resumed": resume,
         "memory": {"batch_size": batch_size, "halvings": [n for e in experts for n in e.backend.memory_notes()]},
