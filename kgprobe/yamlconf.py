@@ -164,9 +164,9 @@ def _message(errors: list[dict]) -> tuple[str, tuple]:
     (``batch_size: Annotated[int, Field(ge=1)] | Literal["auto"]``) is said once, at its own key:
     the range it missed, or every form it could take."""
     first = errors[0]
-    if first["type"] == "extra_forbidden":
-        return "unknown option", tuple(first["loc"])
-    cut = next((i for i, part in enumerate(first["loc"]) if _is_union_tag(part)), None)
+    # (an unknown key's own name is the last part of its location, whatever it looks like)
+    cut = None if first["type"] == "extra_forbidden" else \
+        next((i for i, part in enumerate(first["loc"]) if _is_union_tag(part)), None)
     if cut is None:
         return _short(first), tuple(first["loc"])
     where = tuple(first["loc"][:cut])

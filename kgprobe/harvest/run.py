@@ -533,10 +533,10 @@ def _critic(experts: list[Expert], candidates: list[tuple[str, ...]], rel: Relat
     score = scorer(experts)
     seeds = list(rel.seeds)
     seed_base = torch.stack([score([s], i)[0] for i, s in enumerate(seeds)])
-    pool = {j: sorted({c[j] for c in candidates}) for j in range(rel.arity)}
+    slot_values = {j: sorted({c[j] for c in candidates}) for j in range(rel.arity)}
     main = experts[0]
     scores, report = critic_scores(main.model, main.tokenizer, template=main.weighted[0][0], seeds=seeds,
-                                   candidates=candidates, seed_base=seed_base, base_fn=score, pool=pool,
+                                   candidates=candidates, seed_base=seed_base, base_fn=score, pool=slot_values,
                                    # the harvest's batch size and halvings
                                    seed=options.seed, memory=main.backend.lm.memory)
     write_json(path, {**report, "scores": [round(float(x), 6) for x in scores]})
