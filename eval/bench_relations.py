@@ -21,9 +21,10 @@ top ``--top-k`` is judged against the reference (precision@10/50/100, :mod:`kgpr
 ``right_in_output`` counts the right tuples in a variant's whole output (no top-k cut), and
 ``ranking_ceiling@50 = min(right_in_output, 50) / 50`` is its precision@50 were that output
 ordered perfectly: where it is low, the search or the reference bounds the relation, not the
-ranking. ``critic_weight_sweep`` is the default's precision@50 with the critic at each grid weight
-(per relation and the mean): the suite's best is the critic's prior weight
-(:data:`kgprobe.harvest.critic.PRIOR_WEIGHT`).
+ranking. The default's ``top_50`` lists its first 50 tuples with the reference's verdict, for
+judging by hand (``eval/hand_judged.py``). ``critic_weight_sweep`` is the default's
+precision@50 with the critic at each grid weight (per relation and the mean): the suite's best
+is the critic's prior weight (:data:`kgprobe.harvest.critic.PRIOR_WEIGHT`).
 
 Writes eval/results/relations.json (or --out): per relation the inferred types and properties,
 the critic's weight, timings and LM passes, precision per variant; the mean per variant. Runs
@@ -132,6 +133,9 @@ def ablation(rel, candidates, per_prompt, weights, signals: dict, ref, options, 
             rows[variant_name(on)]["right_in_output"] = right
             rows[variant_name(on)]["ranking_ceiling@50"] = min(right, 50) / 50
             rows[variant_name(on)]["wrong_in_top_50"] = judged["wrong_in_top_50"][:10]
+            if on == DEFAULT_SIGNALS:  # the default's top 50 with the reference's verdict, to judge by hand
+                hits = tuple_hits(every[:50], ref, head_slot=rel.reference.head, tail_slot=rel.reference.tail)
+                rows[variant_name(on)]["top_50"] = [[*t, bool(h)] for t, h in zip(every[:50], hits)]
     return rows
 
 

@@ -151,6 +151,17 @@ def test_currency_aliases_add_geonames_everyday_names(geo):
     assert aliases["currency:BYR"] == ["Belarusian ruble", "ruble"]
 
 
+def test_subregions_answer_to_their_everyday_names(geo):
+    from kgprobe.harvest.evaluate import ReferenceIndex, tuple_hits
+
+    assert set(countries.region_aliases()) <= set(geo.entity_ids)
+    ref = ReferenceIndex.load("countries:subregion")
+    tuples = [("Thailand", "Southeast Asia"), ("Thailand", "South-eastern Asia"), ("Morocco", "North Africa"),
+              ("Canada", "North America"), ("Canada", "Northern America"), ("Thailand", "North Africa")]
+    # "North America" is the continent (Mexico too), not the UN's Northern America
+    assert tuple_hits(tuples, ref) == [True, True, True, False, True, False]
+
+
 def test_same_capital_name_in_different_regions_is_two_cities(geo):
     assert _has(geo, "JAM", "capital", "city:kingston-americas")
     assert _has(geo, "NFK", "capital", "city:kingston-oceania")

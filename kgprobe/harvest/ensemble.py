@@ -10,7 +10,7 @@ log-probability-like scores, a product of experts (Hinton, 2002) over their dist
 
 so a tuple ranks high only where every LM finds it likely. (SmolLM2-135M with Gemma3-270M, mean
 precision@50 by default: 0.895 on the 15-relation suite against 0.859 and 0.845 for each alone,
-0.591 on the 13 held-out relations against 0.538 and 0.583; ``docs/harvest.md``,
+0.592 on the 13 held-out relations against 0.549 and 0.583; ``docs/harvest.md``,
 ``eval/results/relations_ensemble.json``, ``eval/results/relations_heldout_ensemble.json``.)
 Everything that reads hidden states or needs one LM (the critic, symmetry, written types,
 paraphrases of the main LM) uses the main LM; the critic's base score is :func:`scorer`'s

@@ -7,7 +7,8 @@ parts of a label listing alternatives ("A / B", WordNet's "dog, domestic dog"), 
 a trailing "City" or "D.C." ("Mexico City" ~ "Mexico", "Washington D.C." ~ "Washington"), and the
 dataset's aliases where it
 has them (country alternative spellings from countryinfo, capital spellings from GeoNames,
-currencies' unit words and GeoNames' everyday names, "Rupee" for *Indian Rupee*; for
+currencies' unit words and GeoNames' everyday names, "Rupee" for *Indian Rupee*, the everyday
+names of UN subregions, "Southeast Asia" for *South-eastern Asia*; for
 ``geonames``, cities' alternative names and US state codes).
 """
 from __future__ import annotations
@@ -47,9 +48,9 @@ def surface_forms(label: str, aliases: list[str] = ()) -> set[str]:
 
 def _dataset_aliases(name: str) -> dict[str, list[str]]:
     if name == "countries":
-        from kgprobe.kg.datasets.countries import capital_aliases, country_aliases, currency_aliases
+        from kgprobe.kg.datasets.countries import capital_aliases, country_aliases, currency_aliases, region_aliases
 
-        return {**country_aliases(), **capital_aliases(), **currency_aliases()}
+        return {**country_aliases(), **capital_aliases(), **currency_aliases(), **region_aliases()}
     if name == "geonames":
         from kgprobe.kg.datasets.geonames import aliases
 

