@@ -9,7 +9,9 @@ by ``kgprobe.linkpred.run.run_training`` for each of ``--seeds``:
 
 * ``--part levers`` (SimKGC's levers, cumulative, each compared with ``base``): ``learn_tau``
   (infonce tau 0.05 to start, learnt), ``margin`` (+ additive margin 0.02), ``pre_batch`` (+
-  pre-batch negatives of the last 2 batches), ``query_encoder`` (the relation-aware bi-encoder,
+  pre-batch negatives of the last 2 batches, each at the default ``pre_batch_weight``, named in the
+  arm's options so that a record from before the weight, trained at 1, is not read back as this
+  arm's), ``query_encoder`` (the relation-aware bi-encoder,
   ``--scorer query-encoder``, with learn_tau and margin 0.02 and no pre-batch, which it refuses; it
   keeps the base's in-batch sampler and asymmetric self-negative: SimKGC uses self-negatives too).
   SimKGC's 0.05 and 0.02 are for cosine scores in [-1, 1]; the base's TransE-L1 distances between
@@ -66,6 +68,7 @@ sys.path.insert(0, str(ROOT))
 
 from kgprobe.atomic import write_json  # noqa: E402
 from kgprobe.errors import KgprobeError  # noqa: E402
+from kgprobe.linkpred import config as linkpred_config  # noqa: E402
 from kgprobe.linkpred.config import LinkPredConfig, LinkPredOptions, TrainConfig, parse_key_values  # noqa: E402
 from kgprobe.linkpred.run import run_training  # noqa: E402
 from kgprobe.models.device import resolve_device  # noqa: E402
@@ -98,7 +101,8 @@ def part_arms(part: str, base: dict, args) -> dict[str, dict]:
         arms = {"base": {},
                 "learn_tau": {"loss_options": {**infonce, **SIMKGC}},
                 "margin": {"loss_options": {**infonce, **SIMKGC, "margin": 0.02}},
-                "pre_batch": {"loss_options": {**infonce, **SIMKGC, "margin": 0.02}, "pre_batch": 2},
+                "pre_batch": {"loss_options": {**infonce, **SIMKGC, "margin": 0.02}, "pre_batch": 2,
+                              "pre_batch_weight": linkpred_config.PRE_BATCH_WEIGHT},
                 "query_encoder": {"scorer": "query-encoder", "loss_options": {**infonce, **SIMKGC, "margin": 0.02}}}
         # the same levers at the base's score scale (see the module's docstring)
         tau = float(infonce.get("tau", 1.0))
@@ -106,7 +110,8 @@ def part_arms(part: str, base: dict, args) -> dict[str, dict]:
         margin = round(0.02 * tau / SIMKGC["tau"], 6)
         arms |= {"learn_tau_scaled": {"loss_options": scaled},
                  "margin_scaled": {"loss_options": {**scaled, "margin": margin}},
-                 "pre_batch_scaled": {"loss_options": {**scaled, "margin": margin}, "pre_batch": 2}}
+                 "pre_batch_scaled": {"loss_options": {**scaled, "margin": margin}, "pre_batch": 2,
+                                      "pre_batch_weight": linkpred_config.PRE_BATCH_WEIGHT}}
     elif part == "negatives":
         lm = {"max_queries": args.max_queries, **({"lm": args.lm} if args.lm else {}),
               **({"cache_dir": args.lm_cache} if args.lm_cache else {})}

@@ -145,7 +145,7 @@ def test_scaled_levers_keep_the_base_temperature_and_scale_the_margin():
     assert arms["learn_tau_scaled"]["loss_options"] == {"tau": 0.5, "learn_tau": True}
     assert arms["margin_scaled"]["loss_options"] == {"tau": 0.5, "learn_tau": True, "margin": 0.2}
     assert arms["pre_batch_scaled"] == {"loss_options": {"tau": 0.5, "learn_tau": True, "margin": 0.2},
-                                        "pre_batch": 2}
+                                        "pre_batch": 2, "pre_batch_weight": 0.05}
     chosen = bench.part_arms("levers", base, bench.parse_args(["--part", "levers", "--arms", "pre_batch_scaled"]))
     assert list(chosen) == ["pre_batch_scaled"]
 

@@ -204,8 +204,8 @@ def test_eval_options_scorer_options_and_set_reach_the_run(split_dir, tmp_path, 
 
 @pytest.mark.parametrize("args, line", [
     (["--set", "nope=1"], "kgprobe: error: --set: unknown setting 'nope'; known: amp, cpu_bf16, drop_last, dropout, "
-                          "grad_accumulation, max_grad_norm, metric, min_delta, normalize_entities, regularization, "
-                          "restore_best, weight_decay"),
+                          "grad_accumulation, max_grad_norm, metric, min_delta, normalize_entities, "
+                          "pre_batch_weight, regularization, restore_best, weight_decay"),
     (["--set", "epochs=3"], "kgprobe: error: --set epochs: it has an option of its own, --epochs"),
     (["--set", "weight_decay=-1"],
      "kgprobe: error: --set weight_decay: Input should be greater than or equal to 0 (got '-1')"),

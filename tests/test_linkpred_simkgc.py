@@ -106,6 +106,20 @@ def test_infonce_margin_is_subtracted_before_dividing_by_tau():
                                InfoNCELoss(tau=0.5, margin=0.3)(pos, neg[:, [0, 1, 3, 4]]))
 
 
+def test_infonce_log_weight_counts_a_negative_w_times_in_the_denominator():
+    pos, neg = torch.tensor([1.0, 0.2]), torch.tensor([[0.5, -0.3, 0.8], [0.1, 0.4, -1.0]])
+    w = torch.tensor([1.0, 0.05, 0.05])
+    got = InfoNCELoss(tau=0.5, margin=0.1)(pos, neg, log_weight=w.log())
+    p = ((pos - 0.1) / 0.5).exp()
+    expected = -(p / (p + (w * (neg / 0.5).exp()).sum(1))).log().mean()
+    assert abs(float(got) - float(expected)) < 1e-6
+    mask = torch.tensor([[True, False, True], [True, True, True]])  # a masked negative weighs nothing
+    masked = InfoNCELoss(tau=0.5)(pos, neg, mask=mask, log_weight=w.log())
+    q = (pos / 0.5).exp()
+    expected = -(q / (q + (mask * w * (neg / 0.5).exp()).sum(1))).log().mean()
+    assert abs(float(masked) - float(expected)) < 1e-6
+
+
 def test_learnt_tau_is_log_inverse_tau_clamped_at_100():
     pos, neg = _scores(1)
     loss = get_loss("infonce", tau=0.05, margin=0.1, learn_tau=True)
@@ -263,6 +277,56 @@ def test_pre_batch_option_is_checked_and_refused_with_several_processes(kg, spli
     with pytest.raises(KgprobeError, match="pre_batch negatives work in one process only") as err:
         _trainer(kg, split_triples, pre_batch=2, world=World(rank=0, size=2))
     assert "\n" not in str(err.value)
+
+
+def test_pre_batch_weight_is_checked_and_counts_only_with_pre_batch(kg, split_triples):
+    from kgprobe.linkpred.run import check_combinations
+
+    for bad in (0, 1.5):
+        with pytest.raises(KgprobeError, match="pre_batch_weight"):
+            TrainConfig(pre_batch_weight=bad)
+    # in the resume key only with pre-batch negatives, and then always (a checkpoint from before
+    # the weight trained at 1 and must not resume under the default)
+    assert "pre_batch_weight" not in TrainConfig().resume_key()
+    assert "pre_batch_weight" not in TrainConfig(pre_batch_weight=0.5).resume_key()
+    assert TrainConfig(pre_batch=2).resume_key()["pre_batch_weight"] == TrainConfig().pre_batch_weight < 1
+    cfg = LinkPredConfig(data="x", out="y", encoder="bow", scorer="transe", loss="margin", pre_batch=2)
+    with pytest.raises(KgprobeError, match=r"pre_batch_weight \(default 0.05\) weighs the infonce loss.s softmax"):
+        check_combinations(cfg)
+    check_combinations(cfg.model_copy(update={"pre_batch_weight": 1.0}))
+    check_combinations(cfg.model_copy(update={"loss": "crossentropy"}))  # infonce by its alias
+    train_t, valid_t = split_triples
+    with pytest.raises(KgprobeError, match="weighs the infonce"):
+        Trainer(encoder=get_encoder("bow", kg=kg, dim=16, seed=0), scorer=get_scorer("transe", p=2),
+                loss=get_loss("margin"), sampler=get_sampler("in-batch", kg=kg), train_triples=train_t,
+                num_relations=kg.num_relations, device="cpu", progress=False, pre_batch=2)
+
+
+def test_pre_batch_weight_weighs_the_queue_in_the_loss(kg, split_triples):
+    """One step's loss with the queue's negatives at weight w is InfoNCE over the batch's own
+    negatives plus w times the queue's."""
+    losses = {}
+    for w in (1.0, 0.05):
+        trainer = _trainer(kg, split_triples, pre_batch=2, pre_batch_weight=w, loss_options={"tau": 0.5})
+        seen = []
+
+        def recording(pos, neg, mask=None, log_weight=None, seen=seen, original=trainer.loss_fn.forward):
+            seen.append((pos, neg, mask, log_weight))
+            return original(pos, neg, mask=mask, log_weight=log_weight)
+
+        trainer.loss_fn.forward = recording
+        generator = torch.Generator().manual_seed(0)
+        batches = [split_triples[0][i:i + 8] for i in (0, 8, 16)]
+        for batch in batches:
+            losses[w] = float(trainer._batch_loss(batch, generator))
+        pos, neg, mask, log_weight = seen[-1]
+        if w == 1.0:
+            assert log_weight is None or bool((log_weight == 0).all())
+        else:
+            n_queue = int((log_weight != 0).sum())
+            assert n_queue > 0 and torch.allclose(log_weight[-n_queue:], torch.tensor(math.log(w)))
+            assert bool((log_weight[:-n_queue] == 0).all())
+    assert losses[0.05] < losses[1.0]  # the queue's negatives count a twentieth each
 
 
 def test_cli_trains_with_every_lever(split_dir, tmp_path, capsys):

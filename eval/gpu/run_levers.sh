@@ -10,9 +10,13 @@
 # skipped: /tmp/site is there) resumes it, and a finished arm is read back from the runs directory.
 # Measured on 2026-12-04 with PARALLEL=1 EPOCHS=2 (one H200, eval/results/linkpred.json "levers"): the
 # five arms in 508 s, each epoch ~140 s with five sharing the GPU (48 s alone); SimKGC's literal tau
-# 0.05 hurt TransE (0.216 vs the base's 0.306) and pre_batch collapsed. Next call, the levers at the
-# base's score scale beside that base (same budget, so they join the same table):
-#   ARMS="learn_tau_scaled margin_scaled pre_batch_scaled" PARALLEL=1 EPOCHS=2 bash eval/gpu/run_levers.sh
+# 0.05 hurt TransE (0.216 vs the base's 0.306) and pre_batch collapsed. The collapse came back on the
+# CPU (bag of words, fp32, tau 0.5 fixed; docs/linkpred.md "Pre-batch negatives"): the queue's
+# detached negatives outweighed the batch's own; they now weigh pre_batch_weight (0.05) each, and the
+# pre-batch arms name it, so the collapsed record (weight 1) is trained again, not read back. Next
+# call, the levers at the base's score scale and the weighted pre_batch beside that base (same
+# budget, so they join the same table):
+#   ARMS="learn_tau_scaled margin_scaled pre_batch_scaled pre_batch" PARALLEL=1 EPOCHS=2 bash eval/gpu/run_levers.sh
 # A full-budget arm (8 epochs) alone takes ~7 min (base), query_encoder about twice that: two calls.
 # PARALLEL=1 trains the arms at once, one process each, each into its own result file; the finished ones
 # are then gathered into RESULT by one more call of the bench, which only reads them back. A lone arm's

@@ -24,6 +24,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from kgprobe.errors import KgprobeError
 
 _SEED = "Seed of every random draw."
+# Each pre-batch negative's weight in InfoNCE's softmax. At 1 the detached negatives of two batches
+# (four times a batch's own, as heads and tails) took most of the softmax and the encoder collapsed
+# (WordNet, bag of words on the CPU and MiniLM on an H200 alike); chosen on the CPU pilot of
+# docs/linkpred.md "Pre-batch negatives".
+PRE_BATCH_WEIGHT = 0.05
+PRE_BATCH_WEIGHT_NEEDS_INFONCE = (f"pre_batch_weight (default {PRE_BATCH_WEIGHT}) weighs the infonce loss's softmax: "
+                                  "with another loss set pre_batch_weight=1 (every negative alike)")
 
 __all__ = ["ComponentOptions", "LinkPredConfig", "LinkPredOptions", "TrainConfig", "TrainOptions",
            "one_line", "parse_key_values"]
@@ -66,7 +73,7 @@ class TrainOptions(BaseModel):
     #: fine-tuning knobs: no option of their own on the command line (``--set KEY=VALUE``)
     ADVANCED: ClassVar[tuple[str, ...]] = ("weight_decay", "grad_accumulation", "max_grad_norm", "regularization",
                                            "normalize_entities", "amp", "min_delta", "metric", "drop_last",
-                                           "restore_best", "dropout", "cpu_bf16")
+                                           "restore_best", "dropout", "cpu_bf16", "pre_batch_weight")
 
     epochs: int = Field(default=40, ge=1, description="Training epochs.")
     batch_size: int = Field(default=64, ge=1, description="Positive triples per batch.")
@@ -108,6 +115,11 @@ class TrainOptions(BaseModel):
         description="SimKGC's pre-batch negatives: the (detached) vectors of the entities of the last N batches "
                     "join every row's negatives, as heads and as tails; known training triples and the row's own "
                     "answer are masked (0: none; SimKGC uses 2). One process only.")
+    pre_batch_weight: float = Field(
+        default=PRE_BATCH_WEIGHT, gt=0, le=1,
+        description="Weight of each pre-batch negative in InfoNCE's softmax (log w added to its logit): "
+                    "detached negatives that outnumber a batch's own take its repulsion and the encoder "
+                    "collapses at 1 (docs/linkpred.md). infonce loss only.")
 
 
 class TrainConfig(TrainOptions):
@@ -120,7 +132,7 @@ class TrainConfig(TrainOptions):
 
     #: settings added after checkpoints were first written: left out of the resume key at their
     #: default, so that those checkpoints still resume
-    ADDED_LATER: ClassVar[tuple[str, ...]] = ("dropout", "cpu_bf16", "pre_batch")
+    ADDED_LATER: ClassVar[tuple[str, ...]] = ("dropout", "cpu_bf16", "pre_batch", "pre_batch_weight")
 
     seed: int = Field(default=0, description=_SEED)
 
@@ -133,8 +145,12 @@ class TrainConfig(TrainOptions):
     def resume_key(self) -> dict:
         """The settings a resumed run must share with the run that wrote the checkpoint."""
         fields = type(self).model_fields
+        # the weight of pre-batch negatives counts only with them; with them it always counts, so a
+        # pre-batch checkpoint from before the weight (trained at 1) refuses to resume under another
         return {name: getattr(self, name) for name in fields if name not in self.NOT_RESUMED
-                and not (name in self.ADDED_LATER and getattr(self, name) == fields[name].default)}
+                and not (name in self.ADDED_LATER and getattr(self, name) == fields[name].default
+                         and not (name == "pre_batch_weight" and self.pre_batch))
+                and not (name == "pre_batch_weight" and not self.pre_batch)}
 
     def replace(self, **changes: Any) -> "TrainConfig":
         """A copy with ``changes``, validated."""

@@ -177,6 +177,11 @@ class InfoNCELoss(Loss):
     :math:`1/\tau = \min(e^{\log(1/\tau)}, \text{max\_inverse\_tau})`, ``max_inverse_tau = 100`` as
     in SimKGC (beyond it the clamp passes no gradient, so the temperature stops falling).
     :attr:`tau` gives the current value.
+
+    ``log_weight`` (per negative, broadcast over the rows) is added to the negatives' logits after
+    the scaling: a negative of weight :math:`w_k` counts :math:`w_k` times in the denominator,
+    :math:`\sum_k w_k e^{s^-_{bk}/\tau}`. The trainer weighs its pre-batch negatives so
+    (``pre_batch_weight``), so that detached negatives do not crowd out the batch's own.
     """
 
     name = "infonce"
@@ -209,11 +214,14 @@ class InfoNCELoss(Loss):
         """The current temperature (the learnt one with ``learn_tau``)."""
         return 1.0 / float(self.inverse_tau().detach()) if self.learn_tau else self._tau
 
-    def forward(self, pos: Tensor, neg: Tensor, mask: Tensor | None = None) -> Tensor:
+    def forward(self, pos: Tensor, neg: Tensor, mask: Tensor | None = None,
+                log_weight: Tensor | None = None) -> Tensor:
         pos, neg, mask = _prepare(pos, neg, mask)
         logits = torch.cat([(pos - self.margin)[:, None], neg], dim=1)
         # a fixed tau divides, as this loss always has (the same bits as runs made before learn_tau)
         logits = logits * self.inverse_tau() if self.learn_tau else logits / self._tau
+        if log_weight is not None:
+            logits = torch.cat([logits[:, :1], logits[:, 1:] + log_weight.to(logits.dtype)], dim=1)
         if mask is not None:  # after the scaling: -inf x 1/tau would give the learnt tau a NaN gradient
             logits = torch.cat([logits[:, :1], logits[:, 1:].masked_fill(~mask, float("-inf"))], dim=1)
         return (torch.logsumexp(logits, dim=1) - logits[:, 0]).mean()

@@ -84,7 +84,10 @@ def check_component_options(cfg: LinkPredOptions) -> None:
 def check_combinations(cfg: LinkPredOptions, *, processes: int = 1) -> None:
     """Raise a :class:`KgprobeError` for options that do not go together (the trainer says the same,
     but only once the data is loaded): pre-batch negatives or the query encoder with several
-    processes, and pre-batch negatives with the query encoder."""
+    processes, pre-batch negatives with the query encoder, and a pre-batch weight with a loss
+    other than infonce."""
+    from kgprobe.linkpred.config import PRE_BATCH_WEIGHT_NEEDS_INFONCE
+    from kgprobe.linkpred.losses import LOSS_REGISTRY, InfoNCELoss
     from kgprobe.linkpred.scorers import SCORER_REGISTRY
 
     queries = bool(getattr(SCORER_REGISTRY.lookup(cfg.scorer), "encodes_queries", False))
@@ -94,6 +97,8 @@ def check_combinations(cfg: LinkPredOptions, *, processes: int = 1) -> None:
         raise KgprobeError("the query-encoder scorer works in one process only")
     if queries and cfg.pre_batch:
         raise KgprobeError("the query-encoder scorer does not take pre_batch negatives (yet): drop pre_batch")
+    if cfg.pre_batch and cfg.pre_batch_weight != 1 and not issubclass(LOSS_REGISTRY.lookup(cfg.loss), InfoNCELoss):
+        raise KgprobeError(PRE_BATCH_WEIGHT_NEEDS_INFONCE)
 
 
 def _read_ids(path: Path, graph: Any) -> torch.Tensor:

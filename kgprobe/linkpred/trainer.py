@@ -19,8 +19,10 @@ decay, saved in the checkpoint (``loss``) and all-reduced with the model under s
 processes; its ``record()`` (the learnt ``tau``) joins each epoch's record. ``pre_batch = N``
 keeps the detached vectors of the entities encoded by the last ``N`` batches in a FIFO queue and
 scores every row against them as extra tails and heads (:meth:`Trainer._pre_batch_negatives`;
-the row's answer and known training triples masked); the queue is part of the checkpoint (one
-process only). The ``query-encoder`` scorer (SimKGC's bi-encoder) encodes each triple's tail and
+the row's answer and known training triples masked), each weighing ``pre_batch_weight`` in
+InfoNCE's softmax (``log w`` added to its logit: detached negatives at full weight crowd out the
+batch's own and the encoder collapses); the queue is part of the checkpoint (one process only).
+The ``query-encoder`` scorer (SimKGC's bi-encoder) encodes each triple's tail and
 head queries from text (:meth:`LinkPredictionModel.query_vectors`) and scores answers by cosine
 (:meth:`Trainer._query_batch_loss`; evaluation by
 :func:`~kgprobe.linkpred.evaluator.evaluate_query_model`).
@@ -85,6 +87,7 @@ import contextlib
 import hashlib
 import inspect
 import json
+import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -97,7 +100,7 @@ from torch import nn
 
 from kgprobe.atomic import atomic_path
 from kgprobe.errors import KgprobeError
-from kgprobe.linkpred.config import TrainConfig
+from kgprobe.linkpred.config import PRE_BATCH_WEIGHT_NEEDS_INFONCE, TrainConfig
 from kgprobe.linkpred.data import as_triples, batch_slices, num_batches
 from kgprobe.linkpred.distributed import SINGLE, World, shard_bounds
 from kgprobe.linkpred.encoders import EntityEncoder
@@ -203,11 +206,15 @@ def _scorer_name(scorer: Any) -> str:
 
 
 def _accepts_mask(loss: Any) -> bool:
-    try:
-        params = inspect.signature(loss).parameters
-    except (TypeError, ValueError):
-        return False
+    params = _parameters(loss)
     return "mask" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def _parameters(function: Any) -> Mapping[str, inspect.Parameter]:
+    try:
+        return inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return {}
 
 
 def _numpy_state() -> list:
@@ -310,6 +317,8 @@ class Trainer:
         # a loss with parameters (infonce's learnt temperature) trains on the model's device
         self.loss_fn = loss.to(self.device) if isinstance(loss, nn.Module) else loss
         self._loss_takes_mask = _accepts_mask(loss)
+        # named outright: a module's own signature is (*args, **kwargs), which takes anything
+        self._loss_takes_log_weight = "log_weight" in _parameters(getattr(loss, "forward", loss))
         self.sampler = sampler
         self.out_dir = None if out_dir is None else Path(out_dir)
         self.progress = progress and self.world.is_main
@@ -393,6 +402,8 @@ class Trainer:
             return
         if self.world.size > 1:
             raise KgprobeError("pre_batch negatives work in one process only: drop pre_batch or run one process")
+        if self.config.pre_batch_weight != 1 and not self._loss_takes_log_weight:
+            raise KgprobeError(PRE_BATCH_WEIGHT_NEEDS_INFONCE)
         known = [self.train_triples]
         sampler_triples = getattr(self.sampler, "triples", None)  # the whole training part under a subset
         if sampler_triples is not None:
@@ -500,12 +511,16 @@ class Trainer:
             pos = model.scorer.score(pos_ent[:, 0], rel, pos_ent[:, 1])
             neg = model.scorer.score(neg_ent[:, :, 0], neg_rel, neg_ent[:, :, 1])
             mask = mask.bool()
+            log_weight = None
             if self._pre_batch:  # the queue's entities join the negatives, then this batch joins the queue
                 extra, extra_mask = self._pre_batch_negatives(batch, pos_ent, rel)
+                log_weight = torch.cat([neg.new_zeros(neg.shape[1], dtype=torch.float32),
+                                        neg.new_full((extra.shape[1],), math.log(cfg.pre_batch_weight),
+                                                     dtype=torch.float32)])
                 neg, mask, usable = torch.cat([neg, extra], dim=1), torch.cat([mask, extra_mask], dim=1), False
         if cfg.pre_batch:
             self._pre_batch.append((unique, vectors.detach()))
-        loss = self._loss(pos.float(), neg.float(), mask, usable)
+        loss = self._loss(pos.float(), neg.float(), mask, usable, log_weight=log_weight)
         if cfg.regularization:
             loss = loss + cfg.regularization * (pos_ent.float().pow(2).mean() + rel.float().pow(2).mean())
         return loss
@@ -554,7 +569,10 @@ class Trainer:
         heads = scorer.score(vectors[None], rel[:, None], pos_ent[:, None, 1])
         return torch.cat([tails, heads], dim=1), host_to_device(keep, self.device)
 
-    def _loss(self, pos: torch.Tensor, neg: torch.Tensor, mask: torch.Tensor, usable: bool) -> torch.Tensor:
+    def _loss(self, pos: torch.Tensor, neg: torch.Tensor, mask: torch.Tensor, usable: bool,
+              log_weight: torch.Tensor | None = None) -> torch.Tensor:
+        if log_weight is not None and self.config.pre_batch_weight != 1:  # the pre-batch negatives' weight
+            return self.loss_fn(pos, neg, mask=mask, log_weight=log_weight)
         if usable:  # every negative usable (known on the host: asking the GPU tensor would wait for it)
             return self.loss_fn(pos, neg)
         if self._loss_takes_mask:
