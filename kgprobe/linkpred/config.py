@@ -145,12 +145,14 @@ class TrainConfig(TrainOptions):
     def resume_key(self) -> dict:
         """The settings a resumed run must share with the run that wrote the checkpoint."""
         fields = type(self).model_fields
-        # the weight of pre-batch negatives counts only with them; with them it always counts, so a
-        # pre-batch checkpoint from before the weight (trained at 1) refuses to resume under another
-        return {name: getattr(self, name) for name in fields if name not in self.NOT_RESUMED
-                and not (name in self.ADDED_LATER and getattr(self, name) == fields[name].default
-                         and not (name == "pre_batch_weight" and self.pre_batch))
-                and not (name == "pre_batch_weight" and not self.pre_batch)}
+        key = {name: getattr(self, name) for name in fields if name not in self.NOT_RESUMED
+               and not (name in self.ADDED_LATER and getattr(self, name) == fields[name].default)}
+        # the weight of pre-batch negatives counts only with them, and then always: a pre-batch
+        # checkpoint from before the weight (trained at 1) refuses to resume under the default
+        key.pop("pre_batch_weight", None)
+        if self.pre_batch:
+            key["pre_batch_weight"] = self.pre_batch_weight
+        return key
 
     def replace(self, **changes: Any) -> "TrainConfig":
         """A copy with ``changes``, validated."""

@@ -514,9 +514,10 @@ class Trainer:
             log_weight = None
             if self._pre_batch:  # the queue's entities join the negatives, then this batch joins the queue
                 extra, extra_mask = self._pre_batch_negatives(batch, pos_ent, rel)
-                log_weight = torch.cat([neg.new_zeros(neg.shape[1], dtype=torch.float32),
-                                        neg.new_full((extra.shape[1],), math.log(cfg.pre_batch_weight),
-                                                     dtype=torch.float32)])
+                if cfg.pre_batch_weight != 1:  # log w on each queued negative's logit (InfoNCE)
+                    log_weight = torch.cat([neg.new_zeros(neg.shape[1], dtype=torch.float32),
+                                            neg.new_full((extra.shape[1],), math.log(cfg.pre_batch_weight),
+                                                         dtype=torch.float32)])
                 neg, mask, usable = torch.cat([neg, extra], dim=1), torch.cat([mask, extra_mask], dim=1), False
         if cfg.pre_batch:
             self._pre_batch.append((unique, vectors.detach()))
@@ -571,7 +572,7 @@ class Trainer:
 
     def _loss(self, pos: torch.Tensor, neg: torch.Tensor, mask: torch.Tensor, usable: bool,
               log_weight: torch.Tensor | None = None) -> torch.Tensor:
-        if log_weight is not None and self.config.pre_batch_weight != 1:  # the pre-batch negatives' weight
+        if log_weight is not None:  # the pre-batch negatives' weight (infonce, checked at the start)
             return self.loss_fn(pos, neg, mask=mask, log_weight=log_weight)
         if usable:  # every negative usable (known on the host: asking the GPU tensor would wait for it)
             return self.loss_fn(pos, neg)
