@@ -105,7 +105,7 @@ from kgprobe.linkpred.data import as_triples, batch_slices, num_batches
 from kgprobe.linkpred.distributed import SINGLE, World, shard_bounds
 from kgprobe.linkpred.encoders import EntityEncoder
 from kgprobe.linkpred.filters import FilterIndex
-from kgprobe.linkpred.losses import MarginRankingLoss
+from kgprobe.linkpred.losses import InfoNCELoss, MarginRankingLoss
 from kgprobe.linkpred.samplers import Negatives, NegativeSampler
 from kgprobe.linkpred.scorers import normalizes_entities
 from kgprobe.models.device import cpu_has_native_bf16, host_to_device
@@ -206,15 +206,11 @@ def _scorer_name(scorer: Any) -> str:
 
 
 def _accepts_mask(loss: Any) -> bool:
-    params = _parameters(loss)
-    return "mask" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-
-
-def _parameters(function: Any) -> Mapping[str, inspect.Parameter]:
     try:
-        return inspect.signature(function).parameters
+        params = inspect.signature(loss).parameters
     except (TypeError, ValueError):
-        return {}
+        return False
+    return "mask" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 def _numpy_state() -> list:
@@ -317,8 +313,6 @@ class Trainer:
         # a loss with parameters (infonce's learnt temperature) trains on the model's device
         self.loss_fn = loss.to(self.device) if isinstance(loss, nn.Module) else loss
         self._loss_takes_mask = _accepts_mask(loss)
-        # named outright: a module's own signature is (*args, **kwargs), which takes anything
-        self._loss_takes_log_weight = "log_weight" in _parameters(getattr(loss, "forward", loss))
         self.sampler = sampler
         self.out_dir = None if out_dir is None else Path(out_dir)
         self.progress = progress and self.world.is_main
@@ -402,7 +396,7 @@ class Trainer:
             return
         if self.world.size > 1:
             raise KgprobeError("pre_batch negatives work in one process only: drop pre_batch or run one process")
-        if self.config.pre_batch_weight != 1 and not self._loss_takes_log_weight:
+        if self.config.pre_batch_weight != 1 and not isinstance(self.loss_fn, InfoNCELoss):
             raise KgprobeError(PRE_BATCH_WEIGHT_NEEDS_INFONCE)
         known = [self.train_triples]
         sampler_triples = getattr(self.sampler, "triples", None)  # the whole training part under a subset
