@@ -62,9 +62,9 @@ def kappa(x: list[int], y: list[int]) -> float:
     return round((p_o - p_e) / (1 - p_e), 4) if p_e < 1 else 1.0
 
 
-def judge_result(path: Path, labels: dict, default_variant: str | None = None) -> dict:
+def judge_result(path: Path, labels: dict) -> dict:
     result = json.loads(path.read_text(encoding="utf-8"))
-    variant = default_variant or result["default_variant"]
+    variant = result["default_variant"]
     rows, columns = [], {"reference": [], "judge_a": [], "judge_b": []}
     for rel in result["relations"]:
         top = rel["variants"][variant].get("top_50")
