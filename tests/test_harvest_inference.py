@@ -158,6 +158,25 @@ def test_a_symmetric_ranking_keeps_one_order_per_pair_and_no_seed_reversed():
     assert [candidates[i] for i in tiered.kept] == [("up", "down"), ("wet", "dry")]
 
 
+def test_unknown_values_rank_last_only_where_wordnet_knew_every_seed():
+    from types import SimpleNamespace
+
+    from kgprobe.harvest.run import type_tiers
+
+    rel = SimpleNamespace(constraints=Constraints())  # no written types: only what types.json infers
+    candidates = [("Walden", "Thoreau"), ("Emma", "Jane Austen"), ("Othello", "Thoreau"), ("Othello", "Janet")]
+    assigned = {
+        "0": {"Walden": "unknown", "Emma": "unknown", "Othello": "fictional character"},
+        "1": {"Thoreau": "writer", "Jane Austen": "writer", "Janet": "unknown"},
+        "inferred": {"0": {"name": "fictional character", "seeds_known": 3, "seeds": 5},
+                     "1": {"name": "writer", "seeds_known": 5, "seeds": 5}},
+    }
+    # titles: 2 of 5 seeds unknown to WordNet, so an unknown title is not put last; writers: all known
+    assert type_tiers(candidates, assigned, rel).tolist() == [0, 0, 0, 1]
+    assigned["inferred"]["0"]["seeds_known"] = 5
+    assert type_tiers(candidates, assigned, rel).tolist() == [1, 1, 0, 1]
+
+
 def test_judge_counts_precision_at_k_and_judged_heads():
     ref = ReferenceIndex([({"france"}, {"paris"}), ({"japan"}, {"tokyo"})])
     tuples = [("Paris", "France"), ("Osaka", "Japan"), ("Sydney", "Australia"), ("Tokyo", "Japan")]

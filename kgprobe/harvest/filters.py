@@ -13,6 +13,8 @@ from kgprobe.harvest.relation import Constraints
 from kgprobe.harvest.stopwords import stopwords
 
 _WORD = re.compile(r"[^\W_]+(?:[-'.][^\W_]+)*", re.UNICODE)
+#: a number as a slot value: a year, a count, a code ("1756", "8,848", "3.14")
+NUMBER = re.compile(r"[0-9]+(?:[.,][0-9]+)*")
 # words that join the parts of a name ("United States of America", "Rio de Janeiro"): allowed
 # inside an entity even when the prompt uses them
 _NAME_JOINERS = frozenset("of the and de la le du del da do dos von van der y el al".split())
@@ -29,8 +31,12 @@ class EntityFilter:
             prompt_words |= {w.lower() for w in _WORD.findall(re.sub(r"<ENT\d+>", " ", p))}
         self.prompt_words = prompt_words
 
-    def ok(self, entity: str) -> bool:
+    def ok(self, entity: str, *, numeric: bool = False) -> bool:
+        """Whether ``entity`` may fill a slot; a ``numeric`` slot (:func:`numeric_slots`) takes
+        numbers only, which every other slot refuses (a name has a letter)."""
         text = entity.strip()
+        if numeric:
+            return text == entity.strip(" ") and NUMBER.fullmatch(text) is not None
         if len(text) < self.c.min_chars or text != entity.strip(" ") or "\n" in text:
             return False
         words = text.split()
@@ -57,6 +63,13 @@ class EntityFilter:
         """No entity equals, starts with or contains (as whole words) another slot's entity."""
         low = [f" {e.lower()} " for e in entities]
         return not any(i != j and b in a for i, a in enumerate(low) for j, b in enumerate(low))
+
+
+def numeric_slots(seeds: list[tuple[str, ...]]) -> frozenset[int]:
+    """The slots whose every seed value is a number (:data:`NUMBER`): birth years, populations,
+    calling codes. WordNet types none of them, and a name filter would refuse every value."""
+    return frozenset(j for j in range(len(seeds[0]) if seeds else 0)
+                     if all(NUMBER.fullmatch(s[j].strip()) for s in seeds))
 
 
 def diversity_cap(

@@ -33,6 +33,7 @@ from kgprobe.atomic import atomic_path, write_json
 from kgprobe.checkpoint import ChunkLog
 from kgprobe.errors import KgprobeError
 from kgprobe.harvest.ensemble import Expert, columns, ensemble_problem, expert_dir, pool, scorer
+from kgprobe.harvest.filters import NUMBER, numeric_slots
 from kgprobe.harvest.properties import Properties
 from kgprobe.harvest.ranking import final_ranking
 from kgprobe.harvest.relation import Relation, Template, load_relation
@@ -510,6 +511,8 @@ def slots_differ(rel: Relation, options: HarvestOptions) -> bool:
         return written[0].type != written[1].type
     if written or not options.infer_types:
         return False
+    if len(numeric_slots(list(rel.seeds))) == 1:  # a number and a name
+        return True
     from kgprobe.harvest.slot_types import infer_slot_type, load_index, types_differ
 
     index = load_index()
@@ -563,13 +566,20 @@ def _typed(candidates, rel: Relation, out: Path, lm, options: HarvestOptions,
                                          for slot, name in wanted.items())]
     for slot, name in sorted(wanted.items()):
         types = list(assigned[str(slot)].values())
-        echo(f"slot {slot} typed as {name}: {sum(t not in (name, UNKNOWN) for t in types)} of {len(types)} values "
-             f"dropped, {types.count(UNKNOWN)} unknown to WordNet (ranked after the typed ones)")
+        dropped = sum(t not in (name, UNKNOWN) for t in types)
+        line = f"slot {slot} typed as {name}: {dropped} of {len(types)} values dropped"
+        if UNKNOWN in types:
+            line += f", {types.count(UNKNOWN)} unknown to WordNet (" + (
+                "ranked after the typed ones)" if unknown_last(assigned, slot) else
+                "ranked with the typed ones, as some seeds are unknown too)")
+        echo(line)
     return keep
 
 
 #: a WordNet-typed slot's value that WordNet does not know: kept, but ranked after the typed values
 UNKNOWN = "unknown"
+#: the type of a slot whose seeds are all numbers (:func:`~kgprobe.harvest.filters.numeric_slots`)
+NUMBER_TYPE = "number"
 
 
 def _ranking(candidates, per_prompt: list[list[float]], weighted: list[tuple[Template, float]], rel: Relation,
@@ -598,9 +608,20 @@ def typed_slots(assigned: dict, rel: Relation) -> dict[int, str]:
 
 def type_tiers(candidates, assigned: dict, rel: Relation) -> torch.Tensor:
     """1 for a candidate with a value WordNet does not know in a typed slot, else 0: the ranking
-    puts every fully typed candidate first (a long harvest still fills up with unknown names)."""
-    slots = typed_slots(assigned, rel)
+    puts every fully typed candidate first (a long harvest still fills up with unknown names).
+
+    Only slots whose seeds WordNet all knows count: where some seeds are unknown to it (titles
+    beside *Hamlet* and *Faust*: "War and Peace", "The Odyssey"), as many right values are
+    expected to be unknown, and they are ranked by score with the typed ones."""
+    slots = [s for s in typed_slots(assigned, rel) if unknown_last(assigned, s)]
     return torch.tensor([int(any(assigned[str(s)].get(c[s]) == UNKNOWN for s in slots)) for c in candidates])
+
+
+def unknown_last(assigned: dict, slot: int) -> bool:
+    """Whether values WordNet does not know rank after the typed ones in ``slot``: yes unless its
+    type was inferred from seeds some of which WordNet does not know either."""
+    info = assigned.get("inferred", {}).get(str(slot))
+    return not isinstance(info, dict) or info["seeds_known"] == info["seeds"]
 
 
 def _assign_types(candidates, rel: Relation, lm, options: HarvestOptions, echo: Callable[[str], None]) -> dict:
@@ -617,13 +638,23 @@ def _assign_types(candidates, rel: Relation, lm, options: HarvestOptions, echo: 
     untyped = [slot for slot in range(rel.arity) if slot not in rel.constraints.types]
     if not (options.infer_types and untyped):
         return assigned
+    inferred: dict[str, dict | str] = {}
+    for slot in sorted(numeric_slots(list(rel.seeds)) & set(untyped)):  # years, counts: no WordNet words
+        values = sorted({c[slot] for c in candidates})
+        assigned[str(slot)] = {v: NUMBER_TYPE if NUMBER.fullmatch(v) else "other" for v in values}
+        inferred[str(slot)] = {"slot": slot, "method": "number", "name": NUMBER_TYPE, "synset": None, "pos": [],
+                               "seeds_known": len(rel.seeds), "seeds": len(rel.seeds)}
+        untyped.remove(slot)
+    if not untyped:
+        assigned["inferred"] = inferred
+        return assigned
     from kgprobe.harvest.slot_types import has_type, infer_slot_type, load_index
 
     index = load_index()
     if index is None:
         echo("slot types not inferred: WordNet is not installed (apt-get install wordnet-base)")
+        assigned["inferred"] = inferred
         return assigned
-    inferred: dict[str, dict | str] = {}
     for slot in untyped:
         found = infer_slot_type(index, slot, [s[slot] for s in rel.seeds])
         if isinstance(found, str):

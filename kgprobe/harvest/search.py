@@ -10,7 +10,9 @@ its value, so any state below the current ``n``-th best finished candidate is pr
 and bound). The next-token distribution is
 the weight-averaged log-probability over the search prompts (those that share the best prompt's
 slot order and spacing). An entity may end once it has a token: ending costs the log-probability
-of the template text that follows the slot (" is", " .", or a newline at the end).
+of the template text that follows the slot (" is", " .", or a newline at the end). A slot whose
+seeds are numbers is written from digit tokens only, and may start with the bare space token that
+SmolLM2's and Gemma3's tokenizers put before digits (" 1756" is " ", "1", "7", "5", "6").
 
 Positions after the first are searched independently per partial tuple, in fixed chunks, so a
 run can checkpoint every chunk and resume with identical results.
@@ -59,6 +61,18 @@ class VocabMasks:
         self.first_plain = mask(lambda t: bool(t) and t[0].isalnum())
         self.cont = mask(lambda t: bool(t) and "\n" not in t and (
             t[0].isalnum() or t[0] in "-'." or (len(t) > 1 and t[0] == " " and t[1].isalnum())))
+        # numbers: SmolLM2's and Gemma3's tokenizers write " 1756" as " ", "1", "7", "5", "6", so a
+        # number after a space starts with the bare space token (others have " 17"-like tokens)
+        digits = lambda t: t.isascii() and t.isdigit()  # noqa: E731 (not "²", which isdigit() too)
+        self.number_first_spaced = mask(lambda t: t == " " or (t[:1] == " " and digits(t[1:])))
+        self.number_first_plain = mask(digits)
+        self.number_cont = mask(lambda t: digits(t) or t in (",", "."))
+
+    def starts(self, *, spaced: bool, numeric: bool) -> torch.Tensor:
+        """Tokens that may begin an entity at a position with or without a space before it."""
+        if numeric:
+            return self.number_first_spaced if spaced else self.number_first_plain
+        return self.first_spaced if spaced else self.first_plain
 
 
 def _rank_within_groups(groups: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
@@ -86,12 +100,17 @@ def search_position(
     masks: VocabMasks,
     params: SearchParams,
     first: bool,
+    numeric: bool = False,
+    max_tokens: int | None = None,
 ) -> list[Partial]:
-    """Extend every partial tuple by one entity; returns the finished (longer) partial tuples."""
+    """Extend every partial tuple by one entity; returns the finished (longer) partial tuples.
+    ``numeric``: the entity is a number (:func:`~kgprobe.harvest.filters.numeric_slots`), written
+    from digit tokens only; ``max_tokens``: its length limit (default ``params.max_entity_tokens``)."""
     position = len(partials[0].filled)
     contexts = [[context(runner, lay, p.filled) for p in partials] for lay in layouts]
-    spaced = layouts[0].spaced[position]
-    start_mask = masks.first_spaced if spaced else masks.first_plain
+    start_mask = masks.starts(spaced=layouts[0].spaced[position], numeric=numeric)
+    cont_mask = masks.number_cont if numeric else masks.cont
+    max_tokens = params.max_entity_tokens if max_tokens is None else max_tokens
     keep_states = params.first_beam if first else params.later_beam
     keep_done = params.first_candidates if first else params.later_candidates
 
@@ -102,7 +121,7 @@ def search_position(
     beams = [begin_beam(runner, prefix, ctx) for prefix, ctx in zip(prefixes, contexts)]
     combine = torch.minimum if params.value == "min" else torch.add
 
-    for depth in range(params.max_entity_tokens + 1):
+    for depth in range(max_tokens + 1):
         if not tokens:
             break
         lp = torch.zeros((len(tokens), masks.cont.shape[0]))
@@ -116,12 +135,12 @@ def search_position(
             for o, toks, val in zip(owner.tolist(), tokens, finished):
                 ent = runner.decode(toks).strip()
                 filled = partials[o].filled + (ent,)
-                if filt.ok(ent) and filt.tuple_ok(filled):
+                if filt.ok(ent, numeric=numeric) and filt.tuple_ok(filled):
                     best = done.setdefault(o, {})
                     best[ent] = max(val, best.get(ent, float("-inf")))
-        if depth == params.max_entity_tokens:
+        if depth == max_tokens:
             break
-        lp = lp.masked_fill(~(start_mask if depth == 0 else masks.cont), float("-inf"))
+        lp = lp.masked_fill(~(start_mask if depth == 0 else cont_mask), float("-inf"))
         # few states (the start) may branch wider, so the beam is filled by distinct first tokens
         groups = 1 if first else len(partials)
         width = min(lp.shape[1], max(params.branch, -(-keep_states * groups // len(tokens))))
