@@ -58,3 +58,28 @@ def test_a_birth_year_relation_harvests_years_with_smollm2(tmp_path):
     assert types["inferred"]["1"]["method"] == "number" and set(types["1"].values()) == {"number"}
     props = json.loads((tmp_path / "run" / "properties.json").read_text())
     assert props["symmetric_from"] == "types" and props["functional"] is True
+
+
+def _tiny_harvest(seeds: list[str], out, lines: list[str]) -> list[dict]:
+    from kgprobe.harvest.run import HarvestOptions, harvest
+    from tiny_models import smollm2_tokenizer, tiny_llama
+
+    tok = smollm2_tokenizer()
+    rel = relation_from_options(["<ENT0> was born in <ENT1> ."], seeds)
+    search = {"first_beam": 16, "first_candidates": 6, "branch": 4, "later_beam": 4, "later_candidates": 2}
+    options = HarvestOptions(top_k=6, critic=False, search=search)
+    return harvest(rel, out, options=options, device="cpu", loaded_model=(tiny_llama(tok), tok), echo=lines.append)
+
+
+def test_a_random_lm_fills_a_numeric_slot_with_numbers_only(tmp_path):
+    lines: list[str] = []
+    rows = _tiny_harvest(YEARS, tmp_path / "run", lines)
+    candidates = [json.loads(x)["entities"] for x in (tmp_path / "run" / "candidates.jsonl").read_text().splitlines()]
+    assert rows and candidates and all(NUMBER.fullmatch(c[1]) for c in candidates)
+    assert "slot 1 typed as number: 0 of" in "\n".join(lines)
+
+
+def test_a_slot_of_mostly_numbers_says_why_it_is_searched_as_names(tmp_path):
+    lines: list[str] = []
+    _tiny_harvest(["Mozart|1756", "Einstein|1879", "Darwin|about 1809"], tmp_path / "run", lines)
+    assert "slot 1: not searched as numbers, as some seed values are not numbers (about 1809)" in lines

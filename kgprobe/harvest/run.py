@@ -645,6 +645,10 @@ def _assign_types(candidates, rel: Relation, lm, options: HarvestOptions, echo: 
         inferred[str(slot)] = {"slot": slot, "method": "number", "name": NUMBER_TYPE, "synset": None, "pos": [],
                                "seeds_known": len(rel.seeds), "seeds": len(rel.seeds)}
         untyped.remove(slot)
+    for slot in untyped:  # say why a slot of mostly numbers is searched as names
+        words = sorted({s[slot] for s in rel.seeds if not NUMBER.fullmatch(s[slot].strip())})
+        if len(words) < len({s[slot] for s in rel.seeds}) / 2:
+            echo(f"slot {slot}: not searched as numbers, as some seed values are not numbers ({', '.join(words)})")
     if not untyped:
         assigned["inferred"] = inferred
         return assigned
