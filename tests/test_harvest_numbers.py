@@ -1,26 +1,32 @@
-"""A slot whose seeds are numbers (birth years, calling codes) is searched, filtered and typed as
-numbers: SmolLM2's tokenizer writes " 1756" as a bare space and four digits, which the name search
-could neither start nor fit in its four tokens."""
+"""A slot whose seeds are numbers (birth years) or codes (ISO codes) is searched, filtered and
+typed by that form: SmolLM2's tokenizer writes " 1756" as a bare space and four digits, which the
+name search could neither start nor fit in its four tokens, and two-letter seeds want two-letter
+codes ("FR", not "AUS")."""
 from __future__ import annotations
 
 import json
 
 import pytest
 
-from kgprobe.harvest.filters import NUMBER, EntityFilter, numeric_slots
+from kgprobe.harvest.filters import NUMBER, EntityFilter, SlotForm, slot_forms
 from kgprobe.harvest.relation import Constraints, relation_from_options
 
 YEARS = ["Mozart|1756", "Einstein|1879", "Darwin|1809", "Newton|1643", "Picasso|1881"]
 
 
-def test_numeric_slots_are_those_whose_every_seed_is_a_number():
-    assert numeric_slots([("Mozart", "1756"), ("Everest", "8,848")]) == {1}
-    assert numeric_slots([("Mozart", "1756"), ("Einstein", "about 1879")]) == set()
-    assert numeric_slots([("3.14", "pi"), ("2.72", "e")]) == {0}
+def test_a_slot_has_a_form_when_every_seed_is_a_number_or_a_code():
+    number = SlotForm("number", (4, 5))
+    assert slot_forms([("Mozart", "1756"), ("Everest", "8,848")]) == {1: number}
+    assert slot_forms([("Mozart", "1756"), ("Einstein", "about 1879")]) == {}
+    assert slot_forms([("France", "FR"), ("Japan", "JP"), ("Norway", "NOR")]) == {1: SlotForm("code", (2, 3))}
+    # chemical symbols are no code ("Au"), nor is a name in capitals longer than six ("ARGENTINA")
+    assert slot_forms([("gold", "Au"), ("carbon", "C")]) == {} == slot_forms([("x", "ARGENTINA"), ("y", "PERU")])
     f = EntityFilter(Constraints(), ["<ENT0> was born in <ENT1> ."])
-    assert f.ok("1756", numeric=True) and f.ok("8,848", numeric=True)
-    assert not any(f.ok(v, numeric=True) for v in ("17a6", "1756.", "", "Paris", "²"))
+    assert f.ok("1756", form=number) and f.ok("8,848", form=number)
+    assert not any(f.ok(v, form=number) for v in ("17a6", "1756.", "", "Paris", "²"))
     assert not f.ok("1756") and f.ok("Paris")  # a name slot still wants a letter
+    code = SlotForm("code", (2, 2))
+    assert f.ok("FR", form=code) and not any(f.ok(v, form=code) for v in ("AUS", "Fr", "F", "F1R", "fr"))
 
 
 def test_the_masks_start_a_number_with_the_bare_space_token():
@@ -83,3 +89,47 @@ def test_a_slot_of_mostly_numbers_says_why_it_is_searched_as_names(tmp_path):
     lines: list[str] = []
     _tiny_harvest(["Mozart|1756", "Einstein|1879", "Darwin|about 1809"], tmp_path / "run", lines)
     assert "slot 1: not searched as numbers, as some seed values are not numbers (about 1809)" in lines
+
+
+def test_a_code_slot_holds_codes_of_the_seeds_length(tmp_path):
+    from kgprobe.harvest.run import HarvestOptions, harvest
+    from tiny_models import smollm2_tokenizer, tiny_llama
+
+    tok = smollm2_tokenizer()
+    rel = relation_from_options(["The country code of <ENT0> is <ENT1> ."],
+                                ["France|FR", "Japan|JP", "Kenya|KE", "Peru|PE"])
+    search = {"first_beam": 16, "first_candidates": 6, "branch": 64, "later_beam": 16, "later_candidates": 2}
+    options = HarvestOptions(top_k=6, critic=False, infer_types=False, search=search)
+    harvest(rel, tmp_path / "run", options=options, device="cpu", loaded_model=(tiny_llama(tok), tok),
+            echo=lambda s: None)
+    candidates = [json.loads(x)["entities"] for x in (tmp_path / "run" / "candidates.jsonl").read_text().splitlines()]
+    assert candidates and all(c[1].isupper() and len(c[1]) == 2 for c in candidates), candidates
+    props = json.loads((tmp_path / "run" / "properties.json").read_text())
+    assert props["symmetric"] is False and props["symmetric_from"] == "types"  # a name and a code
+
+
+def test_the_forms_benchmark_judges_codes_by_countryinfo_and_its_result_is_what_the_runs_gave():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    from kgprobe.harvest.evaluate import judge
+
+    root = Path(__file__).resolve().parent.parent
+    sys.path.insert(0, str(root / "eval"))
+    spec = importlib.util.spec_from_file_location("bench_slot_forms", root / "eval" / "bench_slot_forms.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    ref = bench.alpha2_reference()
+    tuples = [("France", "FR"), ("USA", "US"), ("United Kingdom", "GB"), ("United Kingdom", "UK"), ("Peru", "PE")]
+    assert judge(tuples, ref, ks=(5,))["precision@5"] == 0.8  # "UK" is no ISO code
+    # the committed result: every value of the seeds' form, and precision@10 recomputed from its top 20
+    result = json.loads((root / "eval" / "results" / "slot_forms.json").read_text())
+    rows = {r["relation"]: r for r in result["relations"]}
+    assert set(rows) == {"country_code", "birth_year"}
+    assert all(set(r["of_the_seeds_form"].values()) == {1.0} for r in rows.values())
+    code = rows["country_code"]
+    top = [tuple(t) for t in code["top_20"]]
+    assert judge(top, ref, ks=(10,))["precision@10"] == code["precision@10"]
+    assert all(len(t[1]) == 2 and t[1].isupper() for t in top)
+    assert rows["birth_year"]["inferred_types"]["1"]["method"] == "number"

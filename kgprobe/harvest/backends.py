@@ -12,7 +12,7 @@ import torch
 
 from kgprobe.checkpoint import ChunkLog
 from kgprobe.harvest import causal, masked
-from kgprobe.harvest.filters import EntityFilter, numeric_slots
+from kgprobe.harvest.filters import EntityFilter, SlotForm, slot_forms
 from kgprobe.harvest.relation import Relation, Template
 from kgprobe.harvest.search import Partial, SearchParams, VocabMasks, chunks, search_position
 from kgprobe.harvest.weighting import WeightingParams, prompt_weights
@@ -60,10 +60,11 @@ class CausalBackend:
         prefixes = [causal.few_shot_prefix(lt.template, self.seeds) for lt in layouts]
         filt = EntityFilter(self.rel.constraints, self.rel.prompts)
         masks = VocabMasks(self.lm)
-        numeric = numeric_slots(self.seeds)
+        forms = slot_forms(self.seeds)
         partials = [Partial((), 0.0)]
         for position in range(self.rel.arity):
             slot = best.template.order[position]
+            form = forms.get(slot)
             # a seed longer than the default limit ("1756" is 5 tokens with its space) raises it
             max_tokens = max([self.params.max_entity_tokens,
                               *(len(causal.entity_ids(self.lm, best, position, s[slot])) for s in self.seeds)])
@@ -73,10 +74,10 @@ class CausalBackend:
             for c, part in todo:
                 record = log.done(c)
                 if record is None:
-                    def run(sub: list[Partial], first: bool = position == 0, number: bool = slot in numeric,
+                    def run(sub: list[Partial], first: bool = position == 0, form: SlotForm | None = form,
                             limit: int = max_tokens) -> list[Partial]:
                         return search_position(self.lm, layouts, weights, prefixes, sub, filt=filt, masks=masks,
-                                               params=self.params, first=first, numeric=number, max_tokens=limit)
+                                               params=self.params, first=first, form=form, max_tokens=limit)
 
                     found = [p for got in self.search_memory.run(run, part, batch_size=len(part)) for p in got]
                     record = {"partials": [[*p.filled, p.value] for p in found]}
@@ -121,7 +122,7 @@ class MaskedBackend:
                                   arity=self.rel.arity, filt=filt,
                                   max_entity_tokens=min(self.params.max_entity_tokens, 2),
                                   beam=self.params.first_beam, branch=self.params.branch,
-                                  candidates=self.params.first_candidates, numeric=numeric_slots(self.seeds))
+                                  candidates=self.params.first_candidates, forms=slot_forms(self.seeds))
             record = {"tuples": [list(t) for t in found]}
             log.write(0, record)
         echo(f"search: {len(record['tuples'])} candidates")

@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from dataclasses import dataclass
 
 from kgprobe.harvest.relation import Constraints
 from kgprobe.harvest.stopwords import stopwords
 
 _WORD = re.compile(r"[^\W_]+(?:[-'.][^\W_]+)*", re.UNICODE)
-#: a number as a slot value: a year, a count, a code ("1756", "8,848", "3.14")
+#: a number as a slot value: a year, a count ("1756", "8,848", "3.14")
 NUMBER = re.compile(r"[0-9]+(?:[.,][0-9]+)*")
+#: a code as a slot value: capitals and digits, no space ("FR", "JPY", "H2O", "AAPL")
+CODE = re.compile(r"[A-Z][A-Z0-9]*")
+#: longest seed value that still reads as a code rather than a name in capitals
+MAX_CODE_CHARS = 6
 # words that join the parts of a name ("United States of America", "Rio de Janeiro"): allowed
 # inside an entity even when the prompt uses them
 _NAME_JOINERS = frozenset("of the and de la le du del da do dos von van der y el al".split())
@@ -31,12 +36,12 @@ class EntityFilter:
             prompt_words |= {w.lower() for w in _WORD.findall(re.sub(r"<ENT\d+>", " ", p))}
         self.prompt_words = prompt_words
 
-    def ok(self, entity: str, *, numeric: bool = False) -> bool:
-        """Whether ``entity`` may fill a slot; a ``numeric`` slot (:func:`numeric_slots`) takes
-        numbers only, which every other slot refuses (a name has a letter)."""
+    def ok(self, entity: str, *, form: SlotForm | None = None) -> bool:
+        """Whether ``entity`` may fill a slot; a slot with a ``form`` (:func:`slot_forms`) takes
+        values of that form only, and no other slot takes a number (a name has a letter)."""
         text = entity.strip()
-        if numeric:
-            return text == entity.strip(" ") and NUMBER.fullmatch(text) is not None
+        if form is not None:
+            return text == entity.strip(" ") and form.matches(text)
         if len(text) < self.c.min_chars or text != entity.strip(" ") or "\n" in text:
             return False
         words = text.split()
@@ -65,11 +70,33 @@ class EntityFilter:
         return not any(i != j and b in a for i, a in enumerate(low) for j, b in enumerate(low))
 
 
-def numeric_slots(seeds: list[tuple[str, ...]]) -> frozenset[int]:
-    """The slots whose every seed value is a number (:data:`NUMBER`): birth years, populations,
-    calling codes. WordNet types none of them, and a name filter would refuse every value."""
-    return frozenset(j for j in range(len(seeds[0]) if seeds else 0)
-                     if all(NUMBER.fullmatch(s[j].strip()) for s in seeds))
+@dataclass(frozen=True)
+class SlotForm:
+    """What every seed value of a slot looks like when it is no name: a ``number`` (birth years,
+    calling codes), or a ``code`` of capitals and digits as long as the seeds' (ISO codes "FR",
+    "JP": not "AUS"). WordNet types neither, and the name filter would refuse every number."""
+
+    kind: str                  # "number" | "code"
+    lengths: tuple[int, int]   # the seed values' shortest and longest (a code keeps to them)
+
+    def matches(self, text: str) -> bool:
+        if self.kind == "number":
+            return NUMBER.fullmatch(text) is not None
+        return CODE.fullmatch(text) is not None and self.lengths[0] <= len(text) <= self.lengths[1]
+
+
+def slot_forms(seeds: list[tuple[str, ...]]) -> dict[int, SlotForm]:
+    """Slot -> its form, for the slots whose every seed value is a number (:data:`NUMBER`) or a
+    code (:data:`CODE`, at most :data:`MAX_CODE_CHARS` characters)."""
+    forms = {}
+    for j in range(len(seeds[0]) if seeds else 0):
+        values = [s[j].strip() for s in seeds]
+        lengths = (min(map(len, values)), max(map(len, values)))
+        if all(NUMBER.fullmatch(v) for v in values):
+            forms[j] = SlotForm("number", lengths)
+        elif all(CODE.fullmatch(v) for v in values) and lengths[1] <= MAX_CODE_CHARS:
+            forms[j] = SlotForm("code", lengths)
+    return forms
 
 
 def diversity_cap(

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from kgprobe.harvest.filters import EntityFilter
+from kgprobe.harvest.filters import EntityFilter, SlotForm
 from kgprobe.harvest.relation import Template
 from kgprobe.models.device import input_device
 from kgprobe.models.lm import AUTO_BATCH_LIMIT, LMStats
@@ -135,10 +135,10 @@ def search(
     beam: int = 64,
     branch: int = 16,
     candidates: int = 200,
-    numeric: frozenset[int] = frozenset(),
+    forms: dict[int, SlotForm] | None = None,
 ) -> list[tuple[str, ...]]:
-    """Best tuples by the min-log-prob value, over all entity-length combinations; the slots in
-    ``numeric`` take numbers only (:meth:`EntityFilter.ok`)."""
+    """Best tuples by the min-log-prob value, over all entity-length combinations; a slot in
+    ``forms`` takes values of its form only (:meth:`EntityFilter.ok`)."""
     vocab = lm.tokenizer.convert_ids_to_tokens(list(range(lm.model.config.vocab_size)))
     special = set(lm.tokenizer.all_special_ids)
     allowed = torch.tensor([i not in special and any(ch.isalnum() for ch in (t or "")) for i, t in enumerate(vocab)])
@@ -171,6 +171,6 @@ def search(
                 ents.append(lm.tokenizer.decode(rest[:n]).strip())
                 rest = rest[n:]
             key = tuple(ents)
-            if all(filt.ok(e, numeric=j in numeric) for j, e in enumerate(key)) and filt.tuple_ok(key):
+            if all(filt.ok(e, form=(forms or {}).get(j)) for j, e in enumerate(key)) and filt.tuple_ok(key):
                 found[key] = max(value, found.get(key, float("-inf")))
     return [t for t, _ in sorted(found.items(), key=lambda kv: (-kv[1], kv[0]))[:candidates]]

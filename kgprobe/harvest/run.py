@@ -33,7 +33,7 @@ from kgprobe.atomic import atomic_path, write_json
 from kgprobe.checkpoint import ChunkLog
 from kgprobe.errors import KgprobeError
 from kgprobe.harvest.ensemble import Expert, columns, ensemble_problem, expert_dir, pool, scorer
-from kgprobe.harvest.filters import NUMBER, numeric_slots
+from kgprobe.harvest.filters import NUMBER, slot_forms
 from kgprobe.harvest.properties import Properties
 from kgprobe.harvest.ranking import final_ranking
 from kgprobe.harvest.relation import Relation, Template, load_relation
@@ -501,7 +501,8 @@ def _properties(backend, weighted: list[tuple[Template, float]], prompt_rows: li
 
 def slots_differ(rel: Relation, options: HarvestOptions) -> bool:
     """Whether a binary relation's two slots hold different kinds of thing, by their types: two
-    written types of different names, or two types inferred from the seeds that
+    written types of different names, two forms (a number, a code, a name:
+    :func:`~kgprobe.harvest.filters.slot_forms`), or two types inferred from the seeds that
     :func:`~kgprobe.harvest.slot_types.types_differ` tells apart (only the seeds are needed, so
     this runs before the search)."""
     if rel.arity != 2:
@@ -509,10 +510,12 @@ def slots_differ(rel: Relation, options: HarvestOptions) -> bool:
     written = rel.constraints.types
     if 0 in written and 1 in written:
         return written[0].type != written[1].type
+    forms = slot_forms(list(rel.seeds))  # the search keeps to them with or without type inference
+    kinds = [forms[j].kind if j in forms else "name" for j in (0, 1)]  # a number, a code or a name
+    if kinds != ["name", "name"]:
+        return kinds[0] != kinds[1]
     if written or not options.infer_types:
         return False
-    if len(numeric_slots(list(rel.seeds))) == 1:  # a number and a name
-        return True
     from kgprobe.harvest.slot_types import infer_slot_type, load_index, types_differ
 
     index = load_index()
@@ -578,8 +581,6 @@ def _typed(candidates, rel: Relation, out: Path, lm, options: HarvestOptions,
 
 #: a WordNet-typed slot's value that WordNet does not know: kept, but ranked after the typed values
 UNKNOWN = "unknown"
-#: the type of a slot whose seeds are all numbers (:func:`~kgprobe.harvest.filters.numeric_slots`)
-NUMBER_TYPE = "number"
 
 
 def _ranking(candidates, per_prompt: list[list[float]], weighted: list[tuple[Template, float]], rel: Relation,
@@ -639,11 +640,13 @@ def _assign_types(candidates, rel: Relation, lm, options: HarvestOptions, echo: 
     if not (options.infer_types and untyped):
         return assigned
     inferred: dict[str, dict | str] = {}
-    for slot in sorted(numeric_slots(list(rel.seeds)) & set(untyped)):  # years, counts: no WordNet words
+    forms = slot_forms(list(rel.seeds))
+    for slot in sorted(set(forms) & set(untyped)):  # years, ISO codes: no WordNet words
+        form = forms[slot]
         values = sorted({c[slot] for c in candidates})
-        assigned[str(slot)] = {v: NUMBER_TYPE if NUMBER.fullmatch(v) else "other" for v in values}
-        inferred[str(slot)] = {"slot": slot, "method": "number", "name": NUMBER_TYPE, "synset": None, "pos": [],
-                               "seeds_known": len(rel.seeds), "seeds": len(rel.seeds)}
+        assigned[str(slot)] = {v: form.kind if form.matches(v) else "other" for v in values}
+        inferred[str(slot)] = {"slot": slot, "method": form.kind, "name": form.kind, "synset": None, "pos": [],
+                               "lengths": list(form.lengths), "seeds_known": len(rel.seeds), "seeds": len(rel.seeds)}
         untyped.remove(slot)
     for slot in untyped:  # say why a slot of mostly numbers is searched as names
         words = sorted({s[slot] for s in rel.seeds if not NUMBER.fullmatch(s[slot].strip())})

@@ -25,7 +25,7 @@ from typing import Callable, Iterable
 import torch
 
 from kgprobe.harvest.causal import Layout, context
-from kgprobe.harvest.filters import EntityFilter
+from kgprobe.harvest.filters import EntityFilter, SlotForm
 from kgprobe.models.lm import CausalLMRunner, advance_beam, begin_beam
 
 
@@ -100,14 +100,16 @@ def search_position(
     masks: VocabMasks,
     params: SearchParams,
     first: bool,
-    numeric: bool = False,
+    form: SlotForm | None = None,
     max_tokens: int | None = None,
 ) -> list[Partial]:
     """Extend every partial tuple by one entity; returns the finished (longer) partial tuples.
-    ``numeric``: the entity is a number (:func:`~kgprobe.harvest.filters.numeric_slots`), written
-    from digit tokens only; ``max_tokens``: its length limit (default ``params.max_entity_tokens``)."""
+    ``form``: the entity is a number or a code (:func:`~kgprobe.harvest.filters.slot_forms`); a
+    number is written from digit tokens only. ``max_tokens``: the entity's length limit (default
+    ``params.max_entity_tokens``)."""
     position = len(partials[0].filled)
     contexts = [[context(runner, lay, p.filled) for p in partials] for lay in layouts]
+    numeric = form is not None and form.kind == "number"
     start_mask = masks.starts(spaced=layouts[0].spaced[position], numeric=numeric)
     cont_mask = masks.number_cont if numeric else masks.cont
     max_tokens = params.max_entity_tokens if max_tokens is None else max_tokens
@@ -135,7 +137,7 @@ def search_position(
             for o, toks, val in zip(owner.tolist(), tokens, finished):
                 ent = runner.decode(toks).strip()
                 filled = partials[o].filled + (ent,)
-                if filt.ok(ent, numeric=numeric) and filt.tuple_ok(filled):
+                if filt.ok(ent, form=form) and filt.tuple_ok(filled):
                     best = done.setdefault(o, {})
                     best[ent] = max(val, best.get(ent, float("-inf")))
         if depth == max_tokens:
