@@ -1,13 +1,14 @@
 """Benchmark: relations whose values are numbers or codes (``kgprobe.harvest.filters.slot_forms``).
 
 The relation files in ``kg_data/relations/forms/`` give only prompts and five seeds whose object
-is no name: ``country_code`` a two-letter ISO 3166 code (FR, JP, ...), ``birth_year`` a year. Each
-is harvested with the defaults (``--top-k 50``); the record says the slot type the run inferred
-(``types.json``: ``code`` or ``number``), the share of output values of the seeds' form (the
-seeds' length for a code), and the first 20 tuples. country_code is judged against countryinfo's
-alpha-2 codes (a country's names: its name and countryinfo's alternative spellings), as
-precision@10/50; birth_year has no reference that installs offline, so its tuples are there to be
-judged by hand.
+is no name: ``country_code`` a two-letter ISO 3166 code (FR, JP, ...), ``chemical_symbol`` an
+element's symbol (Au, C, ...), ``birth_year`` a year. Each is harvested with the defaults
+(``--top-k 50``); the record says the slot type the run inferred (``types.json``: ``code`` or
+``number``), the share of output values of the seeds' form (the seeds' length for a code), and
+the first 20 tuples. Precision@10/50: chemical_symbol against the reference its file names
+(WordNet lists "Au" among gold's names), country_code against countryinfo's alpha-2 codes (a
+country's names: its name and countryinfo's alternative spellings); birth_year has no reference
+that installs offline, so its tuples are there to be judged by hand.
 
 Writes eval/results/slot_forms.json (or --out); runs live in --runs (not committed).
 """
@@ -44,7 +45,7 @@ def one_relation(path: Path, runs: Path, options, model_pair) -> dict:
     from kgprobe.harvest.evaluate import judge
     from kgprobe.harvest.filters import slot_forms
     from kgprobe.harvest.relation import load_relation
-    from kgprobe.harvest.run import harvest
+    from kgprobe.harvest.run import evaluate_harvest, harvest
 
     rel = load_relation(path)
     out = runs / rel.name
@@ -63,8 +64,13 @@ def one_relation(path: Path, runs: Path, options, model_pair) -> dict:
         "seconds": round(record["timings"]["total"] - record["timings"]["load_model"], 1),
         "top_20": [list(t) for t in tuples[:20]],
     }
+    judged = None
     if rel.name == "country_code":
         judged = judge(tuples, alpha2_reference(), ks=(10, 50))
+    elif rel.reference is not None:
+        judged = evaluate_harvest(out)
+        result["reference"] = f"{rel.reference.kg}:{rel.reference.relation}"
+    if judged is not None:
         result |= {k: judged[k] for k in ("precision@10", "precision@50", "wrong_in_top_50")}
     return result
 

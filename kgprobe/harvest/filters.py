@@ -16,10 +16,18 @@ from kgprobe.harvest.stopwords import stopwords
 _WORD = re.compile(r"[^\W_]+(?:[-'.][^\W_]+)*", re.UNICODE)
 #: a number as a slot value: a year, a count ("1756", "8,848", "3.14")
 NUMBER = re.compile(r"[0-9]+(?:[.,][0-9]+)*")
-#: a code as a slot value: capitals and digits, no space ("FR", "JPY", "H2O", "AAPL")
-CODE = re.compile(r"[A-Z][A-Z0-9]*")
+#: a code as a slot value: a capital, then letters and digits, no space ("FR", "JPY", "H2O", "Au")
+CODE = re.compile(r"[A-Z][A-Za-z0-9]*")
 #: longest seed value that still reads as a code rather than a name in capitals
 MAX_CODE_CHARS = 6
+
+
+def is_code(text: str) -> bool:
+    """A :data:`CODE` of at most :data:`MAX_CODE_CHARS` characters that is no capitalised word:
+    two characters at most (chemical symbols "Au", "C") or a capital or digit after the first
+    ("FR", "JPY", "H2O"; not "Paris", "Oslo")."""
+    return (CODE.fullmatch(text) is not None and len(text) <= MAX_CODE_CHARS
+            and (len(text) <= 2 or any(ch.isupper() or ch.isdigit() for ch in text[1:])))
 # words that join the parts of a name ("United States of America", "Rio de Janeiro"): allowed
 # inside an entity even when the prompt uses them
 _NAME_JOINERS = frozenset("of the and de la le du del da do dos von van der y el al".split())
@@ -73,8 +81,9 @@ class EntityFilter:
 @dataclass(frozen=True)
 class SlotForm:
     """What every seed value of a slot looks like when it is no name: a ``number`` (birth years,
-    calling codes), or a ``code`` of capitals and digits as long as the seeds' (ISO codes "FR",
-    "JP": not "AUS"). WordNet types neither, and the name filter would refuse every number."""
+    calling codes), or a ``code`` (:func:`is_code`) as long as the seeds' (ISO codes "FR", "JP":
+    not "AUS"; chemical symbols "Au", "C": not "Aluminium"). WordNet types neither (or, worse,
+    types "Au" as a chemical element, as "gold" is), and the name filter refuses every number."""
 
     kind: str                  # "number" | "code"
     lengths: tuple[int, int]   # the seed values' shortest and longest (a code keeps to them)
@@ -82,19 +91,19 @@ class SlotForm:
     def matches(self, text: str) -> bool:
         if self.kind == "number":
             return NUMBER.fullmatch(text) is not None
-        return CODE.fullmatch(text) is not None and self.lengths[0] <= len(text) <= self.lengths[1]
+        return is_code(text) and self.lengths[0] <= len(text) <= self.lengths[1]
 
 
 def slot_forms(seeds: list[tuple[str, ...]]) -> dict[int, SlotForm]:
     """Slot -> its form, for the slots whose every seed value is a number (:data:`NUMBER`) or a
-    code (:data:`CODE`, at most :data:`MAX_CODE_CHARS` characters)."""
+    code (:func:`is_code`)."""
     forms = {}
     for j in range(len(seeds[0]) if seeds else 0):
         values = [s[j].strip() for s in seeds]
         lengths = (min(map(len, values)), max(map(len, values)))
         if all(NUMBER.fullmatch(v) for v in values):
             forms[j] = SlotForm("number", lengths)
-        elif all(CODE.fullmatch(v) for v in values) and lengths[1] <= MAX_CODE_CHARS:
+        elif all(is_code(v) for v in values):
             forms[j] = SlotForm("code", lengths)
     return forms
 
