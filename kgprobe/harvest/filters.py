@@ -1,5 +1,8 @@
 """Which surface strings count as entities, and the diversity cap on harvested tuples.
 
+A slot whose seeds are all numbers or all codes (ISO codes, chemical symbols) takes values of that
+form only (:func:`slot_forms`); every other slot takes names.
+
 BertNet drops an entity that *contains* a stopword, which also throws away "United States of
 America" and "Republic of the Congo". kgprobe only rejects stopwords at an entity's edges
 ("the Paris", "France and") or entities made of stopwords alone.
@@ -14,6 +17,9 @@ from kgprobe.harvest.relation import Constraints
 from kgprobe.harvest.stopwords import stopwords
 
 _WORD = re.compile(r"[^\W_]+(?:[-'.][^\W_]+)*", re.UNICODE)
+# words that join the parts of a name ("United States of America", "Rio de Janeiro"): allowed
+# inside an entity even when the prompt uses them
+_NAME_JOINERS = frozenset("of the and de la le du del da do dos von van der y el al".split())
 #: a number as a slot value: a year, a count ("1756", "8,848", "3.14")
 NUMBER = re.compile(r"[0-9]+(?:[.,][0-9]+)*")
 #: a code as a slot value: a capital, then letters and digits, no space ("FR", "JPY", "H2O", "Au")
@@ -28,9 +34,6 @@ def is_code(text: str) -> bool:
     ("FR", "JPY", "H2O"; not "Paris", "Oslo")."""
     return (CODE.fullmatch(text) is not None and len(text) <= MAX_CODE_CHARS
             and (len(text) <= 2 or any(ch.isupper() or ch.isdigit() for ch in text[1:])))
-# words that join the parts of a name ("United States of America", "Rio de Janeiro"): allowed
-# inside an entity even when the prompt uses them
-_NAME_JOINERS = frozenset("of the and de la le du del da do dos von van der y el al".split())
 
 
 class EntityFilter:

@@ -628,7 +628,8 @@ def unknown_last(assigned: dict, slot: int) -> bool:
 def _assign_types(candidates, rel: Relation, lm, options: HarvestOptions, echo: Callable[[str], None]) -> dict:
     """What types.json holds: per typed slot, each candidate value's type ("other" where a
     WordNet-typed value is not of the slot's type, "unknown" where WordNet does not know it), and
-    what was inferred per untyped slot."""
+    what was inferred per untyped slot: the seeds' form where they are all numbers or codes
+    (:func:`~kgprobe.harvest.filters.slot_forms`; "number", "code"), else their WordNet type."""
     assigned: dict = {}
     if rel.constraints.types:
         from kgprobe.harvest.entity_types import assign_types
