@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from kgprobe.harvest.filters import NUMBER, EntityFilter, SlotForm, slot_forms
 from kgprobe.harvest.relation import Constraints, relation_from_options
@@ -148,3 +149,27 @@ def _check_forms_result(result: dict, ref, synonyms) -> None:
     assert symbols["reference"] == "wordnet-lexical:synonym"
     assert judge(top, synonyms, ks=(10,))["precision@10"] == symbols["precision@10"]
     assert symbols["inferred_types"]["1"]["method"] == "code"  # not "chemical element", as WordNet would say
+
+
+def test_the_masked_search_keeps_a_numeric_slot_to_numbers(tmp_path):
+    from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
+
+    from kgprobe.harvest import masked
+    from kgprobe.harvest.relation import Template
+
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "mozart", "einstein", "darwin", "was", "born", "in", ".",
+             "vienna", "paris", "1756", "1879", "17", "##56", "##79"]
+    (tmp_path / "vocab.txt").write_text("\n".join(words) + "\n")
+    tok = BertTokenizerFast(vocab=str(tmp_path / "vocab.txt"))
+    torch.manual_seed(0)
+    model = BertForMaskedLM(BertConfig(vocab_size=len(words), hidden_size=32, num_hidden_layers=2,
+                                       num_attention_heads=2, intermediate_size=64)).eval()
+    lm = masked.MaskedLM(model, tok)
+    template = Template.parse("<ENT0> was born in <ENT1> .")
+    filt = EntityFilter(Constraints(min_chars=3), [template.prompt])
+    seeds = [("mozart", "1756"), ("einstein", "1879")]
+    found = masked.search(lm, [template], [1.0], arity=2, filt=filt, beam=64, branch=len(words),
+                          candidates=200, forms=slot_forms(seeds))
+    plain = masked.search(lm, [template], [1.0], arity=2, filt=filt, beam=64, branch=len(words), candidates=200)
+    assert found and all(NUMBER.fullmatch(b) and not NUMBER.fullmatch(a) for a, b in found), found
+    assert not any(NUMBER.fullmatch(b) for _, b in plain)  # without the form, a name slot refuses numbers
