@@ -76,7 +76,8 @@ MANY_ONLY = ("executor", "ray_address", "gpus_per_relation", "cpus_per_relation"
                    "(its prior: how common the name is); 0 = plain sentence likelihood, 1 = PMI.")
 @click.option("--infer-types/--no-infer-types", default=True, show_default=True,
               help="Type each slot the relation file leaves untyped from its seeds' WordNet type (Paris, Tokyo, "
-                   "... -> national capital) and drop candidates of another type; types.json says what.")
+                   "... -> national capital) and drop candidates of another type; types.json says what. A slot "
+                   "whose seeds are all numbers (1756) or codes (FR, Au) keeps to that form either way.")
 @click.option("--infer-properties/--no-infer-properties", default=True, show_default=True,
               help="Where the relation file is silent: symmetric (one tuple per unordered pair) when the LM reads "
                    "the seeds both ways, functional (one object per subject, slot 0) when no two seeds share a "
